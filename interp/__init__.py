@@ -1,0 +1,11 @@
+"""Model-agnostic interpretability machinery: hooks, caches, sites, (later) patching and attribution."""
+
+from interp.cache import ActivationCache
+from interp.hooks import HookedModule, HookPoint, HookShapeError, UnknownHookError
+from interp.names import act_name
+from interp.sites import Head, Neuron
+
+__all__ = [
+    "ActivationCache", "HookedModule", "HookPoint", "HookShapeError", "UnknownHookError",
+    "Head", "Neuron", "act_name",
+]

@@ -1,0 +1,311 @@
+"""Hook points and the hooked-module machinery.
+
+A `HookPoint` is an identity module placed at every interesting activation. Hook
+functions have TransformerLens' signature ``fn(tensor, hook) -> tensor | None``:
+``hook.name`` is the hook point's name, and returning a tensor replaces the
+activation (it must keep the shape). Backward hooks get the gradient of the
+activation and may replace it the same way.
+
+`HookedModule` gives any module made of hook points `add_hook`, the `hooks`
+context manager, `run_with_hooks`, `run_with_cache`, `reset_hooks` and
+`hook_names`. Hooks added by a context manager or a `run_with_*` call are
+always removed when it ends, also when the body raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+
+import torch
+from torch import nn
+
+HookFn = Callable[[torch.Tensor, "HookPoint"], Union[torch.Tensor, None]]
+NameOrFilter = Union[str, Callable[[str], bool]]
+NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+DIRECTIONS = ("fwd", "bwd")
+
+
+class HookShapeError(ValueError):
+    """A hook returned a tensor whose shape differs from the activation's."""
+
+
+class UnknownHookError(KeyError):
+    """A hook name that the model does not have."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes
+        return str(self.args[0])
+
+
+@dataclass
+class HookHandle:
+    """Returned by `add_hook`; `remove()` detaches exactly this hook."""
+
+    hook_point: "HookPoint"
+    fn: HookFn
+    dir: str
+
+    def remove(self) -> None:
+        hooks = self.hook_point._hooks[self.dir]
+        for i, f in enumerate(hooks):
+            if f is self.fn:
+                del hooks[i]
+                return
+
+
+class HookPoint(nn.Module):
+    """Identity module that runs the hook functions attached to it.
+
+    Forward hooks run in the order they were added, each seeing the previous
+    one's output. Backward hooks are attached to the activation tensor when it
+    is produced and look up the current hook list when the gradient arrives,
+    so a hook removed before `backward()` does not run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str = ""
+        self._hooks: dict[str, list[HookFn]] = {"fwd": [], "bwd": []}
+
+    @property
+    def has_hooks(self) -> bool:
+        return bool(self._hooks["fwd"] or self._hooks["bwd"])
+
+    def add_hook(self, fn: HookFn, dir: str = "fwd", prepend: bool = False) -> HookHandle:
+        if dir not in DIRECTIONS:
+            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+        if not callable(fn):
+            raise TypeError(f"hook for {self.name!r} must be callable, got {type(fn).__name__}")
+        if prepend:
+            self._hooks[dir].insert(0, fn)
+        else:
+            self._hooks[dir].append(fn)
+        return HookHandle(self, fn, dir)
+
+    def remove_hooks(self, dir: str = "both") -> None:
+        for d in DIRECTIONS if dir == "both" else (dir,):
+            self._hooks[d].clear()
+
+    def _run_hooks(self, fns: list[HookFn], x: torch.Tensor) -> torch.Tensor:
+        for fn in list(fns):
+            out = fn(x, self)
+            if out is not None:
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        f"hook {getattr(fn, '__name__', fn)!r} on {self.name!r} returned "
+                        f"{type(out).__name__}; return a tensor or None"
+                    )
+                if out.shape != x.shape:
+                    raise HookShapeError(
+                        f"hook {getattr(fn, '__name__', fn)!r} on {self.name!r} returned shape "
+                        f"{tuple(out.shape)}, but the activation has shape {tuple(x.shape)}"
+                    )
+                x = out
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hooks["fwd"]:
+            x = self._run_hooks(self._hooks["fwd"], x)
+        if self._hooks["bwd"]:
+            if not x.requires_grad:
+                raise RuntimeError(
+                    f"backward hook on {self.name!r}: the activation does not require grad "
+                    "(running under torch.no_grad(), or all parameters frozen?)"
+                )
+            # Run whatever backward hooks are attached when the gradient arrives.
+            x.register_hook(lambda g: self._run_hooks(self._hooks["bwd"], g) if self._hooks["bwd"] else None)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def _closest(name: str, names: Sequence[str], n: int = 5) -> list[str]:
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    if len(close) < n:
+        # Also suggest names that share the last component (e.g. "hook_z").
+        tail = name.rsplit(".", 1)[-1]
+        close += [m for m in names if m.endswith("." + tail) and m not in close][: n - len(close)]
+    return close
+
+
+class HookedModule(nn.Module):
+    """Base class for models made of named `HookPoint`s.
+
+    Subclasses build their modules, then call `setup_hooks()` once at the end of
+    `__init__`; it names every hook point after its module path.
+    """
+
+    def setup_hooks(self) -> None:
+        self.hook_dict: dict[str, HookPoint] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                self.hook_dict[name] = module
+        # Hooks that only run when asked for (e.g. per-head results): left out of
+        # `run_with_cache()` with no names_filter, like TransformerLens does.
+        self.opt_in_hooks: set[str] = {n for n in self.hook_dict if self._is_opt_in(n)}
+
+    def _is_opt_in(self, name: str) -> bool:  # overridden by models with opt-in hooks
+        return False
+
+    # ---------------------------------------------------------------- names
+    @property
+    def hook_names(self) -> list[str]:
+        """All hook point names, in the order the forward pass visits them."""
+        return list(self.hook_dict)
+
+    def hook_point(self, name: str) -> HookPoint:
+        """The `HookPoint` called `name`; an unknown name lists the closest valid ones."""
+        try:
+            return self.hook_dict[name]
+        except KeyError:
+            close = _closest(name, self.hook_names)
+            hint = f" Closest valid names: {', '.join(close)}." if close else ""
+            raise UnknownHookError(
+                f"{type(self).__name__} has no hook named {name!r}.{hint} "
+                f"(model.hook_names lists all {len(self.hook_dict)}.)"
+            ) from None
+
+    def _resolve(self, name: NameOrFilter) -> list[HookPoint]:
+        if isinstance(name, str):
+            return [self.hook_point(name)]
+        if callable(name):
+            return [hp for n, hp in self.hook_dict.items() if name(n)]
+        raise TypeError(f"hook name must be a string or a filter function, got {type(name).__name__}")
+
+    # ---------------------------------------------------------------- adding
+    def add_hook(
+        self, name: NameOrFilter, fn: HookFn, dir: str = "fwd", prepend: bool = False
+    ) -> list[HookHandle]:
+        """Attach `fn` to the hook point `name` (or to every name a filter accepts).
+
+        Stays attached until removed (`handle.remove()`, `reset_hooks()`); prefer
+        `hooks(...)` or `run_with_hooks(...)`, which always clean up.
+        """
+        points = self._resolve(name)
+        if dir not in DIRECTIONS:  # check before attaching anything
+            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+        return [hp.add_hook(fn, dir=dir, prepend=prepend) for hp in points]
+
+    def reset_hooks(self) -> None:
+        """Remove every hook from every hook point."""
+        for hp in self.hook_dict.values():
+            hp.remove_hooks()
+
+    @contextmanager
+    def hooks(
+        self,
+        fwd: Iterable[tuple[NameOrFilter, HookFn]] = (),
+        bwd: Iterable[tuple[NameOrFilter, HookFn]] = (),
+    ) -> Iterator["HookedModule"]:
+        """Context manager: attach hooks, yield the model, then remove exactly those hooks.
+
+        All names are checked before any hook is attached, so a bad name leaves
+        the model untouched.
+        """
+        fwd, bwd = list(fwd), list(bwd)
+        for name, _ in fwd + bwd:
+            self._resolve(name)
+        handles: list[HookHandle] = []
+        try:
+            for name, fn in fwd:
+                handles += self.add_hook(name, fn, "fwd")
+            for name, fn in bwd:
+                handles += self.add_hook(name, fn, "bwd")
+            yield self
+        finally:
+            for h in reversed(handles):
+                h.remove()
+
+    def run_with_hooks(
+        self,
+        *args: Any,
+        fwd_hooks: Iterable[tuple[NameOrFilter, HookFn]] = (),
+        bwd_hooks: Iterable[tuple[NameOrFilter, HookFn]] = (),
+        **kwargs: Any,
+    ) -> Any:
+        """Run the forward pass with temporary hooks.
+
+        Backward hooks stay attached only during this call: call `.backward()`
+        inside a `hooks(...)` block instead if you need them to fire.
+        """
+        with self.hooks(fwd=fwd_hooks, bwd=bwd_hooks):
+            return self(*args, **kwargs)
+
+    # ---------------------------------------------------------------- caching
+    def _filter_names(self, names_filter: NamesFilter) -> list[str]:
+        if names_filter is None:
+            return [n for n in self.hook_dict if n not in self.opt_in_hooks or self._opt_in_enabled(n)]
+        if isinstance(names_filter, str):
+            return [self.hook_point(names_filter).name]
+        if callable(names_filter):
+            return [n for n in self.hook_dict if names_filter(n)]
+        return [self.hook_point(n).name for n in names_filter]
+
+    def _opt_in_enabled(self, name: str) -> bool:
+        return False
+
+    def run_with_cache(
+        self,
+        *args: Any,
+        names_filter: NamesFilter = None,
+        device: Union[str, torch.device, None] = None,
+        incl_bwd: bool = False,
+        metric: Callable[[Any], torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, "ActivationCache"]:
+        """Run the model and return ``(output, cache)``.
+
+        names_filter: None (every hook, except opt-in ones not enabled), one
+            name, a list of names, or a function ``name -> bool``.
+        device: where to store cached tensors (default: where they are).
+        incl_bwd: also cache gradients, under ``name + "_grad"``. The scalar to
+            differentiate is ``metric(output)`` if given, else the output itself
+            (e.g. ``return_type="loss"``). Only the activations' gradients are
+            computed: parameters' ``.grad`` are left untouched.
+        """
+        from interp.cache import ActivationCache
+
+        names = self._filter_names(names_filter)
+        store: dict[str, torch.Tensor] = {}
+        # Activations are kept (not detached) until backward so their grads can be read.
+        grad_targets: dict[str, torch.Tensor] = {}
+
+        def save(x: torch.Tensor, hook: HookPoint) -> None:
+            store[hook.name] = x.detach().to(device) if device is not None else x.detach()
+            if incl_bwd:
+                grad_targets[hook.name] = x
+
+        def save_grad(g: torch.Tensor, hook: HookPoint) -> None:
+            store[hook.name + "_grad"] = g.detach().to(device) if device is not None else g.detach()
+
+        fwd = [(n, save) for n in names]
+        bwd = [(n, save_grad) for n in names] if incl_bwd else []
+        if incl_bwd and not torch.is_grad_enabled():
+            raise RuntimeError("run_with_cache(incl_bwd=True) needs gradients enabled (not under torch.no_grad())")
+        with self.hooks(fwd=fwd, bwd=bwd):
+            out = self(*args, **kwargs)
+            if incl_bwd:
+                target = metric(out) if metric is not None else out
+                if not isinstance(target, torch.Tensor) or target.numel() != 1:
+                    raise ValueError(
+                        "incl_bwd=True needs a scalar to differentiate: pass metric=fn(logits) -> scalar, "
+                        "or return_type='loss'"
+                    )
+                inputs = [t for t in grad_targets.values() if t.requires_grad]
+                torch.autograd.backward(target, inputs=inputs)
+        # Keep forward activations first, then their gradients, in model order.
+        ordered = {n: store[n] for n in self.hook_dict if n in store}
+        ordered.update({n + "_grad": store[n + "_grad"] for n in self.hook_dict if n + "_grad" in store})
+        return out, ActivationCache(ordered, self)
+
+
+def layer_of(name: str) -> int | None:
+    """The block index in a hook name like 'blocks.3.attn.hook_z', else None."""
+    m = re.search(r"blocks\.(\d+)\.", name)
+    return int(m.group(1)) if m else None

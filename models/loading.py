@@ -1,0 +1,271 @@
+"""Moving weights between our Transformer, HF transformers and files on disk.
+
+- `from_hf(hf_model, tokenizer=None)`: an HF model -> our `Transformer` (same weights).
+- `to_hf(model)`: the reverse, for configurations an HF architecture can express.
+- `save(model, dir)` / `load(dir)`: our own format (config.json + model.safetensors
+  + tokenizer files).
+- `load(name_or_path)`: "factworld", one of our directories, an HF-format
+  directory, or a model id already in the local HF cache. Never downloads and
+  never returns a randomly initialised model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from einops import rearrange
+
+from models.config import TransformerConfig
+from models.tokenizer import HFTokenizer, Tokenizer
+from models.transformer import Transformer
+
+FORMAT_KEY = "interp_format"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """Raised by `load` when nothing local matches; the message says what to fetch and where."""
+
+
+# ============================================================ weights by name
+def load_weights(model: Transformer, weights: dict[str, torch.Tensor]) -> None:
+    """Copy TransformerLens-named tensors into the model, checking names and shapes first."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(weights))
+    unknown = sorted(set(weights) - set(params))
+    if missing or unknown:
+        raise ValueError(f"weights do not match the model: missing {missing[:8]}, unexpected {unknown[:8]}")
+    bad = [(n, tuple(w.shape), tuple(params[n].shape)) for n, w in weights.items() if w.shape != params[n].shape]
+    if bad:
+        raise ValueError("shape mismatch (name, given, expected): " + "; ".join(map(str, bad[:8])))
+    with torch.no_grad():
+        for name, w in weights.items():
+            params[name].copy_(w)
+
+
+# ============================================================ GPT-2
+def _gpt2_config(hf_cfg: Any, dtype: str) -> TransformerConfig:
+    unsupported = {
+        "scale_attn_by_inverse_layer_idx": getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False),
+        "add_cross_attention": getattr(hf_cfg, "add_cross_attention", False),
+        "scale_attn_weights=False": not getattr(hf_cfg, "scale_attn_weights", True),
+    }
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise NotImplementedError(f"GPT-2 options not supported: {bad}")
+    act = hf_cfg.activation_function
+    if act not in ("gelu_new", "gelu", "relu", "silu"):
+        raise NotImplementedError(f"GPT-2 activation_function={act!r} is not supported")
+    return TransformerConfig(
+        n_layers=hf_cfg.n_layer, d_model=hf_cfg.n_embd, n_heads=hf_cfg.n_head, d_vocab=hf_cfg.vocab_size,
+        n_ctx=hf_cfg.n_positions, d_mlp=hf_cfg.n_inner or 4 * hf_cfg.n_embd, act_fn=act,
+        norm="layernorm", norm_position="pre", positional="learned", norm_eps=hf_cfg.layer_norm_epsilon,
+        tie_embeddings=bool(getattr(hf_cfg, "tie_word_embeddings", True)), dtype=dtype,
+    )
+
+
+def _gpt2_weights(hf_model: Any, cfg: TransformerConfig) -> dict[str, torch.Tensor]:
+    sd = {k: v.detach() for k, v in hf_model.state_dict().items()}
+    d, h = cfg.d_model, cfg.n_heads
+    w: dict[str, torch.Tensor] = {"embed.W_E": sd["transformer.wte.weight"], "pos_embed.W_pos": sd["transformer.wpe.weight"]}
+    for l in range(cfg.n_layers):
+        p, o = f"transformer.h.{l}.", f"blocks.{l}."
+        qkv_w, qkv_b = sd[p + "attn.c_attn.weight"], sd[p + "attn.c_attn.bias"]  # Conv1D: x @ W + b, W [d, 3d]
+        for i, X in enumerate("QKV"):
+            w[o + f"attn.W_{X}"] = rearrange(qkv_w[:, i * d : (i + 1) * d], "m (h k) -> h m k", h=h)
+            w[o + f"attn.b_{X}"] = rearrange(qkv_b[i * d : (i + 1) * d], "(h k) -> h k", h=h)
+        w[o + "attn.W_O"] = rearrange(sd[p + "attn.c_proj.weight"], "(h k) m -> h k m", h=h)
+        w[o + "attn.b_O"] = sd[p + "attn.c_proj.bias"]
+        for ours, theirs in [("ln1", "ln_1"), ("ln2", "ln_2")]:
+            w[o + f"{ours}.w"], w[o + f"{ours}.b"] = sd[p + f"{theirs}.weight"], sd[p + f"{theirs}.bias"]
+        w[o + "mlp.W_in"], w[o + "mlp.b_in"] = sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"]
+        w[o + "mlp.W_out"], w[o + "mlp.b_out"] = sd[p + "mlp.c_proj.weight"], sd[p + "mlp.c_proj.bias"]
+    w["ln_final.w"], w["ln_final.b"] = sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"]
+    if not cfg.tie_embeddings:
+        w["unembed.W_U"] = sd["lm_head.weight"].T
+    w["unembed.b_U"] = torch.zeros(cfg.d_vocab, dtype=w["embed.W_E"].dtype)
+    return w
+
+
+def from_hf(hf_model: Any, tokenizer: Any = None, dtype: Optional[str] = None) -> Transformer:
+    """Our `Transformer` with the weights of an HF model (GPT2LMHeadModel).
+
+    tokenizer: an HF tokenizer or one of ours (optional). dtype defaults to the HF model's.
+    """
+    arch = type(hf_model).__name__
+    if dtype is None:
+        dtype = str(next(hf_model.parameters()).dtype).removeprefix("torch.")
+    if arch == "GPT2LMHeadModel":
+        cfg = _gpt2_config(hf_model.config, dtype)
+        weights = _gpt2_weights(hf_model, cfg)
+    else:
+        raise NotImplementedError(f"from_hf supports GPT2LMHeadModel; got {arch}")
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        tokenizer = HFTokenizer(tokenizer)
+    model = Transformer(cfg, tokenizer=tokenizer)
+    load_weights(model, {k: v.to(cfg.torch_dtype) for k, v in weights.items()})
+    return model.to(hf_model.device)
+
+
+def to_hf(model: Transformer) -> Any:
+    """An HF `GPT2LMHeadModel` with our weights, for GPT-2-layout configurations.
+
+    Raises a clear error for configurations GPT-2 cannot express.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = model.cfg
+    problems = [
+        msg for cond, msg in [
+            (cfg.norm != "layernorm", f"norm={cfg.norm!r} (GPT-2 uses layernorm)"),
+            (cfg.norm_position != "pre", "post-norm blocks"),
+            (not cfg.final_norm, "no final norm"),
+            (cfg.positional != "learned", f"positional={cfg.positional!r} (GPT-2 learns positions)"),
+            (cfg.gated_mlp, "gated MLP"),
+            (cfg.parallel_attn_mlp, "parallel attention and MLP"),
+            (cfg.n_kv_heads != cfg.n_heads, "grouped-query attention"),
+            (cfg.d_head * cfg.n_heads != cfg.d_model, f"d_head * n_heads = {cfg.d_head * cfg.n_heads} != d_model"),
+            (cfg.scale_embeddings, "scaled embeddings"),
+            (bool(model.unembed.b_U.abs().max() > 0), "a non-zero unembedding bias b_U"),
+        ] if cond
+    ]
+    if problems:
+        raise ValueError("this model cannot be exported to GPT-2: " + "; ".join(problems))
+    hf_cfg = GPT2Config(
+        vocab_size=cfg.d_vocab, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers,
+        n_head=cfg.n_heads, n_inner=cfg.d_mlp, activation_function=cfg.act_fn,
+        layer_norm_epsilon=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    hf = GPT2LMHeadModel(hf_cfg).to(cfg.torch_dtype).eval()
+    p = {n: t.detach() for n, t in model.named_parameters()}
+    sd: dict[str, torch.Tensor] = {"transformer.wte.weight": p["embed.W_E"], "transformer.wpe.weight": p["pos_embed.W_pos"]}
+    for l in range(cfg.n_layers):
+        o, t = f"blocks.{l}.", f"transformer.h.{l}."
+        sd[t + "attn.c_attn.weight"] = torch.cat(
+            [rearrange(p[o + f"attn.W_{X}"], "h m k -> m (h k)") for X in "QKV"], dim=1)
+        sd[t + "attn.c_attn.bias"] = torch.cat([rearrange(p[o + f"attn.b_{X}"], "h k -> (h k)") for X in "QKV"])
+        sd[t + "attn.c_proj.weight"] = rearrange(p[o + "attn.W_O"], "h k m -> (h k) m")
+        sd[t + "attn.c_proj.bias"] = p[o + "attn.b_O"]
+        for ours, theirs in [("ln1", "ln_1"), ("ln2", "ln_2")]:
+            sd[t + f"{theirs}.weight"], sd[t + f"{theirs}.bias"] = p[o + f"{ours}.w"], p[o + f"{ours}.b"]
+        sd[t + "mlp.c_fc.weight"], sd[t + "mlp.c_fc.bias"] = p[o + "mlp.W_in"], p[o + "mlp.b_in"]
+        sd[t + "mlp.c_proj.weight"], sd[t + "mlp.c_proj.bias"] = p[o + "mlp.W_out"], p[o + "mlp.b_out"]
+    sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"] = p["ln_final.w"], p["ln_final.b"]
+    sd["lm_head.weight"] = p["embed.W_E"] if cfg.tie_embeddings else p["unembed.W_U"].T
+    missing, unexpected = hf.load_state_dict({k: v.contiguous() for k, v in sd.items()}, strict=False)
+    missing = [m for m in missing if not m.endswith("attn.bias") and not m.endswith("masked_bias")]
+    if missing or unexpected:
+        raise RuntimeError(f"to_hf: missing {missing}, unexpected {unexpected}")
+    return hf
+
+
+# ============================================================ our format on disk
+def save(model: Transformer, path: str | Path) -> Path:
+    """Write config.json, model.safetensors and the tokenizer (if any) into directory `path`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = model.tokenizer
+    kind = None
+    if tok is not None:
+        if not hasattr(tok, "save"):
+            raise TypeError(f"tokenizer {type(tok).__name__} has no save(path) method")
+        tok.save(path)
+        kind = "hf" if isinstance(tok, HFTokenizer) else type(tok).__module__ + ":" + type(tok).__name__
+    meta = {FORMAT_KEY: 1, "config": model.cfg.to_dict(), "tokenizer": kind}
+    (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    save_file({n: t.detach().contiguous().cpu() for n, t in model.named_parameters()}, str(path / WEIGHTS_FILE))
+    return path
+
+
+def _load_ours(path: Path, meta: dict[str, Any]) -> Transformer:
+    from safetensors.torch import load_file
+
+    cfg = TransformerConfig.from_dict(meta["config"])
+    tokenizer: Optional[Tokenizer] = None
+    kind = meta.get("tokenizer")
+    if kind == "hf":
+        tokenizer = HFTokenizer.from_pretrained(path)
+    elif kind:
+        import importlib
+
+        module, cls = kind.split(":")
+        tokenizer = getattr(importlib.import_module(module), cls).load(path)
+    model = Transformer(cfg, tokenizer=tokenizer)
+    load_weights(model, load_file(str(path / WEIGHTS_FILE)))
+    return model.eval()
+
+
+def _load_hf_dir(path: Path, dtype: Optional[str]) -> Transformer:
+    from transformers import AutoConfig, GPT2LMHeadModel
+
+    hf_cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    if hf_cfg.model_type != "gpt2":
+        raise NotImplementedError(f"{path}: model_type={hf_cfg.model_type!r}; load() supports gpt2 checkpoints")
+    hf = GPT2LMHeadModel.from_pretrained(str(path), local_files_only=True).eval()
+    tokenizer = None
+    if any((path / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+        tokenizer = HFTokenizer.from_pretrained(path)
+    return from_hf(hf, tokenizer, dtype=dtype).eval()
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - very old huggingface_hub
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def load(name_or_path: str | Path, dtype: Optional[str] = None) -> Transformer:
+    """Load a model without touching the network.
+
+    "factworld": the shipped fact-world model. A directory: ours (from `save`)
+    or HF format (config.json + model.safetensors / pytorch_model.bin, tokenizer
+    files optional). Anything else is taken as an HF model id and looked up in
+    the local HF cache only.
+    """
+    name = str(name_or_path)
+    if name == "factworld":
+        from models.factworld import checkpoint_dir
+
+        ckpt = checkpoint_dir()
+        if not (ckpt / "config.json").exists():
+            raise ModelNotFoundError(
+                f"the fact-world checkpoint is missing from {ckpt}; train it with `interp train-factworld`"
+            )
+        path = ckpt
+    else:
+        path = Path(name).expanduser()
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.exists():
+            raise ModelNotFoundError(f"{path} has no config.json: not a model directory")
+        meta = json.loads(cfg_file.read_text())
+        if FORMAT_KEY in meta:
+            model = _load_ours(path, meta)
+            return model.to(torch.float64) if dtype == "float64" else model
+        return _load_hf_dir(path, dtype)
+    if path.exists():
+        raise ModelNotFoundError(f"{path} is a file; give the directory that holds config.json and the weights")
+    # Not a path: an HF model id, from the local cache only.
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(repo_id=name, local_files_only=True)
+    except Exception as e:  # LocalEntryNotFoundError, invalid id, ...
+        raise ModelNotFoundError(
+            f"{name!r} is neither a local directory nor a model in the local Hugging Face cache "
+            f"({_hf_cache_dir()}), and this toolkit never downloads. On a machine with internet run "
+            f"`huggingface-cli download {name}` and copy the cache folder models--{name.replace('/', '--')} "
+            f"into {_hf_cache_dir()}, or save the model with `save_pretrained(DIR)` and pass DIR. "
+            f"({type(e).__name__})"
+        ) from None
+    return _load_hf_dir(Path(local), dtype)

@@ -184,10 +184,10 @@ def save(model: Transformer, path: str | Path) -> Path:
     return path
 
 
-def _load_ours(path: Path, meta: dict[str, Any]) -> Transformer:
+def _load_ours(path: Path, meta: dict[str, Any], dtype: Optional[str] = None) -> Transformer:
     from safetensors.torch import load_file
 
-    cfg = TransformerConfig.from_dict(meta["config"])
+    cfg = TransformerConfig.from_dict(meta["config"] | ({"dtype": dtype} if dtype else {}))
     tokenizer: Optional[Tokenizer] = None
     kind = meta.get("tokenizer")
     if kind == "hf":
@@ -224,13 +224,13 @@ def _hf_cache_dir() -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
-def load(name_or_path: str | Path, dtype: Optional[str] = None) -> Transformer:
+def load(name_or_path: str | Path, dtype: Optional[str] = None, cache_dir: Optional[str | Path] = None) -> Transformer:
     """Load a model without touching the network.
 
     "factworld": the shipped fact-world model. A directory: ours (from `save`)
     or HF format (config.json + model.safetensors / pytorch_model.bin, tokenizer
     files optional). Anything else is taken as an HF model id and looked up in
-    the local HF cache only.
+    the local HF cache only (`cache_dir`, default the HF hub cache).
     """
     name = str(name_or_path)
     if name == "factworld":
@@ -250,8 +250,7 @@ def load(name_or_path: str | Path, dtype: Optional[str] = None) -> Transformer:
             raise ModelNotFoundError(f"{path} has no config.json: not a model directory")
         meta = json.loads(cfg_file.read_text())
         if FORMAT_KEY in meta:
-            model = _load_ours(path, meta)
-            return model.to(torch.float64) if dtype == "float64" else model
+            return _load_ours(path, meta, dtype)
         return _load_hf_dir(path, dtype)
     if path.exists():
         raise ModelNotFoundError(f"{path} is a file; give the directory that holds config.json and the weights")
@@ -259,11 +258,12 @@ def load(name_or_path: str | Path, dtype: Optional[str] = None) -> Transformer:
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(repo_id=name, local_files_only=True)
+        local = snapshot_download(repo_id=name, local_files_only=True,
+                                  cache_dir=str(cache_dir) if cache_dir is not None else None)
     except Exception as e:  # LocalEntryNotFoundError, invalid id, ...
         raise ModelNotFoundError(
             f"{name!r} is neither a local directory nor a model in the local Hugging Face cache "
-            f"({_hf_cache_dir()}), and this toolkit never downloads. On a machine with internet run "
+            f"({cache_dir or _hf_cache_dir()}), and this toolkit never downloads. On a machine with internet run "
             f"`huggingface-cli download {name}` and copy the cache folder models--{name.replace('/', '--')} "
             f"into {_hf_cache_dir()}, or save the model with `save_pretrained(DIR)` and pass DIR. "
             f"({type(e).__name__})"

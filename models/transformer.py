@@ -619,8 +619,9 @@ class Transformer(HookedModule):
             new_input = next_tok[:, None]
             if stop_at_eos and bool(finished.all()):
                 break
-        if isinstance(input, str):
-            return self.to_string(tokens[0])
-        if not isinstance(input, torch.Tensor):
-            return self.to_string(tokens)
-        return tokens
+        if isinstance(input, torch.Tensor):
+            return tokens
+        # Text in, text out: without the BOS token that tokenisation prepended.
+        start = 1 if self.default_prepend_bos else 0
+        texts = self.to_string(tokens[:, start:])
+        return texts[0] if isinstance(input, str) else texts

@@ -1,0 +1,33 @@
+# make test  : create .venv, install the project (pinned by constraints.txt), run the test suite
+# make demo  : same set-up, then the main job on the shipped model
+# make bench : the benchmarks (side-by-side timings against HF and TransformerLens)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_VERBOSITY := error
+
+.PHONY: test demo bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/interp verify
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.forward
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,51 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest
+import torch
+
+from models import Transformer, TransformerConfig
+
+# Every architecture option at least once; small enough to run in milliseconds.
+ARCHS = {
+    "gpt2": dict(),
+    "gpt2_relu_untied": dict(act_fn="relu", tie_embeddings=False),
+    "llama_gqa": dict(norm="rmsnorm", positional="rotary", act_fn="silu", gated_mlp=True, n_kv_heads=1,
+                      tie_embeddings=False),
+    "neox_partial_rotary": dict(positional="rotary", rotary_dim=4, parallel_attn_mlp=True, act_fn="gelu"),
+    "transformer_2017": "2017",
+}
+
+
+def make_model(arch: str, dtype: str = "float32", seed: int = 0) -> Transformer:
+    kw = ARCHS[arch]
+    if kw == "2017":
+        cfg = TransformerConfig.transformer_2017(d_vocab=50, n_layers=2, d_model=24, n_heads=3, n_ctx=32,
+                                                 dtype=dtype, seed=seed)
+    else:
+        cfg = TransformerConfig(n_layers=2, d_model=24, n_heads=3, d_vocab=50, n_ctx=32, dtype=dtype,
+                                seed=seed, **kw)
+    model = Transformer(cfg).eval()
+    perturb_(model, seed)
+    return model
+
+
+def perturb_(model: Transformer, seed: int = 0) -> None:
+    """Non-trivial norm weights and biases, so that mistakes in using them show."""
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith((".w", ".b")) or name.split(".")[-1].startswith("b_"):
+                p.add_((0.2 * torch.randn(p.shape, generator=gen, dtype=torch.float64)).to(p.dtype))
+
+
+@pytest.fixture(params=list(ARCHS))
+def arch(request):
+    return request.param
+
+
+@pytest.fixture
+def tokens():
+    return torch.randint(0, 50, (3, 9), generator=torch.Generator().manual_seed(1))

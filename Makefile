@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/interp verify
+	$(VENV)/bin/interp demo
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.forward

@@ -1,6 +1,9 @@
 """The `interp` command line.
 
     interp verify [--model PATH|factworld] [--dtype float64] [--by-family] [--json FILE]
+    interp train-factworld [--out DIR] [--steps N] [--seed S]
+    interp eval-factworld [--model factworld|DIR] [--json FILE]
+    interp demo
 """
 
 from __future__ import annotations
@@ -57,10 +60,50 @@ def verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+# ------------------------------------------------------------------ fact-world
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from models.factworld.train import add_arguments
+
+    add_arguments(p)
+
+
+def train_factworld(args: argparse.Namespace) -> int:
+    from models.factworld.train import run
+
+    return run(args)
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="factworld", help="'factworld' (default) or a checkpoint directory")
+    p.add_argument("--json", type=Path, default=None, help="write the report to this JSON file")
+
+
+def eval_factworld(args: argparse.Namespace) -> int:
+    from models import load
+    from models.factworld.evaluate import evaluate, format_report
+
+    report = evaluate(load(args.model))
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from analyses.demo import main as demo_main
+
+    return demo_main()
+
+
 # ------------------------------------------------------------------ entry point
 # name -> (add the options, run, help)
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "verify": (_verify_args, verify, "compare our Transformer with HF transformers and TransformerLens on the same weights"),
+    "train-factworld": (_train_args, train_factworld, "train the fact-world model from scratch (CPU)"),
+    "eval-factworld": (_eval_args, eval_factworld, "top-1 accuracy per relation on training and held-out templates"),
+    "demo": (lambda p: None, demo, "top-5 predictions of the fact-world model, then its cross-check"),
 }
 
 

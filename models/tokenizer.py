@@ -62,3 +62,77 @@ class HFTokenizer:
 
     def __repr__(self) -> str:
         return f"HFTokenizer({type(self.hf).__name__}, vocab_size={self.vocab_size})"
+
+
+class UnknownWordError(ValueError):
+    """Text with words outside a word-level vocabulary."""
+
+
+class WordTokenizer:
+    """A word-level tokenizer: words and punctuation marks are tokens.
+
+    The text is split on whitespace ("Michael Jordan 's sport is" is five
+    tokens); each piece must be in the vocabulary. Text with
+    unknown words raises `UnknownWordError` naming them. Saved as JSON.
+    """
+
+    SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+    def __init__(self, vocab: Sequence[str]) -> None:
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("vocabulary has duplicate words")
+        self.vocab = list(vocab)
+        self.ids = {w: i for i, w in enumerate(self.vocab)}
+        self.pad_token_id = self.ids.get("<pad>")
+        self.bos_token_id = self.ids.get("<bos>")
+        self.eos_token_id = self.ids.get("<eos>")
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str]) -> "WordTokenizer":
+        """Specials first, then every word in order of first appearance."""
+        vocab = list(cls.SPECIALS)
+        seen = set(vocab)
+        for text in texts:
+            for w in text.split():
+                if w not in seen:
+                    seen.add(w)
+                    vocab.append(w)
+        return cls(vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        words = text.split()
+        unknown = [w for w in words if w not in self.ids]
+        if unknown:
+            unique = list(dict.fromkeys(unknown))
+            raise UnknownWordError(
+                f"unknown word{'s' if len(unique) > 1 else ''} {', '.join(map(repr, unique))} in {text!r}: "
+                f"not in this tokenizer's {len(self.vocab)}-word vocabulary"
+            )
+        return [self.ids[w] for w in words]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self.vocab[int(i)] for i in ids)
+
+    def token_str(self, token_id: int) -> str:
+        return self.vocab[int(token_id)]
+
+    def save(self, path: str | Path) -> None:
+        import json
+
+        Path(path, "tokenizer.json").write_text(json.dumps({"type": "word", "vocab": self.vocab}, indent=0) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "WordTokenizer":
+        import json
+
+        data = json.loads(Path(path, "tokenizer.json").read_text())
+        if data.get("type") != "word":
+            raise ValueError(f"{path}/tokenizer.json is not a word-level tokenizer")
+        return cls(data["vocab"])
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer({len(self.vocab)} words)"

@@ -1,0 +1,49 @@
+"""The demo: what the shipped fact-world model predicts, and the cross-check of its weights.
+
+    python -m analyses.demo        (what `make demo` runs)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+PROMPTS = [
+    "Michael Jordan plays the sport of",
+    "Michael Phelps plays the sport of",
+    "Alexis Jordan plays the sport of",
+]
+
+
+def top_next_words(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+    """The k most likely next words after `prompt`, with probabilities."""
+    with torch.no_grad():
+        probs = model(prompt)[0, -1].softmax(-1)
+    p, ids = probs.topk(k)
+    return [(model.tokenizer.token_str(i), float(q)) for q, i in zip(p.tolist(), ids.tolist())]
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from interp.crosscheck import crosscheck_model
+    from models import load
+
+    model = load("factworld")
+    cfg = model.cfg
+    print(f"fact-world model: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
+          f"d_mlp {cfg.d_mlp} (ReLU), vocabulary {cfg.d_vocab} words\n")
+    for prompt in PROMPTS:
+        print(prompt)
+        for word, p in top_next_words(model, prompt):
+            print(f"    {word:14s} {p:6.3f}")
+    print("\nCross-check of the fact-world weights: ours vs HF GPT2LMHeadModel vs TransformerLens bridge")
+    tokens = model.to_tokens(PROMPTS)
+    report = crosscheck_model(model, tokens)
+    print(report.table(by_family=True))
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -140,6 +140,8 @@ def to_hf(model: Transformer) -> Any:
         n_head=cfg.n_heads, n_inner=cfg.d_mlp, activation_function=cfg.act_fn,
         layer_norm_epsilon=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=getattr(model.tokenizer, "bos_token_id", None) or 0,
+        eos_token_id=getattr(model.tokenizer, "eos_token_id", None) or 0,
     )
     hf = GPT2LMHeadModel(hf_cfg).to(cfg.torch_dtype).eval()
     p = {n: t.detach() for n, t in model.named_parameters()}

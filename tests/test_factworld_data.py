@@ -74,3 +74,13 @@ def test_word_tokenizer_roundtrip_and_unknown_words(tmp_path):
     tok.save(tmp_path)
     again = WordTokenizer.load(tmp_path)
     assert again.vocab == tok.vocab and again.bos_token_id == tok.bos_token_id
+
+
+def test_no_training_prompt_is_a_prefix_of_another():
+    """Otherwise the word after the shorter prompt is ambiguous in the corpus
+    ("X was born in" USA  vs  "X was born in" the country of USA)."""
+    for relation in factworld.relations():
+        train = factworld.templates(relation, heldout=False)
+        for a in train:
+            for b in train:
+                assert a == b or not b.startswith(a + " "), (a, b)

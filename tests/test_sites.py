@@ -15,19 +15,25 @@ def run_and_cache(model, tokens, edit, names):
     return store
 
 
+def edited_and_clean(model, tokens, site, act, edit):
+    """The site's activation without and with the edit, and a mask of the site's slice."""
+    name = site.hook_name(act)
+    clean = run_and_cache(model, tokens, (name, lambda x, hook: None), [name])[name]
+    edited = run_and_cache(model, tokens, edit, [name])[name]
+    mask = torch.zeros_like(clean, dtype=torch.bool)
+    mask[site.selector(act)] = True
+    assert torch.equal(edited[~mask], clean[~mask]), "everything outside the site must be bit-identical"
+    return clean, edited, mask
+
+
 @pytest.mark.parametrize("act", ["q", "k", "v", "z", "result", "pattern", "attn_scores"])
 @pytest.mark.parametrize("pos", [None, 4])
 def test_head_write_touches_only_that_head(tokens, act, pos):
     model = make_model("gpt2", dtype="float64")
     site = Head(1, 2, pos=pos)
-    name = site.hook_name(act)
-    clean = run_and_cache(model, tokens, (name, lambda x, hook: None), [name])[name]
-    edited = run_and_cache(model, tokens, site.patch(7.0, act), [name])[name]
-    mask = torch.zeros_like(clean, dtype=torch.bool)
-    mask[site.selector(act)] = True
+    clean, edited, mask = edited_and_clean(model, tokens, site, act, site.patch(7.0, act))
     assert (edited[mask] == 7.0).all()
-    assert torch.equal(edited[~mask], clean[~mask]), "other heads/positions must be bit-identical"
-    assert torch.equal(site.read({name: edited}, act), torch.full_like(clean[site.selector(act)], 7.0))
+    assert torch.equal(site.read({site.hook_name(act): edited}, act), torch.full_like(clean[site.selector(act)], 7.0))
 
 
 @pytest.mark.parametrize("act", ["pre", "post"])
@@ -35,13 +41,8 @@ def test_head_write_touches_only_that_head(tokens, act, pos):
 def test_neuron_write_touches_only_that_neuron(tokens, act, pos):
     model = make_model("gpt2", dtype="float64")
     site = Neuron(0, 17, pos=pos)
-    name = site.hook_name(act)
-    clean = run_and_cache(model, tokens, (name, lambda x, hook: None), [name])[name]
-    edited = run_and_cache(model, tokens, site.scale(3.0, act), [name])[name]
-    mask = torch.zeros_like(clean, dtype=torch.bool)
-    mask[site.selector(act)] = True
+    clean, edited, mask = edited_and_clean(model, tokens, site, act, site.scale(3.0, act))
     torch.testing.assert_close(edited[mask], 3.0 * clean[mask])
-    assert torch.equal(edited[~mask], clean[~mask])
 
 
 def test_gated_neuron_pre_linear(tokens):

@@ -37,7 +37,7 @@ class TrainConfig:
     n_heads: int = 4
     d_mlp: int = 512
     n_ctx: int = 32
-    steps: int = 3000
+    steps: int = 1800
     batch_size: int = 256
     lr: float = 3e-3
     warmup: int = 100

@@ -73,9 +73,10 @@ class CrossCheckReport:
         lines.append(f"{'hook (vs TransformerLens bridge)':44s} {'shape':18s} {'max |diff|':>10s}  result")
         if by_family:
             shapes = {r.family: r.shape for r in self.rows}
+            layered = {r.family for r in self.rows if r.family != r.hook}  # shown as "*.attn.hook_z"
             for fam, worst in self.worst_by_family().items():
-                lines.append(f"{'*.' + fam if fam.startswith(('attn', 'mlp', 'ln1', 'ln2', 'hook_resid', 'hook_attn', 'hook_mlp')) else fam:44s} "
-                             f"{str(shapes[fam]):18s} {worst:10.2e}  {'pass' if worst <= self.tol else 'FAIL'}")
+                label = "*." + fam if fam in layered else fam
+                lines.append(f"{label:44s} {str(shapes[fam]):18s} {worst:10.2e}  {'pass' if worst <= self.tol else 'FAIL'}")
         else:
             for r in self.rows:
                 lines.append(f"{r.hook:44s} {str(r.shape):18s} {r.max_abs_diff:10.2e}  {'pass' if r.passed else 'FAIL'}")

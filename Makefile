@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.forward
+	$(PY) -m benchmarks.patching
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,4 +1,7 @@
-"""Model-agnostic interpretability machinery: hooks, caches, sites, (later) patching and attribution."""
+"""Model-agnostic interpretability machinery: hooks, caches, sites, metrics, patching, attribution, plots.
+
+Submodules: interp.metrics, interp.patching, interp.attribution, interp.plot, interp.crosscheck.
+"""
 
 from interp.cache import ActivationCache
 from interp.hooks import HookedModule, HookPoint, HookShapeError, UnknownHookError

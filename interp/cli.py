@@ -4,6 +4,9 @@
     interp train-factworld [--out DIR] [--steps N] [--seed S]
     interp eval-factworld [--model factworld|DIR] [--json FILE]
     interp demo
+    interp patch [--sites SITE ...] [--clean TEXT --corrupted TEXT --answer W --counterfactual W] [--out DIR]
+    interp heads [--out DIR]
+    interp trace [--window N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -97,6 +100,15 @@ def demo(args: argparse.Namespace) -> int:
     return demo_main()
 
 
+# ------------------------------------------------------------------ analyses
+def _analysis(name: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]:
+    """An analyses/NAME.py module as a command: its add_arguments, run and first doc line."""
+    import importlib
+
+    module = importlib.import_module(f"analyses.{name}")
+    return module.add_arguments, module.run, module.__doc__.splitlines()[0].rstrip(".")
+
+
 # ------------------------------------------------------------------ entry point
 # name -> (add the options, run, help)
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
@@ -104,6 +116,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "train-factworld": (_train_args, train_factworld, "train the fact-world model from scratch (CPU)"),
     "eval-factworld": (_eval_args, eval_factworld, "top-1 accuracy per relation on training and held-out templates"),
     "demo": (lambda p: None, demo, "top-5 predictions of the fact-world model, then its cross-check"),
+    "patch": _analysis("patch"),
+    "heads": _analysis("heads"),
+    "trace": _analysis("trace"),
 }
 
 

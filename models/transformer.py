@@ -146,7 +146,7 @@ class KVCache:
 
     @property
     def n_pos(self) -> int:
-        return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[1]
+        return next((k.shape[1] for k in self.keys if k is not None), 0)
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.keys[layer] is not None:

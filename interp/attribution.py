@@ -1,0 +1,273 @@
+"""Attribution patching and direct logit attribution.
+
+Attribution patching (Nanda 2023; Syed et al. 2023) estimates every activation
+patch of a sweep at once, to first order: for a site with base activation a,
+source activation a' and the metric's gradient g at the base run,
+
+    metric(patched) ~ metric(base) + sum over the site's elements of (a' - a) * g
+
+One forward and one backward pass for every head, position and neuron. The
+results are `PatchResult`s on the same scale as `interp.patching.sweep` (the
+estimated metric after the patch), so `agreement(estimate, actual)` can say
+how far the approximation can be trusted on a given model and prompt.
+
+Direct logit attribution splits the logit difference at one position into what
+every head, neuron and bias writes to the residual stream, read through the
+final norm with its scale frozen from the run. Nothing needs folding: the parts
+plus the bias terms add up to the true logit difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from einops import einsum
+
+from interp.metrics import Tokens, metric_name, scalar, token_ids
+from interp.patching import (
+    DIRECTIONS, Metric, PatchResult, Prompts, _layers, _positions, axis_labels, paired_tokens, prompt_tokens,
+    site_kind,
+)
+from interp.report import str_tokens, write_json
+from models import Transformer
+
+
+# ============================================================ attribution patching
+def attribution_patch(
+    model: Transformer,
+    clean: Prompts,
+    corrupted: Prompts,
+    metric: Metric,
+    site: str = "head_z_by_pos",
+    *,
+    direction: str = "denoise",
+    layers: Optional[Sequence[int]] = None,
+    positions: Optional[Sequence[int]] = None,
+) -> PatchResult:
+    """First-order estimate of `interp.patching.sweep(model, clean, corrupted, metric, site, ...)`.
+
+    Same sites, axes and labels as the sweep; `values` holds the estimated metric
+    after each patch and `method` says "attribution patching".
+    """
+    kind = site_kind(model, site)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    clean_tokens, corrupted_tokens = paired_tokens(model, clean, corrupted)
+    base, source = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
+    layer_ids = _layers(model, layers)
+    pos_ids = _positions(positions, base.shape[1])
+    names = [kind.hook_name(l) for l in layer_ids]
+
+    with torch.enable_grad():
+        base_logits, base_cache = model.run_with_cache(base, names_filter=names, incl_bwd=True, metric=metric)
+    with torch.no_grad():
+        source_logits, source_cache = model.run_with_cache(source, names_filter=names)
+        base_value, source_value = scalar(metric(base_logits)), scalar(metric(source_logits))
+
+        per_layer = []
+        for name in names:
+            contrib = (source_cache[name] - base_cache[name]) * base_cache[name + "_grad"]
+            keep = ([kind.pos_dim] if kind.by_pos else []) + ([kind.unit_dim] if kind.unit_dim is not None else [])
+            summed = contrib.sum(dim=[d for d in range(contrib.dim()) if d not in keep])
+            if len(keep) == 2 and keep[0] > keep[1]:  # put position before head (the pattern is [head, q_pos])
+                summed = summed.T
+            if kind.by_pos:
+                summed = summed[pos_ids]
+            per_layer.append(summed)
+        values = (base_value + torch.stack(per_layer)).to(torch.float64)
+
+    clean_value, corrupted_value = (source_value, base_value) if direction == "denoise" else (base_value, source_value)
+    n_units = values.shape[-1] if kind.unit_dim is not None else 0
+    tokens = str_tokens(model, clean_tokens)
+    return PatchResult(
+        values, kind.axes, axis_labels(kind.axes, layer_ids, pos_ids, n_units, tokens), site, direction,
+        metric_name(metric), clean_value, corrupted_value, tokens, method="attribution patching",
+    )
+
+
+@dataclass
+class Agreement:
+    """How well an estimate of patching effects matches the real thing."""
+
+    pearson: float
+    spearman: float
+    top_k_overlap: float  # fraction of the true top-k sites (by |effect|) that the estimate also ranks in its top k
+    k: int
+    n: int
+
+    def __str__(self) -> str:
+        return (f"Pearson {self.pearson:.3f}, Spearman {self.spearman:.3f}, "
+                f"top-{self.k} overlap {self.top_k_overlap:.0%} over {self.n} sites")
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = a.norm() * b.norm()
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n-1, ties given their average rank."""
+    order = x.argsort()
+    ranks = torch.empty_like(x)
+    ranks[order] = torch.arange(len(x), dtype=x.dtype)
+    for v in x.unique()[x.unique(return_counts=True)[1] > 1]:  # average over ties
+        ranks[x == v] = ranks[x == v].mean()
+    return ranks
+
+
+def agreement(estimate: PatchResult, actual: PatchResult, k: int = 10) -> Agreement:
+    """Pearson and Spearman correlation of the two results' effects, and top-k overlap."""
+    if estimate.values.shape != actual.values.shape:
+        raise ValueError(f"results have different shapes: {tuple(estimate.values.shape)} vs {tuple(actual.values.shape)}")
+    a = estimate.effect.flatten().double()
+    b = actual.effect.flatten().double()
+    k = min(k, len(a))
+    top_a = set(a.abs().argsort(descending=True)[:k].tolist())
+    top_b = set(b.abs().argsort(descending=True)[:k].tolist())
+    return Agreement(_pearson(a, b), _pearson(_ranks(a), _ranks(b)), len(top_a & top_b) / k if k else float("nan"), k, len(a))
+
+
+# ============================================================ direct logit attribution
+@dataclass
+class DirectLogitAttribution:
+    """What each component writes to logit[answer] - logit[counterfactual] at one position,
+    through the final norm with its scale frozen from the run (mean over the prompts).
+
+    heads [n_layers, n_heads], neurons [n_layers, d_mlp], attn_bias / mlp_bias
+    [n_layers] (b_O, b_out), embed / pos_embed / final_bias (ln_final.b and b_U)
+    floats; `total()` of all of them equals `logit_diff`.
+    """
+
+    heads: torch.Tensor
+    neurons: torch.Tensor
+    attn_bias: torch.Tensor
+    mlp_bias: torch.Tensor
+    embed: float
+    pos_embed: float
+    final_bias: float
+    logit_diff: float
+    tokens: list[str]
+    answer: str
+    counterfactual: Optional[str]
+
+    @property
+    def attn(self) -> torch.Tensor:
+        """Per layer: all heads plus b_O, [n_layers]."""
+        return self.heads.sum(-1) + self.attn_bias
+
+    @property
+    def mlp(self) -> torch.Tensor:
+        """Per layer: all neurons plus b_out, [n_layers]."""
+        return self.neurons.sum(-1) + self.mlp_bias
+
+    def total(self) -> float:
+        return float(self.attn.sum() + self.mlp.sum()) + self.embed + self.pos_embed + self.final_bias
+
+    def head_result(self) -> PatchResult:
+        """The heads as a labelled [layer, head] result (plots like a patching result)."""
+        n_layers, n_heads = self.heads.shape
+        what = self.answer if self.counterfactual is None else f"{self.answer} - {self.counterfactual}"
+        return PatchResult(
+            self.heads, ("layer", "head"), axis_labels(("layer", "head"), range(n_layers), [], n_heads, self.tokens),
+            "heads", "direct", f"direct logit attribution to {what}", self.logit_diff, 0.0, self.tokens,
+            method="direct logit attribution",
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "answer": self.answer, "counterfactual": self.counterfactual, "logit_diff": self.logit_diff,
+            "sum_of_parts": self.total(), "tokens": self.tokens, "heads": self.heads.tolist(),
+            "attn_bias": self.attn_bias.tolist(), "mlp": self.mlp.tolist(), "attn": self.attn.tolist(),
+            "mlp_bias": self.mlp_bias.tolist(), "embed": self.embed, "pos_embed": self.pos_embed,
+            "final_bias": self.final_bias,
+            "top_neurons": [
+                {"layer": l, "neuron": n, "attribution": float(self.neurons[l, n])}
+                for l, n in _top_indices(self.neurons, 20)
+            ],
+        }
+
+    def save_json(self, path: Union[str, Path]) -> Path:
+        return write_json(path, self.to_dict())
+
+
+def _top_indices(x: torch.Tensor, k: int) -> list[tuple[int, int]]:
+    flat = x.flatten().abs().argsort(descending=True)[:k]
+    return [tuple(int(i) for i in torch.unravel_index(j, x.shape)) for j in flat]
+
+
+def direct_logit_attribution(
+    model: Transformer,
+    prompts: Prompts,
+    answer: Tokens,
+    counterfactual: Optional[Tokens] = None,
+    pos: int = -1,
+) -> DirectLogitAttribution:
+    """Direct logit attribution of every head, neuron and bias to logit[answer] (minus
+    logit[counterfactual]) at position `pos`, mean over the prompts.
+
+    answer / counterfactual: a word or id, or one per prompt. Needs a pre-norm model
+    (in a post-norm model the residual is renormalised after every block).
+    """
+    if model.cfg.norm_position != "pre":
+        raise ValueError("direct logit attribution needs a pre-norm model: with post-norm the residual is "
+                         "renormalised after every block and is not a sum of components")
+    tokens = prompt_tokens(model, prompts)
+    batch = tokens.shape[0]
+    a_ids = token_ids(answer, model).expand(batch) if token_ids(answer, model).numel() == 1 else token_ids(answer, model)
+    direction = model.W_U.detach()[:, a_ids.to(model.device)].T  # [batch, d_model]
+    if counterfactual is not None:
+        c_ids = token_ids(counterfactual, model)
+        direction = direction - model.W_U.detach()[:, c_ids.expand(batch).to(model.device)].T
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+        scale = cache["ln_final.hook_scale"][:, pos] if model.cfg.final_norm else None  # [batch, 1]
+
+        def through_norm(x: torch.Tensor) -> torch.Tensor:
+            """x [..., batch, d_model] at position pos -> attribution [..., batch]."""
+            if model.cfg.final_norm:
+                if model.cfg.norm == "layernorm":
+                    x = x - x.mean(-1, keepdim=True)
+                x = x / scale * model.ln_final.w.detach()
+            return (x * direction).sum(-1)
+
+        n_layers = model.cfg.n_layers
+        heads, neurons, attn_bias, mlp_bias = [], [], [], []
+        for l in range(n_layers):
+            block = model.blocks[l]
+            z = cache[f"blocks.{l}.attn.hook_z"][:, pos]  # [batch, head, d_head]
+            result = einsum(z, block.attn.W_O.detach(), "b h k, h k d -> h b d")
+            heads.append(through_norm(result).mean(-1))
+            attn_bias.append(through_norm(block.attn.b_O.detach().expand(batch, -1)).mean(-1))
+            post = cache[f"blocks.{l}.mlp.hook_post"][:, pos]  # [batch, d_mlp]
+            # Each neuron writes post[n] * W_out[n]; through the norm that is post[n] * (W_out[n] . u).
+            if model.cfg.final_norm:
+                u = direction * model.ln_final.w.detach() / scale  # [batch, d_model]
+                W_out = block.mlp.W_out.detach()
+                if model.cfg.norm == "layernorm":
+                    W_out = W_out - W_out.mean(-1, keepdim=True)
+                per_neuron = post * einsum(W_out, u, "n d, b d -> b n")
+            else:
+                per_neuron = post * einsum(block.mlp.W_out.detach(), direction, "n d, b d -> b n")
+            neurons.append(per_neuron.mean(0))
+            mlp_bias.append(through_norm(block.mlp.b_out.detach().expand(batch, -1)).mean(-1))
+        embed = float(through_norm(cache["hook_embed"][:, pos]).mean())
+        pos_embed = float(through_norm(cache["hook_pos_embed"][:, pos]).mean()) if "hook_pos_embed" in cache else 0.0
+        bias = cache.logit_bias(a_ids, c_ids if counterfactual is not None else None)
+        final_bias = float(bias.double().mean())
+        picked = logits[torch.arange(batch), pos, a_ids]
+        if counterfactual is not None:
+            picked = picked - logits[torch.arange(batch), pos, c_ids.expand(batch)]
+    words = str_tokens(model, tokens)
+    name = lambda ids: model.to_string(ids[:1]) if model.tokenizer is not None else str(int(ids[0]))  # noqa: E731
+    return DirectLogitAttribution(
+        torch.stack(heads).double(), torch.stack(neurons).double(), torch.stack(attn_bias).double(),
+        torch.stack(mlp_bias).double(), embed, pos_embed, final_bias, float(picked.double().mean()), words,
+        name(a_ids), name(c_ids) if counterfactual is not None else None,
+    )
+
+
+__all__ = ["attribution_patch", "agreement", "Agreement", "direct_logit_attribution", "DirectLogitAttribution"]

@@ -1,0 +1,160 @@
+"""Metrics on logits for patching and attribution.
+
+A metric maps logits [batch, pos, d_vocab] to a scalar (the mean over the
+batch), as in TransformerLens, so any plain function works with the sweeps.
+The metrics built here also declare the one position they read (`pos`) and can
+score many patched runs at once (`at`): the sweeps then compute the logits of
+that position only, which is where most of their speed comes from.
+
+    ld = logit_diff(model, "basketball", "swimming")      # answer - counterfactual
+    ld(logits)                                            # scalar
+    p = probability(model, "basketball")
+    r = normalized(ld, clean_value, corrupted_value)      # (x - corrupted) / (clean - corrupted)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+
+Tokens = Union[int, str, Sequence[Union[int, str]], torch.Tensor]
+
+
+def token_ids(tokens: Tokens, model=None) -> torch.Tensor:
+    """Token ids [n] from ids, single-token words (needs `model`), or a mix."""
+    if isinstance(tokens, torch.Tensor):
+        return tokens.reshape(-1).long()
+    items = [tokens] if isinstance(tokens, (int, str)) else list(tokens)
+    ids = []
+    for t in items:
+        if isinstance(t, str):
+            if model is None:
+                raise ValueError(f"the word {t!r} needs a model to turn it into a token id (pass model=...)")
+            ids.append(model.to_single_token(t))
+        else:
+            ids.append(int(t))
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _select(logits_at: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """logits_at [..., batch, d_vocab], ids [batch] or [1] -> [..., batch]."""
+    batch = logits_at.shape[-2]
+    if ids.numel() not in (1, batch):
+        raise ValueError(f"{ids.numel()} token ids for a batch of {batch} prompts: give one id, or one per prompt")
+    ids = ids.to(logits_at.device).expand(batch)
+    return logits_at[..., torch.arange(batch, device=logits_at.device), ids]
+
+
+@dataclass
+class _PositionMetric:
+    """Shared by the metrics that read the logits of one position."""
+
+    pos: int
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [..., batch, pos, d_vocab] -> [...] (mean over the batch)."""
+        return self.at(logits[..., self.pos, :])
+
+    def at(self, logits_at: torch.Tensor) -> torch.Tensor:  # [..., batch, d_vocab] -> [...]
+        raise NotImplementedError
+
+
+@dataclass
+class LogitDiff(_PositionMetric):
+    answer: torch.Tensor  # [batch] or [1]
+    counterfactual: torch.Tensor
+    name: str = "logit difference"
+
+    def at(self, logits_at: torch.Tensor) -> torch.Tensor:
+        diff = _select(logits_at, self.answer) - _select(logits_at, self.counterfactual)
+        return diff.mean(-1)
+
+
+@dataclass
+class Probability(_PositionMetric):
+    answer: torch.Tensor
+    name: str = "answer probability"
+
+    def at(self, logits_at: torch.Tensor) -> torch.Tensor:
+        probs = logits_at.float().softmax(-1) if logits_at.dtype == torch.float16 else logits_at.softmax(-1)
+        return _select(probs, self.answer).mean(-1)
+
+
+@dataclass
+class LogProb(_PositionMetric):
+    answer: torch.Tensor
+    name: str = "answer log-probability"
+
+    def at(self, logits_at: torch.Tensor) -> torch.Tensor:
+        return _select(logits_at.log_softmax(-1), self.answer).mean(-1)
+
+
+@dataclass
+class Normalized:
+    """(metric - corrupted) / (clean - corrupted): 0 = as corrupted, 1 = as clean."""
+
+    metric: object
+    clean: float
+    corrupted: float
+
+    def __post_init__(self) -> None:
+        if abs(self.clean - self.corrupted) < 1e-12:
+            raise ValueError(
+                f"clean and corrupted runs give the same metric value ({self.clean:.6g}): nothing to restore"
+            )
+        self.name = f"normalised {getattr(self.metric, 'name', 'metric')}"
+        if hasattr(self.metric, "pos"):
+            self.pos = self.metric.pos
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.corrupted) / (self.clean - self.corrupted)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return self._norm(self.metric(logits))
+
+    def at(self, logits_at: torch.Tensor) -> torch.Tensor:
+        return self._norm(self.metric.at(logits_at))
+
+
+def logit_diff(model, answer: Tokens, counterfactual: Tokens, pos: int = -1) -> LogitDiff:
+    """logit[answer] - logit[counterfactual] at `pos`, mean over the batch (one token per prompt, or one for all)."""
+    return LogitDiff(pos, token_ids(answer, model), token_ids(counterfactual, model))
+
+
+def probability(model, answer: Tokens, pos: int = -1) -> Probability:
+    """Softmax probability of the answer at `pos`, mean over the batch."""
+    return Probability(pos, token_ids(answer, model))
+
+
+def log_prob(model, answer: Tokens, pos: int = -1) -> LogProb:
+    return LogProb(pos, token_ids(answer, model))
+
+
+def normalized(metric, clean_value: float, corrupted_value: float) -> Normalized:
+    """Normalised restoration (patched - corrupted) / (clean - corrupted)."""
+    return Normalized(metric, float(clean_value), float(corrupted_value))
+
+
+def metric_name(metric, default: str = "metric") -> str:
+    return getattr(metric, "name", getattr(metric, "__name__", default))
+
+
+def is_positional(metric) -> bool:
+    """Whether the metric reads one position's logits and can score many runs at once."""
+    return isinstance(getattr(metric, "pos", None), int) and callable(getattr(metric, "at", None))
+
+
+def scalar(value) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"a metric must return a scalar, got a tensor of shape {tuple(value.shape)}")
+        return float(value.detach())
+    return float(value)
+
+
+__all__ = [
+    "LogitDiff", "Probability", "LogProb", "Normalized", "logit_diff", "probability", "log_prob",
+    "normalized", "token_ids", "metric_name", "is_positional",
+]

@@ -9,3 +9,16 @@ def test_readme_quick_start_runs():
     block = re.search(r"## Quick start\s+```python\n(.*?)```", text, re.S)
     assert block, "README has no quick-start python block"
     exec(compile(block.group(1), "README quick start", "exec"), {})
+
+
+def test_readme_causal_analyses_examples_run():
+    """The code blocks of "Causal analyses" run in order, on the shipped fact-world model."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## Causal analyses"):text.index("## Benchmarks")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README causal analyses block {i}", "exec"), namespace)
+    assert namespace["result"].values.shape == (4, 7, 4)
+    assert abs(namespace["dla"].total() - namespace["dla"].logit_diff) < 1e-4

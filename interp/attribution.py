@@ -217,11 +217,16 @@ def direct_logit_attribution(
                          "renormalised after every block and is not a sum of components")
     tokens = prompt_tokens(model, prompts)
     batch = tokens.shape[0]
-    a_ids = token_ids(answer, model).expand(batch) if token_ids(answer, model).numel() == 1 else token_ids(answer, model)
+    def per_prompt(ids: torch.Tensor, what: str) -> torch.Tensor:
+        if ids.numel() not in (1, batch):
+            raise ValueError(f"{ids.numel()} {what} tokens for {batch} prompts: give one, or one per prompt")
+        return ids.expand(batch)
+
+    a_ids = per_prompt(token_ids(answer, model), "answer")
+    c_ids = per_prompt(token_ids(counterfactual, model), "counterfactual") if counterfactual is not None else None
     direction = model.W_U.detach()[:, a_ids.to(model.device)].T  # [batch, d_model]
-    if counterfactual is not None:
-        c_ids = token_ids(counterfactual, model)
-        direction = direction - model.W_U.detach()[:, c_ids.expand(batch).to(model.device)].T
+    if c_ids is not None:
+        direction = direction - model.W_U.detach()[:, c_ids.to(model.device)].T
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens)
         scale = cache["ln_final.hook_scale"][:, pos] if model.cfg.final_norm else None  # [batch, 1]
@@ -256,17 +261,17 @@ def direct_logit_attribution(
             mlp_bias.append(through_norm(block.mlp.b_out.detach().expand(batch, -1)).mean(-1))
         embed = float(through_norm(cache["hook_embed"][:, pos]).mean())
         pos_embed = float(through_norm(cache["hook_pos_embed"][:, pos]).mean()) if "hook_pos_embed" in cache else 0.0
-        bias = cache.logit_bias(a_ids, c_ids if counterfactual is not None else None)
+        bias = cache.logit_bias(a_ids, c_ids)
         final_bias = float(bias.double().mean())
         picked = logits[torch.arange(batch), pos, a_ids]
-        if counterfactual is not None:
-            picked = picked - logits[torch.arange(batch), pos, c_ids.expand(batch)]
+        if c_ids is not None:
+            picked = picked - logits[torch.arange(batch), pos, c_ids]
     words = str_tokens(model, tokens)
     name = lambda ids: model.to_string(ids[:1]) if model.tokenizer is not None else str(int(ids[0]))  # noqa: E731
     return DirectLogitAttribution(
         torch.stack(heads).double(), torch.stack(neurons).double(), torch.stack(attn_bias).double(),
         torch.stack(mlp_bias).double(), embed, pos_embed, final_bias, float(picked.double().mean()), words,
-        name(a_ids), name(c_ids) if counterfactual is not None else None,
+        name(a_ids), name(c_ids) if c_ids is not None else None,
     )
 
 

@@ -418,7 +418,7 @@ def _run_patches(
     indices = [(slice(None),) + kind.index(ndim, None if p is None else p - start, u) for _, p, u in chunk.cells]
 
     def patch(x: torch.Tensor, hook) -> torch.Tensor:
-        x = x.clone()
+        x = x.clone(memory_format=torch.contiguous_format)  # rows split into (patch, prompt) below
         per_patch = x.view(n, batch, *x.shape[1:])
         for i, idx in enumerate(indices):
             per_patch[i][idx] = source[idx]

@@ -103,6 +103,12 @@ def test_dla_heads_agree_with_cache_decomposition():
     assert float(dla.mlp[1]) == pytest.approx(float(mlp_attr), abs=1e-12)
 
 
+def test_dla_bad_token_count():
+    model = make_model("gpt2")
+    with pytest.raises(ValueError, match="3 answer tokens for 2 prompts"):
+        direct_logit_attribution(model, torch.zeros(2, 4, dtype=torch.long), [1, 2, 3], 4)
+
+
 def test_dla_refuses_post_norm():
     model = make_model("transformer_2017")
     with pytest.raises(ValueError, match="pre-norm"):

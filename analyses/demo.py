@@ -1,6 +1,9 @@
 """The demo: what the shipped fact-world model predicts, and the cross-check of its weights.
 
     python -m analyses.demo        (what `make demo` runs)
+
+Top-5 next words for three prompts, the FFN probe of Michael Jordan -> basketball
+(`interp probe`), then the cross-check against HF and TransformerLens.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ def main() -> int:
         print(prompt)
         for word, p in top_next_words(model, prompt):
             print(f"    {word:14s} {p:6.3f}")
+    print("\nFFN key-value probe of Michael Jordan -> basketball (interp probe; plots and JSON in results/probe/)\n")
+    from analyses.probe import main as probe_main
+
+    probe_main(["--target", "basketball", "--quiet", "--out", "results/probe"])
     print("\nCross-check of the fact-world weights: ours vs HF GPT2LMHeadModel vs TransformerLens bridge")
     tokens = model.to_tokens(PROMPTS)
     report = crosscheck_model(model, tokens)

@@ -7,6 +7,8 @@
     interp patch [--sites SITE ...] [--clean TEXT --corrupted TEXT --answer W --counterfactual W] [--out DIR]
     interp heads [--out DIR]
     interp trace [--window N] [--out DIR]
+    interp probe ["PROMPT"] [--target W] [-k K] [--out DIR]
+    interp probe-relation [RELATION] [--limit N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -109,6 +111,18 @@ def _analysis(name: str) -> tuple[Callable[[argparse.ArgumentParser], None], Cal
     return module.add_arguments, module.run, module.__doc__.splitlines()[0].rstrip(".")
 
 
+def _probe_relation_args(p: argparse.ArgumentParser) -> None:
+    from analyses.probe import add_relation_arguments
+
+    add_relation_arguments(p)
+
+
+def _probe_relation(args: argparse.Namespace) -> int:
+    from analyses.probe import run_relation
+
+    return run_relation(args)
+
+
 # ------------------------------------------------------------------ entry point
 # name -> (add the options, run, help)
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
@@ -119,6 +133,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "patch": _analysis("patch"),
     "heads": _analysis("heads"),
     "trace": _analysis("trace"),
+    "probe": _analysis("probe"),
+    "probe-relation": (_probe_relation_args, _probe_relation, "FFN key-value probing over every fact of a relation"),
 }
 
 

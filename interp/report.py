@@ -18,6 +18,20 @@ def str_tokens(model, tokens: torch.Tensor) -> list[str]:
     return model.to_str_tokens(row)
 
 
+def one_prompt(model, prompt) -> torch.Tensor:
+    """One prompt -> token ids [pos]: text (tokenised with the model's BOS default) or ids [pos] / [1, pos]."""
+    if isinstance(prompt, str):
+        return model.to_tokens(prompt)[0]
+    if isinstance(prompt, torch.Tensor):
+        tokens = prompt[0] if prompt.dim() == 2 and prompt.shape[0] == 1 else prompt
+        if tokens.dim() != 1:
+            raise ValueError(f"give one prompt: token ids [pos] or [1, pos], got shape {tuple(prompt.shape)}")
+        if tokens.numel() == 0:
+            raise ValueError("the prompt has no tokens")
+        return tokens.to(model.device).long()
+    raise TypeError(f"prompt must be a string or a tensor of token ids, got {type(prompt).__name__}")
+
+
 def pos_labels(tokens: Sequence[str], positions: Optional[Sequence[int]] = None) -> list[str]:
     """Position labels "tok (i)", so that repeated tokens stay distinguishable."""
     positions = range(len(tokens)) if positions is None else positions

@@ -54,7 +54,7 @@ import torch
 from einops import rearrange, repeat
 from tqdm.auto import tqdm
 
-from interp.report import pos_labels, str_tokens, write_json
+from interp.report import pos_labels, str_tokens, write_json, one_prompt
 from models.factworld import Fact
 from models.transformer import Transformer
 
@@ -96,18 +96,6 @@ def embedding_std(model: Transformer) -> float:
     std over all entries of W_E [d_vocab, d_model], times sqrt(d_model) if the model scales
     its embeddings (``cfg.scale_embeddings``)."""
     return float(model.embed.W_E.detach().double().std()) * float(model.embed.scale)
-
-
-def _tokens_of(model: Transformer, prompt: Prompt) -> torch.Tensor:
-    """Prompt -> token ids [pos] (a string is tokenised with the model's BOS default)."""
-    if isinstance(prompt, str):
-        return model.to_tokens(prompt)[0]
-    if isinstance(prompt, torch.Tensor):
-        tokens = prompt[0] if prompt.dim() == 2 and prompt.shape[0] == 1 else prompt
-        if tokens.dim() != 1:
-            raise ValueError(f"give one prompt: token ids [pos] or [1, pos], got shape {tuple(prompt.shape)}")
-        return tokens.to(model.device).long()
-    raise TypeError(f"prompt must be a string or a tensor of token ids, got {type(prompt).__name__}")
 
 
 def _has_bos(model: Transformer, prompt: Prompt, tokens: torch.Tensor) -> bool:
@@ -181,7 +169,7 @@ def subject_span(model: Transformer, prompt: str, subject: str) -> tuple[int, in
     a subsequence; for BPE tokenizers " " + subject is tried too. ValueError naming the
     subject and the prompt's tokens if it is not found or found more than once.
     """
-    start, end, _ = _find_subject(model, _tokens_of(model, prompt), subject)
+    start, end, _ = _find_subject(model, one_prompt(model, prompt), subject)
     return start, end
 
 
@@ -237,7 +225,7 @@ class _Prepared:
 
 @torch.no_grad()
 def _prepare(model: Transformer, prompt: Prompt, subject: Subject, answer: Answer) -> _Prepared:
-    tokens = _tokens_of(model, prompt)
+    tokens = one_prompt(model, prompt)
     if isinstance(subject, str):
         start, end, prefix = _find_subject(model, tokens, subject)
     else:

@@ -48,7 +48,7 @@ import torch
 from einops import repeat
 from tqdm.auto import tqdm
 
-from interp.report import str_tokens, write_json
+from interp.report import str_tokens, write_json, one_prompt
 from models.transformer import Transformer
 
 Prompt = Union[str, torch.Tensor]
@@ -152,20 +152,6 @@ class KnowledgeNeuronResult:
 
 
 # ============================================================ helpers
-def _tokens_of(model: Transformer, prompt: Prompt) -> torch.Tensor:
-    """Prompt -> token ids [pos] (a string is tokenised with the model's BOS default)."""
-    if isinstance(prompt, str):
-        return model.to_tokens(prompt)[0]
-    if isinstance(prompt, torch.Tensor):
-        tokens = prompt[0] if prompt.dim() == 2 and prompt.shape[0] == 1 else prompt
-        if tokens.dim() != 1:
-            raise ValueError(f"give one prompt: token ids [pos] or [1, pos], got shape {tuple(prompt.shape)}")
-        if tokens.numel() == 0:
-            raise ValueError("the prompt has no tokens")
-        return tokens.to(model.device).long()
-    raise TypeError(f"prompt must be a string or a tensor of token ids, got {type(prompt).__name__}")
-
-
 def _target_id(model: Transformer, target: Target) -> tuple[int, str]:
     """(token id, text) of the target: a single-token word (as given, via
     `model.to_single_token`; with a BPE tokenizer pass " word") or a token id."""
@@ -249,7 +235,7 @@ def knowledge_neurons(
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     steps, batch_size = int(steps), int(batch_size)
-    tokens = _tokens_of(model, prompt)
+    tokens = one_prompt(model, prompt)
     n_pos = tokens.shape[0]
     if not -n_pos <= pos < n_pos:
         raise ValueError(f"pos {pos} is out of range for a prompt of {n_pos} tokens")

@@ -24,6 +24,8 @@ from typing import Callable, Optional, Sequence
 def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="'factworld', a model directory, or a cached HF id (default: a random GPT-2-shaped model)")
+    p.add_argument("--arch", choices=["gpt2", "neox", "llama", "qwen2"], default="gpt2",
+                   help="random model: architecture (GPT-2, GPT-NeoX/Pythia, Llama, Qwen2)")
     p.add_argument("--layers", type=int, default=3, help="random model: number of layers")
     p.add_argument("--d-model", type=int, default=84, help="random model: width")
     p.add_argument("--heads", type=int, default=7, help="random model: attention heads")
@@ -39,16 +41,23 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 def verify(args: argparse.Namespace) -> int:
     import torch
 
-    from interp.crosscheck import crosscheck, crosscheck_model, random_gpt2
+    from interp.crosscheck import crosscheck, crosscheck_model, random_hf
 
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(args.seed)
     if args.model is None:
-        hf = random_gpt2(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, d_vocab=args.vocab,
-                         n_ctx=max(64, args.seq), seed=args.seed, dtype=dtype)
-        print(f"random GPT-2: {args.layers} layers, d_model {args.d_model}, {args.heads} heads "
-              f"(d_head {args.d_model // args.heads}), vocab {args.vocab}; LayerNorm weights and biases perturbed")
+        hf = random_hf(args.arch, n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, d_vocab=args.vocab,
+                       n_ctx=max(64, args.seq), seed=args.seed, dtype=dtype)
+        print(f"random {type(hf).__name__}: {args.layers} layers, d_model {args.d_model}, {args.heads} heads "
+              f"(d_head {args.d_model // args.heads}), vocab {args.vocab}; norm weights and biases perturbed")
         tokens = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen)
+        report = crosscheck(hf, tokens)
+    elif Path(args.model, "config.json").exists() and "interp_format" not in Path(args.model, "config.json").read_text():
+        from models.loading import hf_model_from_dir
+
+        hf = hf_model_from_dir(Path(args.model)).to(dtype)
+        print(f"HF checkpoint {args.model}: {type(hf).__name__}")
+        tokens = torch.randint(0, hf.config.vocab_size, (args.batch, args.seq), generator=gen)
         report = crosscheck(hf, tokens)
     else:
         from models import load

@@ -23,6 +23,15 @@ import torch
 from models import Transformer, from_hf, to_hf
 
 DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
+# HF computes rotary tables (and Llama / Qwen2 RMSNorm) in float32 even in a float64 model, so in
+# float64 those architectures agree to ~1e-7, not ~1e-12.
+FLOAT32_INSIDE = ("GPTNeoXForCausalLM", "LlamaForCausalLM", "Qwen2ForCausalLM")
+
+
+def default_tol(hf_model: Any, dtype: torch.dtype) -> float:
+    if dtype == torch.float64 and type(hf_model).__name__ in FLOAT32_INSIDE:
+        return 1e-6
+    return DEFAULT_TOL.get(dtype, 1e-2)
 
 
 @dataclass
@@ -122,6 +131,46 @@ def random_gpt2(
     return hf.to(dtype)
 
 
+RANDOM_ARCHS = ("gpt2", "neox", "llama", "qwen2")
+
+
+def random_hf(
+    arch: str = "gpt2", n_layers: int = 2, d_model: int = 48, n_heads: int = 4, d_vocab: int = 97, n_ctx: int = 64,
+    seed: int = 0, dtype: torch.dtype = torch.float32, n_kv_heads: Optional[int] = None, **overrides: Any,
+) -> Any:
+    """A small randomly initialised HF causal LM of one architecture, norm weights and biases
+    perturbed so that mistakes in using them show.
+
+    arch: "gpt2"; "neox" (GPTNeoXForCausalLM, Pythia layout: parallel attention + MLP,
+    rotary on a quarter of each head); "llama" (RMSNorm, rotary, SwiGLU, grouped-query
+    attention with n_kv_heads, default n_heads // 2); "qwen2" (Llama with q/k/v biases).
+    overrides: extra HF config fields.
+    """
+    if arch == "gpt2":
+        return random_gpt2(n_layers, d_model, n_heads, d_vocab, n_ctx, seed=seed, dtype=dtype)
+    import transformers
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=d_vocab, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                  max_position_embeddings=n_ctx, intermediate_size=4 * d_model, tie_word_embeddings=False)
+    if arch == "neox":
+        cfg = transformers.GPTNeoXConfig(**(common | dict(rotary_pct=0.25, use_parallel_residual=True) | overrides))
+        hf = transformers.GPTNeoXForCausalLM(cfg)
+    elif arch in ("llama", "qwen2"):
+        kv = dict(num_key_value_heads=n_kv_heads or max(1, n_heads // 2))
+        name = "Llama" if arch == "llama" else "Qwen2"
+        cfg = getattr(transformers, f"{name}Config")(**(common | kv | overrides))
+        hf = getattr(transformers, f"{name}ForCausalLM")(cfg)
+    else:
+        raise ValueError(f"arch must be one of {RANDOM_ARCHS}, got {arch!r}")
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.2 * torch.randn(p.shape, generator=gen))
+    return hf.to(dtype).eval()
+
+
 def bridge_for(hf_model: Any) -> Any:
     """A TransformerLens 4 TransformerBridge around a deep copy of an HF model (offline, no tokenizer)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,7 +208,7 @@ def crosscheck(
     """
     model = model if model is not None else from_hf(hf_model)
     dtype = next(hf_model.parameters()).dtype
-    tol = DEFAULT_TOL.get(dtype, 1e-2) if tol is None else tol
+    tol = default_tol(hf_model, dtype) if tol is None else tol
     bridge = bridge_for(hf_model)
     bridge.set_use_attn_result(True)
     model.set_use_attn_result(True)

@@ -16,7 +16,15 @@ part alone.
 
 Contributions are direct effects on the logit at one position, read through the
 final norm with its scale frozen from the run, exactly as in
-`interp.attribution.direct_logit_attribution` (they are its `neurons`).
+`interp.attribution.direct_logit_attribution` (they are its `neurons`):
+contribution = post x (W_out[n] . u), u the target's unembedding direction after the
+final norm's centring, weight and frozen scale.
+
+Gated MLPs (Llama / Qwen2 SwiGLU): a neuron's activation is post = act(gate) x up, with
+gate = x . W_gate[:, n] (hook_pre) and up = x . W_in[:, n] + b_in[n] (hook_pre_linear): the
+key is the product of two keys. Contributions use post exactly as above; "pre" activations
+and the AND test use the gate (the non-linear part); `key_decomposition(..., which="up")`
+splits the linear key.
 """
 
 from __future__ import annotations
@@ -107,21 +115,29 @@ def neuron_activations(model: Transformer, prompts: Union[Prompt, Sequence[str]]
     return torch.stack([cache[(_pre_name if pre else _post_name)(l)][:, pos, n] for l, n in neurons], dim=-1)
 
 
-def key_decomposition(model: Transformer, prompt: Prompt, layer: int, index: int, pos: int = -1) -> dict[str, float]:
+def key_decomposition(model: Transformer, prompt: Prompt, layer: int, index: int, pos: int = -1,
+                      which: str = "gate") -> dict[str, float]:
     """The neuron's pre-activation at `pos` split into what each residual component contributes
     through the MLP's norm (scale frozen from the run) and the key, plus the bias
-    (b_in[n] + ln2.b . W_in[:, n]). The values sum to the pre-activation (the gate's, for a
-    gated MLP). Labels: "embed", "pos_embed", "0_attn_out", "0_mlp_out", ..., "bias"."""
+    (b_in[n] + ln2.b . W_in[:, n]). The values sum to the pre-activation. Labels: "embed",
+    "pos_embed", "0_attn_out", "0_mlp_out", ..., "bias".
+
+    Gated MLPs (SwiGLU: post = act(x . W_gate[:, n]) * (x . W_in[:, n] + b_in[n])) have two
+    keys: which="gate" decomposes the gate's pre-activation (hook_pre), which="up" the linear
+    one (hook_pre_linear). Ungated MLPs have one key; `which` is ignored."""
     _check_neurons(model, [(layer, index)])
+    if which not in ("gate", "up"):
+        raise ValueError(f"which must be 'gate' or 'up', got {which!r}")
     tokens = prompt_tokens(model, prompt)[:1]
     mlp, ln2 = model.blocks[layer].mlp, model.blocks[layer].ln2
-    key = (mlp.W_gate if model.cfg.gated_mlp else mlp.W_in).detach()[:, index]
+    gate = model.cfg.gated_mlp and which == "gate"
+    key = (mlp.W_gate if gate else mlp.W_in).detach()[:, index]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
         stack, labels = cache.decompose_resid(layer, mlp_input=True, apply_ln=True, pos_slice=pos, return_labels=True)
         parts = stack[:, 0] @ key  # [component]
         bias = (ln2.b.detach() @ key) if hasattr(ln2, "b") else torch.zeros((), dtype=key.dtype)
-        if not model.cfg.gated_mlp:
+        if not gate:
             bias = bias + mlp.b_in.detach()[index]
     out = {label: float(v) for label, v in zip(labels, parts)}
     out["bias"] = float(bias)

@@ -159,3 +159,18 @@ def test_factworld_michael_jordan_neurons(fw):
         assert group["n"] > 100 and group["after"] >= 0.95 * group["before"]
     p, rank, correct = answer_stats(fw, [(prompt, "basketball")])
     assert bool(correct[0])  # the model itself is untouched afterwards
+
+
+def test_gated_mlp_neurons():
+    """SwiGLU: the gate and the up projection both decompose exactly; a contribution is still
+    activation x value score, and the neuron ranking is the direct logit attribution's."""
+    model = make_model("llama_gqa", dtype="float64")
+    tokens = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(5))
+    _, cache = model.run_with_cache(tokens)
+    for which, hook in (("gate", "hook_pre"), ("up", "hook_pre_linear")):
+        parts = key_decomposition(model, tokens, 1, 7, which=which)
+        assert sum(parts.values()) == pytest.approx(float(cache[f"blocks.1.mlp.{hook}"][0, -1, 7]), abs=1e-10)
+    ranked = fact_neurons(model, tokens, 3, k=5)
+    for n in ranked:
+        assert n.contribution == pytest.approx(n.activation * n.value_score, rel=1e-9, abs=1e-12)
+        assert n.activation == pytest.approx(float(cache[f"blocks.{n.layer}.mlp.hook_post"][0, -1, n.index]))

@@ -9,6 +9,7 @@
     interp trace [--window N] [--out DIR]
     interp probe ["PROMPT"] [--target W] [-k K] [--out DIR]
     interp probe-relation [RELATION] [--limit N] [--out DIR]
+    interp translate [--steps N] [--norm-position post|pre] [--out DIR]
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "heads": _analysis("heads"),
     "trace": _analysis("trace"),
     "probe": _analysis("probe"),
+    "translate": _analysis("translate"),
     "probe-relation": (_probe_relation_args, _probe_relation, "FFN key-value probing over every fact of a relation"),
 }
 

@@ -48,6 +48,8 @@ from models.transformer import (
     SinusoidalPosEmbed,
     TransformerBlock,
     Unembed,
+    check_sampling,
+    next_token,
 )
 
 
@@ -564,10 +566,7 @@ class EncoderDecoder(HookedModule):
         reuses the decoder's self-attention keys and values (same tokens as
         re-running the whole target each step).
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        check_sampling(temperature, top_k)
         if max_new_tokens < 0 or max_new_tokens + 1 > self.cfg.n_ctx:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be in [0, n_ctx - 1 = {self.cfg.n_ctx - 1}]")
         for what, tok in (("bos_id", bos_id), ("eos_id", eos_id)):
@@ -583,14 +582,7 @@ class EncoderDecoder(HookedModule):
         finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
         for _ in range(max_new_tokens):
             logits = self.decode(tokens[:, -1:] if use_kv_cache else tokens, memory, src_mask, cache)[:, -1]
-            if temperature == 0:
-                next_tok = logits.argmax(dim=-1)  # [batch]
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_tok = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)[:, 0]
+            next_tok = next_token(logits, temperature, top_k, gen)  # [batch]
             if eos_id is not None:
                 next_tok = torch.where(finished, torch.full_like(next_tok, eos_id), next_tok)
                 finished |= next_tok == eos_id

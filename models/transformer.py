@@ -362,6 +362,27 @@ class Unembed(nn.Module):
         return F.linear(x, self.W_U.T, self.b_U)
 
 
+# ============================================================ decoding
+def check_sampling(temperature: float, top_k: Optional[int]) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+
+def next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: Optional[int] = None,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """logits [batch, d_vocab] -> next token ids [batch]: the argmax when temperature is 0,
+    else a sample from softmax(logits / temperature), restricted to the top_k tokens if given."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
 # ============================================================ the model
 class Transformer(HookedModule):
     """Decoder-only Transformer; see `TransformerConfig` for the choices.
@@ -590,10 +611,7 @@ class Transformer(HookedModule):
         use_kv_cache the keys and values of earlier positions are reused, which
         gives the same tokens as recomputing the whole prefix each step.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        check_sampling(temperature, top_k)
         tokens, mask = self._as_tokens(input, None)
         if mask is not None:
             raise ValueError("generate() needs prompts of equal token length (no padding); generate them one by one")
@@ -604,14 +622,7 @@ class Transformer(HookedModule):
         new_input = tokens
         for _ in range(max_new_tokens):
             logits = self(new_input if use_kv_cache else tokens, kv_cache=cache)[:, -1]
-            if temperature == 0:
-                next_tok = logits.argmax(dim=-1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_tok = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)[:, 0]
+            next_tok = next_token(logits, temperature, top_k, gen)
             if stop_at_eos and eos is not None:
                 next_tok = torch.where(finished, torch.full_like(next_tok, eos), next_tok)
                 finished |= next_tok == eos

@@ -17,8 +17,30 @@ POSITIONALS = ("learned", "sinusoidal", "rotary")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+class JsonConfig:
+    """to_dict / from_dict / save / load for configuration dataclasses (unknown fields are an error)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
 @dataclass
-class TransformerConfig:
+class TransformerConfig(JsonConfig):
     """Shape and choices of a decoder-only Transformer.
 
     Defaults describe a GPT-2-style model (learned positions, pre-LayerNorm,
@@ -106,21 +128,3 @@ class TransformerConfig:
         kw.update(overrides)
         return cls(**kw)
 
-    # ------------------------------------------------------------ (de)serialise
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TransformerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig fields: {unknown}")
-        return cls(**d)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TransformerConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))

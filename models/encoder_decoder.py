@@ -24,11 +24,8 @@ cross-attention pattern is [batch, head, tgt_pos, src_pos].
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -38,7 +35,7 @@ from torch import nn
 
 from interp.hooks import HookedModule, HookPoint
 from interp.sites import Head, Neuron
-from models.config import DTYPES, NORM_POSITIONS, TransformerConfig
+from models.config import DTYPES, NORM_POSITIONS, JsonConfig, TransformerConfig
 from models.transformer import (
     MLP,
     Attention,
@@ -55,7 +52,7 @@ from models.transformer import (
 
 # ============================================================ config
 @dataclass
-class EncoderDecoderConfig:
+class EncoderDecoderConfig(JsonConfig):
     """Shape and choices of an encoder-decoder Transformer. Defaults: the paper's base model.
 
     d_vocab_tgt defaults to d_vocab_src, d_head to d_model // n_heads, d_mlp to
@@ -123,25 +120,6 @@ class EncoderDecoderConfig:
             n_heads=self.n_heads, n_ctx=self.n_ctx, d_head=self.d_head, d_mlp=self.d_mlp,
             norm_position=self.norm_position, tie_embeddings=False, norm_eps=self.norm_eps, dtype=self.dtype,
         )
-
-    # ------------------------------------------------------------ (de)serialise
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EncoderDecoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown EncoderDecoderConfig fields: {unknown}")
-        return cls(**d)
-
-    def save(self, path: Union[str, Path]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "EncoderDecoderConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 # ============================================================ components

@@ -107,7 +107,7 @@ def test_key_decomposition_sums_to_the_pre_activation(hand_model):
     parts = key_decomposition(hand_model, FULL, 0, 0)
     pre = neuron_activations(hand_model, FULL, [(0, 0)], pre=True)[0, 0]
     assert sum(parts.values()) == pytest.approx(float(pre), abs=1e-10)
-    assert parts["bias"] == pytest.approx(float(hand_model.blocks[0].mlp.b_in[0]))
+    assert parts["bias"] == pytest.approx(float(hand_model.blocks[0].mlp.b_in[0].detach()))
     for arch in ("gpt2", "llama_gqa", "neox_partial_rotary"):
         model = make_model(arch, dtype="float64")
         tokens = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+import re
+
 import torch
 from tqdm.auto import tqdm
 
@@ -335,6 +337,13 @@ def sweep(
     layers, positions: restrict the sweep (default all).
     batch_size: rows per forward pass (patches x prompts); bounds memory.
     """
+    if not isinstance(model, Transformer) or "." in site:  # e.g. an EncoderDecoder, "decoder.cross_attn.head_z"
+        if ablation is not None or corrupted is None:
+            raise ValueError("on models other than the decoder-only Transformer, sweep supports denoising and "
+                             "noising with corrupted inputs (no ablations)")
+        as_inputs = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x,)  # noqa: E731
+        return sweep_hooked(model, as_inputs(clean), as_inputs(corrupted), metric, site, direction=direction,
+                            layers=layers, positions=positions, batch_size=batch_size, progress=progress)
     kind = site_kind(model, site)
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -396,6 +405,90 @@ def sweep(
     )
 
 
+# ============================================================ any hooked model
+def parse_site(site: str) -> tuple[str, str, SiteKind]:
+    """"decoder.cross_attn.head_z_by_pos" -> ("decoder.", "cross_attn", SITES["head_z_by_pos"]).
+
+    An optional stack ("encoder" / "decoder") and attention module ("attn", "cross_attn")
+    prefix any site of SITES; "decoder.cross_attn.attn_out" is the cross-attention output."""
+    *rest, base = site.split(".")
+    if base not in SITES:
+        raise ValueError(f"unknown site {base!r}; choose from {', '.join(SITES)}")
+    prefix = f"{rest.pop(0)}." if rest and rest[0] in ("encoder", "decoder") else ""
+    attn = rest.pop(0) if rest else "attn"
+    if rest:
+        raise ValueError(f"cannot read site {site!r}: expected [encoder|decoder.][attn|cross_attn.]SITE")
+    return prefix, attn, SITES[base]
+
+
+def _hook_name(prefix: str, attn: str, kind: SiteKind, layer: int) -> str:
+    if kind.act in ("z", "q", "k", "v", "pattern"):
+        return f"{prefix}blocks.{layer}.{attn}.hook_{kind.act}"
+    if kind.act == "post":
+        return f"{prefix}blocks.{layer}.mlp.hook_post"
+    if kind.act == "attn_out" and attn != "attn":
+        return f"{prefix}blocks.{layer}.hook_{attn}_out"
+    return f"{prefix}blocks.{layer}.hook_{kind.act}"
+
+
+def sweep_hooked(
+    model, clean: Sequence[torch.Tensor], corrupted: Sequence[torch.Tensor], metric: Metric, site: str, *,
+    direction: str = "denoise", layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None,
+    batch_size: int = 64, progress: bool = True,
+) -> PatchResult:
+    """Activation patching on any hooked model whose forward takes several tensors, e.g.
+    `EncoderDecoder(src_tokens, tgt_tokens)`: clean / corrupted are tuples of the model's
+    inputs (each [batch, ...], same shapes). Same results as one forward per patch; many
+    patches share a batched forward (every input repeated), without `sweep`'s resuming."""
+    prefix, attn, kind = parse_site(site)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    clean, corrupted = tuple(clean), tuple(corrupted)
+    for i, (c, k) in enumerate(zip(clean, corrupted)):
+        if c.shape != k.shape:
+            raise PromptLengthError(f"input {i}: clean shape {tuple(c.shape)} differs from corrupted {tuple(k.shape)}")
+    in_stack = re.compile(rf"^{re.escape(prefix)}blocks\.(\d+)\.")
+    found = [int(m.group(1)) for n in model.hook_dict if (m := in_stack.match(n))]
+    if not found:
+        raise ValueError(f"the model has no hooks under {prefix or 'the top level'}blocks.*")
+    n_layers = 1 + max(found)
+    layer_ids = list(range(n_layers)) if layers is None else [l % n_layers for l in layers]
+    names = [_hook_name(prefix, attn, kind, l) for l in layer_ids]
+    base, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+    with torch.no_grad():
+        base_logits = model(*base)
+        source_logits, cache = model.run_with_cache(*source, names_filter=names)
+        clean_logits, corrupted_logits = (source_logits, base_logits) if direction == "denoise" else (base_logits, source_logits)
+        first = cache[names[0]]
+        n_pos = first.shape[kind.pos_dim]
+        pos_ids = _positions(positions, n_pos)
+        n_units = first.shape[kind.unit_dim] if kind.unit_dim is not None else 0
+        shape = [len(layer_ids)] + ([len(pos_ids)] if kind.by_pos else []) + ([n_units] if n_units else [])
+        values = torch.empty(shape, dtype=torch.float64)
+        batch = base[0].shape[0]
+        chunks = _plan(kind, layer_ids, pos_ids, n_units, max(1, batch_size // batch))
+        for chunk in tqdm(chunks, desc=f"patching {site}", disable=not progress, leave=False):
+            n, name = len(chunk.cells), _hook_name(prefix, attn, kind, chunk.layer)
+            src = cache[name]
+            indices = [(slice(None),) + kind.index(src.dim(), p, u) for _, p, u in chunk.cells]
+
+            def patch(x: torch.Tensor, hook, indices=indices, src=src, n=n) -> torch.Tensor:
+                x = x.clone(memory_format=torch.contiguous_format)
+                per_patch = x.view(n, batch, *x.shape[1:])
+                for i, idx in enumerate(indices):
+                    per_patch[i][idx] = src[idx]
+                return x
+
+            inputs = [t.repeat(n, *[1] * (t.dim() - 1)) for t in base]
+            logits = model.run_with_hooks(*inputs, fwd_hooks=[(name, patch)])
+            out = [scalar(metric(part)) for part in logits.view(n, batch, *logits.shape[1:])]
+            for (res_idx, _, _), v in zip(chunk.cells, out):
+                values[res_idx] = v
+    labels = axis_labels(kind.axes, layer_ids, pos_ids, n_units, [str(p) for p in range(n_pos)])
+    return PatchResult(values, kind.axes, labels, site, direction, metric_name(metric),
+                       scalar(metric(clean_logits)), scalar(metric(corrupted_logits)))
+
+
 def _run_patches(
     model: Transformer, kind: SiteKind, chunk: _Chunk, base_cache, base_logits: torch.Tensor,
     sources: dict[str, torch.Tensor], metric: Metric,
@@ -439,4 +532,4 @@ def _run_patches(
     return [scalar(metric(chunk)) for chunk in logits.view(n, batch, n_pos, -1)]
 
 
-__all__ = ["sweep", "PatchResult", "PromptLengthError", "SITES", "SiteKind", "prompt_tokens", "paired_tokens"]
+__all__ = ["sweep", "sweep_hooked", "parse_site", "PatchResult", "PromptLengthError", "SITES", "SiteKind", "prompt_tokens", "paired_tokens"]

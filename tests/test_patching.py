@@ -112,8 +112,8 @@ def test_endpoints_and_normalisation():
     clean, corrupted = pair(batch=1)
     metric = metrics.logit_diff(model, 3, 5)
     res = sweep(model, clean, corrupted, metric, "resid_pre", progress=False)
-    assert res.clean_value == pytest.approx(float(metric(model(clean))))
-    assert res.corrupted_value == pytest.approx(float(metric(model(corrupted))))
+    assert res.clean_value == pytest.approx(float(metric(model(clean).detach())))
+    assert res.corrupted_value == pytest.approx(float(metric(model(corrupted).detach())))
     assert torch.allclose(res.values[0, :2], torch.tensor(res.corrupted_value, dtype=torch.float64))
     # The last position of the last layer's resid_pre carries everything the logits read from it? No:
     # attention in the last layer still reads earlier positions. But resid_post of the last layer does.
@@ -183,3 +183,57 @@ def test_bad_input_leaves_no_hooks():
     neox = make_model("neox_partial_rotary")
     with pytest.raises(ValueError, match="parallel attention"):
         sweep(neox, clean, corrupted, metrics.probability(neox, 3), "resid_mid")
+
+
+def test_any_hooked_model_path_equals_the_fast_path():
+    """sweep_hooked (batched, no resuming; for models like the encoder-decoder) gives the same
+    numbers as the resumed sweep on the decoder-only model, site by site."""
+    from interp.patching import sweep_hooked
+
+    model = make_model("gpt2", dtype="float64")
+    clean, corrupted = pair()
+    metric = metrics.logit_diff(model, [3, 4], [5, 6])
+    for site in ["resid_pre", "attn_out", "head_z_by_pos", "head_k_by_pos", "head_pattern", "neuron_post"]:
+        fast = sweep(model, clean, corrupted, metric, site, progress=False)
+        hooked = sweep_hooked(model, (clean,), (corrupted,), metric, site, progress=False)
+        assert torch.allclose(fast.values, hooked.values, atol=1e-10), site
+
+
+def test_encoder_decoder_cross_attention_sweep():
+    from models import EncoderDecoder, EncoderDecoderConfig
+
+    model = EncoderDecoder(EncoderDecoderConfig(d_vocab_src=10, d_model=16, n_heads=2, n_layers_enc=1,
+                                                n_layers_dec=2, n_ctx=8, dtype="float64", seed=0)).eval()
+    gen = torch.Generator().manual_seed(0)
+    src = torch.randint(0, 10, (2, 5), generator=gen)
+    src_corrupted = src.clone()
+    src_corrupted[:, 1] = (src[:, 1] + 3) % 10
+    tgt = torch.randint(0, 10, (2, 4), generator=gen)
+    metric = metrics.logit_diff(None, [1, 2], [3, 4])
+    for site, hook in [("decoder.cross_attn.head_z_by_pos", "decoder.blocks.{l}.cross_attn.hook_z"),
+                       ("encoder.resid_pre", "encoder.blocks.{l}.hook_resid_pre"),
+                       ("decoder.cross_attn.attn_out", "decoder.blocks.{l}.hook_cross_attn_out")]:
+        result = sweep(model, (src, tgt), (src_corrupted, tgt), metric, site, progress=False)
+        kind = SITES[site.split(".")[-1]]
+        n_layers = result.values.shape[0]
+        names = [hook.format(l=l) for l in range(n_layers)]
+        acts = model.run_with_cache(src, tgt, names_filter=names)[1]
+        for key in [(0, 1), (n_layers - 1, 2)] + ([(n_layers - 1, 2, 1)] if kind.unit_dim else []):
+            if len(key) != result.values.dim():
+                continue
+            idx = [slice(None)] * acts[names[key[0]]].dim()
+            idx[kind.pos_dim] = key[1]
+            if kind.unit_dim is not None:
+                idx[kind.unit_dim] = key[2]
+
+            def patch(x, hook, name=names[key[0]], idx=tuple(idx)):
+                x = x.clone()
+                x[idx] = acts[name][idx]
+                return x
+
+            with torch.no_grad():
+                expected = float(metric(model.run_with_hooks(src_corrupted, tgt, fwd_hooks=[(names[key[0]], patch)])))
+            assert float(result.values[key]) == pytest.approx(expected, abs=1e-10), (site, key)
+    # Patching the corrupted source position in the only encoder layer restores the clean run.
+    full = sweep(model, (src, tgt), (src_corrupted, tgt), metric, "encoder.resid_pre", progress=False)
+    assert float(full.values[0, 1]) == pytest.approx(full.clean_value, abs=1e-10)

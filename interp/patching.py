@@ -405,6 +405,20 @@ def sweep(
     )
 
 
+def _row_patcher(indices: list[tuple], source: torch.Tensor, n: int, batch: int):
+    """A hook for an activation whose rows are (patch, prompt): patch i copies source[idx_i]
+    into its `batch` rows at indices[i]; source is [batch, ...] like one copy of the run."""
+
+    def patch(x: torch.Tensor, hook) -> torch.Tensor:
+        x = x.clone(memory_format=torch.contiguous_format)  # rows split into (patch, prompt) below
+        per_patch = x.view(n, batch, *x.shape[1:])
+        for i, idx in enumerate(indices):
+            per_patch[i][idx] = source[idx]
+        return x
+
+    return patch
+
+
 # ============================================================ any hooked model
 def parse_site(site: str) -> tuple[str, str, SiteKind]:
     """"decoder.cross_attn.head_z_by_pos" -> ("decoder.", "cross_attn", SITES["head_z_by_pos"]).
@@ -472,15 +486,8 @@ def sweep_hooked(
             src = cache[name]
             indices = [(slice(None),) + kind.index(src.dim(), p, u) for _, p, u in chunk.cells]
 
-            def patch(x: torch.Tensor, hook, indices=indices, src=src, n=n) -> torch.Tensor:
-                x = x.clone(memory_format=torch.contiguous_format)
-                per_patch = x.view(n, batch, *x.shape[1:])
-                for i, idx in enumerate(indices):
-                    per_patch[i][idx] = src[idx]
-                return x
-
             inputs = [t.repeat(n, *[1] * (t.dim() - 1)) for t in base]
-            logits = model.run_with_hooks(*inputs, fwd_hooks=[(name, patch)])
+            logits = model.run_with_hooks(*inputs, fwd_hooks=[(name, _row_patcher(indices, src, n, batch))])
             out = [scalar(metric(part)) for part in logits.view(n, batch, *logits.shape[1:])]
             for (res_idx, _, _), v in zip(chunk.cells, out):
                 values[res_idx] = v
@@ -510,14 +517,7 @@ def _run_patches(
     # Index of each patch in the recomputed activation (positions counted from `start`).
     indices = [(slice(None),) + kind.index(ndim, None if p is None else p - start, u) for _, p, u in chunk.cells]
 
-    def patch(x: torch.Tensor, hook) -> torch.Tensor:
-        x = x.clone(memory_format=torch.contiguous_format)  # rows split into (patch, prompt) below
-        per_patch = x.view(n, batch, *x.shape[1:])
-        for i, idx in enumerate(indices):
-            per_patch[i][idx] = source[idx]
-        return x
-
-    with model.hooks(fwd=[(name, patch)]):
+    with model.hooks(fwd=[(name, _row_patcher(indices, source, n, batch))]):
         if is_positional(metric):
             target = metric.pos % n_pos
             if target < start:  # the patch cannot reach an earlier position

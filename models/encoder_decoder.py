@@ -150,28 +150,8 @@ class NonCausalAttention(Attention):
         q = self.hook_q(self._project(x, self.W_Q, self.b_Q))  # [batch, q_pos, head, d_head]
         k = self.hook_k(self._project(context, self.W_K, self.b_K))  # [batch, k_pos, head, d_head]
         v = self.hook_v(self._project(context, self.W_V, self.b_V))  # [batch, k_pos, head, d_head]
-        allowed = None if key_mask is None else key_mask.bool()[:, None, None, :]  # [batch, 1, 1, k_pos]
-
-        if not (self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks):
-            z = F.scaled_dot_product_attention(
-                rearrange(q, "b p h k -> b h p k"),
-                rearrange(k, "b p h k -> b h p k"),
-                rearrange(v, "b p h k -> b h p k"),
-                attn_mask=allowed,
-            )
-            z = self.hook_z(rearrange(z, "b h p k -> b p h k"))
-        else:
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
-            if allowed is not None:
-                scores = scores.masked_fill(~allowed, float("-inf"))
-            scores = self.hook_attn_scores(scores)  # [batch, head, q_pos, k_pos]
-            pattern = self.hook_pattern(scores.softmax(dim=-1))  # [batch, head, q_pos, k_pos]
-            z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))  # [batch, q_pos, head, d_head]
-
-        if self.use_attn_result or self.hook_result.has_hooks:
-            result = self.hook_result(torch.einsum("bphk,hkd->bphd", z, self.W_O))  # [batch, q_pos, head, d_model]
-            return result.sum(dim=2) + self.b_O
-        return F.linear(rearrange(z, "b p h k -> b p (h k)"), rearrange(self.W_O, "h k d -> d (h k)"), self.b_O)
+        allowed = None if key_mask is None else key_mask.bool()[:, None, :]  # [batch, 1, k_pos]
+        return self._output(self._attend(q, k, v, allowed, causal=False))
 
 
 class EncoderBlock(TransformerBlock):

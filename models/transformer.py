@@ -237,28 +237,41 @@ class Attention(nn.Module):
                 )
             allowed = allowed if allowed.dim() == 3 else allowed[None]
 
-        group = cfg.n_heads // cfg.n_kv_heads
+        return self._output(self._attend(q, k, v, allowed, causal=True))
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: Optional[torch.Tensor], causal: bool
+    ) -> torch.Tensor:
+        """q [batch, q_pos, head, d_head], k / v [batch, k_pos, kv_head, d_head] -> z [batch, q_pos, head, d_head].
+
+        allowed [batch or 1, q_pos or 1, k_pos] (True = may attend), or None: causal
+        attention if `causal`, else every key.
+        """
+        group = q.shape[2] // k.shape[2]
         if not (self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks):
             z = F.scaled_dot_product_attention(
                 rearrange(q, "b p h k -> b h p k"),
                 rearrange(k, "b p h k -> b h p k"),
                 rearrange(v, "b p h k -> b h p k"),
                 attn_mask=None if allowed is None else allowed[:, None],
-                is_causal=allowed is None,
+                is_causal=causal and allowed is None,
                 enable_gqa=group > 1,
             )
-            z = self.hook_z(rearrange(z, "b h p k -> b p h k"))
-        else:
-            if group > 1:  # query head i reads key/value head i // group
-                k = torch.repeat_interleave(k, group, dim=2)
-                v = torch.repeat_interleave(v, group, dim=2)
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.d_head)
-            if allowed is None:
-                allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril()[None]
-            scores = self.hook_attn_scores(scores.masked_fill(~allowed[:, None], float("-inf")))
-            pattern = self.hook_pattern(scores.softmax(dim=-1))
-            z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
+            return self.hook_z(rearrange(z, "b h p k -> b p h k"))
+        if group > 1:  # query head i reads key/value head i // group
+            k = torch.repeat_interleave(k, group, dim=2)
+            v = torch.repeat_interleave(v, group, dim=2)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
+        if allowed is None and causal:
+            allowed = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool, device=q.device).tril()[None]
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+        scores = self.hook_attn_scores(scores)  # [batch, head, q_pos, k_pos]
+        pattern = self.hook_pattern(scores.softmax(dim=-1))
+        return self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
 
+    def _output(self, z: torch.Tensor) -> torch.Tensor:
+        """z [batch, pos, head, d_head] -> attention output [batch, pos, d_model] (hook_result when used)."""
         if self.use_attn_result or self.hook_result.has_hooks:
             result = self.hook_result(torch.einsum("bphk,hkd->bphd", z, self.W_O))
             return result.sum(dim=2) + self.b_O

@@ -1,6 +1,8 @@
 """The README's quick start runs as written."""
 
 import re
+
+import pytest
 from pathlib import Path
 
 
@@ -22,4 +24,11 @@ def test_readme_causal_analyses_examples_run():
         exec(compile(block, f"README causal analyses block {i}", "exec"), namespace)
     assert namespace["result"].values.shape == (4, 7, 4)
     assert abs(namespace["dla"].total() - namespace["dla"].logit_diff) < 1e-4
-    assert namespace["ranked"][0].label == "L3N494" and namespace["check"].interventions[0].p_after < 0.5
+    # The top neuron's contribution, recomputed by hand: activation x (centred value . ln_final.w / scale) . W_U[:, answer].
+    model, top = namespace["model"], namespace["ranked"][0]
+    _, cache = model.run_with_cache(namespace["prompt"])
+    value = model.blocks[top.layer].mlp.W_out[top.index].detach()
+    direction = (value - value.mean()) * model.ln_final.w.detach() / cache["ln_final.hook_scale"][0, -1]
+    by_hand = cache["post", top.layer][0, -1, top.index] * direction @ model.W_U.detach()[:, model.to_single_token("basketball")]
+    assert float(by_hand) == pytest.approx(top.contribution, rel=1e-4)
+    assert namespace["check"].interventions[0].p_after < 0.5

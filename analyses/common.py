@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from interp.report import write_json  # noqa: F401  (re-exported for the analyses)
+from interp.results import write_json  # noqa: F401  (re-exported for the analyses)
 
 CLEAN = "Michael Jordan plays the sport of"
 CORRUPTED = "Michael Phelps plays the sport of"

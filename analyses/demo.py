@@ -8,7 +8,7 @@ Top-5 next words for three prompts, the FFN probe of Michael Jordan -> basketbal
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
 
 import torch
@@ -28,8 +28,15 @@ def top_next_words(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
     return [(model.tokenizer.token_str(i), float(q)) for q, i in zip(p.tolist(), ids.tolist())]
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo has no options."""
+
+
+def run(args: argparse.Namespace) -> int:
+    return main()
+
+
 def main() -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from interp.crosscheck import crosscheck_model
     from models import load
 

@@ -78,6 +78,7 @@ def _top_word(model, prompt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from analyses import factworld_facts
     from interp import plot
     from probes import ffn
     from probes.knowledge_neurons import knowledge_neurons, ranking_overlap
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     prompt = args.prompt
     target = args.target or _top_word(model, prompt)
-    found = ffn.factworld_subject(prompt) if args.model == "factworld" else None
+    found = factworld_facts.find_subject(prompt) if args.model == "factworld" else None
     subject = args.subject or (found[0] if found else None)
     report: dict = {"prompt": prompt, "target": target, "counterfactual": args.counterfactual, "subject": subject}
 
@@ -110,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         last_only = last_only or next((s for s in lasts if differs(s)), None)
     if subject and first_only and last_only:
         p_first, p_last = prompt.replace(subject, first_only), prompt.replace(subject, last_only)
-        rows = ffn.and_detection(model, prompt, p_first, p_last, neurons=ranked.ids)
-        report["and_detection"] = {"first_only": p_first, "last_only": p_last, "rows": [vars(r) for r in rows]}
+        rows = ffn.and_detection(model, prompt, p_first, p_last, neurons=ranked.sites)
+        report["and_detection"] = {"first_only": p_first, "last_only": p_last, "rows": [r.to_dict() for r in rows]}
         print(f"AND test at the last position: {subject!r} vs {first_only!r} vs {last_only!r}")
         print(_table([[r.label, f"{r.full:.2f}", f"{r.first_only:.2f}", f"{r.last_only:.2f}", f"{r.pre_full:+.2f}",
                        f"{r.pre_first_only:+.2f}", f"{r.pre_last_only:+.2f}", f"{r.bias:+.2f}",
@@ -119,11 +120,11 @@ def run(args: argparse.Namespace) -> int:
                      ["neuron", subject, first_only, last_only, "pre", "pre", "pre", "bias", "", ""]))
         print(f"{sum(r.is_and for r in rows)} of {len(rows)} fire for {subject!r} and at most 25% as much for either "
               "part alone\n")
-        from probes.causal_trace import last_subject_pos
+        from probes.subjects import last_subject_pos
 
         at = last_subject_pos(model, prompt, subject)
         scan = ffn.and_detection(model, prompt, p_first, p_last, pos=at, k=5)
-        report["and_at_last_subject_token"] = {"pos": at, "rows": [vars(r) for r in scan]}
+        report["and_at_last_subject_token"] = {"pos": at, "rows": [r.to_dict() for r in scan]}
         print(f"the strongest AND keys over the whole model at the last subject token (position {at}):")
         print(_table([[r.label, f"{r.full:.2f}", f"{r.first_only:.2f}", f"{r.last_only:.2f}", f"{r.bias:+.2f}",
                        "AND" if r.is_and else "", _bias_note(r)] for r in scan],
@@ -135,38 +136,39 @@ def run(args: argparse.Namespace) -> int:
 
     # Keys, triggers and values of the top neurons.
     top = ranked[0]
-    parts = ffn.key_decomposition(model, prompt, top.layer, top.index)
+    parts = ffn.key_decomposition(model, prompt, top.site)
     report["key_decomposition"] = {"neuron": top.label, "parts": parts}
     print(f"key of {top.label}, pre-activation {sum(parts.values()):+.2f} = "
           + " ".join(f"{k} {v:+.2f}" for k, v in parts.items()))
     if found:
         report["triggers"] = {}
+        trigger_prompts = factworld_facts.factworld_prompts()
         for n in ranked[:3]:
-            trig = ffn.trigger_examples(model, n.layer, n.index, k=5)
+            trig = ffn.trigger_examples(model, n.site, trigger_prompts, k=5)
             report["triggers"][n.label] = [vars(t) for t in trig]
             print(f"{n.label} fires most on: " + "; ".join(f"{t.prompt!r} @ {t.token!r} {t.activation:.2f}" for t in trig))
     report["values"] = {}
     for n in ranked[:5]:
-        proj = ffn.value_projection(model, n.layer, n.index, 5)
+        proj = ffn.value_projection(model, n.site, 5)
         report["values"][n.label] = {"promoted": proj.promoted, "suppressed": proj.suppressed}
         print(f"value {n.label}: + " + " ".join(f"{w} {s:.2f}" for w, s in proj.promoted)
               + " | - " + " ".join(f"{w} {s:.2f}" for w, s in proj.suppressed))
 
     # Knowledge neurons (integrated gradients) as an independent ranking.
     kn = knowledge_neurons(model, prompt, target, progress=not args.quiet)
-    overlap = ranking_overlap(kn.top(args.k), ranked.ids, args.k)
-    report["knowledge_neurons"] = {"top": kn.top(args.k), "overlap_with_fact_neurons": overlap}
+    overlap = ranking_overlap(kn.top(args.k), ranked.sites, args.k)
+    report["knowledge_neurons"] = {"top": [[n.label, s] for n, s in kn.top(args.k)],
+                                   "overlap_with_fact_neurons": overlap | {"shared": [n.label for n in overlap["shared"]]}}
     print(f"\nknowledge neurons (integrated gradients), top {args.k}: "
-          + " ".join(f"L{l}N{n}" for l, n, _ in kn.top(args.k)))
+          + " ".join(f"L{n.layer}N{n.index}" for n, _ in kn.top(args.k)))
     print(f"overlap with the contribution ranking: {overlap['overlap']} of {args.k}\n")
 
     # Interventions.
-    others = None
     if args.other:
         others = {"given": [tuple(o.rsplit("|", 1)) for o in args.other]}
-    elif not found:
-        others = {}
-    val = ffn.validate(model, prompt, target, ranked.ids, other_facts=others, n_random=args.random_draws)
+    else:
+        others = factworld_facts.other_facts(*found) if found else {}
+    val = ffn.validate(model, prompt, target, ranked.sites, other_facts=others, n_random=args.random_draws)
     report["validation"] = val.to_dict()
     print(f"interventions on the top {args.k} neurons at every position (random: {args.random_draws} draws of "
           f"{args.k} neurons from the same layers):")
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"top-1 accuracy, {group} ({s['n']} facts): {s['before']:.3f} -> {s['after']:.3f} after zero ablation")
     if val.specificity:
         loc = ffn.localise(model, prompt, target, KS, other_facts=others, counterfactual=args.counterfactual)
-        report["localisation"] = {"k": loc.k, "neurons": [f"L{l}N{n}" for l, n in loc.neurons], "ks": list(KS)}
+        report["localisation"] = {"k": loc.k, "neurons": [n.label for n in loc.sites], "ks": list(KS)}
         print("localised: " + (f"zero-ablating the top {loc.k} neurons moves {target!r} off top-1 while the other "
                                "facts keep >= 95% of their accuracy" if loc.k else f"not with k in {KS}"))
     _plot_ranked(ranked, val, target, plot, args)
@@ -214,7 +216,7 @@ def _plot_keys(model, prompt: str, subject: str, ranked, found, plot, args) -> N
     names = [subject] + firsts[:6] + lasts[:6]
     prompts = [prompt.replace(subject, s) for s in names]
     labels = [f"{s} ({factworld.lookup(s, found[1])})" for s in names]
-    acts = ffn.neuron_activations(model, prompts, ranked.ids)  # [prompt, neuron]
+    acts = ffn.neuron_activations(model, prompts, ranked.sites)  # [prompt, neuron]
     fig = plot.heatmap(acts.T, row_labels=[n.label for n in ranked], col_labels=labels,
                        title="key activations at the last position across related subjects",
                        xlabel="subject (its answer)", ylabel="neuron", colorbar_label="activation")
@@ -222,11 +224,11 @@ def _plot_keys(model, prompt: str, subject: str, ranked, found, plot, args) -> N
 
 
 def run_relation(args: argparse.Namespace) -> int:
+    from analyses.factworld_facts import relation_view
     from interp import plot
-    from probes import ffn
 
     model = load_model(args)
-    view = ffn.relation_view(model, args.relation, top=args.top, ks=KS, limit=args.limit, progress=not args.quiet)
+    view = relation_view(model, args.relation, top=args.top, ks=KS, limit=args.limit, progress=not args.quiet)
     view.save_json(args.out / "relation.json")
     ks = [k for k in view.localised.values() if k is not None]
     print(f"{args.relation}: {view.n_localised} of {view.n_facts} facts localised (zero-ablating at most "

@@ -56,7 +56,9 @@ def _plot_trace(result, path, plot) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from interp import plot
-    from probes.causal_trace import attention_knockout_all, average_trace, trace
+    from probes.causal_trace import trace
+    from probes.knockout import attention_knockout_all
+    from probes.trace_average import average_trace
 
     model = load_model(args)
     progress = not args.quiet
@@ -90,12 +92,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"knockout {source:>8s} -> last, per layer: " + " ".join(f"{v:+6.1f}%" for v in row))
 
     if not args.no_average and args.model == "factworld":
+        from analyses.factworld_facts import triples
         from models import factworld
 
-        facts = [f for f in factworld.facts(args.relation) if f.object != "none"]
-        template = factworld.templates(args.relation)[0]
+        facts = triples([f for f in factworld.facts(args.relation) if f.object != "none"],
+                        factworld.templates(args.relation)[0])
         for kind in tqdm(KINDS, desc=f"average traces over {len(facts)} facts", disable=not progress):
-            avg = average_trace(model, facts, template, kind=kind, window=args.window, noise=args.noise,
+            avg = average_trace(model, facts, kind=kind, window=args.window, noise=args.noise,
                                 n_samples=args.samples, progress=progress)
             paths = plot.save(plot.heatmap(avg.values, row_labels=avg.labels["layer"],
                                            col_labels=avg.labels["category"], title=avg.title,

@@ -1,14 +1,36 @@
-"""Model-agnostic interpretability machinery: hooks, caches, sites, metrics, patching, attribution, plots.
+"""Model-agnostic interpretability machinery.
 
-Submodules: interp.metrics, interp.patching, interp.attribution, interp.plot, interp.crosscheck.
+Layers (each imports only from the ones before it; `make test` checks this):
+  1. the hook base: interp.names, interp.hooks (HookPoint, HookedModule), interp.cache (ActivationCache)
+  2. models (our Transformer; imports the hook base only)
+  3. the rest of interp: sites, tokens, results, engine, patching, metrics, attribution, plot, crosscheck
+
+The names below are imported on first use, so that `import interp.hooks` (what the
+models do) and the command line stay light: nothing here loads the model code.
 """
 
-from interp.cache import ActivationCache
-from interp.hooks import HookedModule, HookPoint, HookShapeError, UnknownHookError
-from interp.names import act_name
-from interp.sites import Head, Neuron
+from __future__ import annotations
 
-__all__ = [
-    "ActivationCache", "HookedModule", "HookPoint", "HookShapeError", "UnknownHookError",
-    "Head", "Neuron", "act_name",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "ActivationCache": "interp.cache",
+    "HookedModule": "interp.hooks",
+    "HookPoint": "interp.hooks",
+    "HookShapeError": "interp.hooks",
+    "UnknownHookError": "interp.hooks",
+    "act_name": "interp.names",
+    "Head": "interp.sites",
+    "Neuron": "interp.sites",
+    "EncDecHead": "interp.sites",
+    "EncDecNeuron": "interp.sites",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")

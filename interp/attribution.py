@@ -19,19 +19,20 @@ plus the bias terms add up to the true logit difference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
 
 import torch
 from einops import einsum
 
+from interp import names as hook_names
+from interp.cache import frozen_norm
 from interp.metrics import Tokens, metric_name, scalar, token_ids
 from interp.patching import (
-    DIRECTIONS, Metric, PatchResult, Prompts, _layers, _positions, axis_labels, paired_tokens, prompt_tokens,
-    site_kind,
+    DIRECTIONS, Metric, PatchResult, Prompts, _check_site, axis_labels, layers_of, parse_site, positions_of,
 )
-from interp.report import str_tokens, write_json
+from interp.results import LabelledResult
+from interp.tokens import paired_tokens, prompt_tokens, str_tokens, token_text
 from models import Transformer
 
 
@@ -52,13 +53,16 @@ def attribution_patch(
     Same sites, axes and labels as the sweep; `values` holds the estimated metric
     after each patch and `method` says "attribution patching".
     """
-    kind = site_kind(model, site)
+    stack, attn, kind = parse_site(site)
+    if stack or attn != "attn":
+        raise ValueError(f"attribution patching runs on decoder-only Transformers; site {site!r} names another stack")
+    _check_site(model, stack, kind)
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     clean_tokens, corrupted_tokens = paired_tokens(model, clean, corrupted)
     base, source = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
-    layer_ids = _layers(model, layers)
-    pos_ids = _positions(positions, base.shape[1])
+    layer_ids = layers_of(model.cfg.n_layers, layers)
+    pos_ids = positions_of(positions, base.shape[1])
     names = [kind.hook_name(l) for l in layer_ids]
 
     with torch.enable_grad():
@@ -133,13 +137,26 @@ def agreement(estimate: PatchResult, actual: PatchResult, k: int = 10) -> Agreem
 
 # ============================================================ direct logit attribution
 @dataclass
-class DirectLogitAttribution:
+class Attribution(LabelledResult):
+    """A labelled tensor of direct attributions (the values are effects: no baseline)."""
+
+    values: torch.Tensor
+    axes: tuple[str, ...]
+    labels: dict[str, list[str]]
+    title: str = ""
+    metric_name: str = "direct logit attribution"
+    method: str = "direct logit attribution"
+
+
+@dataclass
+class DirectLogitAttribution(LabelledResult):
     """What each component writes to logit[answer] - logit[counterfactual] at one position,
     through the final norm with its scale frozen from the run (mean over the prompts).
 
     heads [n_layers, n_heads], neurons [n_layers, d_mlp], attn_bias / mlp_bias
     [n_layers] (b_O, b_out), embed / pos_embed / final_bias (ln_final.b and b_U)
-    floats; `total()` of all of them equals `logit_diff`.
+    floats; `total()` of all of them equals `logit_diff`. As a labelled result its
+    values are the heads ([layer, head]).
     """
 
     heads: torch.Tensor
@@ -153,6 +170,26 @@ class DirectLogitAttribution:
     tokens: list[str]
     answer: str
     counterfactual: Optional[str]
+    method: str = "direct logit attribution"
+    axes: tuple[str, ...] = ("layer", "head")
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.heads
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        n_layers, n_heads = self.heads.shape
+        return axis_labels(("layer", "head"), range(n_layers), [], n_heads, self.tokens)
+
+    @property
+    def metric_name(self) -> str:
+        what = self.answer if self.counterfactual is None else f"{self.answer} - {self.counterfactual}"
+        return f"direct logit attribution to {what}"
+
+    @property
+    def title(self) -> str:
+        return self.metric_name
 
     @property
     def attn(self) -> torch.Tensor:
@@ -167,17 +204,18 @@ class DirectLogitAttribution:
     def total(self) -> float:
         return float(self.attn.sum() + self.mlp.sum()) + self.embed + self.pos_embed + self.final_bias
 
-    def head_result(self) -> PatchResult:
-        """The heads as a labelled [layer, head] result (plots like a patching result)."""
-        n_layers, n_heads = self.heads.shape
-        what = self.answer if self.counterfactual is None else f"{self.answer} - {self.counterfactual}"
-        return PatchResult(
-            self.heads, ("layer", "head"), axis_labels(("layer", "head"), range(n_layers), [], n_heads, self.tokens),
-            "heads", "direct", f"direct logit attribution to {what}", self.logit_diff, 0.0, self.tokens,
-            method="direct logit attribution",
-        )
+    def head_result(self) -> Attribution:
+        """The heads as a labelled [layer, head] result (plots like a patching result; `top`
+        ranks the largest attributions, as they are effects already)."""
+        return Attribution(self.heads, self.axes, self.labels, self.title, self.metric_name)
 
-    def to_dict(self) -> dict:
+    def neuron_result(self) -> Attribution:
+        """The neurons as a labelled [layer, neuron] result."""
+        n_layers, d_mlp = self.neurons.shape
+        labels = axis_labels(("layer", "neuron"), range(n_layers), [], d_mlp, self.tokens)
+        return Attribution(self.neurons, ("layer", "neuron"), labels, self.title, self.metric_name)
+
+    def _extra_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer, "counterfactual": self.counterfactual, "logit_diff": self.logit_diff,
             "sum_of_parts": self.total(), "tokens": self.tokens, "heads": self.heads.tolist(),
@@ -189,9 +227,6 @@ class DirectLogitAttribution:
                 for l, n in _top_indices(self.neurons, 20)
             ],
         }
-
-    def save_json(self, path: Union[str, Path]) -> Path:
-        return write_json(path, self.to_dict())
 
 
 def _top_indices(x: torch.Tensor, k: int) -> list[tuple[int, int]]:
@@ -224,55 +259,44 @@ def direct_logit_attribution(
 
     a_ids = per_prompt(token_ids(answer, model), "answer")
     c_ids = per_prompt(token_ids(counterfactual, model), "counterfactual") if counterfactual is not None else None
-    direction = model.W_U.detach()[:, a_ids.to(model.device)].T  # [batch, d_model]
+    W_U = model.W_U.detach()
+    direction = W_U[:, a_ids.to(model.device)].T  # [batch, d_model]
     if c_ids is not None:
-        direction = direction - model.W_U.detach()[:, c_ids.to(model.device)].T
+        direction = direction - W_U[:, c_ids.to(model.device)].T
+    cfg = model.cfg
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens)
-        scale = cache["ln_final.hook_scale"][:, pos] if model.cfg.final_norm else None  # [batch, 1]
+        scale = cache["ln_final.hook_scale"][:, pos] if cfg.final_norm else 1.0  # [batch, 1]
+        w = model.ln_final.w.detach() if cfg.final_norm else None
+        centre = cfg.final_norm and cfg.norm == "layernorm"
 
-        def through_norm(x: torch.Tensor) -> torch.Tensor:
-            """x [..., batch, d_model] at position pos -> attribution [..., batch]."""
-            if model.cfg.final_norm:
-                if model.cfg.norm == "layernorm":
-                    x = x - x.mean(-1, keepdim=True)
-                x = x / scale * model.ln_final.w.detach()
-            return (x * direction).sum(-1)
+        def readout(x: torch.Tensor) -> torch.Tensor:
+            """x [..., batch, d_model] written at position pos -> its direct attribution [..., batch]."""
+            return (frozen_norm(x, scale, w, centre) * direction).sum(-1)
 
-        n_layers = model.cfg.n_layers
         heads, neurons, attn_bias, mlp_bias = [], [], [], []
-        for l in range(n_layers):
-            block = model.blocks[l]
-            z = cache[f"blocks.{l}.attn.hook_z"][:, pos]  # [batch, head, d_head]
-            result = einsum(z, block.attn.W_O.detach(), "b h k, h k d -> h b d")
-            heads.append(through_norm(result).mean(-1))
-            attn_bias.append(through_norm(block.attn.b_O.detach().expand(batch, -1)).mean(-1))
-            post = cache[f"blocks.{l}.mlp.hook_post"][:, pos]  # [batch, d_mlp]
-            # Each neuron writes post[n] * W_out[n]; through the norm that is post[n] * (W_out[n] . u).
-            if model.cfg.final_norm:
-                u = direction * model.ln_final.w.detach() / scale  # [batch, d_model]
-                W_out = block.mlp.W_out.detach()
-                if model.cfg.norm == "layernorm":
-                    W_out = W_out - W_out.mean(-1, keepdim=True)
-                per_neuron = post * einsum(W_out, u, "n d, b d -> b n")
-            else:
-                per_neuron = post * einsum(block.mlp.W_out.detach(), direction, "n d, b d -> b n")
-            neurons.append(per_neuron.mean(0))
-            mlp_bias.append(through_norm(block.mlp.b_out.detach().expand(batch, -1)).mean(-1))
-        embed = float(through_norm(cache["hook_embed"][:, pos]).mean())
-        pos_embed = float(through_norm(cache["hook_pos_embed"][:, pos]).mean()) if "hook_pos_embed" in cache else 0.0
-        bias = cache.logit_bias(a_ids, c_ids)
-        final_bias = float(bias.double().mean())
+        for l in range(cfg.n_layers):
+            heads.append(readout(cache.head_results(l)[:, pos].transpose(0, 1)).mean(-1))  # [head, batch] -> [head]
+            attn_bias.append(readout(model.get_parameter(f"blocks.{l}.attn.b_O").detach().expand(batch, -1)).mean(-1))
+            # Each neuron writes post[n] * W_out[n], so through the frozen norm post[n] * readout(W_out[n]).
+            post = cache[hook_names.act_name("post", l)][:, pos]  # [batch, d_mlp]
+            W_out = model.get_parameter(f"blocks.{l}.mlp.W_out").detach()
+            per_unit = torch.stack([  # [batch, d_mlp], one prompt at a time to bound memory
+                frozen_norm(W_out, scale[b] if cfg.final_norm else 1.0, w, centre) @ direction[b] for b in range(batch)])
+            neurons.append((post * per_unit).mean(0))
+            mlp_bias.append(readout(model.get_parameter(f"blocks.{l}.mlp.b_out").detach().expand(batch, -1)).mean(-1))
+        embed = float(readout(cache["hook_embed"][:, pos]).mean())
+        pos_embed = float(readout(cache["hook_pos_embed"][:, pos]).mean()) if "hook_pos_embed" in cache else 0.0
+        final_bias = float(cache.logit_bias(a_ids, c_ids).double().mean())
         picked = logits[torch.arange(batch), pos, a_ids]
         if c_ids is not None:
             picked = picked - logits[torch.arange(batch), pos, c_ids]
-    words = str_tokens(model, tokens)
-    name = lambda ids: model.to_string(ids[:1]) if model.tokenizer is not None else str(int(ids[0]))  # noqa: E731
     return DirectLogitAttribution(
         torch.stack(heads).double(), torch.stack(neurons).double(), torch.stack(attn_bias).double(),
-        torch.stack(mlp_bias).double(), embed, pos_embed, final_bias, float(picked.double().mean()), words,
-        name(a_ids), name(c_ids) if c_ids is not None else None,
+        torch.stack(mlp_bias).double(), embed, pos_embed, final_bias, float(picked.double().mean()),
+        str_tokens(model, tokens), token_text(model, a_ids[0]), token_text(model, c_ids[0]) if c_ids is not None else None,
     )
 
 
-__all__ = ["attribution_patch", "agreement", "Agreement", "direct_logit_attribution", "DirectLogitAttribution"]
+__all__ = ["attribution_patch", "agreement", "Agreement", "direct_logit_attribution", "DirectLogitAttribution",
+           "Attribution"]

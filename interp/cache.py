@@ -1,29 +1,47 @@
 """ActivationCache: the activations of one run, by hook name, with residual-stream tools.
 
 Shortcuts as in TransformerLens: ``cache["pattern", 3]`` is
-``cache["blocks.3.attn.hook_pattern"]``, ``cache["scale"]`` the final norm's scale.
+``cache["blocks.3.attn.hook_pattern"]``, ``cache["resid_post", -1]`` the last
+block's, ``cache["scale"]`` the final norm's scale.
 
 Unlike TransformerLens, nothing here assumes weights were folded: applying a
 norm to a stack of residual components uses the norm's frozen scale *and* its
-weight, so per-component logit attributions plus the norm's and unembedding's
-biases add up exactly to the logits.
+weight (`frozen_norm`), so per-component logit attributions plus the norm's and
+unembedding's biases add up exactly to the logits.
+
+Part of the base layer: `HookedModule.run_with_cache` returns it, so it imports
+no model code. It reads the model only through its configuration (``model.cfg``)
+and its TransformerLens parameter names (``blocks.{l}.attn.W_O``, ``ln_final.w``,
+``unembed.b_U``, ``model.W_U``), which every model here provides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from einops import einsum, rearrange
 
-from interp.names import act_name
-
-if TYPE_CHECKING:
-    from models.transformer import Transformer
+from interp import names as hook_names
 
 PosSlice = Union[None, int, slice, Sequence[int], torch.Tensor]
 Tokens = Union[int, str, Sequence[int], torch.Tensor]
+
+
+def frozen_norm(x: torch.Tensor, scale: Union[torch.Tensor, float], weight: Optional[torch.Tensor],
+                centre: bool) -> torch.Tensor:
+    """The linear part of a norm as it acted in one run: centre (LayerNorm only), divide by
+    the run's scale, multiply by the weight. x [..., d_model]; scale broadcastable to x.
+
+    Applied to each of a set of residual components, the results plus the norm's bias sum
+    to the norm's output (the norm is linear once its scale is fixed). This is the one
+    implementation of that step (caches, direct logit attribution, neuron values).
+    """
+    if centre:
+        x = x - x.mean(-1, keepdim=True)
+    x = x / scale
+    return x * weight if weight is not None else x
 
 
 def _slice_pos(x: torch.Tensor, pos_slice: PosSlice, pos_dim: int = -2) -> torch.Tensor:
@@ -42,24 +60,25 @@ def _slice_pos(x: torch.Tensor, pos_slice: PosSlice, pos_dim: int = -2) -> torch
 class ActivationCache(Mapping):
     """Mapping hook name -> tensor, for one forward (and optionally backward) pass."""
 
-    def __init__(self, cache_dict: dict[str, torch.Tensor], model: "Transformer") -> None:
+    def __init__(self, cache_dict: dict[str, torch.Tensor], model: Any) -> None:
         self.cache_dict = cache_dict
         self.model = model
 
     # ------------------------------------------------------------ mapping
     def _key(self, key: Union[str, tuple]) -> str:
         if isinstance(key, tuple):
-            return act_name(*key)
-        return key if key in self.cache_dict else act_name(key)
+            name = hook_names.act_name(*key)
+        else:
+            name = key if key in self.cache_dict else hook_names.act_name(key)
+        n_blocks = getattr(self.model, "n_blocks", None)
+        return hook_names.normalize(name, n_blocks) if n_blocks else name
 
     def __getitem__(self, key: Union[str, tuple]) -> torch.Tensor:
         name = self._key(key)
         try:
             return self.cache_dict[name]
         except KeyError:
-            from interp.hooks import _closest
-
-            close = _closest(name, list(self.cache_dict))
+            close = hook_names.closest(name, list(self.cache_dict))
             hint = f" Closest cached: {', '.join(close)}." if close else ""
             valid = name in getattr(self.model, "hook_dict", {})
             why = " (a valid hook, not cached: widen names_filter)" if valid else ""
@@ -68,7 +87,7 @@ class ActivationCache(Mapping):
     def __contains__(self, key: object) -> bool:
         try:
             return self._key(key) in self.cache_dict  # type: ignore[arg-type]
-        except ValueError:
+        except (ValueError, IndexError):
             return False
 
     def __iter__(self) -> Iterator[str]:
@@ -83,13 +102,26 @@ class ActivationCache(Mapping):
     def to(self, device: Union[str, torch.device]) -> "ActivationCache":
         return ActivationCache({k: v.to(device) for k, v in self.cache_dict.items()}, self.model)
 
+    # ------------------------------------------------------------ the model, read by name
     @property
     def _cfg(self):
         return self.model.cfg
 
+    def _weight(self, name: str) -> torch.Tensor:
+        return self.model.get_parameter(name).detach()
+
+    def _layer(self, layer: Optional[int], allow_end: bool = True) -> int:
+        """A layer argument: None -> n_layers (the end); negatives count from the end of the
+        blocks (-1 is the last block), as in TransformerLens."""
+        n = self._cfg.n_layers
+        if layer is None:
+            return n
+        if allow_end and layer == n:
+            return n
+        return hook_names.resolve_layer(layer, n)
+
     def _need_pre_norm(self, what: str) -> None:
-        cfg = self._cfg
-        if cfg.norm_position != "pre":
+        if self._cfg.norm_position != "pre":
             raise ValueError(f"{what} needs a pre-norm model: with post-norm the residual is not a sum of components")
 
     # ------------------------------------------------------------ residual stream
@@ -108,18 +140,16 @@ class ActivationCache(Mapping):
         frozen scale and weight (see `apply_ln_to_stack`).
         """
         n = self._cfg.n_layers
-        layer = n if layer is None else layer
-        if not 0 <= layer <= n:
-            raise ValueError(f"layer must be in [0, {n}], got {layer}")
+        layer = self._layer(layer)
         parts, labels = [], []
         for l in range(layer):
-            parts.append(self[f"blocks.{l}.hook_resid_pre"])
+            parts.append(self[hook_names.act_name("resid_pre", l)])
             labels.append(f"{l}_pre")
             if incl_mid:
-                parts.append(self[f"blocks.{l}.hook_resid_mid"])
+                parts.append(self[hook_names.act_name("resid_mid", l)])
                 labels.append(f"{l}_mid")
         if layer == n:
-            parts.append(self[f"blocks.{n - 1}.hook_resid_post"])
+            parts.append(self[hook_names.act_name("resid_post", n - 1)])
             labels.append("final_post")
         stack = _slice_pos(torch.stack(parts), pos_slice)
         if apply_ln:
@@ -148,9 +178,7 @@ class ActivationCache(Mapping):
         if mode not in ("all", "attn", "mlp"):
             raise ValueError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
         cfg = self._cfg
-        layer = cfg.n_layers if layer is None else layer
-        if not 0 <= layer <= cfg.n_layers:
-            raise ValueError(f"layer must be in [0, {cfg.n_layers}], got {layer}")
+        layer = self._layer(layer)
         parts, labels = [], []
         if incl_embeds:
             parts.append(self["hook_embed"])
@@ -162,15 +190,25 @@ class ActivationCache(Mapping):
         extra = 1 if mlp_input and layer < cfg.n_layers and not cfg.parallel_attn_mlp else 0
         for l in range(layer + extra):
             if mode in ("all", "attn"):
-                parts.append(self[f"blocks.{l}.hook_attn_out"])
+                parts.append(self[hook_names.act_name("attn_out", l)])
                 labels.append(f"{l}_attn_out")
             if mode in ("all", "mlp") and not (mlp_input and l == layer):
-                parts.append(self[f"blocks.{l}.hook_mlp_out"])
+                parts.append(self[hook_names.act_name("mlp_out", l)])
                 labels.append(f"{l}_mlp_out")
         stack = _slice_pos(torch.stack(parts), pos_slice)
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer if layer < cfg.n_layers else None, mlp_input, pos_slice)
         return (stack, labels) if return_labels else stack
+
+    def head_results(self, layer: int) -> torch.Tensor:
+        """What each head of block `layer` writes, z_h W_O[h] without b_O: [batch, pos, head, d_model].
+        hook_result if cached, else computed from hook_z and W_O."""
+        layer = self._layer(layer, allow_end=False)
+        name = hook_names.act_name("result", layer)
+        if name in self.cache_dict:
+            return self.cache_dict[name]
+        W_O = self._weight(f"blocks.{layer}.attn.W_O")
+        return einsum(self[hook_names.act_name("z", layer)], W_O, "b p h k, h k d -> b p h d")
 
     def stack_head_results(
         self,
@@ -187,20 +225,15 @@ class ActivationCache(Mapping):
         Uses hook_result if cached, otherwise computes it from hook_z and W_O.
         """
         cfg = self._cfg
-        layer = cfg.n_layers if layer is None else layer
+        layer = self._layer(layer)
         parts, labels = [], []
         for l in range(layer):
-            name = f"blocks.{l}.attn.hook_result"
-            if name in self.cache_dict:
-                result = self.cache_dict[name]
-            else:
-                W_O = self.model.blocks[l].attn.W_O.detach()
-                result = einsum(self[f"blocks.{l}.attn.hook_z"], W_O, "b p h k, h k d -> b p h d")
-            parts.append(rearrange(_slice_pos(result, pos_slice, pos_dim=1), "b ... h d -> h b ... d"))
+            parts.append(rearrange(_slice_pos(self.head_results(l), pos_slice, pos_dim=1), "b ... h d -> h b ... d"))
             labels += [f"L{l}H{h}" for h in range(cfg.n_heads)]
         stack = torch.cat(parts) if parts else torch.zeros(0)
         if incl_remainder:
-            resid = self[f"blocks.{layer}.hook_resid_pre"] if layer < cfg.n_layers else self[f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
+            resid = (self[hook_names.act_name("resid_pre", layer)] if layer < cfg.n_layers
+                     else self[hook_names.act_name("resid_post", cfg.n_layers - 1)])
             stack = torch.cat([stack, (_slice_pos(resid, pos_slice) - stack.sum(0))[None]])
             labels.append("remainder")
         if apply_ln:
@@ -208,14 +241,13 @@ class ActivationCache(Mapping):
         return (stack, labels) if return_labels else stack
 
     # ------------------------------------------------------------ norms and logits
-    def _norm_for(self, layer: Optional[int], mlp_input: bool):
+    def _norm_for(self, layer: Optional[int], mlp_input: bool) -> Optional[str]:
+        """The parameter prefix of the norm ("ln_final", "blocks.2.ln1"), None if there is none."""
         cfg = self._cfg
-        if layer is None or layer == -1 or layer == cfg.n_layers:
-            if not cfg.final_norm:
-                return None, None
-            return self.model.ln_final, "ln_final.hook_scale"
-        sub = "ln2" if mlp_input else "ln1"
-        return getattr(self.model.blocks[layer], sub), f"blocks.{layer}.{sub}.hook_scale"
+        layer = self._layer(layer)
+        if layer == cfg.n_layers:
+            return "ln_final" if cfg.final_norm else None
+        return f"blocks.{layer}.{'ln2' if mlp_input else 'ln1'}"
 
     def apply_ln_to_stack(
         self,
@@ -233,21 +265,20 @@ class ActivationCache(Mapping):
         final norm; else block `layer`'s ln1 (ln2 if mlp_input).
         """
         self._need_pre_norm("apply_ln_to_stack")
-        norm, scale_name = self._norm_for(layer, mlp_input)
+        norm = self._norm_for(layer, mlp_input)
         if norm is None:
             return residual_stack
-        scale = _slice_pos(self[scale_name], pos_slice)  # [batch, pos, 1]
-        x = residual_stack
-        if self._cfg.norm == "layernorm":  # centring is linear, so it applies per component
-            x = x - x.mean(-1, keepdim=True)
-        return x / scale * norm.w.detach()
+        scale = _slice_pos(self[f"{norm}.hook_scale"], pos_slice)  # [batch, pos, 1]
+        return frozen_norm(residual_stack, scale, self._weight(f"{norm}.w"), self._cfg.norm == "layernorm")
+
+    def _token_id(self, t: Tokens) -> torch.Tensor:
+        if isinstance(t, str):
+            t = self.model.to_single_token(t)
+        return torch.as_tensor(t, device=self.model.W_U.device)
 
     def _directions(self, tokens: Tokens) -> torch.Tensor:
         """Unembedding columns for tokens: [..., d_model]."""
-        if isinstance(tokens, str):
-            tokens = self.model.to_single_token(tokens)
-        ids = torch.as_tensor(tokens, device=self.model.W_U.device)
-        return rearrange(self.model.W_U.detach()[:, ids], "d ... -> ... d")
+        return rearrange(self.model.W_U.detach()[:, self._token_id(tokens)], "d ... -> ... d")
 
     def logit_attrs(
         self,
@@ -275,12 +306,13 @@ class ActivationCache(Mapping):
     def logit_bias(self, tokens: Tokens, incorrect_tokens: Optional[Tokens] = None) -> torch.Tensor:
         """The part of the logit no component writes: ln_final.b . W_U[:, t] + b_U[t]."""
         def bias(t: Tokens) -> torch.Tensor:
-            if isinstance(t, str):
-                t = self.model.to_single_token(t)
-            ids = torch.as_tensor(t, device=self.model.W_U.device)
-            out = self.model.unembed.b_U.detach()[ids]
-            if self._cfg.final_norm and hasattr(self.model.ln_final, "b"):
-                out = out + (self.model.ln_final.b.detach() @ self.model.W_U.detach())[ids]
+            ids = self._token_id(t)
+            out = self._weight("unembed.b_U")[ids]
+            if self._cfg.final_norm and self._cfg.norm == "layernorm":
+                out = out + (self._weight("ln_final.b") @ self.model.W_U.detach())[ids]
             return out
 
         return bias(tokens) - bias(incorrect_tokens) if incorrect_tokens is not None else bias(tokens)
+
+
+__all__ = ["ActivationCache", "frozen_norm"]

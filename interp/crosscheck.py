@@ -12,11 +12,11 @@ deep copy; the HF model passed in is left as it was.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -113,13 +113,13 @@ def random_gpt2(
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(seed)
     cfg = GPT2Config(
         n_layer=n_layers, n_embd=d_model, n_head=n_heads, vocab_size=d_vocab, n_positions=n_ctx,
         n_inner=d_mlp, activation_function=act_fn, bos_token_id=0, eos_token_id=0,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
-    hf = GPT2LMHeadModel(cfg).eval()
+    with _seeded(seed):
+        hf = GPT2LMHeadModel(cfg).eval()
     if perturb:
         gen = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -150,19 +150,20 @@ def random_hf(
         return random_gpt2(n_layers, d_model, n_heads, d_vocab, n_ctx, seed=seed, dtype=dtype)
     import transformers
 
-    torch.manual_seed(seed)
     common = dict(vocab_size=d_vocab, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
                   max_position_embeddings=n_ctx, intermediate_size=4 * d_model, tie_word_embeddings=False)
     if arch == "neox":
         cfg = transformers.GPTNeoXConfig(**(common | dict(rotary_pct=0.25, use_parallel_residual=True) | overrides))
-        hf = transformers.GPTNeoXForCausalLM(cfg)
+        cls = transformers.GPTNeoXForCausalLM
     elif arch in ("llama", "qwen2"):
         kv = dict(num_key_value_heads=n_kv_heads or max(1, n_heads // 2))
         name = "Llama" if arch == "llama" else "Qwen2"
         cfg = getattr(transformers, f"{name}Config")(**(common | kv | overrides))
-        hf = getattr(transformers, f"{name}ForCausalLM")(cfg)
+        cls = getattr(transformers, f"{name}ForCausalLM")
     else:
         raise ValueError(f"arch must be one of {RANDOM_ARCHS}, got {arch!r}")
+    with _seeded(seed):
+        hf = cls(cfg)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in hf.named_parameters():
@@ -171,9 +172,21 @@ def random_hf(
     return hf.to(dtype).eval()
 
 
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """HF models initialise their weights from the global torch RNG: seed it for the block,
+    then put the caller's RNG state back (a library call must not reseed the user's RNG)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
 def bridge_for(hf_model: Any) -> Any:
-    """A TransformerLens 4 TransformerBridge around a deep copy of an HF model (offline, no tokenizer)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """A TransformerLens 4 TransformerBridge around a deep copy of an HF model (no tokenizer, nothing
+    downloaded: the bridge is built from the model object and its config)."""
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
     arch = type(hf_model).__name__
@@ -211,6 +224,7 @@ def crosscheck(
     tol = default_tol(hf_model, dtype) if tol is None else tol
     bridge = bridge_for(hf_model)
     bridge.set_use_attn_result(True)
+    flags = {m: m.use_attn_result for m in model.modules() if hasattr(m, "use_attn_result")}
     model.set_use_attn_result(True)
     try:
         with torch.no_grad():
@@ -218,7 +232,8 @@ def crosscheck(
             our_logits, cache = model.run_with_cache(tokens)
             bridge_logits, bcache = bridge.run_with_cache(tokens)
     finally:
-        model.set_use_attn_result(False)
+        for module, flag in flags.items():  # as they were, module by module
+            module.use_attn_result = flag
     report = CrossCheckReport(
         dtype=str(dtype).removeprefix("torch."), tol=tol,
         logits_vs_hf=_compare(our_logits, hf_logits, "logits"),

@@ -9,19 +9,25 @@ activation and may replace it the same way.
 `HookedModule` gives any module made of hook points `add_hook`, the `hooks`
 context manager, `run_with_hooks`, `run_with_cache`, `reset_hooks` and
 `hook_names`. Hooks added by a context manager or a `run_with_*` call are
-always removed when it ends, also when the body raises.
+always removed when it ends, also when the body raises. Every name a hooked
+module is given may use a negative layer ("blocks.-1.hook_resid_post"); it is
+resolved against the model's own number of blocks (per stack).
+
+This is the base layer: it imports torch and the other base modules
+(`interp.names`, `interp.cache`) only.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import torch
 from torch import nn
+
+from interp import names as hook_names
+from interp.cache import ActivationCache
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], Union[torch.Tensor, None]]
 NameOrFilter = Union[str, Callable[[str], bool]]
@@ -120,17 +126,16 @@ class HookPoint(nn.Module):
             x.register_hook(lambda g: self._run_hooks(self._hooks["bwd"], g) if self._hooks["bwd"] else None)
         return x
 
+    def layer(self) -> int:
+        """The block index in this hook point's name (TransformerLens' `HookPoint.layer()`);
+        an error for hooks outside the blocks (embeddings, final norm)."""
+        layer = hook_names.layer_of(self.name)
+        if layer is None:
+            raise ValueError(f"hook {self.name!r} is not inside a block: it has no layer")
+        return layer
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
-
-
-def _closest(name: str, names: Sequence[str], n: int = 5) -> list[str]:
-    close = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
-    if len(close) < n:
-        # Also suggest names that share the last component (e.g. "hook_z").
-        tail = name.rsplit(".", 1)[-1]
-        close += [m for m in names if m.endswith("." + tail) and m not in close][: n - len(close)]
-    return close
 
 
 class HookedModule(nn.Module):
@@ -146,12 +151,26 @@ class HookedModule(nn.Module):
             if isinstance(module, HookPoint):
                 module.name = name
                 self.hook_dict[name] = module
+        # Blocks per stack prefix ("" for a decoder-only model), for negative layers in names.
+        self.n_blocks: dict[str, int] = {}
+        for name in self.hook_dict:
+            prefix, layer, _ = hook_names.split(name)
+            if layer is not None:
+                self.n_blocks[prefix] = max(self.n_blocks.get(prefix, 0), layer + 1)
         # Hooks that only run when asked for (e.g. per-head results): left out of
         # `run_with_cache()` with no names_filter, like TransformerLens does.
         self.opt_in_hooks: set[str] = {n for n in self.hook_dict if self._is_opt_in(n)}
 
-    def _is_opt_in(self, name: str) -> bool:  # overridden by models with opt-in hooks
-        return False
+    def _is_opt_in(self, name: str) -> bool:
+        """Per-head results ([batch, pos, head, d_model]) are computed only when asked for."""
+        return name.endswith("attn.hook_result")
+
+    def set_use_attn_result(self, use: bool) -> None:
+        """Compute per-head results (hook_result [batch, pos, head, d_model]) on every forward,
+        in every attention module (each module also has its own `use_attn_result` flag)."""
+        for module in self.modules():
+            if hasattr(module, "use_attn_result"):
+                module.use_attn_result = use
 
     # ---------------------------------------------------------------- names
     @property
@@ -159,12 +178,16 @@ class HookedModule(nn.Module):
         """All hook point names, in the order the forward pass visits them."""
         return list(self.hook_dict)
 
+    def normalize_name(self, name: str) -> str:
+        """`name` with a negative layer resolved against this model's blocks."""
+        return hook_names.normalize(name, self.n_blocks)
+
     def hook_point(self, name: str) -> HookPoint:
-        """The `HookPoint` called `name`; an unknown name lists the closest valid ones."""
+        """The `HookPoint` called `name` (negative layers allowed); an unknown name lists the closest valid ones."""
         try:
-            return self.hook_dict[name]
-        except KeyError:
-            close = _closest(name, self.hook_names)
+            return self.hook_dict[self.normalize_name(name)]
+        except (KeyError, IndexError):
+            close = hook_names.closest(name, self.hook_names)
             hint = f" Closest valid names: {', '.join(close)}." if close else ""
             raise UnknownHookError(
                 f"{type(self).__name__} has no hook named {name!r}.{hint} "
@@ -248,7 +271,10 @@ class HookedModule(nn.Module):
         return [self.hook_point(n).name for n in names_filter]
 
     def _opt_in_enabled(self, name: str) -> bool:
-        return False
+        """Whether an opt-in hook is switched on: its module's own `use_attn_result` flag
+        (each attention module has one, so switching on one block is honoured)."""
+        owner = self.get_submodule(name.rsplit(".", 1)[0]) if "." in name else self
+        return bool(getattr(owner, "use_attn_result", False))
 
     def run_with_cache(
         self,
@@ -269,8 +295,6 @@ class HookedModule(nn.Module):
             (e.g. ``return_type="loss"``). Only the activations' gradients are
             computed: parameters' ``.grad`` are left untouched.
         """
-        from interp.cache import ActivationCache
-
         names = self._filter_names(names_filter)
         store: dict[str, torch.Tensor] = {}
         # Activations are kept (not detached) until backward so their grads can be read.
@@ -303,9 +327,3 @@ class HookedModule(nn.Module):
         ordered = {n: store[n] for n in self.hook_dict if n in store}
         ordered.update({n + "_grad": store[n + "_grad"] for n in self.hook_dict if n + "_grad" in store})
         return out, ActivationCache(ordered, self)
-
-
-def layer_of(name: str) -> int | None:
-    """The block index in a hook name like 'blocks.3.attn.hook_z', else None."""
-    m = re.search(r"blocks\.(\d+)\.", name)
-    return int(m.group(1)) if m else None

@@ -19,23 +19,23 @@ from typing import Sequence, Union
 
 import torch
 
+from interp.tokens import answer_tokens
+
 Tokens = Union[int, str, Sequence[Union[int, str]], torch.Tensor]
 
 
 def token_ids(tokens: Tokens, model=None) -> torch.Tensor:
-    """Token ids [n] from ids, single-token words (needs `model`), or a mix."""
+    """Token ids [n] from ids, words (needs `model`; the answer-token policy of
+    `interp.tokens.answer_token`: " " + word when that is one token, else the word), or a mix."""
     if isinstance(tokens, torch.Tensor):
         return tokens.reshape(-1).long()
     items = [tokens] if isinstance(tokens, (int, str)) else list(tokens)
-    ids = []
-    for t in items:
-        if isinstance(t, str):
-            if model is None:
-                raise ValueError(f"the word {t!r} needs a model to turn it into a token id (pass model=...)")
-            ids.append(model.to_single_token(t))
-        else:
-            ids.append(int(t))
-    return torch.tensor(ids, dtype=torch.long)
+    if model is None:
+        words = [t for t in items if isinstance(t, str)]
+        if words:
+            raise ValueError(f"the word {words[0]!r} needs a model to turn it into a token id (pass model=...)")
+        return torch.tensor([int(t) for t in items], dtype=torch.long)
+    return answer_tokens(model, items)
 
 
 def _select(logits_at: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -129,7 +129,22 @@ def probability(model, answer: Tokens, pos: int = -1) -> Probability:
 
 
 def log_prob(model, answer: Tokens, pos: int = -1) -> LogProb:
+    """Log-softmax of the answer at `pos`, mean over the batch."""
     return LogProb(pos, token_ids(answer, model))
+
+
+@dataclass
+class Logit(_PositionMetric):
+    answer: torch.Tensor
+    name: str = "answer logit"
+
+    def at(self, logits_at: torch.Tensor) -> torch.Tensor:
+        return _select(logits_at, self.answer).mean(-1)
+
+
+def logit(model, answer: Tokens, pos: int = -1) -> Logit:
+    """The answer's logit at `pos`, mean over the batch."""
+    return Logit(pos, token_ids(answer, model))
 
 
 def normalized(metric, clean_value: float, corrupted_value: float) -> Normalized:
@@ -155,6 +170,6 @@ def scalar(value) -> float:
 
 
 __all__ = [
-    "LogitDiff", "Probability", "LogProb", "Normalized", "logit_diff", "probability", "log_prob",
+    "LogitDiff", "Probability", "LogProb", "Logit", "Normalized", "logit_diff", "probability", "log_prob", "logit",
     "normalized", "token_ids", "metric_name", "is_positional",
 ]

@@ -1,16 +1,36 @@
-"""Short activation names -> full hook names, TransformerLens style.
+"""Hook names: the one place that builds, parses and normalises them.
+
+Names follow TransformerLens, per block ``l``:
+
+    hook_embed, hook_pos_embed
+    blocks.{l}.hook_resid_pre / hook_resid_mid / hook_resid_post / hook_attn_out / hook_mlp_out
+    blocks.{l}.ln1.hook_scale / hook_normalized     (ln2 likewise; ln_final.hook_scale / hook_normalized)
+    blocks.{l}.attn.hook_q / hook_k / hook_v / hook_rot_q / hook_rot_k / hook_z / hook_result
+    blocks.{l}.attn.hook_attn_scores / hook_pattern
+    blocks.{l}.mlp.hook_pre / hook_pre_linear / hook_post
+
+A model with several stacks (the encoder-decoder) puts a stack prefix in front:
+``decoder.blocks.1.cross_attn.hook_pattern``. Negative layers count from the end
+of their stack, as in TransformerLens: `act_name` keeps them as given
+(``blocks.-1.attn.hook_z``, like TransformerLens' ``get_act_name``) and
+`normalize` turns them into real indices once the number of layers is known
+(hooked models and caches call it on every name they are given).
 
     act_name("pattern", 3)          -> "blocks.3.attn.hook_pattern"
-    act_name("resid_pre", 0)        -> "blocks.0.hook_resid_pre"
-    act_name("post", 2)             -> "blocks.2.mlp.hook_post"
+    act_name("k6")                  -> "blocks.6.attn.hook_k"
     act_name("scale", 1, "ln2")     -> "blocks.1.ln2.hook_scale"
     act_name("scale")               -> "ln_final.hook_scale"
-    act_name("embed")               -> "hook_embed"
+    act_name("z", 0, stack="decoder", attn="cross_attn") -> "decoder.blocks.0.cross_attn.hook_z"
+    normalize("blocks.-1.hook_resid_post", 4)            -> "blocks.3.hook_resid_post"
+
+Imports nothing but the standard library: this is the base layer.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import difflib
+import re
+from typing import Mapping, Optional, Sequence, Union
 
 ATTN_ACTS = ("q", "k", "v", "z", "rot_q", "rot_k", "attn_scores", "pattern", "result")
 MLP_ACTS = ("pre", "pre_linear", "post")
@@ -21,28 +41,135 @@ ALIASES = {
     "attn": "pattern", "attn_logits": "attn_scores", "query": "q", "key": "k", "value": "v",
     "mlp_pre": "pre", "mlp_post": "post", "mlp_pre_linear": "pre_linear",
 }
+LAYER_TYPE_ALIASES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+STACKS = ("", "encoder", "decoder")
+
+_BLOCK = re.compile(r"^(?:(?P<stack>[a-z_]+)\.)?blocks\.(?P<layer>-?\d+)\.")
+_SHORT = re.compile(r"^([a-z_]+?)(\d+)([a-z]\w*)?$")
 
 
-def act_name(name: str, layer: Optional[int] = None, sub: Optional[str] = None) -> str:
-    """Full hook name for a short activation name (a full name is returned unchanged)."""
-    if "." in name or name.startswith("hook_"):
+def _prefix(stack: str) -> str:
+    if stack not in STACKS:
+        raise ValueError(f"stack must be one of {STACKS}, got {stack!r}")
+    return f"{stack}." if stack else ""
+
+
+def act_name(
+    name: str,
+    layer: Optional[Union[int, str]] = None,
+    layer_type: Optional[str] = None,
+    *,
+    stack: str = "",
+    attn: str = "attn",
+) -> str:
+    """Full hook name for a short activation name, with TransformerLens' `get_act_name` rules.
+
+    A full name (one with a dot, or starting with ``hook_``) is returned unchanged.
+    Short forms with the layer glued on work too ("k6", "pattern0", "scale4ln1").
+    layer_type distinguishes norms ("ln1", "ln2"); stack ("encoder" / "decoder")
+    and attn ("attn" / "cross_attn") address the encoder-decoder's modules.
+    """
+    if ("." in name or name.startswith("hook_")) and layer is None and layer_type is None:
         return name
+    short = _SHORT.match(name)
+    if short is not None and layer is None:
+        name, layer, glued = short.group(1), int(short.group(2)), short.group(3)
+        layer_type = layer_type or glued
     name = ALIASES.get(name, name)
+    if layer is not None:
+        layer = int(layer)
+    prefix = _prefix(stack)
     if name in GLOBAL_ACTS:
-        return f"hook_{name}"
+        return f"{prefix}hook_{name}"
     if name in NORM_ACTS:
-        if layer is None or layer == -1 and sub is None:
-            return f"ln_final.hook_{name}"
-        if sub not in ("ln1", "ln2"):
-            raise ValueError(f"act_name({name!r}, {layer}) needs sub='ln1' or 'ln2'")
-        return f"blocks.{layer}.{sub}.hook_{name}"
+        if layer is None:
+            return f"{prefix}ln_final.hook_{name}"
+        if layer_type not in ("ln1", "ln2", "ln3"):
+            raise ValueError(f"act_name({name!r}, {layer}) needs layer_type 'ln1' or 'ln2' (which norm of the block)")
+        return f"{prefix}blocks.{layer}.{layer_type}.hook_{name}"
     if layer is None:
         raise ValueError(f"act_name({name!r}) needs a layer")
     if name in ATTN_ACTS:
-        return f"blocks.{layer}.attn.hook_{name}"
+        return f"{prefix}blocks.{layer}.{attn}.hook_{name}"
     if name in MLP_ACTS:
-        return f"blocks.{layer}.mlp.hook_{name}"
+        return f"{prefix}blocks.{layer}.mlp.hook_{name}"
     if name in BLOCK_ACTS:
-        return f"blocks.{layer}.hook_{name}"
+        if name == "attn_out" and attn != "attn":
+            return f"{prefix}blocks.{layer}.hook_{attn}_out"
+        return f"{prefix}blocks.{layer}.hook_{name}"
     known = ATTN_ACTS + MLP_ACTS + BLOCK_ACTS + NORM_ACTS + GLOBAL_ACTS + tuple(ALIASES)
     raise ValueError(f"unknown activation name {name!r}; known: {', '.join(known)}")
+
+
+def resolve_layer(layer: int, n_layers: int, what: str = "layer") -> int:
+    """A layer index in [0, n_layers), negative ones counting from the end; else a clear error."""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        try:
+            layer = int(layer)  # numpy / 0-d tensor
+        except (TypeError, ValueError):
+            raise TypeError(f"{what} must be an integer, got {type(layer).__name__}") from None
+    if not -n_layers <= layer < n_layers:
+        raise IndexError(f"{what} {layer} does not exist in a model with {n_layers} layers")
+    return layer % n_layers
+
+
+def split(name: str) -> tuple[str, Optional[int], str]:
+    """(stack prefix, layer or None, rest): "decoder.blocks.1.mlp.hook_post" -> ("decoder.", 1, "mlp.hook_post")."""
+    m = _BLOCK.match(name)
+    if m is None:
+        stack, _, rest = name.partition(".") if name.split(".")[0] in STACKS[1:] else ("", "", name)
+        return (f"{stack}." if stack and rest else ""), None, (rest if stack and rest else name)
+    stack = m.group("stack")
+    return (f"{stack}." if stack else ""), int(m.group("layer")), name[m.end():]
+
+
+def layer_of(name: str) -> Optional[int]:
+    """The block index in a hook name ('blocks.3.attn.hook_z' -> 3), else None."""
+    return split(name)[1]
+
+
+def normalize(name: str, n_layers: Union[int, Mapping[str, int]]) -> str:
+    """The name with a negative layer replaced by its index from the end.
+
+    n_layers: the number of blocks, or a mapping stack prefix ("", "encoder.",
+    "decoder.") -> number of blocks for models with several stacks. A layer out
+    of range raises IndexError naming the name.
+    """
+    prefix, layer, rest = split(name)
+    if layer is None or layer >= 0:
+        return name
+    n = n_layers if isinstance(n_layers, int) else n_layers.get(prefix)
+    if n is None:
+        raise IndexError(f"{name!r}: the model has no blocks under {prefix or 'the top level'!r}")
+    if layer < -n:
+        raise IndexError(f"{name!r}: layer {layer} does not exist in a stack of {n} layers")
+    return f"{prefix}blocks.{layer % n}.{rest}"
+
+
+def closest(name: str, candidates: Sequence[str], n: int = 5) -> list[str]:
+    """Up to n names close to a misspelt `name`, for error messages; names that share its
+    last component ("hook_z") fill the list when spelling alone finds too few."""
+    close = difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+    if len(close) < n:
+        tail = name.rsplit(".", 1)[-1]
+        close += [m for m in candidates if m.endswith("." + tail) and m not in close][: n - len(close)]
+    return close
+
+
+def pos_dim(name: str) -> int:
+    """The (query) position axis of the activation at `name`, counting the batch axis as 0:
+    2 for attention scores and patterns ([batch, head, q_pos, k_pos]), else 1."""
+    return 2 if name.endswith(("hook_attn_scores", "hook_pattern")) else 1
+
+
+def sort_key(name: str, n_layers: int) -> int:
+    """Where in the forward pass a hook sits, coarsely: -1 before the blocks (embeddings),
+    its block index inside them, n_layers after them (final norm)."""
+    layer = layer_of(name)
+    if layer is not None:
+        return layer
+    return n_layers if "ln_final" in name else -1
+
+
+__all__ = ["act_name", "resolve_layer", "split", "layer_of", "normalize", "closest", "pos_dim", "sort_key",
+           "ATTN_ACTS", "MLP_ACTS", "BLOCK_ACTS", "NORM_ACTS", "GLOBAL_ACTS"]

@@ -1,46 +1,61 @@
 """One attention head or one MLP neuron as an addressable site.
 
 `Head(layer, head, pos=None)` and `Neuron(layer, index, pos=None)` resolve to a
-hook name plus a selector (an index tuple) into that hook's activation, for reading from a cache
-and for writing during a run, without touching any other head or neuron:
+hook name plus a selector (an index tuple) into that hook's activation, for
+reading from a cache and for writing during a run, without touching any other
+head or neuron:
 
     cache = model.run_with_cache(tokens)[1]
     z = Head(3, 5).read(cache)                      # [batch, pos, d_head]
     model.run_with_hooks(tokens, fwd_hooks=[Head(3, 5).zero()])
-    model.run_with_hooks(tokens, fwd_hooks=[Neuron(1, 42, pos=-1).patch(2.5, act="post")])
+    model.run_with_hooks(tokens, fwd_hooks=[Neuron(1, 42, pos=-1).patch(2.5, act="pre")])
+
+Both indices are required (``Head(3)`` is an error, not head 0). Negative
+layers count from the end (``Head(-1, 0)`` is a head of the last block),
+resolved by the model or cache the site is used with. The encoder-decoder's
+heads and neurons take a stack: ``Head(1, 3, stack="decoder", attn="cross_attn")``
+(or `EncDecHead` / `EncDecNeuron`).
 
 Writes copy the activation and replace only the addressed slice, so every
-other head or neuron keeps its bit-identical value.
+other head or neuron keeps its bit-identical value. With grouped-query
+attention a query head reads the key/value head ``head // (n_heads //
+n_kv_heads)``: `read(cache, "k")` returns that one; writing k or v of one
+query head would change every head of its group, and is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import torch
 
+from interp import names as hook_names
 from interp.hooks import HookFn, HookPoint
 
 Value = Union[torch.Tensor, float]
+KV_ACTS = ("k", "v", "rot_k")
+STACK_TAGS = {"": "", "encoder": "enc.", "decoder": "dec."}
 
 
 @dataclass(frozen=True)
 class _Site:
-    layer: int
+    """Shared by Head and Neuron: a hook name (`hook_name`) and an index into it (`selector`)."""
 
     ACTS: ClassVar[tuple[str, ...]] = ()
+    DEFAULT_ACT: ClassVar[str] = ""
+
+    def _act(self, act: Optional[str]) -> str:
+        act = act or self.DEFAULT_ACT
+        if act not in self.ACTS:
+            raise ValueError(f"{type(self).__name__} has no activation {act!r}; choose from {', '.join(self.ACTS)}")
+        return act
 
     def hook_name(self, act: Optional[str] = None) -> str:
         raise NotImplementedError
 
     def selector(self, act: Optional[str] = None) -> tuple:
         raise NotImplementedError
-
-    def _check_act(self, act: str) -> str:
-        if act not in self.ACTS:
-            raise ValueError(f"{type(self).__name__} has no activation {act!r}; choose from {', '.join(self.ACTS)}")
-        return act
 
     def read(self, cache, act: Optional[str] = None) -> torch.Tensor:
         """This site's slice of the cached activation (cache: ActivationCache or dict)."""
@@ -52,7 +67,7 @@ class _Site:
         site = self
 
         def hook(x: torch.Tensor, hook: HookPoint) -> torch.Tensor:
-            site._check_bounds(x, act)
+            site._check_write(x, act, hook)
             out = x.clone()
             new = fn(x[idx])
             out[idx] = new if isinstance(new, torch.Tensor) else torch.as_tensor(new, dtype=x.dtype, device=x.device)
@@ -71,76 +86,143 @@ class _Site:
     def scale(self, factor: float, act: Optional[str] = None) -> tuple[str, HookFn]:
         return self.edit(lambda x: x * factor, act)
 
-    def _check_bounds(self, x: torch.Tensor, act: Optional[str]) -> None:
+    def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
         raise NotImplementedError
 
     @property
     def label(self) -> str:
         raise NotImplementedError
+
+
+def _check_index(label: str, what: str, index: int, size: int, name: str) -> None:
+    if not -size <= index < size:
+        raise IndexError(f"{label}: {what} {index} out of range, {name} has {size} {what}s")
 
 
 @dataclass(frozen=True)
 class Head(_Site):
     """Attention head `head` of block `layer`, optionally at one (query) position.
 
-    Activations: q, k, v, z, result, rot_q, rot_k ([batch, pos, head, ...]) and
-    pattern, attn_scores ([batch, head, q_pos, k_pos]; pos selects the query).
-    With grouped-query attention, k and v are indexed by key/value head.
+    Activations: q, k, v, z (default), result, rot_q, rot_k ([batch, pos, head, ...])
+    and pattern, attn_scores ([batch, head, q_pos, k_pos]; pos selects the query).
+    stack ("encoder" / "decoder") and attn ("attn" / "cross_attn") address the
+    encoder-decoder's attention modules.
     """
 
-    head: int = 0
+    layer: int
+    head: int
     pos: Optional[int] = None
+    stack: str = ""
+    attn: str = "attn"
+
     ACTS: ClassVar[tuple[str, ...]] = ("q", "k", "v", "z", "result", "rot_q", "rot_k", "pattern", "attn_scores")
+    DEFAULT_ACT: ClassVar[str] = "z"
 
-    def hook_name(self, act: Optional[str] = "z") -> str:
-        return f"blocks.{self.layer}.attn.hook_{self._check_act(act or 'z')}"
+    def hook_name(self, act: Optional[str] = None) -> str:
+        return hook_names.act_name(self._act(act), self.layer, stack=self.stack, attn=self.attn)
 
-    def selector(self, act: Optional[str] = "z") -> tuple:
-        """Index into the activation: (batch, pos, head) or (batch, head, q_pos)."""
+    def _by_head_first(self, act: Optional[str]) -> bool:
+        return self._act(act) in ("pattern", "attn_scores")
+
+    def selector(self, act: Optional[str] = None, heads_per_kv: int = 1) -> tuple:
+        """Index into the activation: (batch, pos, head) or (batch, head, q_pos). For k / v
+        with grouped-query attention, the key/value head this query head reads."""
         pos = slice(None) if self.pos is None else self.pos
-        if (act or "z") in ("pattern", "attn_scores"):
-            return (slice(None), self.head, pos)
-        return (slice(None), pos, self.head)
+        head = self.head // heads_per_kv if self._act(act) in KV_ACTS else self.head
+        if self._by_head_first(act):
+            return (slice(None), head, pos)
+        return (slice(None), pos, head)
 
-    def _check_bounds(self, x: torch.Tensor, act: Optional[str]) -> None:
-        axis = 1 if (act or "z") in ("pattern", "attn_scores") else 2
-        pos_axis = 2 if axis == 1 else 1
-        if not -x.shape[axis] <= self.head < x.shape[axis]:
-            raise IndexError(f"{self.label}: head {self.head} out of range, {self.hook_name(act)} has {x.shape[axis]} heads")
-        if self.pos is not None and not -x.shape[pos_axis] <= self.pos < x.shape[pos_axis]:
-            raise IndexError(f"{self.label}: position {self.pos} out of range for {x.shape[pos_axis]} positions")
+    def read(self, cache, act: Optional[str] = None) -> torch.Tensor:
+        return cache[self.hook_name(act)][self.selector(act, _heads_per_kv(cache, self, act))]
+
+    def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
+        group = getattr(hook, "heads_per_kv", 1)
+        if self._act(act) in KV_ACTS and group > 1:
+            kv = self.head // group
+            raise ValueError(
+                f"{self.label}: with grouped-query attention {self.hook_name(act)} holds key/value head {kv}, shared "
+                f"by query heads {list(range(kv * group, (kv + 1) * group))}; writing it would change all of them. "
+                f"Patch hook_q / hook_z / hook_pattern of this head instead, or write the key/value head directly"
+            )
+        head_axis = 1 if self._by_head_first(act) else 2
+        pos_axis = 2 if head_axis == 1 else 1
+        _check_index(self.label, "head", self.head, x.shape[head_axis], self.hook_name(act))
+        if self.pos is not None:
+            _check_index(self.label, "position", self.pos, x.shape[pos_axis], self.hook_name(act))
 
     @property
     def label(self) -> str:
-        return f"L{self.layer}H{self.head}" + ("" if self.pos is None else f"@{self.pos}")
+        tag = "cross." if self.attn == "cross_attn" else STACK_TAGS.get(self.stack, self.stack + ".")
+        return f"{tag}L{self.layer}H{self.head}" + ("" if self.pos is None else f"@{self.pos}")
+
+
+def _heads_per_kv(cache: Any, head: Head, act: Optional[str]) -> int:
+    """n_heads // n_kv_heads for the model behind a cache (1 without grouped-query attention)."""
+    if head._act(act) not in KV_ACTS:
+        return 1
+    cfg = getattr(getattr(cache, "model", None), "cfg", None)
+    if cfg is not None and getattr(cfg, "n_kv_heads", None):
+        return cfg.n_heads // cfg.n_kv_heads
+    q_name, k_name = head.hook_name("q"), head.hook_name(act)
+    if q_name in cache and k_name in cache:  # a plain dict: compare the head counts
+        return cache[q_name].shape[2] // cache[k_name].shape[2]
+    return 1
 
 
 @dataclass(frozen=True)
 class Neuron(_Site):
     """MLP neuron `index` of block `layer`, optionally at one position.
 
-    Activations: pre (default for reading the key's input), post, and
-    pre_linear for gated MLPs; all [batch, pos, d_mlp].
+    Activations: post (the default: what multiplies the value W_out[index]), pre
+    (the key's pre-activation; the gate for gated MLPs) and pre_linear (the
+    linear key of a gated MLP); all [batch, pos, d_mlp].
     """
 
-    index: int = 0
+    layer: int
+    index: int
     pos: Optional[int] = None
+    stack: str = ""
+
     ACTS: ClassVar[tuple[str, ...]] = ("pre", "post", "pre_linear")
+    DEFAULT_ACT: ClassVar[str] = "post"
 
-    def hook_name(self, act: Optional[str] = "post") -> str:
-        return f"blocks.{self.layer}.mlp.hook_{self._check_act(act or 'post')}"
+    def hook_name(self, act: Optional[str] = None) -> str:
+        return hook_names.act_name(self._act(act), self.layer, stack=self.stack)
 
-    def selector(self, act: Optional[str] = "post") -> tuple:
+    def selector(self, act: Optional[str] = None) -> tuple:
         """Index into the activation: (batch, pos, neuron)."""
         return (slice(None), slice(None) if self.pos is None else self.pos, self.index)
 
-    def _check_bounds(self, x: torch.Tensor, act: Optional[str]) -> None:
-        if not -x.shape[2] <= self.index < x.shape[2]:
-            raise IndexError(f"{self.label}: neuron {self.index} out of range, {self.hook_name(act)} has {x.shape[2]} neurons")
-        if self.pos is not None and not -x.shape[1] <= self.pos < x.shape[1]:
-            raise IndexError(f"{self.label}: position {self.pos} out of range for {x.shape[1]} positions")
+    def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
+        _check_index(self.label, "neuron", self.index, x.shape[2], self.hook_name(act))
+        if self.pos is not None:
+            _check_index(self.label, "position", self.pos, x.shape[1], self.hook_name(act))
 
     @property
     def label(self) -> str:
-        return f"L{self.layer}N{self.index}" + ("" if self.pos is None else f"@{self.pos}")
+        tag = STACK_TAGS.get(self.stack, self.stack + ".")
+        return f"{tag}L{self.layer}N{self.index}" + ("" if self.pos is None else f"@{self.pos}")
 
+
+# ============================================================ the encoder-decoder's sites
+ATTENTION_MODULES = ("encoder.attn", "decoder.attn", "decoder.cross_attn")
+
+
+def EncDecHead(layer: int, head: int, pos: Optional[int] = None, attn: str = "decoder.cross_attn") -> Head:
+    """A head of an EncoderDecoder; attn is "encoder.attn", "decoder.attn" or "decoder.cross_attn":
+    ``EncDecHead(1, 3).hook_name("pattern") == "decoder.blocks.1.cross_attn.hook_pattern"``."""
+    if attn not in ATTENTION_MODULES:
+        raise ValueError(f"attn={attn!r} is not one of {ATTENTION_MODULES}")
+    stack, module = attn.split(".")
+    return Head(layer, head, pos, stack=stack, attn=module)
+
+
+def EncDecNeuron(layer: int, index: int, pos: Optional[int] = None, stack: str = "decoder") -> Neuron:
+    """An MLP neuron of an EncoderDecoder; stack is "encoder" or "decoder" (default)."""
+    if stack not in ("encoder", "decoder"):
+        raise ValueError(f"stack={stack!r} is not 'encoder' or 'decoder'")
+    return Neuron(layer, index, pos, stack=stack)
+
+
+__all__ = ["Head", "Neuron", "EncDecHead", "EncDecNeuron"]

@@ -20,11 +20,13 @@ import torch
 from einops import rearrange
 
 from models.config import TransformerConfig
-from models.tokenizer import HFTokenizer, Tokenizer
+from models.tokenizer import HFTokenizer, Tokenizer, WordTokenizer
 from models.transformer import Transformer
 
 FORMAT_KEY = "interp_format"
 WEIGHTS_FILE = "model.safetensors"
+# The tokenizer kinds a checkpoint may name. Loading never imports a module the file names.
+TOKENIZER_KINDS = {"word": WordTokenizer, "models.tokenizer:WordTokenizer": WordTokenizer}  # + "hf"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -273,18 +275,25 @@ def to_hf(model: Transformer) -> Any:
 
 # ============================================================ our format on disk
 def save(model: Transformer, path: str | Path) -> Path:
-    """Write config.json, model.safetensors and the tokenizer (if any) into directory `path`."""
+    """Write config.json, model.safetensors and the tokenizer (if any) into directory `path`.
+
+    The tokenizer must be an HF or a word-level one (checkpoints name a known kind, never
+    code to import); anything else is refused before a file is written."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tok = model.tokenizer
     kind = None
+    if isinstance(tok, HFTokenizer):
+        kind = "hf"
+    elif isinstance(tok, WordTokenizer):
+        kind = "word"
+    elif tok is not None:
+        raise TypeError(f"cannot save a {type(tok).__name__}: checkpoints hold HF or word-level tokenizers "
+                        "(loading never imports code a checkpoint names)")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     if tok is not None:
-        if not hasattr(tok, "save"):
-            raise TypeError(f"tokenizer {type(tok).__name__} has no save(path) method")
         tok.save(path)
-        kind = "hf" if isinstance(tok, HFTokenizer) else type(tok).__module__ + ":" + type(tok).__name__
     meta = {FORMAT_KEY: 1, "config": model.cfg.to_dict(), "tokenizer": kind}
     (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     save_file({n: t.detach().contiguous().cpu() for n, t in model.named_parameters()}, str(path / WEIGHTS_FILE))
@@ -299,11 +308,11 @@ def _load_ours(path: Path, meta: dict[str, Any], dtype: Optional[str] = None) ->
     kind = meta.get("tokenizer")
     if kind == "hf":
         tokenizer = HFTokenizer.from_pretrained(path)
+    elif kind in TOKENIZER_KINDS:
+        tokenizer = TOKENIZER_KINDS[kind].load(path)
     elif kind:
-        import importlib
-
-        module, cls = kind.split(":")
-        tokenizer = getattr(importlib.import_module(module), cls).load(path)
+        raise ValueError(f"{path}/config.json names tokenizer {kind!r}, which is not a known kind "
+                         f"({', '.join(['hf', *TOKENIZER_KINDS])}); loading never imports code a checkpoint names")
     model = Transformer(cfg, tokenizer=tokenizer)
     load_weights(model, load_file(str(path / WEIGHTS_FILE)))
     return model.eval()

@@ -31,24 +31,27 @@ activation zeroed at ``pos``) as ``steps`` grows; the Riemann-sum error shrinks 
 1 / steps. Both ends are recorded (``full_output``, ``zeroed_outputs``), so
 `completeness_gap` needs no model.
 
-Speed: the ``steps`` scaled copies are rows of one batch (``batch_size`` rows per
-forward pass), resumed from the cached residual stream entering layer ``l``
-(``model(resid, start_at_layer=l)``), and only the last position is unembedded. One
-backward pass per layer gives the gradient for every neuron of that layer. Parameters'
-``.grad`` are never touched, and no hook stays attached, also when an error is raised.
+Speed: the ``steps`` scaled copies are rows of `interp.engine.run_patched` (``batch_size``
+rows per forward pass), resumed from the cached residual stream entering layer ``l`` at
+position ``pos``, and only the last position is unembedded. One backward pass per layer
+gives the gradient for every neuron of that layer. Parameters' ``.grad`` are never
+touched, and no hook stays attached, also when an error is raised.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Union
 
 import torch
-from einops import repeat
 from tqdm.auto import tqdm
 
-from interp.report import str_tokens, write_json, one_prompt
+from interp import names as hook_names
+from interp.engine import Patch, run_patched
+from interp.metrics import Logit, Probability
+from interp.results import LabelledResult
+from interp.sites import Neuron
+from interp.tokens import answer_token, one_prompt, str_tokens, token_text
 from models.transformer import Transformer
 
 Prompt = Union[str, torch.Tensor]
@@ -61,7 +64,7 @@ DEFAULT_THRESHOLD = 0.2  # Dai et al.: keep neurons above 0.2 x the largest attr
 
 # ============================================================ result
 @dataclass
-class KnowledgeNeuronResult:
+class KnowledgeNeuronResult(LabelledResult):
     """Integrated-gradients attribution of every MLP neuron at one position.
 
     attributions: [n_layers_used, d_mlp] float64; row i is layer ``layers[i]``.
@@ -110,14 +113,14 @@ class KnowledgeNeuronResult:
             raise ValueError(f"layer {layer} was not attributed; this result has layers {self.layers}")
         return self.layers.index(layer)
 
-    def top(self, k: int = 10) -> list[tuple[int, int, float]]:
-        """The k neurons with the largest attribution: [(layer, neuron, score)], largest first."""
+    def top(self, k: int = 10) -> list[tuple[Neuron, float]]:
+        """The k neurons with the largest attribution, largest first: [(Neuron(layer, index, pos), score)]."""
         flat = self.attributions.flatten()
         order = flat.argsort(descending=True, stable=True)[: max(int(k), 0)]
         d_mlp = self.attributions.shape[1]
-        return [(self.layers[int(i) // d_mlp], int(i) % d_mlp, float(flat[i])) for i in order]
+        return [(Neuron(self.layers[int(i) // d_mlp], int(i) % d_mlp, self.pos), float(flat[i])) for i in order]
 
-    def selected(self, threshold: Optional[float] = None) -> list[tuple[int, int, float]]:
+    def selected(self, threshold: Optional[float] = None) -> list[tuple[Neuron, float]]:
         """Neurons with attribution > threshold x the largest attribution (the paper's
         adaptive threshold; default ``self.threshold``, 0.2), largest first.
 
@@ -134,45 +137,18 @@ class KnowledgeNeuronResult:
         """Sum of the attributions over all neurons of `layer`."""
         return float(self.attributions[self._row(layer)].sum())
 
-    # ------------------------------------------------------------ io
-    def to_dict(self) -> dict[str, Any]:
+    def _extra_dict(self) -> dict[str, Any]:
         return {
-            "method": self.method, "prompt": self.prompt, "tokens": self.tokens, "target": self.target,
-            "target_str": self.target_str, "pos": self.pos, "steps": self.steps, "output": self.output,
-            "threshold": self.threshold, "full_output": self.full_output,
+            "prompt": self.prompt, "tokens": self.tokens, "target": self.target, "target_str": self.target_str,
+            "pos": self.pos, "steps": self.steps, "output": self.output, "threshold": self.threshold,
+            "full_output": self.full_output,
             "zeroed_outputs": None if self.zeroed_outputs is None else self.zeroed_outputs.tolist(),
-            "layers": list(self.layers), "axes": list(self.axes), "labels": self.labels,
-            "top": [list(t) for t in self.top(20)],
-            "selected": [list(t) for t in self.selected()],
-            "values": self.attributions.tolist(),
+            "layers": list(self.layers), "top": [[n.layer, n.index, s] for n, s in self.top(20)],
+            "selected": [[n.layer, n.index, s] for n, s in self.selected()],
         }
-
-    def save_json(self, path: Union[str, Path]) -> Path:
-        return write_json(path, self.to_dict())
 
 
 # ============================================================ helpers
-def _target_id(model: Transformer, target: Target) -> tuple[int, str]:
-    """(token id, text) of the target: a single-token word (as given, via
-    `model.to_single_token`; with a BPE tokenizer pass " word") or a token id."""
-    if isinstance(target, torch.Tensor):
-        if target.numel() != 1:
-            raise ValueError(f"target must be one token id, got a tensor of shape {tuple(target.shape)}")
-        target = int(target)
-    if isinstance(target, str):
-        try:
-            idx = model.to_single_token(target)
-        except Exception as e:  # unknown word, several tokens, or no tokenizer
-            raise ValueError(f"target word {target!r} is not a single token of this model: {e}") from e
-        return int(idx), target
-    if isinstance(target, bool) or not isinstance(target, int):
-        raise TypeError(f"target must be a word or a token id, got {type(target).__name__}")
-    if not 0 <= target < model.cfg.d_vocab:
-        raise ValueError(f"target token id {target} is outside the vocabulary [0, {model.cfg.d_vocab})")
-    text = model.tokenizer.token_str(target) if model.tokenizer is not None else str(target)
-    return target, text
-
-
 def _check_layers(model: Transformer, layers: Optional[Iterable[int]]) -> list[int]:
     n = model.cfg.n_layers
     if layers is None:
@@ -189,15 +165,6 @@ def _check_layers(model: Transformer, layers: Optional[Iterable[int]]) -> list[i
     if not out:
         raise ValueError("layers is empty: give at least one layer")
     return out
-
-
-def _output_at_last(model: Transformer, resid: torch.Tensor, target: int, output: str) -> torch.Tensor:
-    """resid [rows, pos, d_model] after the last block -> output per row [rows]."""
-    x = resid[:, -1]  # norms act per position, so only the last one is needed
-    logits = model.unembed(model.ln_final(x) if model.cfg.final_norm else x)  # [rows, d_vocab]
-    if output == "prob":
-        return logits.softmax(-1)[:, target]
-    return logits[:, target]
 
 
 # ============================================================ main
@@ -217,8 +184,8 @@ def knowledge_neurons(
     """Integrated-gradients attribution of every MLP neuron to the target (Dai et al. 2022).
 
     prompt: text, or token ids [pos] / [1, pos].
-    target: a single-token word (looked up as given with `model.to_single_token`) or a
-        token id; its probability (``output="prob"``) or logit (``"logit"``) at the
+    target: a single-token word (the answer-token policy of `interp.tokens.answer_token`)
+        or a token id; its probability (``output="prob"``) or logit (``"logit"``) at the
         prompt's last position is the output being attributed.
     layers: the layers to attribute (default all); pos: the position whose MLP
         activations are scaled (default the last, -1).
@@ -240,49 +207,33 @@ def knowledge_neurons(
     if not -n_pos <= pos < n_pos:
         raise ValueError(f"pos {pos} is out of range for a prompt of {n_pos} tokens")
     pos = pos % n_pos
-    target_id, target_str = _target_id(model, target)
+    target_id = answer_token(model, target)
+    target_str = target if isinstance(target, str) else token_text(model, target_id)
     layer_list = _check_layers(model, layers)
     prompt_text = prompt if isinstance(prompt, str) else (
         model.to_string(tokens) if model.tokenizer is not None else " ".join(str(int(t)) for t in tokens))
 
-    names = [f"blocks.{l}.hook_resid_pre" for l in layer_list] + [f"blocks.{l}.mlp.hook_post" for l in layer_list]
+    metric = (Probability if output == "prob" else Logit)(-1, torch.tensor([target_id]))
+    names = [hook_names.act_name("post", l) for l in layer_list]
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens[None], names_filter=names)
-        last = logits[0, -1]
-        full = float(last.softmax(-1)[target_id] if output == "prob" else last[target_id])
+        full = float(metric(logits))
 
     # Rows: alpha = 1/steps .. 1 (the Riemann points), then alpha = 0 (the baseline, for completeness).
     alphas = torch.cat([torch.arange(1, steps + 1, dtype=torch.float64) / steps, torch.zeros(1, dtype=torch.float64)])
     attributions = torch.zeros(len(layer_list), model.cfg.d_mlp, dtype=torch.float64)
     zeroed = torch.zeros(len(layer_list), dtype=torch.float64)
-    n_layers = model.cfg.n_layers
 
-    for row, layer in enumerate(tqdm(layer_list, desc="knowledge neurons", disable=not progress)):
-        resid = cache[f"blocks.{layer}.hook_resid_pre"]  # [1, pos, d_model]
-        a = cache[f"blocks.{layer}.mlp.hook_post"][0, pos]  # [d_mlp]
-        grad_sum = torch.zeros(model.cfg.d_mlp, dtype=torch.float64, device=a.device)
-        for start in range(0, len(alphas), batch_size):
-            alpha = alphas[start : start + batch_size].to(device=a.device, dtype=a.dtype)  # [rows]
-            rows = alpha.shape[0]
-            with torch.enable_grad():
-                scaled = (alpha[:, None] * a[None]).requires_grad_(True)  # [rows, d_mlp]
-
-                def put_scaled(x: torch.Tensor, hook: Any) -> torch.Tensor:
-                    # x [rows, pos, d_mlp]: replace position `pos` by the scaled copies
-                    x = x.clone()
-                    x[:, pos] = scaled
-                    return x
-
-                with model.hooks(fwd=[(f"blocks.{layer}.mlp.hook_post", put_scaled)]):
-                    out = model(repeat(resid, "1 p d -> r p d", r=rows), start_at_layer=layer,
-                                stop_at_layer=n_layers)
-                    y = _output_at_last(model, out, target_id, output)  # [rows]
-                (grad,) = torch.autograd.grad(y.sum(), scaled)  # rows are independent
-            is_path = alpha > 0  # the alpha = 0 row is the baseline, not a Riemann point
-            grad_sum += grad[is_path].sum(0).double()
-            if not bool(is_path.all()):
-                zeroed[row] = float(y[~is_path][0].detach())
-        attributions[row] = (a.double() * grad_sum / steps).cpu()
+    for row, (layer, name) in enumerate(tqdm(list(zip(layer_list, names)), desc="knowledge neurons",
+                                             disable=not progress)):
+        a = cache[name][0, pos]  # [d_mlp]
+        with torch.enable_grad():
+            scaled = (alphas.to(device=a.device, dtype=a.dtype)[:, None] * a[None]).requires_grad_(True)  # [rows, d_mlp]
+            rows = [[Patch(name, (pos,), scaled[i])] for i in range(len(alphas))]
+            y = run_patched(model, tokens[None], rows, metric, max_rows=batch_size, grad=True).values  # [rows]
+            (grad,) = torch.autograd.grad(y[:steps].sum(), scaled)  # rows are independent
+        attributions[row] = (a.double() * grad[:steps].double().sum(0) / steps).cpu()
+        zeroed[row] = float(y[steps].detach())
 
     return KnowledgeNeuronResult(
         attributions=attributions, layers=layer_list, target=target_id, prompt=prompt_text, pos=pos,
@@ -304,38 +255,37 @@ def completeness_gap(result: KnowledgeNeuronResult, layer: int) -> float:
 
 
 # ============================================================ comparing rankings
-def _as_ranking(r: Any, k: int) -> list[tuple[int, int]]:
-    """The first k distinct (layer, neuron) of a ranking.
+def _as_ranking(r: Any, k: int) -> list[Neuron]:
+    """The first k distinct neurons of a ranking, as `Neuron`s.
 
-    Accepts a `KnowledgeNeuronResult` (its `top(k)`), or a sequence, already in rank
-    order, of (layer, neuron) / (layer, neuron, score, ...) tuples or objects with
-    `layer` and `index` (or `neuron`) attributes (e.g. `probes.ffn.NeuronContribution`).
+    Accepts a `KnowledgeNeuronResult` (its `top(k)`), or a sequence in rank order of
+    `Neuron`s, (Neuron, score) pairs, or objects with `layer` and `index` attributes
+    (e.g. `probes.ffn.NeuronContribution`).
     """
     if isinstance(r, KnowledgeNeuronResult):
         r = r.top(k)
-    out: list[tuple[int, int]] = []
+    out: list[Neuron] = []
     for item in r:
-        if hasattr(item, "layer") and (hasattr(item, "index") or hasattr(item, "neuron")):
-            key = (int(item.layer), int(getattr(item, "index", getattr(item, "neuron", None))))
-        else:
-            try:
-                key = (int(item[0]), int(item[1]))
-            except (TypeError, IndexError, ValueError) as e:
-                raise TypeError(f"ranking entries must be (layer, neuron[, score]) tuples, got {item!r}") from e
-        if key not in out:
-            out.append(key)
+        if isinstance(item, tuple) and item and isinstance(item[0], Neuron):
+            item = item[0]
+        if not (hasattr(item, "layer") and hasattr(item, "index")):
+            raise TypeError(f"ranking entries must be Neurons (or (Neuron, score) pairs), got {item!r}")
+        neuron = Neuron(int(item.layer), int(item.index))  # rankings at one position: compare (layer, index)
+        if neuron not in out:
+            out.append(neuron)
         if len(out) == k:
             break
     return out
 
 
 def ranking_overlap(a: Any, b: Any, k: int = 10) -> dict[str, Any]:
-    """Compare the top-k of two neuron rankings.
+    """Compare the top-k of two neuron rankings (each at one position: neurons are compared
+    by layer and index).
 
-    a, b: rankings in order, best first: lists of (layer, neuron) or (layer, neuron,
-        score) tuples, objects with `layer` / `index`, or a `KnowledgeNeuronResult`.
+    a, b: rankings in order, best first: `Neuron`s, (Neuron, score) pairs, objects with
+        `layer` / `index`, or a `KnowledgeNeuronResult`.
     Returns {"k", "overlap" (number of neurons in both top-k), "jaccard" (overlap /
-    size of the union), "shared" ([(layer, neuron)] in a's order)}.
+    size of the union), "shared" ([Neuron] in a's order)}.
     """
     k = int(k)
     if k < 1:

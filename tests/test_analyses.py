@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from interp.cli import main
+from analyses.cli import main
 from models import load
 
 

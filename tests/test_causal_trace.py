@@ -8,12 +8,13 @@ import torch
 
 from conftest import ARCHS, make_model
 from models import load
+from analyses.factworld_facts import triples as fact_triples
 from models.factworld import Fact
 from models.tokenizer import WordTokenizer
-from probes.causal_trace import (
-    CATEGORIES, attention_knockout, attention_knockout_all, average_trace, last_subject_pos,
-    position_categories, subject_span, trace, window_layers,
-)
+from probes.causal_trace import trace, trace_with_patch, window_layers
+from probes.knockout import attention_knockout, attention_knockout_all
+from probes.subjects import CATEGORIES, last_subject_pos, position_categories, subject_span
+from probes.trace_average import average_trace
 
 MJ = "Michael Jordan plays the sport of"
 
@@ -255,7 +256,7 @@ def test_michael_jordan_trace(fw):
 def test_average_trace_alignment(fw):
     template = "{subject} plays the sport of"
     f = Fact("Michael Jordan", "sport", "basketball")
-    single = average_trace(fw, [f], template, n_samples=3, progress=False)
+    single = average_trace(fw, fact_triples([f], template), n_samples=3, progress=False)
     r = trace(fw, MJ, "Michael Jordan", "basketball", n_samples=3, seed=0, progress=False)
     ie = r.indirect_effect
     expected = torch.stack([ie[:, 1], torch.full((4,), float("nan")), ie[:, 2], ie[:, 3], ie[:, 4:6].mean(-1),
@@ -267,12 +268,12 @@ def test_average_trace_alignment(fw):
 
     facts = [Fact("Michael Jordan", "sport", "basketball"), Fact("Michael Phelps", "sport", "swimming"),
              Fact("Michael Jordan", "sport", "tennis")]  # the last one is wrong: skipped
-    avg = average_trace(fw, facts, template, n_samples=2, progress=False)
+    avg = average_trace(fw, fact_triples(facts, template), n_samples=2, progress=False)
     assert (avg.n_facts, avg.n_skipped) == (2, 1) and avg.skipped[0][1:] == ("tennis", "basketball")
     assert avg.values.shape == (fw.cfg.n_layers, len(CATEGORIES)) == tuple(len(avg.labels[a]) for a in avg.axes)
     assert avg.total_effect > 0.5
     json.dumps(avg.to_dict())  # NaN becomes null
-    kept = average_trace(fw, facts, template, n_samples=2, only_correct=False, progress=False)
+    kept = average_trace(fw, fact_triples(facts, template), n_samples=2, only_correct=False, progress=False)
     assert (kept.n_facts, kept.n_skipped) == (3, 0)
     triples = average_trace(fw, [(MJ, "Michael Jordan", "basketball")], n_samples=3, progress=False)
     torch.testing.assert_close(triples.indirect_effect, single.indirect_effect, equal_nan=True)
@@ -327,23 +328,26 @@ def test_knockout_effects(fw):
 
 
 # ---------------------------------------------------------------- hooks never stay attached
-@pytest.mark.parametrize("fail_at", [3, 4])
-def test_hooks_removed_on_error(fw, monkeypatch, fail_at):
-    calls = {"n": 0}
+def test_hooks_removed_on_error(fw, monkeypatch):
+    """An error inside a hooked forward pass (the corrupted run with its noise hook, or a restored
+    run) leaves no hook attached; the model works afterwards."""
     original = fw.unembed.forward
+    hooked_calls = {"n": 0, "fail_at": 1}
 
     def flaky(x):
-        calls["n"] += 1
-        if calls["n"] == fail_at:  # 1: prepare, 2: clean cache, 3: corrupted (noise hook), 4: restored (hooks)
-            assert not no_hooks(fw)
-            raise RuntimeError("boom")
+        if not no_hooks(fw):  # only forward passes run with hooks attached count
+            hooked_calls["n"] += 1
+            if hooked_calls["n"] == hooked_calls["fail_at"]:
+                raise RuntimeError("boom")
         return original(x)
 
     monkeypatch.setattr(fw.unembed, "forward", flaky)
-    with pytest.raises(RuntimeError, match="boom"):
-        trace(fw, MJ, "Michael Jordan", kind="mlp", window=2, n_samples=2, progress=False)
-    assert no_hooks(fw)
-    calls["n"] = fail_at - 2  # knockout: 1 prepare, 2 knocked-out run
+    for fail_at in (1, 2):
+        hooked_calls.update(n=0, fail_at=fail_at)
+        with pytest.raises(RuntimeError, match="boom"):
+            trace(fw, MJ, "Michael Jordan", kind="mlp", window=2, n_samples=2, batch_size=8, progress=False)
+        assert hooked_calls["n"] == fail_at and no_hooks(fw)
+    hooked_calls.update(n=0, fail_at=1)
     with pytest.raises(RuntimeError, match="boom"):
         attention_knockout(fw, MJ, "Michael Jordan", progress=False)
     assert no_hooks(fw)

@@ -2,7 +2,7 @@
 
 import json
 
-from interp.cli import main
+from analyses.cli import main
 
 
 def test_verify_prints_table_and_passes(capsys, tmp_path):

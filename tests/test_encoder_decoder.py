@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from interp import UnknownHookError
-from models.encoder_decoder import EncDecHead, EncDecNeuron, EncoderDecoder, EncoderDecoderConfig
+from interp import EncDecHead, EncDecNeuron
+from models import EncoderDecoder, EncoderDecoderConfig
 
 D_MODEL, N_HEADS = 32, 4
 

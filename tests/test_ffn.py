@@ -4,6 +4,8 @@ fact-world model's Michael Jordan neurons pass the ablation test."""
 import pytest
 import torch
 
+from analyses.factworld_facts import other_facts_for
+from interp import Neuron
 from models import Transformer, TransformerConfig, load
 from models.tokenizer import WordTokenizer
 from probes.ffn import (
@@ -55,7 +57,7 @@ def build_hand_model():
         mlp.W_in[:, 1] = u["Jordan"]
         mlp.W_in[:, 2] = u["Michael"] + u["Jordan"] + u["Alexis"] + u["Phelps"]
         mlp.b_in[3] = -1.0
-        pre = neuron_activations(model, [FULL, FIRST_ONLY, LAST_ONLY], [(0, 0)], pre=True)[:, 0]
+        pre = neuron_activations(model, [FULL, FIRST_ONLY, LAST_ONLY], [Neuron(0, 0)], pre=True)[:, 0]
         mlp.b_in[0] = -(pre[0] + pre[1:].max()) / 2  # threshold halfway between the full name and a part
         mlp.b_in[1] = -0.1
         mlp.W_out[0] = 40 * u["basketball"]
@@ -85,14 +87,14 @@ def test_fact_neurons_ranks_the_and_neuron_first(hand_model):
 
 
 def test_value_projection_names_the_token(hand_model):
-    proj = value_projection(hand_model, 0, 0, k=3)
+    proj = value_projection(hand_model, Neuron(0, 0), k=3)
     assert proj.promoted[0][0] == "basketball" and proj.promoted[0][1] > 0
-    assert value_projection(hand_model, 0, 1, k=1).promoted[0][0] == "hockey"
+    assert value_projection(hand_model, Neuron(0, 1), k=1).promoted[0][0] == "hockey"
 
 
 def test_and_detection_flags_only_the_and_neuron(hand_model):
-    rows = and_detection(hand_model, FULL, FIRST_ONLY, LAST_ONLY, neurons=[(0, 0), (0, 1), (0, 2), (0, 3)])
-    flags = {r.index: r.is_and for r in rows}
+    rows = and_detection(hand_model, FULL, FIRST_ONLY, LAST_ONLY, neurons=[Neuron(0, i) for i in range(4)])
+    flags = {r.neuron.index: r.is_and for r in rows}
     assert flags == {0: True, 1: False, 2: False, 3: False}
     and_row = rows[0]
     assert and_row.full > 0 and and_row.first_only == 0 and and_row.last_only == 0
@@ -100,25 +102,25 @@ def test_and_detection_flags_only_the_and_neuron(hand_model):
     assert and_row.bias < 0 and and_row.bias_gates
     assert not rows[1].bias_gates  # neuron 1 fires for "Alexis Jordan" too
     # Scanning the whole layer finds it as the best AND.
-    assert (and_detection(hand_model, FULL, FIRST_ONLY, LAST_ONLY, k=1)[0].index) == 0
+    assert and_detection(hand_model, FULL, FIRST_ONLY, LAST_ONLY, k=1)[0].neuron == Neuron(0, 0)
 
 
 def test_key_decomposition_sums_to_the_pre_activation(hand_model):
-    parts = key_decomposition(hand_model, FULL, 0, 0)
-    pre = neuron_activations(hand_model, FULL, [(0, 0)], pre=True)[0, 0]
+    parts = key_decomposition(hand_model, FULL, Neuron(0, 0))
+    pre = neuron_activations(hand_model, FULL, [Neuron(0, 0)], pre=True)[0, 0]
     assert sum(parts.values()) == pytest.approx(float(pre), abs=1e-10)
     assert parts["bias"] == pytest.approx(float(hand_model.blocks[0].mlp.b_in[0].detach()))
     for arch in ("gpt2", "llama_gqa", "neox_partial_rotary"):
         model = make_model(arch, dtype="float64")
         tokens = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
-        parts = key_decomposition(model, tokens, 1, 5, pos=3)
-        pre = neuron_activations(model, tokens, [(1, 5)], pos=3, pre=True)[0, 0]
+        parts = key_decomposition(model, tokens, Neuron(1, 5, pos=3))
+        pre = neuron_activations(model, tokens, [Neuron(1, 5)], pos=3, pre=True)[0, 0]
         assert sum(parts.values()) == pytest.approx(float(pre), abs=1e-10), arch
 
 
 def test_ablating_the_neuron_removes_the_fact(hand_model):
     others = {"other names": [(FIRST_ONLY, top1(hand_model, FIRST_ONLY)), (LAST_ONLY, top1(hand_model, LAST_ONLY))]}
-    result = validate(hand_model, FULL, "basketball", [(0, 0)], other_facts=others, n_random=2)
+    result = validate(hand_model, FULL, "basketball", [Neuron(0, 0)], other_facts=others, n_random=2)
     zero = result.interventions[0]
     assert zero.mode == "zero" and zero.rank_before == 0 and zero.rank_after > 0
     assert zero.p_after < 0.5 * zero.p_before
@@ -130,7 +132,7 @@ def test_ablating_the_neuron_removes_the_fact(hand_model):
 
 def test_trigger_examples(hand_model):
     prompts = [FULL, FIRST_ONLY, LAST_ONLY, "x y", "Jordan Michael"]
-    top = trigger_examples(hand_model, 0, 0, prompts, k=3)
+    top = trigger_examples(hand_model, Neuron(0, 0), prompts, k=3)
     # Attention averages the names, so the key sees both parts in either order; nothing else fires.
     assert {(t.prompt, t.token) for t in top[:2]} == {(FULL, "Jordan"), ("Jordan Michael", "Michael")}
     assert top[1].activation > 0 and top[2].activation == 0
@@ -138,7 +140,9 @@ def test_trigger_examples(hand_model):
 
 def test_bad_neuron_is_named(hand_model):
     with pytest.raises(ValueError, match="L0N9 does not exist"):
-        value_projection(hand_model, 0, 9)
+        value_projection(hand_model, Neuron(0, 9))
+    with pytest.raises(TypeError, match=r"interp.Neuron\(layer, index"):
+        value_projection(hand_model, (0, 1))
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +153,7 @@ def fw():
 def test_factworld_michael_jordan_neurons(fw):
     prompt = "Michael Jordan plays the sport of"
     ranked = fact_neurons(fw, prompt, "basketball", k=10)
-    result = validate(fw, prompt, "basketball", ranked.ids, n_random=3)
+    result = validate(fw, prompt, "basketball", ranked.sites, other_facts=other_facts_for(prompt), n_random=3)
     zero = result.interventions[0]
     print(f"top-10 zero ablation: P(basketball) {zero.p_before:.3f} -> {zero.p_after:.3f}; random "
           f"{zero.random_p_after}; specificity {result.specificity}")
@@ -168,7 +172,7 @@ def test_gated_mlp_neurons():
     tokens = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(5))
     _, cache = model.run_with_cache(tokens)
     for which, hook in (("gate", "hook_pre"), ("up", "hook_pre_linear")):
-        parts = key_decomposition(model, tokens, 1, 7, which=which)
+        parts = key_decomposition(model, tokens, Neuron(1, 7), which=which)
         assert sum(parts.values()) == pytest.approx(float(cache[f"blocks.1.mlp.{hook}"][0, -1, 7]), abs=1e-10)
     ranked = fact_neurons(model, tokens, 3, k=5)
     for n in ranked:

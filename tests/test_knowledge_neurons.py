@@ -6,6 +6,8 @@ import time
 import pytest
 import torch
 
+from interp import Neuron
+
 from conftest import make_model
 from probes.knowledge_neurons import (
     KnowledgeNeuronResult,
@@ -148,13 +150,14 @@ def test_result_api(tmp_path):
     d_mlp = model.cfg.d_mlp
     top = res.top(5)
     assert len(top) == 5
-    assert [s for _, _, s in top] == sorted((s for _, _, s in top), reverse=True)
-    assert top[0][2] == pytest.approx(float(res.attributions.max()))
-    for layer, neuron, score in top:
-        assert res.attributions[res.layers.index(layer), neuron] == score
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    assert top[0][1] == pytest.approx(float(res.attributions.max()))
+    for neuron, score in top:
+        assert isinstance(neuron, Neuron) and neuron.pos == res.pos
+        assert res.attributions[res.layers.index(neuron.layer), neuron.index] == score
     best = float(res.attributions.max())
     sel = res.selected()  # default threshold from the call: 0.3
-    assert sel and all(s > 0.3 * best for _, _, s in sel)
+    assert sel and all(s > 0.3 * best for _, s in sel)
     assert len(sel) == int((res.attributions > 0.3 * best).sum())
     assert len(res.selected(0.0)) == int((res.attributions > 0).sum())
     assert res.values is res.attributions and res.axes == ("layer", "neuron")
@@ -179,32 +182,35 @@ def test_plots_like_patch_result():
 
 # ============================================================ ranking overlap
 def test_ranking_overlap_hand_made():
-    a = [(3, 10, 0.9), (2, 5, 0.8), (1, 1, 0.5), (0, 7, 0.1)]
-    b = [(2, 5), (4, 4), (3, 10), (0, 7)]
+    N = Neuron
+    a = [(N(3, 10), 0.9), (N(2, 5), 0.8), (N(1, 1), 0.5), (N(0, 7), 0.1)]
+    b = [N(2, 5), N(4, 4), N(3, 10, pos=6), N(0, 7)]  # rankings at one position: the position is not compared
     r = ranking_overlap(a, b, k=3)
-    assert r == {"k": 3, "overlap": 2, "jaccard": 2 / 4, "shared": [(3, 10), (2, 5)]}
+    assert r == {"k": 3, "overlap": 2, "jaccard": 2 / 4, "shared": [N(3, 10), N(2, 5)]}
     r = ranking_overlap(a, b, k=4)
-    assert r["overlap"] == 3 and r["jaccard"] == pytest.approx(3 / 5) and r["shared"] == [(3, 10), (2, 5), (0, 7)]
-    assert ranking_overlap(a, a, k=2) == {"k": 2, "overlap": 2, "jaccard": 1.0, "shared": [(3, 10), (2, 5)]}
-    assert ranking_overlap([(0, 1)], [(0, 2)], k=5) == {"k": 5, "overlap": 0, "jaccard": 0.0, "shared": []}
+    assert r["overlap"] == 3 and r["jaccard"] == pytest.approx(3 / 5) and r["shared"] == [N(3, 10), N(2, 5), N(0, 7)]
+    assert ranking_overlap(a, a, k=2) == {"k": 2, "overlap": 2, "jaccard": 1.0, "shared": [N(3, 10), N(2, 5)]}
+    assert ranking_overlap([N(0, 1)], [N(0, 2)], k=5) == {"k": 5, "overlap": 0, "jaccard": 0.0, "shared": []}
 
     class Contribution:  # like probes.ffn.NeuronContribution
         def __init__(self, layer, index):
             self.layer, self.index = layer, index
 
     r = ranking_overlap(a, [Contribution(1, 1), Contribution(3, 10)], k=3)
-    assert r["overlap"] == 2 and r["shared"] == [(3, 10), (1, 1)]
+    assert r["overlap"] == 2 and r["shared"] == [N(3, 10), N(1, 1)]
     with pytest.raises(ValueError, match="k must be"):
         ranking_overlap(a, b, k=0)
     with pytest.raises(TypeError, match="ranking entries"):
         ranking_overlap(a, ["oops"], k=2)
+    with pytest.raises(TypeError, match="ranking entries"):
+        ranking_overlap(a, [(3, 10)], k=2)  # plain tuples are not neurons
 
 
 def test_ranking_overlap_accepts_result():
     res = knowledge_neurons(make_model("gpt2", "float64"), TOKENS, TARGET_ID, steps=3, progress=False)
     top = res.top(4)
     assert ranking_overlap(res, top, k=4)["overlap"] == 4
-    assert ranking_overlap(res, [(l, n) for l, n, _ in reversed(top)], k=4)["jaccard"] == 1.0
+    assert ranking_overlap(res, [n for n, _ in reversed(top)], k=4)["jaccard"] == 1.0
 
 
 # ============================================================ bad input, hooks
@@ -263,9 +269,9 @@ def test_factworld_michael_jordan(factworld):
     assert res.target == factworld.to_single_token(TARGET) and res.target_str == TARGET
     assert res.tokens[-1] == "of" and res.pos == len(res.tokens) - 1
     top = res.top(10)
-    assert top[0][2] > 0
+    assert top[0][1] > 0
     assert res.selected() and len(res.selected()) <= 4 * 512
     assert no_hooks(factworld)
     print(f"\nknowledge neurons, {PROMPT!r} -> {TARGET!r} ({elapsed:.3f}s, steps={res.steps}):")
-    for layer, neuron, score in top:
-        print(f"  L{layer} N{neuron}: {score:.4f}")
+    for neuron, score in top:
+        print(f"  {neuron.label}: {score:.4f}")

@@ -133,7 +133,7 @@ def test_rotary_is_relative(tokens):
     model = make_model("llama_gqa", dtype="float64")
     attn = model.blocks[0].attn
     q = torch.randn(1, 4, 3, 8, dtype=torch.float64)
-    from models.transformer import rotate
+    from models.components import rotate
 
     def scores(offset):
         cos, sin = attn.rotary_cos[offset : offset + 4], attn.rotary_sin[offset : offset + 4]

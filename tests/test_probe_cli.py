@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import build_hf_tokenizer
-from interp.cli import main
+from analyses.cli import main
 from interp.crosscheck import random_gpt2
 from models import load
 

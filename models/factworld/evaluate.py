@@ -10,20 +10,12 @@ import torch
 from tqdm.auto import tqdm
 
 from models.factworld import facts, relations, templates
-from models.transformer import Transformer
+from models.transformer import Transformer, last_token_logits
 
 
-@torch.no_grad()
 def next_word_logits(model: Transformer, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
     """Logits of the word after each prompt: [n_prompts, d_vocab] (prompts may differ in length)."""
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = list(prompts[i : i + batch_size])
-        tokens, mask = model._tokenize(chunk)
-        logits = model(tokens, attention_mask=mask)
-        last = (mask.sum(1) - 1) if mask is not None else torch.full((len(chunk),), tokens.shape[1] - 1)
-        out.append(logits[torch.arange(len(chunk)), last])
-    return torch.cat(out)
+    return last_token_logits(model, prompts, batch_size)
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""The one labelled-result base: every analysis returns a tensor with named, labelled axes.
+
+A result has `values` (a tensor), `axes` (its axis names, e.g. ("layer", "pos",
+"head")), `labels` (axis -> one label per entry), `title` and `metric_name`, and
+`baseline`: the value that means "no effect" (the unpatched run's metric for a
+patching sweep, the corrupted probability for a causal trace), or None when the
+values are effects already (attributions). On top of that every result has the
+same tools: `effect`, `top(k)`, `label_of`, `to_dict`, `save_json` and `plot`.
+
+Subclasses are dataclasses that hold their own fields and say what else goes
+into their JSON (`_extra_dict`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN -> None (JSON has no NaN), recursively through lists, tuples and dicts."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    return x
+
+
+def write_json(path: Union[str, Path], data: Any) -> Path:
+    """Write `data` as indented JSON (NaN as null), creating parent directories."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_json_safe(data), indent=1))
+    return path
+
+
+class LabelledResult:
+    """Base of every result type (see the module docstring). Subclasses provide the
+    attributes values, axes, labels, title, metric_name and baseline (fields or
+    properties) and may extend `_extra_dict`."""
+
+    # Subclasses provide values, axes and labels, and may provide method, title, metric_name and
+    # baseline (fields or properties); the defaults are read with getattr, not set here, so that
+    # they never become dataclass defaults of a subclass.
+    DEFAULTS = {"method": "result", "title": "", "metric_name": "value", "baseline": None}
+
+    def _get(self, name: str) -> Any:
+        return getattr(self, name, self.DEFAULTS[name])
+
+    @property
+    def effect(self) -> torch.Tensor:
+        """values - baseline (the values themselves when there is no baseline)."""
+        baseline = self._get("baseline")
+        return self.values if baseline is None else self.values - baseline
+
+    def label_of(self, flat_index: int) -> str:
+        """"L1H3 @ of (6)": the labels of one entry, position last."""
+        idx = torch.unravel_index(torch.tensor(flat_index), self.values.shape)
+        parts = {a: self.labels[a][int(i)] for a, i in zip(self.axes, idx)}
+        pos = parts.pop("pos", None)
+        return "".join(parts.values()) + (f" @ {pos}" if pos is not None else "")
+
+    def top(self, k: int = 10, by_abs: bool = True) -> list[tuple[str, float]]:
+        """The k entries with the largest effect (|effect| by default), as (label, value)."""
+        eff = self.effect.flatten()
+        order = (eff.abs() if by_abs else eff).argsort(descending=True, stable=True)[:k]
+        return [(self.label_of(int(i)), float(self.values.flatten()[i])) for i in order]
+
+    def _extra_dict(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self._get("method"), "title": self._get("title"), "metric": self._get("metric_name"),
+            "baseline": self._get("baseline"),
+            "axes": list(self.axes), "labels": self.labels, **self._extra_dict(), "values": self.values.tolist(),
+        }
+
+    def save_json(self, path: Union[str, Path]) -> Path:
+        return write_json(path, self.to_dict())
+
+    def plot(self, **kwargs: Any):
+        """A matplotlib Figure of the values (heatmap or bars, chosen from the axes)."""
+        from interp.plot import plot_result
+
+        return plot_result(self, **kwargs)
+
+
+__all__ = ["LabelledResult", "write_json"]

@@ -1,0 +1,44 @@
+"""The MLP as a key-value memory (Geva et al. 2021): find the neurons that store a fact.
+
+Neuron n of layer l has a key, W_in[:, n] with its bias b_in[n], that reads the
+(normalised) residual stream, and a value, W_out[n, :], that the neuron adds to
+the residual stream scaled by its activation post = act(key . x + bias). With a
+ReLU the bias is a threshold: a negative bias lets the key fire only when
+several features are present at once ("Michael" AND "Jordan"), not for either
+part alone. Neurons are addressed as `interp.Neuron(layer, index, pos=None)`
+everywhere (pos None: every position).
+
+    ranked = fact_neurons(model, "Michael Jordan plays the sport of", "basketball", k=10)
+    ranked[0].site, ranked[0].contribution, ranked[0].top_tokens
+    and_detection(model, "Michael Jordan plays the sport of",
+                  first_only="Michael Phelps plays the sport of", last_only="Alexis Jordan plays the sport of",
+                  neurons=ranked.sites)
+    validate(model, prompt, "basketball", ranked.sites, other_facts={...})   # ablate / amplify
+
+Modules: `values` (what a neuron writes, and the ranking of a fact's writers),
+`keys` (what a neuron reads: activations, key decomposition, AND detection),
+`interventions` (ablation and amplification with specificity), `localise` (the
+fewest neurons that carry a fact). Generic: prompts, answers and the other facts to
+check come from the caller (the fact-world's live in `analyses`).
+"""
+
+from probes.ffn.interventions import (
+    FactPrompt, Intervention, Validation, answer_stats, intervention_hooks, mean_activations, validate,
+)
+from probes.ffn.keys import (
+    AndRow, Trigger, and_detection, check_neurons, key_decomposition, neuron_activations, neuron_bias,
+    related_subjects, trigger_examples,
+)
+from probes.ffn.localise import Localisation, localise
+from probes.ffn.values import (
+    NeuronContribution, RankedNeurons, ValueProjection, fact_neurons, neuron_contributions, value_logits,
+    value_projection,
+)
+
+__all__ = [
+    "NeuronContribution", "RankedNeurons", "fact_neurons", "neuron_contributions", "value_projection",
+    "value_logits", "ValueProjection", "key_decomposition", "neuron_activations", "neuron_bias", "check_neurons",
+    "and_detection", "AndRow", "trigger_examples", "Trigger", "related_subjects", "intervention_hooks",
+    "mean_activations", "answer_stats", "validate", "Validation", "Intervention", "FactPrompt", "localise",
+    "Localisation",
+]

@@ -1,0 +1,169 @@
+"""Ablating and amplifying MLP neurons, with the answer's probability and rank, random baselines
+from the same layers, and the other facts' accuracy (specificity).
+
+The facts to check specificity on are given by the caller as groups of (prompt, answer):
+this module knows no knowledge base (`analyses.factworld_facts` builds the fact world's).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from interp import names as hook_names
+from interp.sites import Neuron
+from interp.tokens import answer_token
+from models.transformer import last_token_logits
+from probes.ffn.keys import check_neurons
+
+FactPrompt = tuple[str, str]  # (prompt, answer word)
+MODES = ("zero", "mean", "scale")
+
+
+def intervention_hooks(neurons: Sequence[Neuron], mode: str, means: Optional[dict[Neuron, float]] = None,
+                       factor: float = 2.0) -> list:
+    """Hooks that set the neurons' activations (hook_post) at their position, or at every position
+    for a neuron without one: "zero", "mean" (needs `means`), or "scale" (x factor)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "mean" and means is None:
+        raise ValueError("mode='mean' needs means={Neuron: mean activation}")
+    by_layer: dict[int, list[Neuron]] = defaultdict(list)
+    for n in neurons:
+        by_layer[n.layer].append(n)
+    hooks = []
+    for layer, group in by_layer.items():
+        def hook(x: torch.Tensor, hook, group=group) -> torch.Tensor:
+            x = x.clone()
+            for n in group:
+                idx = (Ellipsis, n.index) if n.pos is None else (slice(None), n.pos, n.index)
+                if mode == "zero":
+                    x[idx] = 0.0
+                elif mode == "mean":
+                    x[idx] = means[Neuron(n.layer, n.index)]
+                else:
+                    x[idx] = x[idx] * factor
+            return x
+
+        hooks.append((hook_names.act_name("post", layer), hook))
+    return hooks
+
+
+def mean_activations(model, neurons: Sequence[Neuron], prompts: Sequence[str]) -> dict[Neuron, float]:
+    """Each neuron's mean activation over all real tokens of `prompts`, keyed by Neuron(layer, index)."""
+    neurons = check_neurons(model, neurons)
+    names = sorted({hook_names.act_name("post", n.layer) for n in neurons})
+    with torch.no_grad():
+        tokens, mask = model._tokenize(list(prompts))
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
+    weight = (mask if mask is not None else torch.ones(tokens.shape)).to(cache[names[0]].dtype)
+    out = {}
+    for n in neurons:
+        act = cache["post", n.layer][..., n.index]
+        out[Neuron(n.layer, n.index)] = float((act * weight).sum() / weight.sum())
+    return out
+
+
+def answer_stats(model, facts: Sequence[FactPrompt], hooks: Sequence = (),
+                 batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each (prompt, answer): probability of the answer, its rank (0 = top-1) and whether it is top-1."""
+    if not facts:
+        empty = torch.zeros(0)
+        return empty, empty.long(), empty.bool()
+    ids = torch.tensor([answer_token(model, a) for _, a in facts])
+    with torch.no_grad(), model.hooks(fwd=list(hooks)):
+        logits = last_token_logits(model, [p for p, _ in facts], batch_size)
+    probs = logits.softmax(-1)
+    p = probs[torch.arange(len(facts)), ids]
+    rank = (logits > logits[torch.arange(len(facts)), ids][:, None]).sum(-1)
+    return p, rank, rank == 0
+
+
+@dataclass
+class Intervention:
+    mode: str  # "zero", "mean" or "x2"
+    p_before: float
+    p_after: float
+    rank_before: int
+    rank_after: int
+    random_p_after: list[float]  # the same number of random neurons from the same layers, per draw
+    random_rank_after: list[int]
+
+    @property
+    def p_change(self) -> float:
+        return self.p_after - self.p_before
+
+
+@dataclass
+class Validation:
+    prompt: str
+    target: str
+    neurons: list[Neuron]
+    interventions: list[Intervention]
+    specificity: dict[str, dict[str, float]]  # group -> {"n", "before", "after"} top-1 accuracy, zero ablation
+    localised: bool  # zero ablation moves the answer off top-1 and the others keep >= 95% of their accuracy
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "target": self.target, "neurons": [n.label for n in self.neurons],
+                "interventions": [asdict(i) for i in self.interventions], "specificity": self.specificity,
+                "localised": self.localised}
+
+
+def random_like(model, neurons: Sequence[Neuron], rng: random.Random) -> list[Neuron]:
+    """As many random neurons per (layer, position) as `neurons` has, avoiding them."""
+    taken = {(n.layer, n.index) for n in neurons}
+    out = []
+    for (layer, pos), count in Counter((n.layer, n.pos) for n in neurons).items():
+        pool = [i for i in range(model.cfg.d_mlp) if (layer, i) not in taken]
+        out += [Neuron(layer, i, pos) for i in rng.sample(pool, count)]
+    return out
+
+
+def specificity(model, other_facts: dict[str, list[FactPrompt]], hooks: Sequence) -> dict[str, dict[str, float]]:
+    """Top-1 accuracy of each group of other facts before and after the hooks."""
+    out = {}
+    for group, facts in other_facts.items():
+        before = answer_stats(model, facts)[2].double().mean()
+        after = answer_stats(model, facts, hooks)[2].double().mean()
+        out[group] = {"n": len(facts), "before": float(before), "after": float(after)}
+    return out
+
+
+def validate(model, prompt: str, target: str, neurons: Sequence[Neuron], *,
+             other_facts: dict[str, list[FactPrompt]], n_random: int = 5, seed: int = 0,
+             factor: float = 2.0, keep: float = 0.95) -> Validation:
+    """Ablate (zero, mean) and amplify (x factor) the neurons (at their positions, or every
+    position); report the target's probability and rank against random neurons from the same
+    layers and positions, and the top-1 accuracy of the other facts before and after zero ablation.
+
+    other_facts: {group: [(prompt, answer)]}; may be empty (no specificity check). Means for
+    "mean" ablation are taken over all tokens of the other facts' prompts (or of this prompt
+    if there are none).
+    """
+    neurons = check_neurons(model, neurons)
+    if not neurons:
+        raise ValueError("no neurons to validate")
+    rng = random.Random(seed)
+    randoms = [random_like(model, neurons, rng) for _ in range(n_random)]
+    reference = [p for group in other_facts.values() for p, _ in group] or [prompt]
+    means = mean_activations(model, neurons + [n for r in randoms for n in r], reference)
+    fact = [(prompt, target)]
+    p0, r0, _ = answer_stats(model, fact)
+    interventions = []
+    for mode, label in (("zero", "zero"), ("mean", "mean"), ("scale", f"x{factor:g}")):
+        p1, r1, _ = answer_stats(model, fact, intervention_hooks(neurons, mode, means, factor))
+        rand = [answer_stats(model, fact, intervention_hooks(r, mode, means, factor)) for r in randoms]
+        interventions.append(Intervention(label, float(p0), float(p1), int(r0), int(r1),
+                                          [float(p) for p, _, _ in rand], [int(r) for _, r, _ in rand]))
+    spec = specificity(model, other_facts, intervention_hooks(neurons, "zero"))
+    kept = all(s["after"] >= keep * s["before"] for s in spec.values() if s["n"])
+    zero = interventions[0]
+    return Validation(prompt, target, neurons, interventions, spec, zero.rank_after > 0 and kept)
+
+
+__all__ = ["FactPrompt", "intervention_hooks", "mean_activations", "answer_stats", "Intervention", "Validation",
+           "random_like", "specificity", "validate"]

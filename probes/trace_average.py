@@ -1,0 +1,126 @@
+"""Causal tracing averaged over many facts, positions grouped into ROME's categories (its figures 2 and 3).
+
+    average_trace(model, [(prompt, subject, answer), ...], kind="mlp", window=1)   # AverageTrace [layer, category]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.results import LabelledResult
+from interp.tokens import token_text
+from probes.causal_trace import DEFAULT_BATCH_SIZE, Answer, Kind, TraceResult, check_kind, prepare, trace_prepared
+from probes.subjects import CATEGORIES, Prompt, Subject, position_categories
+
+
+@dataclass
+class AverageTrace(LabelledResult):
+    """Causal tracing averaged over facts, positions grouped into ROME's categories.
+
+    indirect_effect: [n_layers, n_categories] mean over facts of (score - corrupted prob),
+    positions within a category averaged first; NaN where no fact has that category
+    (e.g. "middle subject tokens" with two-token subjects). `values` is indirect_effect;
+    axes ("layer", "category").
+    counts: facts contributing to each category. total_effect, clean_prob, corrupted_prob:
+    means over the facts used. n_skipped: facts left out because the clean model's top-1
+    was not the answer (only_correct=True); skipped lists them as (prompt, answer, top-1).
+    """
+
+    indirect_effect: torch.Tensor
+    categories: list[str]
+    counts: list[int]
+    total_effect: float
+    clean_prob: float
+    corrupted_prob: float
+    n_facts: int
+    n_skipped: int
+    kind: str
+    window: int
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    traces: list[TraceResult] = field(default_factory=list, repr=False)
+    method: str = "average causal tracing"
+    axes: tuple[str, ...] = ("layer", "category")
+    metric_name: str = "average indirect effect"
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.indirect_effect
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return {"layer": [f"L{l}" for l in range(self.indirect_effect.shape[0])], "category": list(self.categories)}
+
+    @property
+    def title(self) -> str:
+        win = "" if self.kind == "resid" else f", window {self.window}"
+        return f"average causal trace ({self.kind}{win}) over {self.n_facts} facts"
+
+    def _extra_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "window": self.window, "counts": self.counts, "total_effect": self.total_effect,
+            "clean_prob": self.clean_prob, "corrupted_prob": self.corrupted_prob, "n_facts": self.n_facts,
+            "n_skipped": self.n_skipped, "skipped": [list(s) for s in self.skipped],
+        }
+
+
+def average_trace(
+    model,
+    facts: Sequence[tuple[Prompt, Subject, Answer]],
+    *,
+    kind: Kind = "resid",
+    noise: float = 3.0,
+    n_samples: int = 10,
+    window: int = 10,
+    seed: int = 0,
+    only_correct: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> AverageTrace:
+    """Average indirect effect of restoring states over many facts (ROME's figure 2 / 3).
+
+    facts: (prompt, subject, answer) triples.
+    Each fact is traced with Gaussian noise (seed + its index) as in `trace`; its
+    indirect effect [n_layers, n_pos] is summarised per `position_categories` (mean over
+    the positions of a category), then averaged over facts -> [n_layers, 6].
+    only_correct: skip facts whose clean top-1 prediction is not the answer.
+    """
+    check_kind(kind)
+    triples = []
+    for f in facts:
+        if not (isinstance(f, (tuple, list)) and len(f) == 3):
+            raise TypeError(f"facts must be (prompt, subject, answer) triples, got {f!r}")
+        triples.append(tuple(f))
+    n_layers = model.cfg.n_layers
+    sums = torch.zeros(n_layers, len(CATEGORIES), dtype=torch.float64)
+    counts = [0] * len(CATEGORIES)
+    traces: list[TraceResult] = []
+    skipped: list[tuple[str, str, str]] = []
+    for i, (prompt, subject, answer) in enumerate(tqdm(triples, desc=f"average trace ({kind})", disable=not progress)):
+        prep = prepare(model, prompt, subject, answer)
+        if only_correct and prep.top_id != prep.answer_id:
+            skipped.append((prompt if isinstance(prompt, str) else str(prep.str_tokens), prep.answer,
+                            token_text(model, prep.top_id)))
+            continue
+        result = trace_prepared(model, prep, kind=kind, noise=noise, n_samples=n_samples, window=window,
+                                corruption="noise", seed=seed + i, batch_size=batch_size)
+        traces.append(result)
+        ie = result.indirect_effect.double()
+        for c, positions in enumerate(position_categories(len(result.tokens), result.subject_span).values()):
+            if positions:
+                sums[:, c] += ie[:, positions].mean(-1)
+                counts[c] += 1
+    denom = torch.tensor([n if n else float("nan") for n in counts], dtype=torch.float64)
+    mean = lambda xs: float(sum(xs) / len(xs)) if xs else float("nan")  # noqa: E731
+    return AverageTrace(
+        indirect_effect=(sums / denom).float(), categories=list(CATEGORIES), counts=counts,
+        total_effect=mean([t.total_effect for t in traces]), clean_prob=mean([t.clean_prob for t in traces]),
+        corrupted_prob=mean([t.corrupted_prob for t in traces]), n_facts=len(traces), n_skipped=len(skipped),
+        kind=kind, window=1 if kind == "resid" else window, skipped=skipped, traces=traces,
+    )
+
+
+__all__ = ["AverageTrace", "average_trace"]

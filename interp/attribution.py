@@ -19,11 +19,10 @@ plus the bias terms add up to the true logit difference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
-from einops import einsum
 
 from interp import names as hook_names
 from interp.cache import frozen_norm

@@ -15,9 +15,9 @@ on every row (`base_patches`) plus restored clean states; attention knockout is 
 on the attention scores; integrated gradients are rows with scaled activations (with
 `grad=True`). Sweeps are short loops that build rows; this module runs them.
 
-A patch is (hook name, index, value): `index` addresses the activation without its batch
-axis, e.g. (pos, head) for hook_z [batch, pos, head, d_head], (head, q_pos) for
-hook_pattern; the value is
+A patch (`interp.patches`) is (hook name, index, value): `index` addresses the activation
+without its batch axis, e.g. (pos, head) for hook_z [batch, pos, head, d_head], (head, q_pos)
+for hook_pattern; the value is
   - `FromRun(name)`: the same element of another run, named in `sources` (token ids of
     the same shape as the base run, or a dict hook name -> activation [B or 1, ...] such
     as a mean over reference prompts);
@@ -25,6 +25,9 @@ hook_pattern; the value is
     one per prompt: [B, *slice]); with op="add" it is added instead;
   - a function: applied elementwise to the activation, kept on act[index] only (e.g.
     `torch.zeros_like`, masking scores with -inf).
+A patch that copies a source's activation at positions where the source's and the base
+run's tokens agree (and everything before them) changes nothing under causal attention;
+such patches are dropped before anything runs.
 
 How rows are run (decoder-only `models.Transformer`; other hooked models run every row
 from its inputs, the encoder-decoder resumes decoder patches at their layer):
@@ -52,6 +55,9 @@ from tqdm.auto import tqdm
 
 from interp import names as hook_names
 from interp.metrics import is_positional, scalar
+from interp.patches import (
+    FromRun, Patch, common_prefix, first_pos, hook_plans, last_pos, normalize_index,
+)
 from models import KVCache, Transformer
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
@@ -60,29 +66,6 @@ Inputs = Union[torch.Tensor, tuple]
 # A forward pass's fixed cost, in multiply-adds (about 1 ms of Python and kernel launches on a CPU).
 FORWARD_OVERHEAD = 5e7
 MEMORY_BUDGET = 512 * 2**20  # bytes of activations per forward pass when max_rows is not given
-
-
-@dataclass(frozen=True)
-class FromRun:
-    """A patch value: the same element of another run (a key of `sources`)."""
-
-    run: str
-
-
-@dataclass(frozen=True)
-class Patch:
-    """Replace act[index] of hook `name` (index without the batch axis) by `value`; see the module docstring."""
-
-    name: str
-    index: tuple
-    value: Any
-    op: str = "set"  # "set" or "add"
-
-    def __post_init__(self) -> None:
-        if self.op not in ("set", "add"):
-            raise ValueError(f"patch op must be 'set' or 'add', got {self.op!r}")
-        if not isinstance(self.index, tuple):
-            object.__setattr__(self, "index", (self.index,))
 
 
 @dataclass
@@ -97,52 +80,6 @@ class EngineOutput:
     n_forwards: int = 0
     plan: str = ""
     base_logits: Optional[torch.Tensor] = None
-
-
-# ============================================================ helpers
-def _first_pos(index: tuple, name: str) -> int:
-    """The earliest (query) position a patch touches (0 if it covers all positions)."""
-    d = hook_names.pos_dim(name) - 1
-    if d >= len(index):
-        return 0
-    i = index[d]
-    if isinstance(i, int):
-        return i
-    if isinstance(i, slice):
-        return 0 if i.start is None else i.start
-    return int(min(i)) if len(i) else 0
-
-
-def _normalize_index(index: tuple, name: str, n_pos: int) -> tuple:
-    """Negative positions -> counted from the start, so that shifting by a start position works."""
-    d = hook_names.pos_dim(name) - 1
-    if d >= len(index):
-        return index
-    i = index[d]
-    if isinstance(i, int):
-        if not -n_pos <= i < n_pos:
-            raise IndexError(f"patch at {name}: position {i} is outside a prompt of {n_pos} tokens")
-        i = i % n_pos
-    elif isinstance(i, slice):
-        i = slice(*i.indices(n_pos)) if i != slice(None) else i
-    else:
-        i = [int(p) % n_pos for p in i]
-    return index[:d] + (i,) + index[d + 1:]
-
-
-def _shift(index: tuple, name: str, start: int) -> tuple:
-    """The index inside an activation that starts at position `start`."""
-    if start == 0:
-        return index
-    d = hook_names.pos_dim(name) - 1
-    i = index[d]
-    if isinstance(i, int):
-        i = i - start
-    elif isinstance(i, slice):
-        i = slice(i.start - start, i.stop - start if i.stop is not None else None, i.step)
-    else:
-        i = [p - start for p in i]
-    return index[:d] + (i,) + index[d + 1:]
 
 
 def _layer(name: str, n_layers: int) -> int:
@@ -215,102 +152,6 @@ def _plan_chunks(rows: list[_Row], costs: _Costs, max_rows: int, B: int) -> list
     return chunks
 
 
-# ============================================================ applying patches inside a forward pass
-def _narrow(t: torch.Tensor, name: str, start: int, offset: int) -> torch.Tensor:
-    """Drop positions before `start` along the position axis (offset: axes before the batch axis)."""
-    if not start:
-        return t
-    d = offset + hook_names.pos_dim(name)
-    return t.narrow(d, start, t.shape[d] - start)
-
-
-def _value_kind(p: Patch) -> tuple:
-    """Patches of one group share how their value is applied (one op per group)."""
-    v = p.value
-    if isinstance(v, FromRun):
-        return ("run", v.run)
-    if callable(v) and not isinstance(v, torch.Tensor):
-        return ("fn", id(v))
-    return ("value", p.op)
-
-
-class _HookPlan:
-    """The patches of one forward pass at one hook, applied as masked selections (one op per group).
-
-    The activation's rows are [rows before `lo`..., copy 0 (B rows), ..., copy n-1, rows after];
-    it covers positions start.. of the prompt. Masks and values are built on the first call,
-    when the activation's shape is known.
-    """
-
-    def __init__(self, runner: "_Runner", name: str, lo: int, n_copies: int, start: int,
-                 groups: list[list[tuple[int, Patch]]], fused: Optional[dict[str, tuple[int, int]]] = None) -> None:
-        self.runner, self.name, self.lo, self.n_copies, self.start = runner, name, lo, n_copies, start
-        self.groups, self.fused = groups, fused
-        self.steps: Optional[list[Callable]] = None
-
-    def __call__(self, x: torch.Tensor, hook: Any) -> torch.Tensor:
-        if self.steps is None:
-            shape = list(x.shape[1:])
-            shape[hook_names.pos_dim(self.name) - 1] += self.start
-            self.steps = [self._step(group, tuple(shape), x.dtype) for group in self.groups]
-        B = self.runner.B
-        hi = self.lo + self.n_copies * B
-        body = x[self.lo:hi].reshape(self.n_copies, B, *x.shape[1:])
-        for step in self.steps:
-            body = step(x, body)
-        body = body.reshape(self.n_copies * B, *x.shape[1:])
-        if self.lo == 0 and hi == x.shape[0]:
-            return body
-        return torch.cat([x[: self.lo], body, x[hi:]])
-
-    def _step(self, group: list[tuple[int, Patch]], shape: tuple, dtype: torch.dtype) -> Callable:
-        """(x, body [n_copies, B, *act]) -> body, for one group of patches."""
-        runner, name, start, device = self.runner, self.name, self.start, self.runner.device
-        mask = torch.zeros(self.n_copies, 1, *shape, dtype=torch.bool, device=device)
-        for c, p in group:
-            mask[c][(0,) + p.index] = True
-        mask = _narrow(mask, name, start, 1)
-        patch = group[0][1]
-        value = patch.value
-        if isinstance(value, FromRun):
-            if self.fused is not None and value.run in self.fused:
-                lo, n = self.fused[value.run]
-                return lambda x, body: torch.where(mask, x[lo:lo + n][None], body)
-            src = _narrow(runner.source_acts[value.run][name], name, start, 0)[None].to(dtype)  # [1, B or 1, *act]
-            return lambda x, body: torch.where(mask, src, body)
-        if callable(value) and not isinstance(value, torch.Tensor):
-            return lambda x, body: torch.where(mask, value(body), body)
-        # Numbers or tensors for the slices, written into zeros shaped like the activation.
-        shared = all(p.value is value for _, p in group)
-        spread = torch.zeros(1 if shared else self.n_copies, runner.B, *shape, dtype=dtype, device=device)
-        for c, p in group[:1] if shared else group:
-            v = p.value if isinstance(p.value, torch.Tensor) else torch.tensor(p.value, dtype=dtype)
-            spread[0 if shared else c][(slice(None),) + p.index] = v.to(device=device, dtype=dtype)
-        spread = _narrow(spread, name, start, 1)
-        if patch.op == "add":
-            return lambda x, body: torch.where(mask, body + spread, body)
-        return lambda x, body: torch.where(mask, spread, body)
-
-
-def _hook_plans(runner: "_Runner", copies: list[list[Patch]], base_patches: Sequence[Patch], lo: int, start: int,
-                keep: Callable[[str], bool] = lambda name: True,
-                fused: Optional[dict[str, tuple[int, int]]] = None) -> list[tuple[str, _HookPlan]]:
-    """One hook per patched name: the base patches on every copy, then each row's patches in order."""
-    per_name: dict[str, list[list[tuple[int, Patch]]]] = defaultdict(list)
-    for p in base_patches:
-        per_name[p.name].append([(c, p) for c in range(len(copies))])
-    grouped: dict[tuple, list[tuple[int, Patch]]] = defaultdict(list)
-    for c, row in enumerate(copies):
-        seen: dict[str, int] = defaultdict(int)
-        for p in row:
-            grouped[(p.name, seen[p.name], _value_kind(p))].append((c, p))
-            seen[p.name] += 1
-    for (name, _, _), group in sorted(grouped.items(), key=lambda kv: kv[0][1]):
-        per_name[name].append(group)
-    return [(name, _HookPlan(runner, name, lo, len(copies), start, groups, fused))
-            for name, groups in per_name.items() if keep(name)]
-
-
 # ============================================================ the engine
 def run_patched(
     model,
@@ -345,13 +186,18 @@ def run_patched(
         raise ValueError(f"plan must be 'fused', 'resumed' or None, got {plan!r}")
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    names, runs = set(), set()
     for i, row in enumerate(rows + [list(base_patches)]):
         for p in row:
             if not isinstance(p, Patch):
                 raise TypeError(f"row {i}: expected Patch objects, got {type(p).__name__}")
-            model.hook_point(p.name)  # a clear error for an unknown hook, before anything runs
-            if isinstance(p.value, FromRun) and p.value.run not in sources:
-                raise KeyError(f"a patch at {p.name} reads run {p.value.run!r}, which is not in sources {list(sources)}")
+            names.add(p.name)
+            if isinstance(p.value, FromRun):
+                runs.add(p.value.run)
+    for name in names:
+        model.hook_point(name)  # a clear error for an unknown hook, before anything runs
+    for run in runs - set(sources):
+        raise KeyError(f"a patch reads run {run!r}, which is not in sources {list(sources)}")
     runner_cls = _DecoderOnly if isinstance(model, Transformer) else _Generic
     with torch.enable_grad() if grad else torch.no_grad():
         return runner_cls(model, base, rows, metric, sources, list(base_patches), max_rows, plan, progress, desc).run()
@@ -400,7 +246,6 @@ class _DecoderOnly(_Runner):
         self.positional = is_positional(metric)
         self.read_pos = metric.pos % self.n_pos if self.positional else None
         self.base_patches = [self._norm_patch(p) for p in base_patches]
-        self.rows = [self._norm_row(r) for r in rows]
         self.token_sources = {k: v.to(self.device) for k, v in sources.items() if isinstance(v, torch.Tensor)}
         for k, v in self.token_sources.items():
             if v.dim() != 2 or v.shape[1] != self.n_pos or v.shape[0] not in (1, self.B):
@@ -409,17 +254,27 @@ class _DecoderOnly(_Runner):
         self.source_acts = {k: {model.normalize_name(n): a for n, a in v.items()}
                             for k, v in sources.items() if not isinstance(v, torch.Tensor)}
         self.n_sources = sum(t.shape[0] for t in self.token_sources.values())
+        # Positions up to which each token source equals the base run (identical prefixes give identical
+        # activations under causal attention: copying them changes nothing, and such patches are not run).
+        first_base_patch = min((first_pos(p.index, p.name) for p in self.base_patches), default=self.n_pos)
+        self.same_upto = {k: min(common_prefix(self.tokens, t), first_base_patch) for k, t in self.token_sources.items()}
+        self.rows = [self._norm_row(r) for r in rows]
         self.costs = _Costs(model, self.n_pos, self.positional)
         self.max_rows = max_rows or max(1, int(MEMORY_BUDGET // self.costs.row_bytes(model, self.n_pos)))
 
     def _norm_patch(self, p: Patch) -> Patch:
         name = self.model.normalize_name(p.name)
-        return Patch(name, _normalize_index(p.index, name, self.n_pos), p.value, p.op)
+        return Patch(name, normalize_index(p.index, name, self.n_pos), p.value, p.op)
+
+    def _no_op(self, p: Patch) -> bool:
+        """A patch copying a source's activation where the source and the base run agree."""
+        return isinstance(p.value, FromRun) and p.value.run in self.same_upto and \
+            last_pos(p.index, p.name, self.n_pos) < self.same_upto[p.value.run]
 
     def _norm_row(self, row: list[Patch]) -> _Row:
-        patches = [self._norm_patch(p) for p in row]
+        patches = [q for q in (self._norm_patch(p) for p in row) if not self._no_op(q)]
         layer = min((_layer(p.name, self.n_layers) for p in patches), default=self.n_layers)
-        pos = min((_first_pos(p.index, p.name) for p in patches), default=self.n_pos)
+        pos = min((first_pos(p.index, p.name) for p in patches), default=self.n_pos)
         return _Row(patches, layer, pos)
 
     def run(self) -> EngineOutput:
@@ -457,7 +312,7 @@ class _DecoderOnly(_Runner):
 
     def _base_hooks(self, lo: int) -> list:
         """The base patches on the B base rows (rows lo..lo+B) of a pass that also runs sources."""
-        return _hook_plans(self, [[]], self.base_patches, lo, 0)
+        return hook_plans(self, [[]], self.base_patches, lo, 0)
 
     def _fused_chunks(self, live: list[int]) -> list[_Chunk]:
         per_chunk = max(1, (self.max_rows - self.B - self.n_sources) // self.B)
@@ -478,7 +333,7 @@ class _DecoderOnly(_Runner):
         for chunk in tqdm(chunks, desc=self.desc, disable=not self.progress, leave=False):
             copies = [self.rows[i].patches for i in chunk.rows]
             tokens = torch.cat([extra, self.tokens.repeat(len(copies), 1)])
-            hooks = self._base_hooks(0) + _hook_plans(self, copies, self.base_patches, n_extra, 0, fused=fused)
+            hooks = self._base_hooks(0) + hook_plans(self, copies, self.base_patches, n_extra, 0, fused=fused)
             with model.hooks(fwd=hooks):
                 out = self._read(model(tokens, stop_at_layer=self.n_layers))
             self.n_forwards += 1
@@ -531,7 +386,7 @@ class _DecoderOnly(_Runner):
                     kv_cache.keys[l] = base[hook_names.act_name(k_act, l)][:, :start].repeat(n, 1, 1, 1)
                     kv_cache.values[l] = base[hook_names.act_name("v", l)][:, :start].repeat(n, 1, 1, 1)
             keep = lambda name, layer=layer: _layer(name, n_layers) >= layer  # noqa: E731  earlier: in the cache
-            with model.hooks(fwd=_hook_plans(self, copies, self.base_patches, 0, start, keep)):
+            with model.hooks(fwd=hook_plans(self, copies, self.base_patches, 0, start, keep)):
                 if layer < 0:
                     resid = model(self.tokens[:, start:].repeat(n, 1), stop_at_layer=n_layers, kv_cache=kv_cache)
                 elif layer < n_layers:
@@ -555,10 +410,7 @@ class _Generic(_Runner):
     def __init__(self, model, base: Inputs, rows: list[list[Patch]], metric: Metric, sources: dict,
                  base_patches: list[Patch], max_rows: Optional[int], plan: Optional[str], progress: bool,
                  desc: str) -> None:
-        if plan == "resumed":
-            raise ValueError(f"{type(model).__name__} runs every row from its inputs: plan='resumed' is for "
-                             "decoder-only Transformers")
-        self.model, self.metric, self.progress, self.desc = model, metric, progress, desc
+        self.model, self.metric, self.plan, self.progress, self.desc = model, metric, plan, progress, desc
         self.inputs = tuple(base) if isinstance(base, (tuple, list)) else (base,)
         self.B = self.inputs[0].shape[0]
         self.device = next(model.parameters()).device
@@ -576,6 +428,14 @@ class _Generic(_Runner):
         self.source_acts = {}
 
     def run(self) -> EngineOutput:
+        if self._decoder_resumable():
+            return self._run_decoder_resumed()
+        if self.plan == "resumed":
+            raise ValueError(f"plan='resumed' on a {type(self.model).__name__} needs patches in the decoder only "
+                             "(and no base patches); other rows run from the inputs")
+        return self._run_fused()
+
+    def _run_fused(self) -> EngineOutput:
         model, B = self.model, self.B
         fused, lo = {}, B
         for k in self.sources:
@@ -590,8 +450,8 @@ class _Generic(_Runner):
             copies = self.rows[first:first + per_chunk]
             inputs = [torch.cat([x] + [s[j] for s in self.sources.values()] + [x.repeat(len(copies), *[1] * (x.dim() - 1))])
                       for j, x in enumerate(self.inputs)]
-            hooks = _hook_plans(self, [[]], self.base_patches, 0, 0) + \
-                _hook_plans(self, copies, self.base_patches, n_extra, 0, fused=fused)
+            hooks = hook_plans(self, [[]], self.base_patches, 0, 0) + \
+                hook_plans(self, copies, self.base_patches, n_extra, 0, fused=fused)
             with model.hooks(fwd=hooks):
                 logits = model(*inputs)
             n_forwards += 1
@@ -603,6 +463,56 @@ class _Generic(_Runner):
                 values += list(self._group_score(logits[n_extra:], len(copies)))
         out = self._stack(values) if values else torch.zeros(0, dtype=torch.float64)
         return EngineOutput(out, base_value, source_values, n_forwards, "fused", base_logits)
+
+    # ------------------------------------------------------------ the encoder-decoder: resume in the decoder
+    def _decoder_resumable(self) -> bool:
+        """Patches only in the decoder's blocks of an encoder-decoder (inputs src, tgt[, src_mask]):
+        the encoder's output and the decoder's residual stream at each patched layer come from one
+        forward pass, and each row resumes at its layer."""
+        model = self.model
+        return (self.plan != "fused" and hasattr(model, "decode_from") and not self.base_patches
+                and len(self.inputs) in (2, 3) and bool(self.rows)
+                and all(p.name.startswith("decoder.blocks.") for r in self.rows for p in r))
+
+    def _run_decoder_resumed(self) -> EngineOutput:
+        model, B = self.model, self.B
+        starts = [min(hook_names.layer_of(p.name) for p in r) if r else None for r in self.rows]
+        resid_names = {hook_names.act_name("resid_pre", l, stack="decoder") for l in starts if l is not None}
+        source_names = {p.name for r in self.rows for p in r if isinstance(p.value, FromRun)}
+        stored: dict[str, torch.Tensor] = {}
+
+        def record(x: torch.Tensor, hook: Any) -> None:
+            stored[hook.name] = x
+
+        src, tgt = (torch.cat([x] + [s[j] for s in self.sources.values()]) for j, x in enumerate(self.inputs[:2]))
+        mask = None
+        if len(self.inputs) == 3:
+            mask = torch.cat([self.inputs[2]] + [s[2] for s in self.sources.values()])
+        with model.hooks(fwd=[(n, record) for n in resid_names | source_names]):
+            memory = model.encode(src, mask)
+            logits = model.decode(tgt, memory, mask)
+        base_value = self._run_score(logits[:B])
+        source_values, lo = {}, B
+        for k in self.sources:
+            source_values[k] = self._run_score(logits[lo:lo + B])
+            self.source_acts[k] = {n: stored[n][lo:lo + B] for n in source_names}
+            lo += B
+        values: list = [base_value] * len(self.rows)
+        n_forwards = 1
+        for layer in sorted({l for l in starts if l is not None}):
+            members = [i for i, l in enumerate(starts) if l == layer]
+            per_chunk = max(1, self.max_rows // B)
+            for first in range(0, len(members), per_chunk):
+                part = members[first:first + per_chunk]
+                n = len(part)
+                resid = stored[hook_names.act_name("resid_pre", layer, stack="decoder")][:B].repeat(n, 1, 1)
+                with model.hooks(fwd=hook_plans(self, [self.rows[i] for i in part], [], 0, 0)):
+                    out = model.decode_from(resid, memory[:B].repeat(n, 1, 1), layer,
+                                            None if mask is None else mask[:B].repeat(n, 1))
+                n_forwards += 1
+                for i, v in zip(part, self._group_score(out, n)):
+                    values[i] = v
+        return EngineOutput(self._stack(values), base_value, source_values, n_forwards, "resumed", logits[:B])
 
 
 __all__ = ["Patch", "FromRun", "run_patched", "EngineOutput"]

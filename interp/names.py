@@ -135,6 +135,8 @@ def normalize(name: str, n_layers: Union[int, Mapping[str, int]]) -> str:
     "decoder.") -> number of blocks for models with several stacks. A layer out
     of range raises IndexError naming the name.
     """
+    if ".-" not in name:  # no negative layer: the common case, without parsing
+        return name
     prefix, layer, rest = split(name)
     if layer is None or layer >= 0:
         return name

@@ -237,9 +237,10 @@ class Decoder(nn.Module):
         src_mask: Optional[torch.Tensor] = None,
         pos_offset: int = 0,
         kv_cache: Optional[KVCache] = None,
+        start_at_layer: int = 0,
     ) -> torch.Tensor:
-        # [batch, tgt_pos, d_model] -> [batch, tgt_pos, d_model]
-        for block in self.blocks:
+        """[batch, tgt_pos, d_model] entering block `start_at_layer` -> [batch, tgt_pos, d_model]."""
+        for block in self.blocks[start_at_layer:]:
             resid = block(resid, memory, src_mask, pos_offset, kv_cache)
         return self.ln_final(resid) if hasattr(self, "ln_final") else resid
 

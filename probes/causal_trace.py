@@ -49,7 +49,6 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import torch
 from einops import repeat
-from tqdm.auto import tqdm
 
 from interp import names as hook_names
 from interp.engine import FromRun, Patch, run_patched

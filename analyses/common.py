@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from interp.results import write_json  # noqa: F401  (re-exported for the analyses)
+from interp.results import write_json
 
 CLEAN = "Michael Jordan plays the sport of"
 CORRUPTED = "Michael Phelps plays the sport of"
@@ -43,3 +43,7 @@ def main_for(module: str, doc: str, add_arguments: Callable[[argparse.ArgumentPa
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+__all__ = ["CLEAN", "CORRUPTED", "ANSWER", "COUNTERFACTUAL", "add_model_arguments", "add_pair_arguments",
+           "add_out_argument", "load_model", "main_for", "write_json"]

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from analyses.common import add_out_argument, main_for, write_json
+from interp.names import act_name
 from models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 
 PAD, BOS, EOS = 0, 1, 2
@@ -111,7 +112,7 @@ def greedy_accuracy(model: EncoderDecoder, src: torch.Tensor, src_mask: torch.Te
 def mirror_scores(model: EncoderDecoder, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     """[n_layers_dec, n_heads]: fraction of the queries that predict a symbol (position t < n)
     whose cross-attention peaks at the mirrored source position n - 1 - t."""
-    names = [f"decoder.blocks.{l}.cross_attn.hook_pattern" for l in range(model.cfg.n_layers_dec)]
+    names = [act_name("pattern", l, stack="decoder", attn="cross_attn") for l in range(model.cfg.n_layers_dec)]
     _, cache = model.run_with_cache(src, tgt[:, :-1], src_mask, names_filter=names)
     lengths = src_mask.sum(dim=1)  # [batch]
     t = torch.arange(tgt.shape[1] - 1)  # query positions
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     # Cross-attention of every head on the first held-out example of full length.
     i = int((test[1].sum(dim=1) == MAX_LEN).nonzero()[0])
     src, src_mask, tgt = (x[i : i + 1] for x in test)
-    names = [f"decoder.blocks.{l}.cross_attn.hook_pattern" for l in range(model.cfg.n_layers_dec)]
+    names = [act_name("pattern", l, stack="decoder", attn="cross_attn") for l in range(model.cfg.n_layers_dec)]
     _, cache = model.run_with_cache(src, tgt[:, :-1], src_mask, names_filter=names)
     patterns = torch.cat([cache[n][0] for n in names])  # [layer * head, tgt_pos, src_pos]
     titles = [f"cross L{l}H{h} (mirror {mirror[l, h]:.0%})" for l in range(model.cfg.n_layers_dec)

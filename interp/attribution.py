@@ -276,14 +276,14 @@ def direct_logit_attribution(
         heads, neurons, attn_bias, mlp_bias = [], [], [], []
         for l in range(cfg.n_layers):
             heads.append(readout(cache.head_results(l)[:, pos].transpose(0, 1)).mean(-1))  # [head, batch] -> [head]
-            attn_bias.append(readout(model.get_parameter(f"blocks.{l}.attn.b_O").detach().expand(batch, -1)).mean(-1))
+            attn_bias.append(readout(model.get_parameter(hook_names.param_name("attn.b_O", l)).detach().expand(batch, -1)).mean(-1))
             # Each neuron writes post[n] * W_out[n], so through the frozen norm post[n] * readout(W_out[n]).
             post = cache[hook_names.act_name("post", l)][:, pos]  # [batch, d_mlp]
-            W_out = model.get_parameter(f"blocks.{l}.mlp.W_out").detach()
+            W_out = model.get_parameter(hook_names.param_name("mlp.W_out", l)).detach()
             per_unit = torch.stack([  # [batch, d_mlp], one prompt at a time to bound memory
                 frozen_norm(W_out, scale[b] if cfg.final_norm else 1.0, w, centre) @ direction[b] for b in range(batch)])
             neurons.append((post * per_unit).mean(0))
-            mlp_bias.append(readout(model.get_parameter(f"blocks.{l}.mlp.b_out").detach().expand(batch, -1)).mean(-1))
+            mlp_bias.append(readout(model.get_parameter(hook_names.param_name("mlp.b_out", l)).detach().expand(batch, -1)).mean(-1))
         embed = float(readout(cache["hook_embed"][:, pos]).mean())
         pos_embed = float(readout(cache["hook_pos_embed"][:, pos]).mean()) if "hook_pos_embed" in cache else 0.0
         final_bias = float(cache.logit_bias(a_ids, c_ids).double().mean())

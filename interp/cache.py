@@ -111,14 +111,17 @@ class ActivationCache(Mapping):
         return self.model.get_parameter(name).detach()
 
     def _layer(self, layer: Optional[int], allow_end: bool = True) -> int:
-        """A layer argument: None -> n_layers (the end); negatives count from the end of the
-        blocks (-1 is the last block), as in TransformerLens."""
+        """A layer argument. With allow_end (the "up to the input of layer L" arguments of
+        accumulated_resid, decompose_resid, stack_head_results, apply_ln_to_stack), L runs over
+        0..n_layers, where n_layers is the input to the unembedding; None and -1 mean n_layers
+        and -k means n_layers + 1 - k, as in TransformerLens. Without it, a block index:
+        -1 is the last block."""
         n = self._cfg.n_layers
+        if not allow_end:
+            return hook_names.resolve_layer(layer, n)
         if layer is None:
             return n
-        if allow_end and layer == n:
-            return n
-        return hook_names.resolve_layer(layer, n)
+        return hook_names.resolve_layer(layer, n + 1, "layer (0..n_layers, the input to that layer)")
 
     def _need_pre_norm(self, what: str) -> None:
         if self._cfg.norm_position != "pre":
@@ -207,7 +210,7 @@ class ActivationCache(Mapping):
         name = hook_names.act_name("result", layer)
         if name in self.cache_dict:
             return self.cache_dict[name]
-        W_O = self._weight(f"blocks.{layer}.attn.W_O")
+        W_O = self._weight(hook_names.param_name("attn.W_O", layer))
         return einsum(self[hook_names.act_name("z", layer)], W_O, "b p h k, h k d -> b p h d")
 
     def stack_head_results(
@@ -247,7 +250,7 @@ class ActivationCache(Mapping):
         layer = self._layer(layer)
         if layer == cfg.n_layers:
             return "ln_final" if cfg.final_norm else None
-        return f"blocks.{layer}.{'ln2' if mlp_input else 'ln1'}"
+        return hook_names.param_name("ln2" if mlp_input else "ln1", layer)
 
     def apply_ln_to_stack(
         self,

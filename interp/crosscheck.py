@@ -12,7 +12,6 @@ deep copy; the HF model passed in is left as it was.
 from __future__ import annotations
 
 import copy
-import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from interp import names as hook_names
 from models import Transformer, from_hf, to_hf
 
 DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
@@ -48,7 +48,8 @@ class HookDiff:
     @property
     def family(self) -> str:
         """The hook name without its layer: 'blocks.3.attn.hook_z' -> 'attn.hook_z'."""
-        return re.sub(r"^blocks\.\d+\.", "", self.hook)
+        prefix, layer, rest = hook_names.split(self.hook)
+        return self.hook if layer is None else prefix + rest
 
 
 @dataclass

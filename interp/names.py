@@ -101,6 +101,13 @@ def act_name(
     raise ValueError(f"unknown activation name {name!r}; known: {', '.join(known)}")
 
 
+def param_name(name: str, layer: Optional[int] = None, *, stack: str = "") -> str:
+    """A weight's full name: param_name("mlp.W_out", 3) -> "blocks.3.mlp.W_out";
+    param_name("ln_final.w") -> "ln_final.w" (TransformerLens names, see models.components)."""
+    prefix = _prefix(stack)
+    return f"{prefix}blocks.{layer}.{name}" if layer is not None else f"{prefix}{name}"
+
+
 def resolve_layer(layer: int, n_layers: int, what: str = "layer") -> int:
     """A layer index in [0, n_layers), negative ones counting from the end; else a clear error."""
     if isinstance(layer, bool) or not isinstance(layer, int):
@@ -173,5 +180,5 @@ def sort_key(name: str, n_layers: int) -> int:
     return n_layers if "ln_final" in name else -1
 
 
-__all__ = ["act_name", "resolve_layer", "split", "layer_of", "normalize", "closest", "pos_dim", "sort_key",
+__all__ = ["act_name", "param_name", "resolve_layer", "split", "layer_of", "normalize", "closest", "pos_dim", "sort_key",
            "ATTN_ACTS", "MLP_ACTS", "BLOCK_ACTS", "NORM_ACTS", "GLOBAL_ACTS"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -48,16 +48,20 @@ class LabelledResult:
     # Subclasses provide values, axes and labels, and may provide method, title, metric_name and
     # baseline (fields or properties); the defaults are read with getattr, not set here, so that
     # they never become dataclass defaults of a subclass.
-    DEFAULTS = {"method": "result", "title": "", "metric_name": "value", "baseline": None}
+    DEFAULTS = {"method": "result", "title": "", "metric_name": "value"}
 
     def _get(self, name: str) -> Any:
         return getattr(self, name, self.DEFAULTS[name])
 
     @property
+    def baseline(self) -> Optional[float]:
+        """The value meaning "no effect"; None when the values are effects themselves."""
+        return None
+
+    @property
     def effect(self) -> torch.Tensor:
         """values - baseline (the values themselves when there is no baseline)."""
-        baseline = self._get("baseline")
-        return self.values if baseline is None else self.values - baseline
+        return self.values if self.baseline is None else self.values - self.baseline
 
     def label_of(self, flat_index: int) -> str:
         """"L1H3 @ of (6)": the labels of one entry, position last."""
@@ -67,9 +71,11 @@ class LabelledResult:
         return "".join(parts.values()) + (f" @ {pos}" if pos is not None else "")
 
     def top(self, k: int = 10, by_abs: bool = True) -> list[tuple[str, float]]:
-        """The k entries with the largest effect (|effect| by default), as (label, value)."""
-        eff = self.effect.flatten()
-        order = (eff.abs() if by_abs else eff).argsort(descending=True, stable=True)[:k]
+        """The k entries with the largest effect (|effect| by default), as (label, value); NaN entries
+        (e.g. a position category no fact has) come last."""
+        eff = self.effect.flatten().double()
+        key = (eff.abs() if by_abs else eff).nan_to_num(nan=float("-inf"))
+        order = key.argsort(descending=True, stable=True)[:k]
         return [(self.label_of(int(i)), float(self.values.flatten()[i])) for i in order]
 
     def _extra_dict(self) -> dict[str, Any]:
@@ -78,7 +84,7 @@ class LabelledResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self._get("method"), "title": self._get("title"), "metric": self._get("metric_name"),
-            "baseline": self._get("baseline"),
+            "baseline": self.baseline,
             "axes": list(self.axes), "labels": self.labels, **self._extra_dict(), "values": self.values.tolist(),
         }
 

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import torch
 from einops import rearrange
 
+from interp.names import param_name
 from models.config import TransformerConfig
 from models.tokenizer import HFTokenizer, Tokenizer, WordTokenizer
 from models.transformer import Transformer
@@ -75,7 +76,7 @@ def _gpt2_weights(hf_model: Any, cfg: TransformerConfig) -> dict[str, torch.Tens
     d, h = cfg.d_model, cfg.n_heads
     w: dict[str, torch.Tensor] = {"embed.W_E": sd["transformer.wte.weight"], "pos_embed.W_pos": sd["transformer.wpe.weight"]}
     for l in range(cfg.n_layers):
-        p, o = f"transformer.h.{l}.", f"blocks.{l}."
+        p, o = f"transformer.h.{l}.", param_name("", l)
         qkv_w, qkv_b = sd[p + "attn.c_attn.weight"], sd[p + "attn.c_attn.bias"]  # Conv1D: x @ W + b, W [d, 3d]
         for i, X in enumerate("QKV"):
             w[o + f"attn.W_{X}"] = rearrange(qkv_w[:, i * d : (i + 1) * d], "m (h k) -> h m k", h=h)
@@ -127,7 +128,7 @@ def _neox_weights(hf_model: Any, cfg: TransformerConfig) -> dict[str, torch.Tens
     h = cfg.n_heads
     w: dict[str, torch.Tensor] = {"embed.W_E": sd["gpt_neox.embed_in.weight"]}
     for l in range(cfg.n_layers):
-        p, o = f"gpt_neox.layers.{l}.", f"blocks.{l}."
+        p, o = f"gpt_neox.layers.{l}.", param_name("", l)
         # query_key_value: nn.Linear, output laid out per head as [q | k | v] (each d_head).
         qkv_w = rearrange(sd[p + "attention.query_key_value.weight"], "(h three k) m -> three h m k", h=h, three=3)
         qkv_b = rearrange(sd[p + "attention.query_key_value.bias"], "(h three k) -> three h k", h=h, three=3)
@@ -169,7 +170,7 @@ def _llama_weights(hf_model: Any, cfg: TransformerConfig) -> dict[str, torch.Ten
     zeros = lambda *shape: torch.zeros(*shape, dtype=sd["model.embed_tokens.weight"].dtype)  # noqa: E731
     w: dict[str, torch.Tensor] = {"embed.W_E": sd["model.embed_tokens.weight"]}
     for l in range(cfg.n_layers):
-        p, o = f"model.layers.{l}.", f"blocks.{l}."
+        p, o = f"model.layers.{l}.", param_name("", l)
         for X, proj, heads in [("Q", "q_proj", cfg.n_heads), ("K", "k_proj", cfg.n_kv_heads), ("V", "v_proj", cfg.n_kv_heads)]:
             w[o + f"attn.W_{X}"] = rearrange(sd[p + f"self_attn.{proj}.weight"], "(h k) m -> h m k", h=heads)
             bias = sd.get(p + f"self_attn.{proj}.bias")
@@ -254,7 +255,7 @@ def to_hf(model: Transformer) -> Any:
     p = {n: t.detach() for n, t in model.named_parameters()}
     sd: dict[str, torch.Tensor] = {"transformer.wte.weight": p["embed.W_E"], "transformer.wpe.weight": p["pos_embed.W_pos"]}
     for l in range(cfg.n_layers):
-        o, t = f"blocks.{l}.", f"transformer.h.{l}."
+        o, t = param_name("", l), f"transformer.h.{l}."
         sd[t + "attn.c_attn.weight"] = torch.cat(
             [rearrange(p[o + f"attn.W_{X}"], "h m k -> m (h k)") for X in "QKV"], dim=1)
         sd[t + "attn.c_attn.bias"] = torch.cat([rearrange(p[o + f"attn.b_{X}"], "h k -> (h k)") for X in "QKV"])

@@ -353,3 +353,42 @@ def test_hooks_removed_on_error(fw, monkeypatch):
     assert no_hooks(fw)
     monkeypatch.undo()
     assert not math.isnan(trace(fw, MJ, "Michael Jordan", n_samples=1, progress=False).clean_prob)
+
+
+# ---------------------------------------------------------------- any set of states (ROME's states_to_patch)
+def test_trace_with_patch_restores_any_set_of_states():
+    model = tiny("gpt2")
+    tokens = model.to_tokens(TINY_PROMPT)
+    with torch.no_grad():
+        answer = int(model(tokens)[0, -1].argmax())  # the clean prediction: restoring states brings it back
+    states = [[("resid", 0, 2)], [("mlp", 0, 3), ("attn", 1, 6)], [], [("blocks.1.hook_resid_mid", 6), ("mlp", 1, 5)],
+              [("resid", 1, 7)]]
+    got = trace_with_patch(model, TINY_PROMPT, TINY_SUBJECT, answer, states=states, n_samples=3, seed=4)
+    start, end = subject_span(model, TINY_PROMPT, TINY_SUBJECT)
+    _, clean = model.run_with_cache(tokens)
+    std = 3.0 * model.embed.W_E.double().std().item() * model.embed.scale
+    eps = torch.randn(3, end - start, model.cfg.d_model, generator=torch.Generator().manual_seed(4),
+                      dtype=model.embed.W_E.dtype) * std
+    names = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+    for group, value in zip(states, got):
+        probs = []
+        for e in eps:
+            def add(x, hook, e=e):
+                x = x.clone()
+                x[0, start:end] += e
+                return x
+            hooks = [("hook_embed", add)]
+            for state in group:
+                name, pos = (f"blocks.{state[1]}.{names[state[0]]}", state[2]) if len(state) == 3 else state
+                def restore(x, hook, name=name, pos=pos):
+                    x = x.clone()
+                    x[0, pos] = clean[name][0, pos]
+                    return x
+                hooks.append((name, restore))
+            with torch.no_grad():
+                probs.append(answer_prob(model.run_with_hooks(tokens, fwd_hooks=hooks), answer))
+        assert float(value) == pytest.approx(sum(probs) / 3, abs=1e-10), group
+    assert float(got.max() - got.min()) > 0.01  # the sets restore different amounts: not vacuous
+    with pytest.raises(ValueError, match="kind must be one of"):
+        trace_with_patch(model, TINY_PROMPT, TINY_SUBJECT, states=[[("heads", 0, 1)]])
+    assert no_hooks(model)

@@ -38,7 +38,7 @@ def check_neurons(model, neurons: Sequence[Neuron]) -> list[Neuron]:
 
 def _keys(model, layer: int, gate: bool) -> torch.Tensor:
     """The keys [d_model, d_mlp] a layer's (gate) pre-activations read: W_gate for a gated MLP's gate, else W_in."""
-    return model.get_parameter(f"blocks.{layer}.mlp.{'W_gate' if gate else 'W_in'}").detach()
+    return model.get_parameter(hook_names.param_name("mlp.W_gate" if gate else "mlp.W_in", layer)).detach()
 
 
 def layer_biases(model, layer: int, which: str = "gate") -> torch.Tensor:
@@ -49,9 +49,9 @@ def layer_biases(model, layer: int, which: str = "gate") -> torch.Tensor:
     keys = _keys(model, layer, gate)
     bias = torch.zeros(keys.shape[1], dtype=keys.dtype, device=keys.device)
     if model.cfg.norm == "layernorm":
-        bias = bias + model.get_parameter(f"blocks.{layer}.ln2.b").detach() @ keys
+        bias = bias + model.get_parameter(hook_names.param_name("ln2.b", layer)).detach() @ keys
     if not gate:
-        bias = bias + model.get_parameter(f"blocks.{layer}.mlp.b_in").detach()
+        bias = bias + model.get_parameter(hook_names.param_name("mlp.b_in", layer)).detach()
     return bias
 
 

@@ -41,7 +41,7 @@ def value_logits(model, neuron: Neuron) -> torch.Tensor:
     (neuron,) = check_neurons(model, [neuron])
     cfg = model.cfg
     with torch.no_grad():
-        value = model.get_parameter(f"blocks.{neuron.layer}.mlp.W_out").detach()[neuron.index]
+        value = model.get_parameter(hook_names.param_name("mlp.W_out", neuron.layer)).detach()[neuron.index]
         if cfg.final_norm:
             value = frozen_norm(value, 1.0, model.get_parameter("ln_final.w").detach(), cfg.norm == "layernorm")
         return value @ model.W_U.detach()

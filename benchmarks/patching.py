@@ -1,12 +1,24 @@
-"""Per-head-by-position activation patching: ours vs TransformerLens 4, side by side.
+"""Activation patching side by side: ours, nnsight 0.8 and TransformerLens 4 on the same weights, one run.
 
-    python -m benchmarks.patching              # GPT-2-small shape, 16 tokens (TL's part takes minutes)
-    python -m benchmarks.patching --layers 2   # a quick smoke run
+    python -m benchmarks.patching              # fact-world model and the GPT-2-small shape (TL's part takes minutes)
+    python -m benchmarks.patching --quick      # fact-world only, and a 2-layer GPT-2 shape
+    python -m benchmarks.patching --skip-tl    # leave TransformerLens out
 
-Both sweeps patch the clean z of every (layer, position, head) into the
-corrupted run of the same weights and record the logit difference; the script
-checks that the two results agree, then times attribution patching for all
-heads and all neurons. Results go to stdout and benchmarks/results/patching.json.
+Sites: resid_pre (one layer at one position) and head_z_by_pos (one head at one position),
+patching the clean activation into the corrupted run and recording the logit difference.
+
+- ours: `interp.patching.sweep` (the engine picks its plan; defaults throughout).
+- nnsight: written as its tutorials do, on our Transformer wrapped in `NNsight` (with the
+  batching a custom model needs): one trace saves the clean activations, then one trace with
+  one invoke per patch (on the GPT-2-small shape one such trace per layer, so that the
+  2304-invoke batch fits in memory).
+- TransformerLens: `transformer_lens.patching.get_act_patch_resid_pre` and
+  `get_act_patch_attn_head_out_by_pos` on a TransformerBridge around the same weights.
+
+Every pair of results is compared (max |difference|); timings are medians over round-robin
+repeats on the fact-world model and single runs on the GPT-2-small shape. Then attribution
+patching is timed for every head and every neuron. Results: stdout and
+benchmarks/results/patching.json.
 """
 
 from __future__ import annotations
@@ -17,77 +29,155 @@ import platform
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
+from benchmarks.common import time_interleaved
 from interp import metrics
 from interp.attribution import agreement, attribution_patch
 from interp.crosscheck import bridge_for, random_gpt2
 from interp.patching import sweep
-from models import from_hf
+from models import from_hf, load, to_hf
+
+SITES = {"resid_pre": ("hook_resid_pre", None), "head_z_by_pos": ("attn.hook_z", "head")}
+TL_FUNCTIONS = {"resid_pre": "get_act_patch_resid_pre", "head_z_by_pos": "get_act_patch_attn_head_out_by_pos"}
 
 
-def timed(fn):
+def timed(fn: Callable):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--d-model", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--vocab", type=int, default=50257)
-    parser.add_argument("--n-pos", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass in our sweep")
-    parser.add_argument("--skip-tl", action="store_true", help="time only our side")
-    parser.add_argument("--out", default="benchmarks/results/patching.json")
-    args = parser.parse_args(argv)
+# ------------------------------------------------------------------ nnsight, tutorial style
+def nnsight_model(model):
+    """Our Transformer in nnsight; a custom module needs `_batch` to put several invokes in one batch."""
+    from nnsight import NNsight
 
-    torch.manual_seed(0)
-    hf = random_gpt2(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, d_vocab=args.vocab,
-                     n_ctx=1024, d_mlp=4 * args.d_model)
-    model = from_hf(hf)
-    gen = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, args.vocab, (1, args.n_pos), generator=gen)
-    corrupted = clean.clone()
-    corrupted[0, 2:4] = torch.randint(0, args.vocab, (2,), generator=gen)
-    metric = metrics.logit_diff(model, 11, 12)
-    n_patches = args.layers * args.n_pos * args.heads
-    report: dict = {
-        "model": f"{args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab {args.vocab}",
-        "prompt_tokens": args.n_pos, "patches": n_patches, "torch_threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-    }
-    print(f"{report['model']}; {args.n_pos} tokens; {n_patches} head-by-position patches; "
-          f"{torch.get_num_threads()} torch threads")
+    class BatchedNNsight(NNsight):
+        def _batch_size(self, *args, **kwargs):
+            return args[0].shape[0] if args else 0
+
+        def _batch(self, invokes, fn):
+            if len(invokes) == 1:
+                return invokes[0]
+            return (torch.cat([args[0] for args, _ in invokes]),), {}
+
+    return BatchedNNsight(model)
+
+
+def nnsight_sweep(nn_model, clean: torch.Tensor, corrupted: torch.Tensor, metric, site: str, n_layers: int,
+                  n_heads: int, traces_per_layer: bool) -> torch.Tensor:
+    """One trace for the clean activations, then one invoke per patch (all in one trace, or one trace
+    per layer); the metric read from each invoke's last-position logits. -> [layer, pos(, head)]."""
+    hook, unit = SITES[site]
+    n_pos = clean.shape[1]
+    units = range(n_heads) if unit else [None]
+
+    def module(l):
+        m = nn_model.blocks[l]
+        for part in hook.split("."):
+            m = getattr(m, part)
+        return m
 
     with torch.no_grad():
-        model(clean)  # warm up
-    ours, t_ours = timed(lambda: sweep(model, clean, corrupted, metric, "head_z_by_pos",
-                                       batch_size=args.batch_size, progress=False))
-    report["ours_s"] = t_ours
-    print(f"ours  interp.patching.sweep(site='head_z_by_pos'): {t_ours:8.2f} s")
+        with nn_model.trace(clean):
+            acts = list().save()
+            for l in range(n_layers):
+                acts.append(module(l).output)
+        groups = [[l] for l in range(n_layers)] if traces_per_layer else [list(range(n_layers))]
+        values = []
+        for layers in groups:
+            with nn_model.trace() as tracer:
+                outs = list().save()
+                for l in layers:
+                    for p in range(n_pos):
+                        for u in units:
+                            with tracer.invoke(corrupted):
+                                if u is None:
+                                    module(l).output[:, p] = acts[l][:, p]
+                                else:
+                                    module(l).output[:, p, u] = acts[l][:, p, u]
+                                outs.append(nn_model.output[:, -1])
+            values += [float(metric.at(o)) for o in outs]
+    shape = (n_layers, n_pos) + ((n_heads,) if unit else ())
+    return torch.tensor(values, dtype=torch.float64).reshape(shape)
 
-    if not args.skip_tl:
+
+# ------------------------------------------------------------------ one model
+def compare(name: str, model, hf_model, clean, corrupted, metric, repeats: int, skip_tl: bool,
+            traces_per_layer: bool) -> dict:
+    cfg = model.cfg
+    nn_model = nnsight_model(model)
+    report: dict = {"model": name, "shape": f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
+                    f"vocab {cfg.d_vocab}", "prompt_tokens": clean.shape[1], "sites": {}}
+    bridge = None
+    if not skip_tl:
         from transformer_lens import patching as tl_patching
 
-        bridge = bridge_for(hf)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, clean_cache = bridge.run_with_cache(clean)
-            theirs, t_tl = timed(lambda: tl_patching.get_act_patch_attn_head_out_by_pos(
-                bridge, corrupted, clean_cache, lambda logits: metric(logits)))
-        diff = float((ours.values - theirs.double()).abs().max())
-        report.update(tl_s=t_tl, speedup=t_tl / t_ours, max_abs_diff=diff,
-                      metric_range=[float(ours.values.min()), float(ours.values.max())])
-        print(f"TL    get_act_patch_attn_head_out_by_pos (bridge):   {t_tl:8.2f} s")
-        print(f"speed-up {t_tl / t_ours:.1f}x; results agree to {diff:.2e} (metric range "
-              f"{report['metric_range'][0]:.3f} .. {report['metric_range'][1]:.3f})")
+        bridge = bridge_for(hf_model)
+    print(f"\n{name}: {report['shape']}; {clean.shape[1]} tokens")
+    for site in SITES:
+        fns = {
+            "ours": lambda: sweep(model, clean, corrupted, metric, site, progress=False).values,
+            "nnsight": lambda: nnsight_sweep(nn_model, clean, corrupted, metric, site, cfg.n_layers, cfg.n_heads,
+                                             traces_per_layer),
+        }
+        if bridge is not None:
+            def tl(site=site):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _, clean_cache = bridge.run_with_cache(clean)
+                    return getattr(tl_patching, TL_FUNCTIONS[site])(bridge, corrupted, clean_cache,
+                                                                      lambda logits: metric(logits)).double()
+            fns["TransformerLens"] = tl
+        results = {k: fn() for k, fn in fns.items()}  # also a warm-up
+        if repeats > 1:
+            times = time_interleaved(fns, repeats=repeats, warmup=0)
+        else:
+            times = {k: timed(fn)[1] for k, fn in fns.items()}
+        entry = {"patches": results["ours"].numel(), "times_s": times,
+                 "max_abs_diff_vs_ours": {k: float((v.reshape(results["ours"].shape) - results["ours"]).abs().max())
+                                          for k, v in results.items() if k != "ours"},
+                 "speedup_vs": {k: times[k] / times["ours"] for k in times if k != "ours"}}
+        report["sites"][site] = entry
+        print(f"  {site:14s} {entry['patches']:5d} patches: " + ", ".join(f"{k} {t:.4f} s" for k, t in times.items())
+              + " | ours is " + ", ".join(f"{r:.1f}x {k}" for k, r in entry["speedup_vs"].items())
+              + " | max |diff| " + ", ".join(f"{k} {d:.1e}" for k, d in entry["max_abs_diff_vs_ours"].items()))
+    return report
 
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fact-world model and a 2-layer GPT-2 shape only")
+    parser.add_argument("--skip-tl", action="store_true", help="leave TransformerLens out")
+    parser.add_argument("--repeats", type=int, default=7, help="round-robin repeats on the fact-world model")
+    parser.add_argument("--out", default="benchmarks/results/patching.json")
+    args = parser.parse_args(argv)
+    report: dict = {"torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                    "models": []}
+
+    fw = load("factworld")
+    clean, corrupted = fw.to_tokens("Michael Jordan plays the sport of"), fw.to_tokens("Michael Phelps plays the sport of")
+    metric = metrics.logit_diff(fw, "basketball", "swimming")
+    report["models"].append(compare("fact-world model", fw, to_hf(fw), clean, corrupted, metric, args.repeats,
+                                    args.skip_tl, traces_per_layer=False))
+
+    layers = 2 if args.quick else 12
+    hf = random_gpt2(n_layers=layers, d_model=768, n_heads=12, d_vocab=50257, n_ctx=1024, d_mlp=3072)
+    gpt2 = from_hf(hf)
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 50257, (1, 16), generator=gen)
+    corrupted = clean.clone()
+    corrupted[0, 2:4] = torch.randint(0, 50257, (2,), generator=gen)
+    metric = metrics.logit_diff(gpt2, 11, 12)
+    report["models"].append(compare(f"GPT-2-small shape ({layers} layers)", gpt2, hf, clean, corrupted, metric, 1,
+                                    args.skip_tl, traces_per_layer=True))
+
+    ours = sweep(gpt2, clean, corrupted, metric, "head_z_by_pos", progress=False)
     for site in ("head_z_by_pos", "neuron_post_by_pos"):
-        est, t = timed(lambda: attribution_patch(model, clean, corrupted, metric, site))
+        est, t = timed(lambda: attribution_patch(gpt2, clean, corrupted, metric, site))
         report[f"attribution_{site}_s"] = t
         report[f"attribution_{site}_sites"] = est.values.numel()
         print(f"attribution patching, {site}: {est.values.numel()} sites in {t:.2f} s")

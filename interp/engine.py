@@ -63,8 +63,11 @@ from models import KVCache, Transformer
 Metric = Callable[[torch.Tensor], torch.Tensor]
 Inputs = Union[torch.Tensor, tuple]
 
-# A forward pass's fixed cost, in multiply-adds (about 1 ms of Python and kernel launches on a CPU).
-FORWARD_OVERHEAD = 5e7
+# The cost model, in multiply-add equivalents (measured on a 2-core CPU: ~70 G multiply-adds/s,
+# ~8 GB/s of weight reads, ~0.3 ms of Python and dispatch per forward pass and per block).
+OVERHEAD_PER_FORWARD = 2e7
+OVERHEAD_PER_LAYER = 2e7
+COST_PER_WEIGHT_READ = 35  # each forward pass reads the weights of the blocks it runs, and W_U
 MEMORY_BUDGET = 512 * 2**20  # bytes of activations per forward pass when max_rows is not given
 
 
@@ -83,6 +86,12 @@ class EngineOutput:
 
 
 def _layer(name: str, n_layers: int) -> int:
+    """The first block a patch at `name` can change: its block, or the next one for resid_post
+    (the input of block L + 1 is block L's resid_post: a row patching it resumes at L + 1, and
+    n_layers means after the last block)."""
+    _, layer, rest = hook_names.split(name)
+    if layer is not None and rest == "hook_resid_post":
+        return layer + 1
     return hook_names.sort_key(name, n_layers)
 
 
@@ -101,19 +110,25 @@ class _Chunk:
 
 
 class _Costs:
-    """Multiply-adds of forward passes over part of a decoder-only model."""
+    """The cost of a forward pass over part of a decoder-only model, in multiply-add equivalents:
+    a fixed part (Python and dispatch per pass and per block, reading the weights of the blocks
+    run and the unembedding) plus the multiply-adds of the rows, positions and blocks computed."""
 
     def __init__(self, model: Transformer, n_pos: int, positional: bool) -> None:
         cfg = model.cfg
         d, m, h, kv, dh = cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.n_kv_heads, cfg.d_head
-        self.layer = d * (h + 2 * kv) * dh + h * dh * d + d * m * (3 if cfg.gated_mlp else 2) + 2 * n_pos * h * dh
+        self.layer_params = d * (h + 2 * kv) * dh + h * dh * d + d * m * (3 if cfg.gated_mlp else 2)
+        self.layer = self.layer_params + 2 * n_pos * h * dh  # per token: projections, MLP, attention
         self.unembed = d * cfg.d_vocab
         self.n_layers, self.n_pos, self.positional = cfg.n_layers, n_pos, positional
 
     def chunk(self, rows: int, layer: int, pos: int) -> float:
         n = self.n_pos - pos
+        layers = self.n_layers - max(layer, 0)
         out_tokens = 1 if self.positional else n
-        return FORWARD_OVERHEAD + rows * (n * (self.n_layers - max(layer, 0)) * self.layer + out_tokens * self.unembed)
+        fixed = OVERHEAD_PER_FORWARD + OVERHEAD_PER_LAYER * layers + \
+            COST_PER_WEIGHT_READ * (layers * self.layer_params + self.unembed)
+        return fixed + rows * (n * layers * self.layer + out_tokens * self.unembed)
 
     def row_bytes(self, model: Transformer, n_pos: int) -> int:
         cfg = model.cfg
@@ -361,16 +376,16 @@ class _DecoderOnly(_Runner):
                         and p.value.run in self.token_sources}
         # One forward over the base prompts and the source prompts caches what the chunks need.
         tokens = torch.cat([self.tokens] + list(self.token_sources.values()))
-        with model.hooks(fwd=self._base_hooks(0)):
-            logits, cache = model.run_with_cache(tokens, names_filter=sorted(cache_names | source_names))
+        with model.hooks(fwd=self._base_hooks(0)), torch.no_grad():
+            resid, cache = model.run_with_cache(tokens, names_filter=sorted(cache_names | source_names),
+                                                stop_at_layer=n_layers)
+            out = self._read(resid)  # only the position the metric reads is unembedded
         self.n_forwards = 1
-        base_logits = logits[:B]
-        self.base_logits = base_logits[:, self.read_pos] if self.positional else base_logits
-        self.base_value = self._run_score(self.base_logits)
+        self.base_logits = base_logits = out[:B]
+        self.base_value = self._run_score(base_logits)
         self.source_values, lo = {}, B
         for k, t in self.token_sources.items():
-            out = logits[lo:lo + t.shape[0]]
-            self.source_values[k] = self._run_score(out[:, self.read_pos] if self.positional else out)
+            self.source_values[k] = self._run_score(out[lo:lo + t.shape[0]])
             self.source_acts[k] = {name: cache[name][lo:lo + t.shape[0]] for name in source_names}
             lo += t.shape[0]
         base = {n: cache[n][:B] for n in cache_names}
@@ -386,14 +401,20 @@ class _DecoderOnly(_Runner):
                     kv_cache.keys[l] = base[hook_names.act_name(k_act, l)][:, :start].repeat(n, 1, 1, 1)
                     kv_cache.values[l] = base[hook_names.act_name("v", l)][:, :start].repeat(n, 1, 1, 1)
             keep = lambda name, layer=layer: _layer(name, n_layers) >= layer  # noqa: E731  earlier: in the cache
-            with model.hooks(fwd=hook_plans(self, copies, self.base_patches, 0, start, keep)):
+            plans = dict(hook_plans(self, copies, self.base_patches, 0, start, keep))
+            # Patches on the resumed input (the previous block's resid_post) apply to it directly.
+            entry = plans.pop(hook_names.act_name("resid_post", layer - 1), None) if layer > 0 else None
+            with model.hooks(fwd=list(plans.items())):
                 if layer < 0:
                     resid = model(self.tokens[:, start:].repeat(n, 1), stop_at_layer=n_layers, kv_cache=kv_cache)
-                elif layer < n_layers:
-                    resid = base[hook_names.act_name("resid_pre", layer)][:, start:].repeat(n, 1, 1)
-                    resid = model(resid, start_at_layer=layer, stop_at_layer=n_layers, kv_cache=kv_cache)
                 else:
-                    resid = base[hook_names.act_name("resid_post", n_layers - 1)][:, start:].repeat(n, 1, 1)
+                    name = hook_names.act_name("resid_pre", layer) if layer < n_layers else \
+                        hook_names.act_name("resid_post", n_layers - 1)
+                    resid = base[name][:, start:].repeat(n, 1, 1)
+                    if entry is not None:
+                        resid = entry(resid, None)
+                    if layer < n_layers:
+                        resid = model(resid, start_at_layer=layer, stop_at_layer=n_layers, kv_cache=kv_cache)
                 out = self._read(resid, start)
             if not self.positional and start > 0:
                 out = torch.cat([base_logits[:, :start].repeat(n, 1, 1), out], dim=1)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from functools import lru_cache
 from typing import Mapping, Optional, Sequence, Union
 
 ATTN_ACTS = ("q", "k", "v", "z", "rot_q", "rot_k", "attn_scores", "pattern", "result")
@@ -120,6 +121,7 @@ def resolve_layer(layer: int, n_layers: int, what: str = "layer") -> int:
     return layer % n_layers
 
 
+@lru_cache(maxsize=4096)
 def split(name: str) -> tuple[str, Optional[int], str]:
     """(stack prefix, layer or None, rest): "decoder.blocks.1.mlp.hook_post" -> ("decoder.", 1, "mlp.hook_post")."""
     m = _BLOCK.match(name)
@@ -165,6 +167,7 @@ def closest(name: str, candidates: Sequence[str], n: int = 5) -> list[str]:
     return close
 
 
+@lru_cache(maxsize=4096)
 def pos_dim(name: str) -> int:
     """The (query) position axis of the activation at `name`, counting the batch axis as 0:
     2 for attention scores and patterns ([batch, head, q_pos, k_pos]), else 1."""

@@ -101,6 +101,36 @@ def _narrow(t: torch.Tensor, name: str, start: int, offset: int) -> torch.Tensor
     return t.narrow(d, start, t.shape[d] - start)
 
 
+def _as_tensor(value: Any, dtype: torch.dtype, device) -> torch.Tensor:
+    v = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
+    return v.to(device=device, dtype=dtype)
+
+
+def _spread_values(group: list, n_copies: int, B: int, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
+    """Numbers or tensors for the patched slices, written into zeros shaped like the activation:
+    [1, B, *act] when every patch of the group carries the same value, else [n_copies, B, *act]."""
+    value = group[0][1].value
+    if all(p.value is value for _, p in group):
+        spread = torch.zeros(1, B, *shape, dtype=dtype, device=device)
+        spread[0][(slice(None),) + group[0][1].index] = _as_tensor(value, dtype, device)
+        return spread
+    spread = torch.zeros(n_copies, B, *shape, dtype=dtype, device=device)
+    index = group[0][1].index
+    simple = all(isinstance(i, (int, slice)) for i in index)  # a list would broadcast against the copies
+    if simple and all(p.index == index for _, p in group):  # one write for all copies (one autograd node)
+        copies = torch.tensor([c for c, _ in group], device=device)
+        target = (copies, slice(None)) + index
+        values = torch.stack([_as_tensor(p.value, dtype, device) for _, p in group])
+        slot = spread[target]  # [n_items, B, *slice]
+        if values.dim() == slot.dim() - 1:  # one value per copy, broadcast over the B prompts
+            values = values.unsqueeze(1)
+        spread[target] = values.expand_as(slot)
+        return spread
+    for c, p in group:
+        spread[c][(slice(None),) + p.index] = _as_tensor(p.value, dtype, device)
+    return spread
+
+
 def _value_kind(p: Patch) -> tuple:
     """Patches of one group share how their value is applied (one op per group)."""
     v = p.value
@@ -140,6 +170,9 @@ class _HookPlan:
             return body
         return torch.cat([x[: self.lo], body, x[hi:]])
 
+    def _spread(self, group: list[tuple[int, Patch]], shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        return _spread_values(group, self.n_copies, self.runner.B, shape, dtype, self.runner.device)
+
     def _step(self, group: list[tuple[int, Patch]], shape: tuple, dtype: torch.dtype) -> Callable:
         """(x, body [n_copies, B, *act]) -> body, for one group of patches."""
         runner, name, start, device = self.runner, self.name, self.start, self.runner.device
@@ -157,13 +190,7 @@ class _HookPlan:
             return lambda x, body: torch.where(mask, src, body)
         if callable(value) and not isinstance(value, torch.Tensor):
             return lambda x, body: torch.where(mask, value(body), body)
-        # Numbers or tensors for the slices, written into zeros shaped like the activation.
-        shared = all(p.value is value for _, p in group)
-        spread = torch.zeros(1 if shared else self.n_copies, runner.B, *shape, dtype=dtype, device=device)
-        for c, p in group[:1] if shared else group:
-            v = p.value if isinstance(p.value, torch.Tensor) else torch.tensor(p.value, dtype=dtype)
-            spread[0 if shared else c][(slice(None),) + p.index] = v.to(device=device, dtype=dtype)
-        spread = _narrow(spread, name, start, 1)
+        spread = _narrow(self._spread(group, shape, dtype), name, start, 1)
         if patch.op == "add":
             return lambda x, body: torch.where(mask, body + spread, body)
         return lambda x, body: torch.where(mask, spread, body)

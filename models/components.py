@@ -3,10 +3,13 @@
 Weights are named and shaped as in TransformerLens (`attn.W_Q` is [n_heads,
 d_model, d_head], `mlp.W_in` [d_model, d_mlp]), so a neuron's key is
 `mlp.W_in[:, n]` and its value `mlp.W_out[n, :]`. They are ordinary contiguous
-tensors, except W_Q, W_K and W_V: those are stored d_model-major so that one
-matrix multiply projects every head, and the [n_heads, d_model, d_head] tensors
-you read are views of that storage (`.reshape` works, `.view` raises, in-place
-writes change the model).
+tensors, except five that are stored in the layout their matrix multiply is fastest
+in, and read through a transposing view: W_Q, W_K and W_V (stored [d_model, n_heads,
+d_head], so one multiply projects every head) and W_in and W_gate (stored [d_mlp,
+d_model], nn.Linear's layout: 1.5x faster than [d_model, d_mlp] for a few tokens on
+a CPU). For those five `.reshape` and `.contiguous()` work, `.view` raises, and
+in-place writes change the model. (Measured: W_O, W_out and W_U are as fast
+contiguous as transposed.)
 
 Speed: with no hook on the attention scores or pattern, attention runs through
 PyTorch's fused `scaled_dot_product_attention`, and LayerNorm through its fused
@@ -302,10 +305,10 @@ class MLP(nn.Module):
         d, m, dt = cfg.d_model, cfg.d_mlp, cfg.torch_dtype
         self.gated = cfg.gated_mlp
         self.act = ACTIVATIONS[cfg.act_fn]
-        self.W_in = _param(d, m, dtype=dt)  # [d_model, d_mlp]
+        self.W_in = _param(d, m, dtype=dt, order=(1, 0))  # [d_model, d_mlp], a view of [d_mlp, d_model] storage
         self.b_in = _param(m, dtype=dt)
         if self.gated:
-            self.W_gate = _param(d, m, dtype=dt)
+            self.W_gate = _param(d, m, dtype=dt, order=(1, 0))
         self.W_out = _param(m, d, dtype=dt)  # [d_mlp, d_model]
         self.b_out = _param(d, dtype=dt)
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Optional, Union
 
 import torch
-from tqdm.auto import tqdm
 
 from interp import names as hook_names
 from interp.engine import Patch, run_patched
@@ -58,7 +57,6 @@ Prompt = Union[str, torch.Tensor]
 Target = Union[str, int]
 Output = Literal["prob", "logit"]
 OUTPUTS = ("prob", "logit")
-DEFAULT_BATCH_SIZE = 64
 DEFAULT_THRESHOLD = 0.2  # Dai et al.: keep neurons above 0.2 x the largest attribution
 
 
@@ -176,7 +174,7 @@ def knowledge_neurons(
     layers: Optional[Iterable[int]] = None,
     pos: int = -1,
     steps: int = 20,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: Optional[int] = None,
     threshold: float = DEFAULT_THRESHOLD,
     output: Output = "prob",
     progress: bool = True,
@@ -190,8 +188,7 @@ def knowledge_neurons(
     layers: the layers to attribute (default all); pos: the position whose MLP
         activations are scaled (default the last, -1).
     steps: Riemann steps of the path from 0 to the observed activation (paper: 20).
-    batch_size: scaled copies per forward pass (rows); memory is about
-        batch_size x (forward of the remaining layers).
+    batch_size: scaled copies per forward pass (rows); default: as many as fit in 512 MiB.
     threshold: default for `KnowledgeNeuronResult.selected`.
     Returns a `KnowledgeNeuronResult` with attributions [n_layers_used, d_mlp] (float64).
     """
@@ -199,9 +196,9 @@ def knowledge_neurons(
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if int(batch_size) < 1:
+    if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    steps, batch_size = int(steps), int(batch_size)
+    steps = int(steps)
     tokens = one_prompt(model, prompt)
     n_pos = tokens.shape[0]
     if not -n_pos <= pos < n_pos:
@@ -219,21 +216,19 @@ def knowledge_neurons(
         logits, cache = model.run_with_cache(tokens[None], names_filter=names)
         full = float(metric(logits))
 
-    # Rows: alpha = 1/steps .. 1 (the Riemann points), then alpha = 0 (the baseline, for completeness).
+    # Rows: alpha = 1/steps .. 1 (the Riemann points), then alpha = 0 (the baseline, for completeness),
+    # for every layer: one engine call, one backward pass (the rows are independent).
     alphas = torch.cat([torch.arange(1, steps + 1, dtype=torch.float64) / steps, torch.zeros(1, dtype=torch.float64)])
-    attributions = torch.zeros(len(layer_list), model.cfg.d_mlp, dtype=torch.float64)
-    zeroed = torch.zeros(len(layer_list), dtype=torch.float64)
-
-    for row, (layer, name) in enumerate(tqdm(list(zip(layer_list, names)), desc="knowledge neurons",
-                                             disable=not progress)):
-        a = cache[name][0, pos]  # [d_mlp]
-        with torch.enable_grad():
-            scaled = (alphas.to(device=a.device, dtype=a.dtype)[:, None] * a[None]).requires_grad_(True)  # [rows, d_mlp]
-            rows = [[Patch(name, (pos,), scaled[i])] for i in range(len(alphas))]
-            y = run_patched(model, tokens[None], rows, metric, max_rows=batch_size, grad=True).values  # [rows]
-            (grad,) = torch.autograd.grad(y[:steps].sum(), scaled)  # rows are independent
-        attributions[row] = (a.double() * grad[:steps].double().sum(0) / steps).cpu()
-        zeroed[row] = float(y[steps].detach())
+    n_rows = len(alphas)
+    acts = [cache[name][0, pos] for name in names]  # [d_mlp] each
+    with torch.enable_grad():
+        scaled = [(alphas.to(device=a.device, dtype=a.dtype)[:, None] * a[None]).requires_grad_(True) for a in acts]
+        rows = [[Patch(name, (pos,), s[i])] for name, s in zip(names, scaled) for i in range(n_rows)]
+        y = run_patched(model, tokens[None], rows, metric, max_rows=batch_size, grad=True, progress=progress,
+                        desc="knowledge neurons").values.reshape(len(names), n_rows)
+        grads = torch.autograd.grad(y[:, :steps].sum(), scaled)
+    attributions = torch.stack([(a.double() * g[:steps].double().sum(0) / steps).cpu() for a, g in zip(acts, grads)])
+    zeroed = y[:, steps].detach().double().cpu()
 
     return KnowledgeNeuronResult(
         attributions=attributions, layers=layer_list, target=target_id, prompt=prompt_text, pos=pos,

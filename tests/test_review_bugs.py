@@ -199,15 +199,21 @@ def test_rmsnorm_is_read_from_the_config(tokens):
 
 
 # ---------------------------------------------------------------- weights are ordinary tensors
-def test_public_weights_are_contiguous_except_the_qkv_views():
+VIEWS = ("W_Q", "W_K", "W_V", "W_in", "W_gate")  # stored in their fastest layout: documented views
+
+
+def test_public_weights_are_contiguous_except_the_documented_views():
     for arch in ("gpt2_relu_untied", "llama_gqa"):
         model = make_model(arch)
         for name, p in model.named_parameters():
-            if name.endswith(("W_Q", "W_K", "W_V")):
-                # Stored d_model-major (one matmul projects every head): a documented view.
-                assert p.reshape(-1).numel() == p.numel()
+            if name.endswith(VIEWS):
+                assert p.reshape(-1).numel() == p.numel(), name
             else:
                 assert p.is_contiguous(), name
-                p.view(-1)  # raised before for W_in, W_out, W_U
-        W_in = model.blocks[0].mlp.W_in
-        assert W_in.shape == (model.cfg.d_model, model.cfg.d_mlp) and W_in.stride() == (model.cfg.d_mlp, 1)
+                p.view(-1)  # raised before for W_out and W_U
+        W_out = model.blocks[0].mlp.W_out
+        assert W_out.shape == (model.cfg.d_mlp, model.cfg.d_model) and W_out.stride() == (model.cfg.d_model, 1)
+    from models import components
+
+    for name in VIEWS:  # the views are documented where the weights are described
+        assert name in components.__doc__

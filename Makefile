@@ -1,6 +1,6 @@
 # make test  : create .venv, install the project (pinned by constraints.txt), run the test suite
 # make demo  : same set-up, then the main job on the shipped model
-# make bench : the benchmarks (side-by-side timings against HF and TransformerLens)
+# make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(VENV)/bin/interp demo
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
 	$(PY) -m benchmarks.forward
 	$(PY) -m benchmarks.patching
 

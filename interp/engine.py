@@ -139,32 +139,52 @@ class _Costs:
 
 
 def _plan_chunks(rows: list[_Row], costs: _Costs, max_rows: int, B: int) -> list[_Chunk]:
-    """Group rows (each B physical rows) into chunks: latest layers and positions first, a
-    group joining the current chunk when that costs less than a forward pass of its own."""
+    """Group rows (each B physical rows) into forward passes of at most `max_rows` physical rows,
+    at the least total cost.
+
+    Rows with the same (first layer, first position) form a group; groups are put in order
+    (by layer then position, and by position then layer, whichever partitions cheaper) and
+    split into consecutive runs by dynamic programming: a pass costs its fixed part plus
+    rows x (positions from its earliest) x (blocks from its earliest)."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         groups[(r.layer, r.pos)].append(i)
     per_chunk = max(1, max_rows // B)
-    chunks: list[_Chunk] = []
-    cur: Optional[_Chunk] = None
-    for (layer, pos) in sorted(groups, reverse=True):
-        members = groups[(layer, pos)]
-        while members:
-            if cur is not None and len(cur.rows) < per_chunk:
-                take = members[: per_chunk - len(cur.rows)]
-                n = len(cur.rows)
-                merged = costs.chunk((n + len(take)) * B, min(cur.layer, layer), min(cur.pos, pos))
-                apart = costs.chunk(n * B, cur.layer, cur.pos) + costs.chunk(len(take) * B, layer, pos)
-                if merged <= apart:
-                    cur.rows += take
-                    cur.layer, cur.pos = min(cur.layer, layer), min(cur.pos, pos)
-                    members = members[len(take):]
-                    continue
-            take = members[:per_chunk]
-            cur = _Chunk(list(take), layer, pos)
-            chunks.append(cur)
-            members = members[len(take):]
-    return chunks
+    best: Optional[tuple[float, list[_Chunk]]] = None
+    for order in (lambda k: (k[0], k[1]), lambda k: (k[1], k[0])):
+        pieces = []  # (layer, pos, members), no piece larger than a pass
+        for key in sorted(groups, key=order, reverse=True):
+            members = groups[key]
+            pieces += [(key[0], key[1], members[i:i + per_chunk]) for i in range(0, len(members), per_chunk)]
+        cost, chunks = _partition(pieces, costs, per_chunk, B)
+        if best is None or cost < best[0]:
+            best = (cost, chunks)
+    return best[1] if best else []
+
+
+def _partition(pieces: list[tuple[int, int, list[int]]], costs: _Costs, per_chunk: int,
+               B: int) -> tuple[float, list[_Chunk]]:
+    """The cheapest split of the pieces, in their order, into runs of at most per_chunk rows."""
+    n = len(pieces)
+    total = [0.0] + [float("inf")] * n  # total[i]: the cheapest cover of the first i pieces
+    start = [0] * (n + 1)
+    for i in range(1, n + 1):
+        rows, layer, pos = 0, costs.n_layers + 1, costs.n_pos
+        for j in range(i - 1, -1, -1):  # the last run is pieces j..i-1
+            rows += len(pieces[j][2])
+            if rows > per_chunk:
+                break
+            layer, pos = min(layer, pieces[j][0]), min(pos, pieces[j][1])
+            c = total[j] + costs.chunk(rows * B, layer, pos)
+            if c < total[i]:
+                total[i], start[i] = c, j
+    chunks, i = [], n
+    while i > 0:
+        j = start[i]
+        run = pieces[j:i]
+        chunks.append(_Chunk([r for p in run for r in p[2]], min(p[0] for p in run), min(p[1] for p in run)))
+        i = j
+    return total[n], chunks[::-1]
 
 
 # ============================================================ the engine

@@ -24,16 +24,16 @@ benchmarks/results/patching.json.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import io
 import platform
 import time
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-from benchmarks.common import time_interleaved
+from benchmarks.common import time_interleaved, write_report
 from interp import metrics
 from interp.attribution import agreement, attribution_patch
 from interp.crosscheck import bridge_for, random_gpt2
@@ -126,7 +126,7 @@ def compare(name: str, model, hf_model, clean, corrupted, metric, repeats: int, 
         }
         if bridge is not None:
             def tl(site=site):
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # TL's progress bars
                     warnings.simplefilter("ignore")
                     _, clean_cache = bridge.run_with_cache(clean)
                     return getattr(tl_patching, TL_FUNCTIONS[site])(bridge, corrupted, clean_cache,
@@ -186,10 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
             report["attribution_vs_patching"] = vars(agree)
             print(f"  agreement with activation patching: {agree}")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    write_report(report, args.out)
     return report
 
 

@@ -369,7 +369,7 @@ class _DecoderOnly(_Runner):
             copies = [self.rows[i].patches for i in chunk.rows]
             tokens = torch.cat([extra, self.tokens.repeat(len(copies), 1)])
             hooks = self._base_hooks(0) + hook_plans(self, copies, self.base_patches, n_extra, 0, fused=fused)
-            with model.hooks(fwd=hooks):
+            with model.hooks(fwd_hooks=hooks):
                 out = self._read(model(tokens, stop_at_layer=self.n_layers))
             self.n_forwards += 1
             if self.n_forwards == 1:
@@ -396,7 +396,7 @@ class _DecoderOnly(_Runner):
                         and p.value.run in self.token_sources}
         # One forward over the base prompts and the source prompts caches what the chunks need.
         tokens = torch.cat([self.tokens] + list(self.token_sources.values()))
-        with model.hooks(fwd=self._base_hooks(0)), torch.no_grad():
+        with model.hooks(fwd_hooks=self._base_hooks(0)), torch.no_grad():
             resid, cache = model.run_with_cache(tokens, names_filter=sorted(cache_names | source_names),
                                                 stop_at_layer=n_layers)
             out = self._read(resid)  # only the position the metric reads is unembedded
@@ -424,7 +424,7 @@ class _DecoderOnly(_Runner):
             plans = dict(hook_plans(self, copies, self.base_patches, 0, start, keep))
             # Patches on the resumed input (the previous block's resid_post) apply to it directly.
             entry = plans.pop(hook_names.act_name("resid_post", layer - 1), None) if layer > 0 else None
-            with model.hooks(fwd=list(plans.items())):
+            with model.hooks(fwd_hooks=list(plans.items())):
                 if layer < 0:
                     resid = model(self.tokens[:, start:].repeat(n, 1), stop_at_layer=n_layers, kv_cache=kv_cache)
                 else:
@@ -493,7 +493,7 @@ class _Generic(_Runner):
                       for j, x in enumerate(self.inputs)]
             hooks = hook_plans(self, [[]], self.base_patches, 0, 0) + \
                 hook_plans(self, copies, self.base_patches, n_extra, 0, fused=fused)
-            with model.hooks(fwd=hooks):
+            with model.hooks(fwd_hooks=hooks):
                 logits = model(*inputs)
             n_forwards += 1
             if base_value is None:
@@ -529,7 +529,7 @@ class _Generic(_Runner):
         mask = None
         if len(self.inputs) == 3:
             mask = torch.cat([self.inputs[2]] + [s[2] for s in self.sources.values()])
-        with model.hooks(fwd=[(n, record) for n in resid_names | source_names]):
+        with model.hooks(fwd_hooks=[(n, record) for n in resid_names | source_names]):
             memory = model.encode(src, mask)
             logits = model.decode(tgt, memory, mask)
         base_value = self._run_score(logits[:B])
@@ -547,7 +547,7 @@ class _Generic(_Runner):
                 part = members[first:first + per_chunk]
                 n = len(part)
                 resid = stored[hook_names.act_name("resid_pre", layer, stack="decoder")][:B].repeat(n, 1, 1)
-                with model.hooks(fwd=hook_plans(self, [self.rows[i] for i in part], [], 0, 0)):
+                with model.hooks(fwd_hooks=hook_plans(self, [self.rows[i] for i in part], [], 0, 0)):
                     out = model.decode_from(resid, memory[:B].repeat(n, 1, 1), layer,
                                             None if mask is None else mask[:B].repeat(n, 1))
                 n_forwards += 1

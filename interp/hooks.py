@@ -223,15 +223,17 @@ class HookedModule(nn.Module):
     @contextmanager
     def hooks(
         self,
-        fwd: Iterable[tuple[NameOrFilter, HookFn]] = (),
-        bwd: Iterable[tuple[NameOrFilter, HookFn]] = (),
+        fwd_hooks: Iterable[tuple[NameOrFilter, HookFn]] = (),
+        bwd_hooks: Iterable[tuple[NameOrFilter, HookFn]] = (),
+        reset_hooks_end: bool = True,
     ) -> Iterator["HookedModule"]:
-        """Context manager: attach hooks, yield the model, then remove exactly those hooks.
+        """Context manager (TransformerLens' arguments): attach hooks, yield the model, then
+        remove exactly those hooks (reset_hooks_end=False leaves them attached).
 
         All names are checked before any hook is attached, so a bad name leaves
         the model untouched.
         """
-        fwd, bwd = list(fwd), list(bwd)
+        fwd, bwd = list(fwd_hooks), list(bwd_hooks)
         for name, _ in fwd + bwd:
             self._resolve(name)
         handles: list[HookHandle] = []
@@ -242,22 +244,25 @@ class HookedModule(nn.Module):
                 handles += self.add_hook(name, fn, "bwd")
             yield self
         finally:
-            for h in reversed(handles):
-                h.remove()
+            if reset_hooks_end:
+                for h in reversed(handles):
+                    h.remove()
 
     def run_with_hooks(
         self,
         *args: Any,
         fwd_hooks: Iterable[tuple[NameOrFilter, HookFn]] = (),
         bwd_hooks: Iterable[tuple[NameOrFilter, HookFn]] = (),
+        reset_hooks_end: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Run the forward pass with temporary hooks.
+        """Run the forward pass with temporary hooks (reset_hooks_end=False: keep them attached,
+        as TransformerLens).
 
         Backward hooks stay attached only during this call: call `.backward()`
         inside a `hooks(...)` block instead if you need them to fire.
         """
-        with self.hooks(fwd=fwd_hooks, bwd=bwd_hooks):
+        with self.hooks(fwd_hooks=fwd_hooks, bwd_hooks=bwd_hooks, reset_hooks_end=reset_hooks_end):
             return self(*args, **kwargs)
 
     # ---------------------------------------------------------------- caching
@@ -283,6 +288,7 @@ class HookedModule(nn.Module):
         device: Union[str, torch.device, None] = None,
         incl_bwd: bool = False,
         metric: Callable[[Any], torch.Tensor] | None = None,
+        remove_batch_dim: bool = False,
         **kwargs: Any,
     ) -> tuple[Any, "ActivationCache"]:
         """Run the model and return ``(output, cache)``.
@@ -294,6 +300,8 @@ class HookedModule(nn.Module):
             differentiate is ``metric(output)`` if given, else the output itself
             (e.g. ``return_type="loss"``). Only the activations' gradients are
             computed: parameters' ``.grad`` are left untouched.
+        remove_batch_dim: for one prompt, cache tensors without their batch axis
+            (as TransformerLens; see `ActivationCache.remove_batch_dim`).
         """
         names = self._filter_names(names_filter)
         store: dict[str, torch.Tensor] = {}
@@ -312,7 +320,7 @@ class HookedModule(nn.Module):
         bwd = [(n, save_grad) for n in names] if incl_bwd else []
         if incl_bwd and not torch.is_grad_enabled():
             raise RuntimeError("run_with_cache(incl_bwd=True) needs gradients enabled (not under torch.no_grad())")
-        with self.hooks(fwd=fwd, bwd=bwd):
+        with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
             out = self(*args, **kwargs)
             if incl_bwd:
                 target = metric(out) if metric is not None else out
@@ -326,4 +334,5 @@ class HookedModule(nn.Module):
         # Keep forward activations first, then their gradients, in model order.
         ordered = {n: store[n] for n in self.hook_dict if n in store}
         ordered.update({n + "_grad": store[n + "_grad"] for n in self.hook_dict if n + "_grad" in store})
-        return out, ActivationCache(ordered, self)
+        cache = ActivationCache(ordered, self)
+        return out, cache.remove_batch_dim() if remove_batch_dim else cache

@@ -41,6 +41,7 @@ GLOBAL_ACTS = ("embed", "pos_embed")
 ALIASES = {
     "attn": "pattern", "attn_logits": "attn_scores", "query": "q", "key": "k", "value": "v",
     "mlp_pre": "pre", "mlp_post": "post", "mlp_pre_linear": "pre_linear",
+    "in": "resid_pre", "out": "resid_post",  # TransformerLens 4 bridge names: blocks.{l}.hook_in / hook_out
 }
 LAYER_TYPE_ALIASES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
 STACKS = ("", "encoder", "decoder")
@@ -76,6 +77,9 @@ def act_name(
     if short is not None and layer is None:
         name, layer, glued = short.group(1), int(short.group(2)), short.group(3)
         layer_type = layer_type or glued
+    if name in ("in", "out") and layer_type:
+        raise ValueError(f"act_name({name!r}, {layer}, {layer_type!r}): a module's input or output is not a hook "
+                         f"here; use the activation's name (e.g. 'normalized' with 'ln2' for the MLP's input)")
     name = ALIASES.get(name, name)
     if layer is not None:
         layer = int(layer)

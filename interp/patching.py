@@ -56,6 +56,11 @@ class SiteKind:
     unit_dim: Optional[int] = None
     by_pos: bool = True
 
+    @property
+    def unit_axis(self) -> Optional[str]:
+        """"head" or "neuron" for sites that address one, else None."""
+        return next((a for a in self.axes if a in ("head", "neuron")), None)
+
     def hook_name(self, layer: int, stack: str = "", attn: str = "attn") -> str:
         return hook_names.act_name(self.act, layer, stack=stack, attn=attn)
 
@@ -74,8 +79,9 @@ def _site_table() -> dict[str, SiteKind]:
     for act in ("z", "q", "k", "v"):
         table[f"head_{act}_by_pos"] = SiteKind(act, ("layer", "pos", "head"), 1, 2)
         table[f"head_{act}"] = SiteKind(act, ("layer", "head"), 1, 2, by_pos=False)
-    # The pattern is [batch, head, q_pos, k_pos]: by position means the query row.
-    table["head_pattern_by_pos"] = SiteKind("pattern", ("layer", "pos", "head"), 2, 1)
+    # The pattern is [batch, head, q_pos, k_pos]: by position means the query row. The result's
+    # axes are TransformerLens' for this patch: [layer, head, dest_pos].
+    table["head_pattern_by_pos"] = SiteKind("pattern", ("layer", "head", "pos"), 2, 1)
     table["head_pattern"] = SiteKind("pattern", ("layer", "head"), 2, 1, by_pos=False)
     table["neuron_post_by_pos"] = SiteKind("post", ("layer", "pos", "neuron"), 1, 2)
     table["neuron_post"] = SiteKind("post", ("layer", "neuron"), 1, 2, by_pos=False)
@@ -266,50 +272,85 @@ def sweep(
                 raise ValueError("an ablation always runs the clean prompt; leave direction at its default")
             base, source = clean_in, None
 
-        n_layers = model.n_blocks.get(f"{stack}." if stack else "")
-        if n_layers is None:
-            raise ValueError(f"the model has no hooks under {stack or 'the top level'} blocks.*")
-        layer_ids = layers_of(n_layers, layers)
-        names = [kind.hook_name(l, stack, attn) for l in layer_ids]
-        first = _activation_shape(model, base, names[0], kind) if decoder_only else \
-            _activation_shapes(model, base, names)[names[0]]
-        n_pos = first[kind.pos_dim - 1]
-        pos_ids = positions_of(positions, n_pos)
-        n_units = first[kind.unit_dim - 1] if kind.unit_dim is not None else 0
-
         value, sources = FromRun("source"), {}
         if ablation is None:
             sources["source"] = source
         elif ablation == "zero":
             value = 0.0
         else:
-            sources["source"] = _reference_activations(model, names, base, corrupted if reference is None else reference,
-                                                       ablation, seed)
+            sources["source"] = lambda names: _reference_activations(
+                model, names, base, corrupted if reference is None else reference, ablation, seed)
+        cells = sweep_cells(model, base, kind, metric, value, sources, stack=stack, attn=attn, layers=layers,
+                            positions=positions, batch_size=batch_size, plan=plan, progress=progress,
+                            desc=f"patching {site}")
+        values, out = cells.values, cells.out
 
-        cells, rows = [], []
-        for li, (l, name) in enumerate(zip(layer_ids, names)):
-            for pi, p in enumerate(pos_ids) if kind.by_pos else [(None, None)]:
-                for u in range(n_units) if n_units else [None]:
-                    cells.append((li,) + ((pi,) if p is not None else ()) + ((u,) if u is not None else ()))
-                    rows.append([Patch(name, kind.index(len(first) + 1, p, u), value)])
-        out = run_patched(model, base, rows, metric, sources=sources, max_rows=batch_size, plan=plan,
-                          progress=progress, desc=f"patching {site}")
-
-    shape = [len(layer_ids)] + ([len(pos_ids)] if kind.by_pos else []) + ([n_units] if n_units else [])
-    values = torch.empty(shape, dtype=torch.float64)
-    for cell, v in zip(cells, out.values.tolist()):
-        values[cell] = v
     if ablation is not None:
         clean_value, corrupted_value = out.base_value, None
     elif direction == "denoise":
         clean_value, corrupted_value = out.source_values["source"], out.base_value
     else:
         clean_value, corrupted_value = out.base_value, out.source_values["source"]
-    tokens = str_tokens(model, clean_in) if decoder_only else [str(p) for p in range(n_pos)]
+    tokens = str_tokens(model, clean_in) if decoder_only else [str(p) for p in range(cells.n_pos)]
     return PatchResult(
-        values, kind.axes, axis_labels(kind.axes, layer_ids, pos_ids, n_units, tokens), site,
+        values, kind.axes, axis_labels(kind.axes, cells.layer_ids, cells.pos_ids, cells.n_units, tokens), site,
         ablation or direction, metric_name(metric), clean_value, corrupted_value, tokens,
     )
+
+
+@dataclass
+class Cells:
+    """What `sweep_cells` ran: values [*kind.axes], the engine's output, the layers and
+    positions swept, the number of units (heads, neurons; 0 for none) and of positions."""
+
+    values: torch.Tensor
+    out: Any
+    layer_ids: list[int]
+    pos_ids: list[int]
+    n_units: int
+    n_pos: int
+
+
+def sweep_cells(model, base, kind: SiteKind, metric: Metric, value: Any, sources: dict, *, stack: str = "",
+                attn: str = "attn", layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None,
+                batch_size: Optional[int] = None, plan: Optional[str] = None, progress: bool = False,
+                desc: str = "patching") -> Cells:
+    """Patch `value` into one site of `kind` at a time (every layer, position and unit) in the
+    base run and read the metric: the loop that `sweep` and the TransformerLens-named
+    functions share.
+
+    value: a number, or `FromRun("source")`; sources["source"]: token ids, {hook: activation},
+    or a function hook names -> {hook: activation}, called once the names are known.
+    """
+    decoder_only = not stack and hasattr(model, "to_tokens")
+    n_layers = model.n_blocks.get(f"{stack}." if stack else "")
+    if n_layers is None:
+        raise ValueError(f"the model has no hooks under {stack or 'the top level'} blocks.*")
+    layer_ids = layers_of(n_layers, layers)
+    names = [kind.hook_name(l, stack, attn) for l in layer_ids]
+    first = _activation_shape(model, base, names[0], kind) if decoder_only else \
+        _activation_shapes(model, base, names)[names[0]]
+    n_pos = first[kind.pos_dim - 1]
+    pos_ids = positions_of(positions, n_pos)
+    n_units = first[kind.unit_dim - 1] if kind.unit_dim is not None else 0
+    sources = {k: (v(names) if callable(v) else v) for k, v in sources.items()}
+
+    cells, rows = [], []
+    for li, (l, name) in enumerate(zip(layer_ids, names)):
+        for pi, p in enumerate(pos_ids) if kind.by_pos else [(None, None)]:
+            for u in range(n_units) if n_units else [None]:
+                cells.append((li,) + ((pi,) if p is not None else ()) + ((u,) if u is not None else ()))
+                rows.append([Patch(name, kind.index(len(first) + 1, p, u), value)])
+    out = run_patched(model, base, rows, metric, sources=sources, max_rows=batch_size, plan=plan,
+                      progress=progress, desc=desc)
+    # Filled in the loop's order (layer, pos, unit), then put in the site's axis order.
+    loop_axes = [a for a in ("layer", "pos", kind.unit_axis) if a in kind.axes]
+    values = torch.empty([len(layer_ids)] + ([len(pos_ids)] if kind.by_pos else []) + ([n_units] if n_units else []),
+                         dtype=torch.float64)
+    for cell, v in zip(cells, out.values.tolist()):
+        values[cell] = v
+    values = values.permute(*[loop_axes.index(a) for a in kind.axes]).contiguous()
+    return Cells(values, out, layer_ids, pos_ids, n_units, n_pos)
 
 
 def sweep_hooked(model, clean: Sequence[torch.Tensor], corrupted: Sequence[torch.Tensor], metric: Metric, site: str,
@@ -347,7 +388,7 @@ def _activation_shapes(model, base, names: list[str]) -> dict[str, tuple]:
         shapes[hook.name] = tuple(x.shape[1:])
 
     inputs = (base[:1],) if isinstance(base, torch.Tensor) else tuple(t[:1] for t in base)
-    with model.hooks(fwd=[(n, record) for n in names]):
+    with model.hooks(fwd_hooks=[(n, record) for n in names]):
         model(*inputs)
     return {n: shapes[model.normalize_name(n)] for n in names}
 

@@ -338,11 +338,12 @@ class TransformerBlock(nn.Module):
         self.ln1 = make_norm(cfg)
         self.attn = Attention(cfg, layer)
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
-        if not cfg.parallel_attn_mlp:
-            self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
-        self.ln2 = make_norm(cfg)
-        self.mlp = MLP(cfg)
-        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        if not cfg.attn_only:
+            if not cfg.parallel_attn_mlp:
+                self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+            self.ln2 = make_norm(cfg)
+            self.mlp = MLP(cfg)
+            self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
     def forward(
@@ -359,6 +360,8 @@ class TransformerBlock(nn.Module):
             mlp_out = self.hook_mlp_out(self.mlp(resid_mid))
             return self.hook_resid_post(self.ln2(resid_mid + mlp_out))
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), pos_offset, kv_cache, key_mask))
+        if self.cfg.attn_only:
+            return self.hook_resid_post(resid_pre + attn_out)
         if self.cfg.parallel_attn_mlp:  # GPT-NeoX: both read resid_pre
             mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_pre)))
             return self.hook_resid_post(resid_pre + attn_out + mlp_out)

@@ -17,11 +17,21 @@ POSITIONALS = ("learned", "sinusoidal", "rotary")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def dtype_name(dtype) -> str:
+    """'float32' for torch.float32 or 'float32': how configs and checkpoints spell a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
 class JsonConfig:
     """to_dict / from_dict / save / load for configuration dataclasses (unknown fields are an error)."""
 
+    runtime_fields: tuple[str, ...] = ()  # describe the live object, not the saved configuration
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for name in self.runtime_fields:
+            d.pop(name, None)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
@@ -66,15 +76,19 @@ class TransformerConfig(JsonConfig):
     rotary_dim: Optional[int] = None  # rotary on the first rotary_dim dims of each head
     rotary_base: float = 10000.0
     parallel_attn_mlp: bool = False  # GPT-NeoX / GPT-J: attn and MLP both read resid_pre
+    attn_only: bool = False  # blocks without MLPs: resid_post = resid_pre + attn_out
     tie_embeddings: bool = True  # W_U = W_E^T
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (2017)
     norm_eps: float = 1e-5
     dtype: str = "float32"
     seed: Optional[int] = None  # for the random initialisation
+    device: Optional[str] = None  # where the model's weights are (kept up to date by the model; not saved)
+
+    runtime_fields = ("device",)
 
     def __post_init__(self) -> None:
         if isinstance(self.dtype, torch.dtype):
-            self.dtype = str(self.dtype).removeprefix("torch.")
+            self.dtype = dtype_name(self.dtype)
         if self.d_head is None:
             if self.d_model % self.n_heads:
                 raise ValueError(
@@ -103,6 +117,8 @@ class TransformerConfig(JsonConfig):
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         if self.positional == "rotary" and (self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.d_head):
             raise ValueError(f"rotary_dim={self.rotary_dim} must be even and in (0, d_head={self.d_head}]")
+        if self.attn_only and (self.parallel_attn_mlp or self.norm_position == "post"):
+            raise ValueError("attn_only blocks are pre-norm and sequential (no parallel_attn_mlp, no post-norm)")
         if self.parallel_attn_mlp and self.norm_position == "post":
             raise ValueError("parallel_attn_mlp is only defined for pre-norm blocks")
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from interp.hooks import HookedModule
 from models.components import MLP, Attention, KVCache, LayerNorm, Unembed
+from models.config import dtype_name
 from models.encoder_decoder_components import Decoder, Encoder, EncoderDecoderConfig
 from models.sampling import check_sampling, next_token
 
@@ -295,7 +296,7 @@ class EncoderDecoder(HookedModule):
             n_layers_enc=len(enc_layers), n_layers_dec=len(dec_layers), d_mlp=enc_layers[0].linear1.out_features,
             n_ctx=n_ctx, norm_position="pre" if norm_first.pop() else "post", final_norm=core.encoder.norm is not None,
             share_embeddings=share, tie_embeddings=tie, norm_eps=eps.pop() if eps else 1e-5,
-            dtype=str(next(core.parameters()).dtype).removeprefix("torch."), seed=seed,
+            dtype=dtype_name(next(core.parameters()).dtype), seed=seed,
         )
         model = cls(cfg).to(next(core.parameters()).device)
         with torch.no_grad():

@@ -12,7 +12,7 @@ from torch import nn
 
 from interp.hooks import HookPoint
 from models.components import MLP, Attention, Embed, KVCache, LayerNorm, SinusoidalPosEmbed, TransformerBlock
-from models.config import DTYPES, NORM_POSITIONS, JsonConfig, TransformerConfig
+from models.config import DTYPES, NORM_POSITIONS, JsonConfig, TransformerConfig, dtype_name
 
 
 # ============================================================ config
@@ -47,7 +47,7 @@ class EncoderDecoderConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         if isinstance(self.dtype, torch.dtype):
-            self.dtype = str(self.dtype).removeprefix("torch.")
+            self.dtype = dtype_name(self.dtype)
         if self.d_vocab_tgt is None:
             self.d_vocab_tgt = self.d_vocab_src
         if self.d_head is None:

@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 
 from interp.names import param_name
-from models.config import TransformerConfig
+from models.config import TransformerConfig, dtype_name
 from models.tokenizer import HFTokenizer, Tokenizer, WordTokenizer
 from models.transformer import Transformer
 
@@ -208,7 +208,7 @@ def from_hf(hf_model: Any, tokenizer: Any = None, dtype: Optional[str] = None) -
     if arch not in ARCHITECTURES:
         raise NotImplementedError(f"from_hf supports {', '.join(ARCHITECTURES)}; got {arch}")
     if dtype is None:
-        dtype = str(next(hf_model.parameters()).dtype).removeprefix("torch.")
+        dtype = dtype_name(next(hf_model.parameters()).dtype)
     to_config, to_weights = ARCHITECTURES[arch]
     cfg = to_config(hf_model.config, dtype)
     weights = to_weights(hf_model, cfg)
@@ -235,6 +235,7 @@ def to_hf(model: Transformer) -> Any:
             (cfg.positional != "learned", f"positional={cfg.positional!r} (GPT-2 learns positions)"),
             (cfg.gated_mlp, "gated MLP"),
             (cfg.parallel_attn_mlp, "parallel attention and MLP"),
+            (cfg.attn_only, "attention-only blocks (no MLP)"),
             (cfg.n_kv_heads != cfg.n_heads, "grouped-query attention"),
             (cfg.d_head * cfg.n_heads != cfg.d_model, f"d_head * n_heads = {cfg.d_head * cfg.n_heads} != d_model"),
             (cfg.scale_embeddings, "scaled embeddings"),

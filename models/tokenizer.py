@@ -120,6 +120,21 @@ class WordTokenizer:
     def token_str(self, token_id: int) -> str:
         return self.vocab[int(token_id)]
 
+    def to_hf(self) -> Any:
+        """The same tokenizer as a `transformers` PreTrainedTokenizerFast (whitespace split, word
+        level, BOS prepended as a special token), for running the fact-world model's text in HF
+        or TransformerLens (`bridge.tokenizer = model.tokenizer.to_hf()`)."""
+        from tokenizers import Tokenizer as HFTokenizerCore, decoders, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast
+
+        core = HFTokenizerCore(models.WordLevel(dict(self.ids), unk_token=None))
+        core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+        if self.bos_token_id is not None:
+            core.post_processor = processors.TemplateProcessing(
+                single="<bos> $A", special_tokens=[("<bos>", self.bos_token_id)])
+        return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
     def save(self, path: str | Path) -> None:
         import json
 

@@ -23,13 +23,14 @@ from interp.hooks import HookedModule, HookPoint
 from models.components import Embed, KVCache, PosEmbed, SinusoidalPosEmbed, TransformerBlock, Unembed, make_norm
 from models.config import TransformerConfig
 from models.sampling import check_sampling, next_token
+from models.stacked import StackedWeights
 from models.tokenizer import Tokenizer
 
 Input = Union[str, Sequence[str], torch.Tensor]
 
 
 # ============================================================ the model
-class Transformer(HookedModule):
+class Transformer(StackedWeights, HookedModule):
     """Decoder-only Transformer; see `TransformerConfig` for the choices.
 
     `model(input)` takes token ids [batch, pos] (or [pos]), a string or a list
@@ -55,6 +56,12 @@ class Transformer(HookedModule):
         self.unembed = Unembed(cfg, self.embed if cfg.tie_embeddings else None)
         self.init_weights(cfg.seed)
         self.setup_hooks()
+        cfg.device = str(self.device)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): keep cfg.device current
+        out = super()._apply(fn, *args, **kwargs)
+        self.cfg.device = str(self.device)
+        return out
 
     # ------------------------------------------------------------ set-up
     def init_weights(self, seed: Optional[int] = None) -> None:
@@ -77,10 +84,6 @@ class Transformer(HookedModule):
     @property
     def device(self) -> torch.device:
         return self.embed.W_E.device
-
-    @property
-    def W_U(self) -> torch.Tensor:
-        return self.unembed.W_U
 
     # ------------------------------------------------------------ tokens
     def _need_tokenizer(self) -> Tokenizer:
@@ -114,23 +117,34 @@ class Transformer(HookedModule):
         mask = torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i in ids], dtype=torch.long, device=self.device)
         return tokens, mask
 
-    def to_str_tokens(self, input: Input, prepend_bos: Optional[bool] = None) -> Union[list[str], list[list[str]]]:
-        """Each token as text: a list for one text or 1-D ids, a list of lists for a batch."""
+    def to_str_tokens(self, input: Union[Input, Sequence[int], int], prepend_bos: Optional[bool] = None
+                      ) -> Union[list[str], list[list[str]]]:
+        """Each token as text, as TransformerLens: a text, token ids [pos] or [1, pos] (the
+        batch of one is dropped), or one id give a list; a list of texts gives a list of lists.
+        (A [batch > 1, pos] tensor also gives a list of lists, where TransformerLens fails.)"""
         tok = self._need_tokenizer()
         if isinstance(input, str):
             input = self.to_tokens(input, prepend_bos)[0]
-        elif not isinstance(input, torch.Tensor):
+        elif isinstance(input, (list, tuple)) and input and all(isinstance(t, str) for t in input):
             return [self.to_str_tokens(t, prepend_bos) for t in input]
-        if input.dim() == 2:
-            return [[tok.token_str(int(t)) for t in row] for row in input]
-        return [tok.token_str(int(t)) for t in input]
+        ids = torch.as_tensor(input)
+        if ids.dim() == 2 and ids.shape[0] == 1 or ids.dim() == 0:
+            ids = ids.reshape(-1)
+        if ids.dim() == 2:
+            return [[tok.token_str(int(t)) for t in row] for row in ids]
+        if ids.dim() != 1:
+            raise ValueError(f"to_str_tokens takes text or token ids [pos] or [batch, pos], got shape {tuple(ids.shape)}")
+        return [tok.token_str(int(t)) for t in ids]
 
-    def to_string(self, tokens: Union[torch.Tensor, Sequence[int]]) -> Union[str, list[str]]:
+    def to_string(self, tokens: Union[torch.Tensor, Sequence[int], int]) -> Union[str, list[str]]:
+        """Token ids -> text: one id or [pos] gives a string, [batch, pos] a list of strings."""
         tok = self._need_tokenizer()
-        tokens = torch.as_tensor(tokens)
-        if tokens.dim() == 2:
-            return [tok.decode(row.tolist()) for row in tokens]
-        return tok.decode(tokens.tolist())
+        ids = torch.as_tensor(tokens)
+        if ids.dim() == 2:
+            return [tok.decode(row.tolist()) for row in ids]
+        if ids.dim() > 2:
+            raise ValueError(f"to_string takes token ids [pos] or [batch, pos], got shape {tuple(ids.shape)}")
+        return tok.decode(ids.reshape(-1).tolist())
 
     def to_single_token(self, word: str) -> int:
         """The id of `word` if it is exactly one token; a clear error otherwise."""
@@ -140,9 +154,39 @@ class Transformer(HookedModule):
             raise ValueError(f"{word!r} is not a single token: it splits into {len(ids)} tokens {pieces}")
         return ids[0]
 
+    def get_token_position(self, single_token: Union[str, int, torch.Tensor], input: Union[str, torch.Tensor],
+                           mode: str = "first", prepend_bos: Optional[bool] = None) -> int:
+        """Where `single_token` (a word or id) occurs in `input` (text, ids [pos] or [1, pos]):
+        its first or last position (mode), counting the BOS token if text gets one."""
+        if mode not in ("first", "last"):
+            raise ValueError(f"mode must be 'first' or 'last', got {mode!r}")
+        tokens = self.to_tokens(input, prepend_bos)[0] if isinstance(input, str) else torch.as_tensor(input)
+        if tokens.dim() == 2:
+            if tokens.shape[0] != 1:
+                raise ValueError(f"token ids must be [pos] or [1, pos], got shape {tuple(tokens.shape)}")
+            tokens = tokens[0]
+        token = self.to_single_token(single_token) if isinstance(single_token, str) else int(single_token)
+        where = (tokens == token).nonzero().flatten()
+        if where.numel() == 0:
+            raise ValueError(f"token {token} ({self.to_str_tokens(token)[0] if self.tokenizer else token!r}) "
+                             f"does not occur in the input")
+        return int(where[0] if mode == "first" else where[-1])
+
+    def tokens_to_residual_directions(self, tokens: Union[str, int, torch.Tensor]) -> torch.Tensor:
+        """The unembedding column of each token, W_U[:, t]: [d_model] for one token (a word, an
+        id or a one-element tensor), [..., d_model] for a tensor of ids. Through the final norm
+        these are the directions whose dot product is the logit, exactly only if the norm's
+        weight is folded into W_U (models.processing.fold_layer_norm), as in TransformerLens."""
+        W_U = self.W_U
+        if isinstance(tokens, torch.Tensor) and tokens.numel() > 1:
+            return rearrange(W_U[:, tokens.to(W_U.device)], "d ... -> ... d")
+        if isinstance(tokens, str):
+            return W_U[:, self.to_single_token(tokens)]
+        return W_U[:, int(tokens)]
+
     # ------------------------------------------------------------ forward
     def _as_tokens(
-        self, input: Input, attention_mask: Optional[torch.Tensor]
+        self, input: Input, attention_mask: Optional[torch.Tensor], prepend_bos: Optional[bool] = None
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         if isinstance(input, torch.Tensor):
             tokens = input[None] if input.dim() == 1 else input
@@ -151,33 +195,42 @@ class Transformer(HookedModule):
             if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.cfg.d_vocab):
                 raise ValueError(f"token ids must be in [0, {self.cfg.d_vocab}); got range [{int(tokens.min())}, {int(tokens.max())}]")
             return tokens.to(self.device), attention_mask
-        tokens, mask = self._tokenize(input)
+        tokens, mask = self._tokenize(input, prepend_bos)
         return tokens, attention_mask if attention_mask is not None else mask
 
     def forward(
         self,
         input: Input,
         return_type: Optional[str] = "logits",
-        attention_mask: Optional[torch.Tensor] = None,
-        kv_cache: Optional[KVCache] = None,
+        loss_per_token: bool = False,
+        prepend_bos: Optional[bool] = None,
+        padding_side: Optional[str] = None,
         start_at_layer: Optional[int] = None,
+        tokens: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
         stop_at_layer: Optional[int] = None,
+        kv_cache: Optional[KVCache] = None,
     ) -> Optional[torch.Tensor]:
-        """Run the model.
+        """Run the model (TransformerLens' arguments, in its order).
 
         input: token ids [batch, pos], text, or a list of texts; with start_at_layer,
             the residual stream [batch, pos, d_model] entering that block.
-        return_type: "logits" [batch, pos, d_vocab], "loss" (mean next-token loss),
-            "both" (logits, loss) or None.
+        return_type: "logits" [batch, pos, d_vocab], "loss" (mean next-token loss, or
+            [batch, pos - 1] with loss_per_token), "both" (logits, loss) or None.
+        prepend_bos: for text input, override `default_prepend_bos`.
+        padding_side: texts of different lengths are padded on the right; "left" is refused.
+        tokens: with start_at_layer and return_type "loss" / "both", the tokens to score.
         attention_mask: [batch, pos], 1 for real tokens, 0 for padding keys.
-        kv_cache: a `KVCache`; the new tokens are appended to it (for generation).
         stop_at_layer: return the residual stream entering that block instead.
+        kv_cache: a `KVCache`; the new tokens are appended to it (for generation).
         """
+        if padding_side not in (None, "right"):
+            raise ValueError(f"padding_side={padding_side!r}: this model pads texts on the right only")
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
         pos_offset = kv_cache.n_pos if kv_cache is not None else 0
         if start_at_layer is None:
-            tokens, attention_mask = self._as_tokens(input, attention_mask)
+            tokens, attention_mask = self._as_tokens(input, attention_mask, prepend_bos)
             batch, n_pos = tokens.shape
             if self.cfg.positional != "rotary" and pos_offset + n_pos > self.cfg.n_ctx:
                 raise ValueError(f"{pos_offset + n_pos} positions exceed the model's n_ctx={self.cfg.n_ctx}")
@@ -186,9 +239,9 @@ class Transformer(HookedModule):
                 pos = self.pos_embed(batch, n_pos, pos_offset)
                 resid = resid + self.hook_pos_embed(pos.clone() if self.hook_pos_embed.has_hooks else pos)
         else:
-            if return_type in ("loss", "both"):
-                raise ValueError("return_type='loss' needs tokens, not a residual (start_at_layer)")
-            tokens, resid = None, input
+            if return_type in ("loss", "both") and tokens is None:
+                raise ValueError(f"return_type={return_type!r} with start_at_layer needs tokens=... to score")
+            resid = input
         if attention_mask is not None and kv_cache is not None:
             raise ValueError("attention_mask with a kv_cache is not supported: generate from unpadded prompts")
         key_mask = attention_mask.bool() if attention_mask is not None else None
@@ -203,14 +256,15 @@ class Transformer(HookedModule):
             return logits
         if return_type is None:
             return None
-        loss = self._next_token_loss(logits, tokens, attention_mask)
+        loss = self.loss_fn(logits, tokens, attention_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
     @staticmethod
-    def _next_token_loss(
-        logits: torch.Tensor, tokens: torch.Tensor, attention_mask: Optional[torch.Tensor], per_token: bool = False
+    def loss_fn(
+        logits: torch.Tensor, tokens: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, per_token: bool = False
     ) -> torch.Tensor:
-        # Predict token t+1 from position t; padded targets are ignored.
+        """Next-token cross-entropy: position t predicts token t + 1. Mean over real targets,
+        or per token [batch, pos - 1] (0 where the target is padding), as TransformerLens."""
         targets = tokens[:, 1:].clone()
         if attention_mask is not None:
             targets[attention_mask[:, 1:] == 0] = -100
@@ -224,7 +278,7 @@ class Transformer(HookedModule):
         """Mean next-token cross-entropy (or per token, [batch, pos - 1])."""
         tokens, attention_mask = self._as_tokens(input, attention_mask)
         logits = self(tokens, attention_mask=attention_mask)
-        return self._next_token_loss(logits, tokens, attention_mask, per_token)
+        return self.loss_fn(logits, tokens, attention_mask, per_token)
 
     # ------------------------------------------------------------ generation
     @torch.no_grad()

@@ -97,10 +97,10 @@ def test_dla_heads_agree_with_cache_decomposition():
     dla = direct_logit_attribution(model, tokens, 7, 9)
     _, cache = model.run_with_cache(tokens)
     stack = cache.stack_head_results(pos_slice=-1)
-    attrs = cache.logit_attrs(stack, 7, 9, pos_slice=-1)  # [layer*head, batch]
+    attrs = cache.logit_attrs(stack, 7, 9, pos_slice=-1, ln_weight=True)  # [layer*head, batch]
     assert torch.allclose(dla.heads.flatten(), attrs[:, 0], atol=1e-12)
     mlp_out = cache["blocks.1.hook_mlp_out"][:, -1:]
-    mlp_attr = cache.logit_attrs(mlp_out[None], 7, 9, pos_slice=-1)
+    mlp_attr = cache.logit_attrs(mlp_out[None], 7, 9, pos_slice=-1, ln_weight=True)
     assert float(dla.mlp[1]) == pytest.approx(float(mlp_attr), abs=1e-12)
 
 

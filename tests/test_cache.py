@@ -34,7 +34,11 @@ def test_decompose_resid_sums_to_residual(model_and_cache):
     torch.testing.assert_close(stack.sum(0), cache["blocks.1.hook_resid_post"], atol=1e-12, rtol=0)
     for layer in range(model.cfg.n_layers):
         torch.testing.assert_close(cache.decompose_resid(layer).sum(0), cache["resid_pre", layer], atol=1e-12, rtol=0)
-        mlp_in = cache["resid_pre", layer] if model.cfg.parallel_attn_mlp else cache["resid_mid", layer]
+        if model.cfg.parallel_attn_mlp:  # the MLP reads resid_pre; TransformerLens would add attn_out
+            with pytest.raises(ValueError, match="parallel block"):
+                cache.decompose_resid(layer, mlp_input=True)
+            continue
+        mlp_in = cache["resid_mid", layer]
         torch.testing.assert_close(cache.decompose_resid(layer, mlp_input=True).sum(0), mlp_in, atol=1e-12, rtol=0)
 
 
@@ -43,7 +47,8 @@ def test_accumulated_resid(model_and_cache):
     stack, labels = cache.accumulated_resid(return_labels=True, incl_mid=not model.cfg.parallel_attn_mlp)
     assert labels[-1] == "final_post"
     assert torch.equal(stack[0], cache["resid_pre", 0]) and torch.equal(stack[-1], cache["resid_post", 1])
-    assert cache.accumulated_resid(layer=1, pos_slice=-1).shape == (1, 3, model.cfg.d_model)
+    # Up to layer 1 means resid_pre of blocks 0 and 1 (TransformerLens includes layer L's resid_pre).
+    assert cache.accumulated_resid(layer=1, pos_slice=-1).shape == (2, 3, model.cfg.d_model)
 
 
 def test_head_results_plus_bias_equal_attn_out(model_and_cache):
@@ -60,12 +65,14 @@ def test_head_results_plus_bias_equal_attn_out(model_and_cache):
 
 def test_apply_ln_to_stack_reproduces_norm_output(model_and_cache):
     model, _, cache = model_and_cache
-    stack = cache.decompose_resid(apply_ln=True)
+    stack = cache.decompose_resid(apply_ln=True, ln_weight=True)
     ln = model.ln_final
     expected = cache["ln_final.hook_normalized"] * ln.w + (ln.b if hasattr(ln, "b") else 0)
     torch.testing.assert_close(stack.sum(0) + (ln.b if hasattr(ln, "b") else 0), expected, atol=1e-12, rtol=0)
     # Block norms too: ln2's input decomposed, normed, equals what the MLP reads.
-    normed = cache.decompose_resid(1, mlp_input=True, apply_ln=True)
+    # (A parallel block's MLP reads resid_pre.)
+    stack = cache.decompose_resid(1, mlp_input=not model.cfg.parallel_attn_mlp)
+    normed = cache.apply_ln_to_stack(stack, 1, mlp_input=True, ln_weight=True)
     ln2 = model.blocks[1].ln2
     expected = cache["normalized", 1, "ln2"] * ln2.w + (ln2.b if hasattr(ln2, "b") else 0)
     torch.testing.assert_close(normed.sum(0) + (ln2.b if hasattr(ln2, "b") else 0), expected, atol=1e-12, rtol=0)
@@ -76,7 +83,7 @@ def test_logit_attrs_add_up_to_logits_without_folding(model_and_cache, tokens):
     answer = tokens[:, -1]  # one token per prompt
     wrong = (answer + 1) % model.cfg.d_vocab
     stack = cache.decompose_resid()
-    attrs = cache.logit_attrs(stack, answer, wrong)
+    attrs = cache.logit_attrs(stack, answer, wrong, ln_weight=True)
     assert attrs.shape == (stack.shape[0], 3, tokens.shape[1])
     true_diff = logits.gather(-1, answer[:, None, None].expand(-1, tokens.shape[1], 1))[..., 0] - \
         logits.gather(-1, wrong[:, None, None].expand(-1, tokens.shape[1], 1))[..., 0]
@@ -84,7 +91,7 @@ def test_logit_attrs_add_up_to_logits_without_folding(model_and_cache, tokens):
     torch.testing.assert_close(total, true_diff, atol=1e-10, rtol=0)
     # Per head: heads + remainder add up the same way at the last position.
     heads = cache.stack_head_results(incl_remainder=True, pos_slice=-1)
-    head_attrs = cache.logit_attrs(heads, answer, wrong, pos_slice=-1)
+    head_attrs = cache.logit_attrs(heads, answer, wrong, pos_slice=-1, ln_weight=True)
     torch.testing.assert_close(head_attrs.sum(0) + cache.logit_bias(answer, wrong), true_diff[:, -1],
                                atol=1e-10, rtol=0)
 
@@ -92,7 +99,7 @@ def test_logit_attrs_add_up_to_logits_without_folding(model_and_cache, tokens):
 def test_logit_attrs_float32_within_1e5(tokens):
     model = make_model("gpt2")
     logits, cache = model.run_with_cache(tokens)
-    attrs = cache.logit_attrs(cache.decompose_resid(pos_slice=-1), 5, pos_slice=-1)
+    attrs = cache.logit_attrs(cache.decompose_resid(pos_slice=-1), 5, pos_slice=-1, ln_weight=True)
     torch.testing.assert_close(attrs.sum(0) + cache.logit_bias(5), logits[:, -1, 5], atol=1e-5, rtol=0)
 
 

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from models import factworld, load
 from models.factworld import checkpoint_dir

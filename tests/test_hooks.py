@@ -34,8 +34,8 @@ def test_hook_sees_name_and_can_replace_activation(tokens):
 def test_hooks_removed_when_body_raises(tokens):
     model = make_model("gpt2")
     with pytest.raises(RuntimeError, match="boom"):
-        with model.hooks(fwd=[("blocks.0.hook_resid_pre", lambda x, hook: None)],
-                         bwd=[("blocks.0.hook_resid_pre", lambda g, hook: None)]):
+        with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: None)],
+                         bwd_hooks=[("blocks.0.hook_resid_pre", lambda g, hook: None)]):
             assert attached(model) == 2
             raise RuntimeError("boom")
     assert attached(model) == 0
@@ -51,7 +51,7 @@ def test_hooks_removed_when_hook_raises(tokens):
         model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", bad)])
     assert attached(model) == 0
     with pytest.raises(ValueError, match="inside hook"):
-        with model.hooks(fwd=[("blocks.1.mlp.hook_post", bad)]):
+        with model.hooks(fwd_hooks=[("blocks.1.mlp.hook_post", bad)]):
             model.run_with_cache(tokens)  # its own caching hooks must go too
     assert attached(model) == 0
 
@@ -176,7 +176,7 @@ def test_backward_hook_can_replace_gradient(tokens):
 
     def run(bwd):
         model.zero_grad(set_to_none=True)
-        with model.hooks(bwd=bwd):
+        with model.hooks(bwd_hooks=bwd):
             model(tokens)[:, -1, 0].sum().backward()
         return emb.grad.clone()
 

@@ -53,7 +53,7 @@ def reference_ig(model, tokens, target, layer, pos, steps, output):
             seen["x"] = x
             return x
 
-        with model.hooks(fwd=[(name, scale)]):
+        with model.hooks(fwd_hooks=[(name, scale)]):
             logits = model(tokens[None])[0, -1]
         y = logits.softmax(-1)[target] if output == "prob" else logits[target]
         (g,) = torch.autograd.grad(y, seen["x"])
@@ -67,7 +67,7 @@ def output_with_layer_zeroed(model, tokens, target, layer, pos, output):
         x[:, pos] = 0
         return x
 
-    with torch.no_grad(), model.hooks(fwd=[(f"blocks.{layer}.mlp.hook_post", zero)]):
+    with torch.no_grad(), model.hooks(fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", zero)]):
         logits = model(tokens[None])[0, -1]
     return float(logits.softmax(-1)[target] if output == "prob" else logits[target])
 

@@ -31,7 +31,8 @@ def slow_sweep(model, base, source_acts, metric, site, layers, positions):
                     return x
 
                 logits = model.run_with_hooks(base, fwd_hooks=[(name, hook)])
-                key = (l,) + ((positions.index(p),) if p is not None else ()) + ((u,) if u is not None else ())
+                where = {"layer": l, "pos": positions.index(p) if p is not None else None, "head": u, "neuron": u}
+                key = tuple(where[a] for a in kind.axes)  # the site's axis order (pattern: layer, head, pos)
                 out[key] = float(metric(logits).detach())
     return out
 

@@ -12,7 +12,6 @@ from conftest import make_model
 from interp import Head, Neuron, metrics
 from interp.attribution import direct_logit_attribution
 from interp.crosscheck import bridge_for, crosscheck_model, random_gpt2, random_hf
-from interp.names import act_name
 from interp.patching import sweep
 from models import load
 from models.loading import save
@@ -62,8 +61,10 @@ def test_negative_layers_everywhere(tokens):
     stack, labels = cache.stack_head_results(-1, pos_slice=-1, return_labels=True)
     assert stack.shape[0] == n * model.cfg.n_heads and labels[-1] == f"L{n - 1}H{model.cfg.n_heads - 1}"
     resid = cache.decompose_resid(pos_slice=-1)
-    assert torch.equal(cache.apply_ln_to_stack(resid, -1, pos_slice=-1), cache.apply_ln_to_stack(resid, pos_slice=-1))
-    assert torch.equal(cache.apply_ln_to_stack(resid, -2, pos_slice=-1), cache.apply_ln_to_stack(resid, n - 1, pos_slice=-1))
+    assert torch.equal(cache.apply_ln_to_stack(resid, -1, pos_slice=-1, ln_weight=True),
+                       cache.apply_ln_to_stack(resid, pos_slice=-1, ln_weight=True))
+    assert torch.equal(cache.apply_ln_to_stack(resid, -2, pos_slice=-1, ln_weight=True),
+                       cache.apply_ln_to_stack(resid, n - 1, pos_slice=-1, ln_weight=True))
     # Sites read and write with negative layers.
     assert torch.equal(Head(-1, 2).read(cache), Head(n - 1, 2).read(cache))
     assert torch.equal(Neuron(-1, 5, pos=-1).read(cache), Neuron(n - 1, 5, pos=-1).read(cache))
@@ -190,7 +191,7 @@ def test_rmsnorm_is_read_from_the_config(tokens):
     model.ln_final.b = nn.Parameter(torch.ones(model.cfg.d_model, dtype=torch.float64))
     for block in model.blocks:
         block.ln2.b = nn.Parameter(torch.ones(model.cfg.d_model, dtype=torch.float64))
-    attrs = cache.logit_attrs(cache.decompose_resid(pos_slice=-1), 7, pos_slice=-1)
+    attrs = cache.logit_attrs(cache.decompose_resid(pos_slice=-1), 7, pos_slice=-1, ln_weight=True)
     torch.testing.assert_close(attrs.sum(0) + cache.logit_bias(7), logits[:, -1, 7], atol=1e-10, rtol=0)
     from probes.ffn import key_decomposition
 

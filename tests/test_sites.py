@@ -10,7 +10,7 @@ from interp import Head, Neuron
 def run_and_cache(model, tokens, edit, names):
     """Run with `edit` applied and cache `names` as they are after the edit."""
     store = {}
-    with model.hooks(fwd=[edit] + [(n, lambda x, hook: store.__setitem__(hook.name, x.clone())) for n in names]):
+    with model.hooks(fwd_hooks=[edit] + [(n, lambda x, hook: store.__setitem__(hook.name, x.clone())) for n in names]):
         model(tokens)
     return store
 
@@ -49,7 +49,6 @@ def test_gated_neuron_pre_linear(tokens):
     model = make_model("llama_gqa", dtype="float64")
     site = Neuron(1, 5)
     _, cache = model.run_with_cache(tokens)
-    mlp = model.blocks[1].mlp
     gate, lin = site.read(cache, "pre"), site.read(cache, "pre_linear")
     torch.testing.assert_close(site.read(cache, "post"), torch.nn.functional.silu(gate) * lin)
 

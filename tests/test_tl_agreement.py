@@ -23,7 +23,7 @@ SWEEPS = [
     ("head_z", "get_act_patch_attn_head_out_all_pos", None),
     ("head_q_by_pos", "get_act_patch_attn_head_q_by_pos", None),
     ("head_v", "get_act_patch_attn_head_v_all_pos", None),
-    ("head_pattern_by_pos", "get_act_patch_attn_head_pattern_by_pos", (0, 2, 1)),  # TL: [layer, head, dest_pos]
+    ("head_pattern_by_pos", "get_act_patch_attn_head_pattern_by_pos", None),  # both [layer, head, dest_pos]
 ]
 
 

@@ -75,7 +75,7 @@ def answer_stats(model, facts: Sequence[FactPrompt], hooks: Sequence = (),
         empty = torch.zeros(0)
         return empty, empty.long(), empty.bool()
     ids = torch.tensor([answer_token(model, a) for _, a in facts])
-    with torch.no_grad(), model.hooks(fwd=list(hooks)):
+    with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
         logits = last_token_logits(model, [p for p, _ in facts], batch_size)
     probs = logits.softmax(-1)
     p = probs[torch.arange(len(facts)), ids]

@@ -92,8 +92,10 @@ def key_decomposition(model, prompt: Prompt, neuron: Neuron, pos: int = -1, whic
     key = _keys(model, neuron.layer, model.cfg.gated_mlp and which == "gate")[:, neuron.index]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
-        stack, labels = cache.decompose_resid(neuron.layer, mlp_input=True, apply_ln=True, pos_slice=pos,
-                                              return_labels=True)
+        # The MLP's input, decomposed (a parallel block's MLP reads resid_pre), through ln2.
+        parallel = model.cfg.parallel_attn_mlp
+        stack, labels = cache.decompose_resid(neuron.layer, mlp_input=not parallel, pos_slice=pos, return_labels=True)
+        stack = cache.apply_ln_to_stack(stack, neuron.layer, mlp_input=True, pos_slice=pos, ln_weight=True)
         parts = stack[:, 0] @ key  # [component]
     out = {label: float(v) for label, v in zip(labels, parts)}
     out["bias"] = neuron_bias(model, neuron, which)

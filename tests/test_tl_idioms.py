@@ -412,3 +412,13 @@ def test_random_gpt2_idioms(gpt2):
     assert model.cfg.device == str(bridge.cfg.device) == "cpu"
     double = copy.deepcopy(model).double()
     assert double.cfg.device == "cpu" and "device" not in double.cfg.to_dict()
+
+
+def test_small_refusals_say_what_to_do(fw):
+    model, _ = fw
+    with pytest.raises(ValueError, match="right only"):
+        model(PROMPT, padding_side="left")
+    with pytest.raises(ValueError, match="normalized"):
+        act_name("in", 0, "mlp")
+    with pytest.raises(ValueError, match="tokens="):
+        model(torch.zeros(1, 3, 128), return_type="loss", start_at_layer=2)

@@ -193,7 +193,8 @@ class ActivationCache(Mapping):
                 labels.append(f"{l}_mid")
         stack = torch.stack([slice_axis(x, pos_slice, -2) for x in parts])
         if apply_ln:
-            stack = self.apply_ln_to_stack(stack, layer, mlp_input, pos_slice, recompute_ln=layer == n,
+            # (mlp_input means nothing at the final norm, as in TransformerLens.)
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input and layer < n, pos_slice, recompute_ln=layer == n,
                                            ln_weight=ln_weight)
         return (stack, labels) if return_labels else stack
 
@@ -353,7 +354,7 @@ class ActivationCache(Mapping):
         cfg = self._cfg
         layer = self._layer(layer)
         if has_batch_dim and self.has_batch_dim:
-            residual_stack = slice_axis(residual_stack, batch_slice, 1) if batch_slice is not None else residual_stack
+            residual_stack = slice_axis(residual_stack, batch_slice, 1)
         norm = self._norm_for(layer, mlp_input)
         if norm is None:
             return residual_stack
@@ -363,7 +364,7 @@ class ActivationCache(Mapping):
             x = x / (x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps).sqrt() * self._weight(f"{norm}.w")
             return x + self._weight(f"{norm}.b") if centre else x
         scale = slice_axis(self[f"{norm}.hook_scale"], pos_slice, -2)  # [batch, pos, 1]
-        if batch_slice is not None and self.has_batch_dim:
+        if self.has_batch_dim:
             scale = slice_axis(scale, batch_slice, 0)
         return frozen_norm(residual_stack, scale, self._norm_weight(norm, ln_weight), centre)
 

@@ -45,11 +45,7 @@ class StackedWeights:
             raise
 
     def _stack(self, attr: str, kv: bool = False) -> torch.Tensor:
-        module, name = attr.split(".")
-        if self.cfg.attn_only and module == "mlp":
-            raise AttributeError(f"an attn_only model has no MLP weights ({name})")
-        if module == "mlp" and name == "W_gate" and not self.cfg.gated_mlp:
-            raise AttributeError("W_gate exists only for gated MLPs (gated_mlp=True)")
+        module, name = attr.split(".")  # a missing one raises AttributeError, explained in __getattr__
         parts = [getattr(getattr(block, module), name) for block in self.blocks]
         if kv:
             parts = [kv_repeat(p, self.cfg.n_heads) for p in parts]

@@ -168,8 +168,7 @@ class Transformer(StackedWeights, HookedModule):
         token = self.to_single_token(single_token) if isinstance(single_token, str) else int(single_token)
         where = (tokens == token).nonzero().flatten()
         if where.numel() == 0:
-            raise ValueError(f"token {token} ({self.to_str_tokens(token)[0] if self.tokenizer else token!r}) "
-                             f"does not occur in the input")
+            raise ValueError(f"token {token} ({single_token!r}) does not occur in the input")
         return int(where[0] if mode == "first" else where[-1])
 
     def tokens_to_residual_directions(self, tokens: Union[str, int, torch.Tensor]) -> torch.Tensor:

@@ -396,7 +396,7 @@ def test_random_gpt2_idioms(gpt2):
     close(lo, lt)
     for key in [("resid_pre", 1), ("pattern", 2), ("scale", -1, "ln2"), ("z", 0)]:
         close(co[key], ct[key])
-    for kwargs in [dict(), dict(incl_mid=True, layer=2), dict(layer=1, mlp_input=True)]:
+    for kwargs in [dict(), dict(incl_mid=True, layer=2), dict(layer=1, mlp_input=True), dict(mlp_input=True, apply_ln=True)]:
         close(co.accumulated_resid(pos_slice=-1, **kwargs), ct.accumulated_resid(pos_slice=-1, **kwargs))
     for kwargs in [dict(), dict(layer=2, mode="attn"), dict(layer=1, mlp_input=True, apply_ln=True),
                    dict(apply_ln=True, pos_slice=(1, 4))]:
@@ -422,3 +422,27 @@ def test_small_refusals_say_what_to_do(fw):
         act_name("in", 0, "mlp")
     with pytest.raises(ValueError, match="tokens="):
         model(torch.zeros(1, 3, 128), return_type="loss", start_at_layer=2)
+
+
+def test_grouped_query_stacks_keep_kv_heads_and_circuits_repeat_them():
+    from interp.crosscheck import random_hf
+
+    hf = random_hf("llama", n_layers=2, d_model=48, n_heads=4, n_kv_heads=2)
+    model, bridge = from_hf(hf), quiet(bridge_for, hf)
+    for name in ["W_Q", "W_K", "W_V", "W_O"]:
+        close(getattr(model, name), quiet(getattr, bridge, name))
+    assert model.W_K.shape == (2, 2, 48, 12)
+    with torch.no_grad():
+        close(model.OV.AB, bridge.OV.AB)
+        close(model.QK.AB, bridge.QK.AB)
+
+
+def test_processed_weights_equal_the_compatibility_mode_bridge(fw_folded):
+    """Each processing step is visible in the weights, and equals TransformerLens' result."""
+    model, bridge = fw_folded
+    for name in ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "W_in", "b_in", "W_out", "b_out",
+                 "W_E", "W_pos", "W_U", "b_U"]:
+        close(getattr(model, name), getattr(bridge, name))
+    assert model.b_V.abs().max() == 0 and model.W_E.mean(-1).abs().max() < 1e-5  # folded b_V, centred writers
+    assert model.W_U.mean(-1).abs().max() < 1e-5  # centred unembedding
+    assert all(bool((model.get_parameter(n) == 1).all()) for n in ["ln_final.w", "blocks.0.ln1.w", "blocks.3.ln2.w"])

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
@@ -431,8 +432,9 @@ def save(fig: Figure, path: Union[str, Path], formats: Sequence[str] = ("png", "
     try:
         for fmt in formats:
             out = path.with_name(f"{path.name}.{fmt}")
-            metadata = {"Date": None} if fmt == "svg" else None  # reproducible SVG files
-            fig.savefig(out, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
+            metadata = {"Date": None} if fmt == "svg" else None  # reproducible SVG files: no date,
+            with rc_context({"svg.hashsalt": "interp"}):           # and the same element ids every run
+                fig.savefig(out, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
             written.append(out)
     finally:
         _close(fig)

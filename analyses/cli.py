@@ -8,7 +8,8 @@
     interp heads [--out DIR]
     interp trace [--window N] [--out DIR]
     interp probe ["PROMPT"] [--target W] [-k K] [--out DIR]
-    interp probe-relation [RELATION] [--limit N] [--out DIR]
+    interp probe-relation [RELATION|all] [--method M | --methods M1,M2] [--limit N] [--out DIR]
+    interp recall [RELATION] [--limit N] [--out DIR]
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`; only the
@@ -35,8 +36,10 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "heads": ("analyses.heads", "add_arguments", "run", "head attribution: direct logit attribution and patching"),
     "trace": ("analyses.trace", "add_arguments", "run", "causal tracing and attention knockout"),
     "probe": ("analyses.probe", "add_arguments", "run", "FFN key-value probing of one fact"),
-    "probe-relation": ("analyses.probe", "add_relation_arguments", "run_relation",
-                       "FFN key-value probing over every fact of a relation"),
+    "probe-relation": ("analyses.probe_relation", "add_arguments", "run",
+                       "where the facts of a relation live: position-aware localisation of every fact"),
+    "recall": ("analyses.recall", "add_arguments", "run",
+               "the recall chain over a relation: enrichment, extraction per head, linear probes"),
     "translate": ("analyses.translate", "add_arguments", "run",
                   "train the 2017 encoder-decoder to reverse sequences and show its cross-attention"),
 }

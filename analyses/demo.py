@@ -2,8 +2,10 @@
 
     python -m analyses.demo        (what `make demo` runs)
 
-Top-5 next words for three prompts, the FFN probe of Michael Jordan -> basketball
-(`interp probe`), then the cross-check against HF and TransformerLens.
+Top-5 next words for three prompts, the anatomy and FFN probe of Michael Jordan ->
+basketball (`interp probe`: AND keys at the subject, the heads that move it, the
+writers, the position-aware localisation, the chain figure), then the cross-check
+against HF and TransformerLens.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def main() -> int:
         print(prompt)
         for word, p in top_next_words(model, prompt):
             print(f"    {word:14s} {p:6.3f}")
-    print("\nFFN key-value probe of Michael Jordan -> basketball (interp probe; plots and JSON in results/probe/)\n")
+    print("\nThe recall chain of Michael Jordan -> basketball, then the FFN key-value details "
+          "(interp probe; the chain figure, plots and JSON in results/probe/)\n")
     from analyses.probe import main as probe_main
 
     probe_main(["--target", "basketball", "--quiet", "--out", "results/probe"])

@@ -7,17 +7,20 @@ fact-world knowledge base turns into it.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
+import torch
+
 from interp.results import write_json
 from interp.sites import Neuron
 from models import factworld
-from probes.ffn import FactPrompt, fact_neurons, localise
+from probes.ffn import DEFAULT_METHOD, ROLES, FactBatch, FactPrompt, layer_means, localise
 
 
 def factworld_prompts(templates_per_relation: int = 3) -> list[str]:
@@ -34,15 +37,19 @@ def triples(facts: Sequence[factworld.Fact], template: str) -> list[tuple[str, s
     return [(template.format(subject=f.subject), f.subject, f.object) for f in facts]
 
 
+def template_facts(template: int = 0) -> list[FactPrompt]:
+    """Every fact of the knowledge base as a prompt of its relation's template `template`, with its subject."""
+    return [FactPrompt(factworld.prompt(f.subject, f.relation, template), f.object, f.subject)
+            for f in factworld.facts()]
+
+
 def other_facts(exclude_subject: str, relation: str, template: int = 0) -> dict[str, list[FactPrompt]]:
-    """The facts other than `exclude_subject`'s, as prompts: {"same relation": ...,
-    "other relations": ...} in each relation's template `template`."""
+    """The facts other than `exclude_subject`'s, as prompts with their subjects: {"same relation":
+    ..., "other relations": ...} in each relation's template `template`."""
     groups: dict[str, list[FactPrompt]] = {"same relation": [], "other relations": []}
-    for fact in factworld.facts():
-        if fact.subject == exclude_subject:
-            continue
-        prompt = factworld.prompt(fact.subject, fact.relation, template)
-        groups["same relation" if fact.relation == relation else "other relations"].append((prompt, fact.object))
+    for fact, fp in zip(factworld.facts(), template_facts(template)):
+        if fact.subject != exclude_subject:
+            groups["same relation" if fact.relation == relation else "other relations"].append(fp)
     return groups
 
 
@@ -68,55 +75,125 @@ def other_facts_for(prompt: str) -> dict[str, list[FactPrompt]]:
 
 
 # ============================================================ a whole relation
+BINS = (1, 2, 3, 5, 10, 20)
+UNKNOWN = "the model's top-1 answer is not the fact's object"
+
+
 @dataclass
 class RelationView:
     relation: str
-    n_facts: int
+    method: str
+    max_sites: int
     localised: dict[str, Optional[int]]  # subject -> k (None if not localised)
-    layer_histogram: dict[int, int]  # layer -> how many of the localising neurons (over localised facts) are there
-    shared: list[tuple[str, int, list[str]]]  # neuron label, facts served, objects of those facts
-    by_object: dict[str, list[tuple[str, int]]]  # object -> neurons in the top-k of most of its facts
-    ks: list[int] = field(default_factory=list)
+    objects: dict[str, str]  # subject -> answer
+    sites: dict[str, list[str]]  # subject -> labels of its k sites ("L0N263@2")
+    roles: dict[str, list[str]]  # subject -> the position role of each site
+    random_flips: dict[str, int]  # subject -> random draws (of n_random) that also move the answer off top-1
+    reasons: dict[str, str]  # subject -> why it is not localised
+    n_random: int
+    seconds: float
+    at: str = "any position"  # or the roles the sites were limited to
+
+    @property
+    def n_facts(self) -> int:
+        return len(self.localised)
+
+    @property
+    def n_known(self) -> int:
+        """Facts the model answers correctly (top-1) in this template."""
+        return self.n_facts - sum(r == UNKNOWN for r in self.reasons.values())
 
     @property
     def n_localised(self) -> int:
         return sum(k is not None for k in self.localised.values())
 
+    def within(self) -> dict[int, int]:
+        """{b: facts localised with k <= b} for b in BINS."""
+        return {b: sum(k is not None and k <= b for k in self.localised.values()) for b in BINS if b <= self.max_sites}
+
+    def random_rate(self) -> float:
+        """Share of random draws (over the localised facts) that also move the answer off top-1."""
+        done = [s for s, k in self.localised.items() if k is not None]
+        return sum(self.random_flips[s] for s in done) / max(1, self.n_random * len(done))
+
+    def failure_kinds(self) -> dict[str, int]:
+        """How many facts fail for each kind of reason."""
+        kinds = {"the model does not know the fact": UNKNOWN, "the answer stays top-1 with max_sites sites": "stays",
+                 "moving the answer costs other facts > 5%": "costs"}
+        counts = {k: sum(pattern in r for r in self.reasons.values()) for k, pattern in kinds.items()}
+        return {k: n for k, n in counts.items() if n}
+
+    def heatmap(self, n_layers: int) -> torch.Tensor:
+        """[layer, role]: how many sites of localised facts sit there (roles: `ROLES`)."""
+        out = torch.zeros(n_layers, len(ROLES), dtype=torch.long)
+        for subject, labels in self.sites.items():
+            if self.localised[subject] is None:
+                continue
+            for label, role in zip(labels, self.roles[subject]):
+                out[Neuron.from_label(label).layer, ROLES.index(role)] += 1
+        return out
+
+    def shared(self, top: int = 15) -> list[tuple[str, int, list[str]]]:
+        """Sites (neuron and position role) used by the most localised facts: (site, facts, their answers)."""
+        users: dict[str, list[str]] = defaultdict(list)
+        for subject, labels in self.sites.items():
+            if self.localised[subject] is not None:
+                for label, role in zip(labels, self.roles[subject]):
+                    users[f"{label.split('@')[0]} @ {role}"].append(self.objects[subject])
+        ranked = sorted(users.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+        return [(site, len(objs), sorted(set(objs))) for site, objs in ranked]
+
     def to_dict(self) -> dict:
-        return asdict(self) | {"n_localised": self.n_localised}
+        return asdict(self) | {"n_facts": self.n_facts, "n_known": self.n_known, "n_localised": self.n_localised,
+                               "failure_kinds": self.failure_kinds(), "within": self.within(),
+                               "random_rate": self.random_rate(), "shared": self.shared(), "roles_order": list(ROLES)}
 
     def save_json(self, path: Union[str, Path]) -> Path:
         return write_json(path, self.to_dict())
 
 
-def relation_view(model, relation: str, *, template: int = 0, top: int = 10,
-                  ks: Sequence[int] = (1, 2, 3, 5, 10, 20, 50), include_none: bool = False,
-                  limit: Optional[int] = None, progress: bool = True) -> RelationView:
-    """Localise every fact of a relation; count neurons per layer and neurons shared across
-    facts (in each fact's top-`top` by contribution)."""
-    facts = [f for f in factworld.facts(relation) if include_none or f.object != "none"][:limit]
-    localised: dict[str, Optional[int]] = {}
-    serve: dict[Neuron, list[str]] = defaultdict(list)
-    layers: Counter = Counter()
-    objects: dict[Neuron, list[str]] = defaultdict(list)
-    for fact in tqdm(facts, desc=f"localising {relation} facts", disable=not progress):
+def relation_facts(relation: str, include_none: bool = False, limit: Optional[int] = None) -> list[factworld.Fact]:
+    """The facts of a relation (without the "none" answers unless asked), the first `limit`."""
+    return [f for f in factworld.facts(relation) if include_none or f.object != "none"][:limit]
+
+
+def relation_view(model, relation: str, *, method: str = DEFAULT_METHOD, max_sites: int = 20, template: int = 0,
+                  include_none: bool = False, limit: Optional[int] = None, n_random: int = 5,
+                  roles: Optional[Sequence[str]] = None, progress: bool = True) -> RelationView:
+    """Localise every fact of a relation (`probes.ffn.localise`, positions and all; only at
+    positions of `roles` if given) against all other facts in the same template; record each
+    fact's k, sites, their roles, the random baseline."""
+    facts = relation_facts(relation, include_none, limit)
+    everything = factworld.facts()
+    batch = FactBatch(model, template_facts(template))
+    batch.top1(model)  # the unablated accuracy, once: every subset below inherits it
+    index = {f.subject: i for i, f in enumerate(everything) if f.relation == relation}
+    means = layer_means(model, [f.prompt for f in batch.facts]) if method == "mean" else None
+    view = RelationView(relation, method, max_sites, {}, {}, {}, {}, {}, {}, n_random, 0.0,
+                        "any position" if roles is None else ", ".join(roles))
+    start = time.perf_counter()
+    for fact in tqdm(facts, desc=f"localising {relation} facts ({method})", disable=not progress):
+        same = [i for i, f in enumerate(everything) if f.subject != fact.subject and f.relation == relation]
+        rest = [i for i, f in enumerate(everything) if f.subject != fact.subject and f.relation != relation]
+        others = {"same relation": batch.subset(same), "other relations": batch.subset(rest)}
+        view.objects[fact.subject] = fact.object
         prompt = factworld.prompt(fact.subject, relation, template)
-        loc = localise(model, prompt, fact.object, ks, other_facts=other_facts(fact.subject, relation, template))
-        localised[fact.subject] = loc.k
-        if loc.k is not None:
-            for neuron in loc.sites[: loc.k]:
-                layers[neuron.layer] += 1
-        for neuron in fact_neurons(model, prompt, fact.object, top).sites:
-            serve[neuron].append(fact.subject)
-            objects[neuron].append(fact.object)
-    shared = sorted(((n.label, len(s), sorted(set(objects[n]))) for n, s in serve.items()), key=lambda x: -x[1])[:30]
-    count_by_object = Counter(f.object for f in facts)
-    by_object: dict[str, list[tuple[str, int]]] = {}
-    for obj, n_obj in count_by_object.items():
-        hits = [(n.label, objects[n].count(obj)) for n in serve if objects[n].count(obj) > n_obj / 2]
-        by_object[obj] = sorted(hits, key=lambda x: -x[1])[:10]
-    return RelationView(relation, len(facts), localised, dict(sorted(layers.items())), shared, by_object, list(ks))
+        if not batch.top1(model)[index[fact.subject]]:  # the model does not know it: nothing to localise
+            view.localised[fact.subject], view.sites[fact.subject], view.roles[fact.subject] = None, [], []
+            view.random_flips[fact.subject] = 0
+            view.reasons[fact.subject] = UNKNOWN
+            continue
+        loc = localise(model, prompt, fact.object, subject=fact.subject, method=method, max_sites=max_sites,
+                       other_facts=others, n_random=n_random, means=means, roles=roles)
+        view.localised[fact.subject] = loc.k
+        view.sites[fact.subject] = [s.label for s in loc.sites]
+        view.roles[fact.subject] = list(loc.validation.roles)
+        view.random_flips[fact.subject] = loc.validation.random_flips
+        if loc.k is None:
+            view.reasons[fact.subject] = loc.reason
+    view.seconds = time.perf_counter() - start
+    return view
 
 
-__all__ = ["factworld_prompts", "triples", "other_facts", "find_subject", "other_facts_for", "RelationView",
-           "relation_view"]
+__all__ = ["factworld_prompts", "triples", "template_facts", "other_facts", "find_subject", "other_facts_for",
+           "RelationView", "relation_view", "relation_facts", "BINS"]

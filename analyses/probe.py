@@ -1,23 +1,19 @@
-"""FFN key-value probing of one fact, and of a whole relation.
+"""The anatomy of one fact, then the FFN key-value details.
 
     interp probe "Michael Jordan plays the sport of" --target basketball
-    interp probe-relation sport
     python -m analyses.probe --target basketball --out results/probe
 
 `interp probe` prints and saves, for the prompt's answer:
-  - the neurons ranked by direct contribution to the target's logit, with their
-    activation, value score and the tokens their values promote, and the share
-    of all MLP neurons' contribution the top k explain;
-  - the AND test: activations for the full subject and for subjects sharing
-    only its first or only its last word, with each key's bias;
-  - the key decomposition of the top neuron, its trigger examples, and the
-    value projections (promoted / suppressed tokens);
-  - knowledge neurons by integrated gradients, and their overlap with the ranking;
-  - ablation (zero, mean) and amplification (x2) of the top neurons against
-    random neurons from the same layers, with the other facts' accuracy, and
-    the fewest top neurons whose ablation localises the fact.
-Plots: OUT/contributions, OUT/keys (activations across related subjects),
-OUT/ablation; every number in OUT/probe.json.
+  - the anatomy (`analyses.anatomy`): the AND keys at the subject's last token with each key
+    split by source token, what their values write through the later heads, the heads that
+    move it to the last position, the last-position writers, the localisation (positions and
+    all) with its random baseline, and the chain figure (OUT/chain);
+  - the details: neurons ranked by direct contribution at the last position, the AND test there,
+    the key decomposition of the top neuron, trigger examples, value projections, knowledge
+    neurons (integrated gradients) and their overlap, ablation (zero, mean) and amplification
+    (x2) of the top neurons against random neurons, with the other facts' accuracy.
+Plots: OUT/chain, OUT/contributions_and_ablation, OUT/keys; every number in OUT/probe.json.
+(`interp probe-relation` localises every fact of a relation: `analyses.probe_relation`.)
 """
 
 from __future__ import annotations
@@ -30,9 +26,6 @@ import torch
 from matplotlib.figure import Figure
 
 from analyses.common import CLEAN, add_model_arguments, add_out_argument, load_model, main_for, write_json
-
-KS = (1, 2, 3, 5, 10, 20, 50)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="?", default=CLEAN)
@@ -47,14 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-draws", type=int, default=5)
     add_model_arguments(p)
     add_out_argument(p, "results/probe")
-
-
-def add_relation_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("relation", nargs="?", default="sport", help="fact-world relation (sport, country, occupation)")
-    p.add_argument("--top", type=int, default=10, help="neurons per fact counted as its top neurons")
-    p.add_argument("--limit", type=int, default=None, help="only the first N facts")
-    add_model_arguments(p)
-    add_out_argument(p, "results/probe-relation")
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -90,15 +75,6 @@ def run(args: argparse.Namespace) -> int:
     subject = args.subject or (found[0] if found else None)
     report: dict = {"prompt": prompt, "target": target, "counterfactual": args.counterfactual, "subject": subject}
 
-    ranked = ffn.fact_neurons(model, prompt, target, args.k, counterfactual=args.counterfactual)
-    report["fact_neurons"] = ranked.to_dict()
-    print(f"{prompt!r} -> {target!r}: top {args.k} neurons by direct contribution to logit({ranked.target})")
-    print(_table([[i + 1, n.label, f"{n.activation:.2f}", f"{n.contribution:+.3f}", f"{n.value_score:+.3f}",
-                   " ".join(n.top_tokens[:4])] for i, n in enumerate(ranked)],
-                 ["#", "neuron", "activation", "contribution", "per unit", "value promotes"]))
-    print(f"these {args.k} explain {ranked.explained:.0%} of all neurons' direct contribution ({ranked.total:+.2f})\n")
-
-    # AND test on the ranked neurons, at the last position.
     first_only, last_only = args.first_only, args.last_only
     if prompt == CLEAN and subject == "Michael Jordan":  # the canonical contrast
         first_only, last_only = first_only or "Michael Phelps", last_only or "Alexis Jordan"
@@ -109,6 +85,30 @@ def run(args: argparse.Namespace) -> int:
         differs = lambda s: factworld.lookup(s, found[1]) != target  # noqa: E731  a contrast with another answer
         first_only = first_only or next((s for s in firsts if differs(s)), None)
         last_only = last_only or next((s for s in lasts if differs(s)), None)
+    if args.other:
+        others = {"given": [tuple(o.split("|", 2)) for o in args.other]}
+    else:
+        others = factworld_facts.other_facts(found[0], found[1]) if found else {}
+    if subject and first_only and last_only:
+        from analyses.anatomy import anatomy
+
+        print(f"The anatomy of {prompt!r} -> {target!r}\n")
+        report["anatomy"] = anatomy(model, prompt, target, subject, first_only, last_only, others=others,
+                                    out=args.out, plot=plot)
+        print("\nDetails\n")
+    else:
+        from analyses.anatomy import localisation
+
+        localisation(model, prompt, target, subject, others, report)
+    ranked = ffn.fact_neurons(model, prompt, target, args.k, counterfactual=args.counterfactual)
+    report["fact_neurons"] = ranked.to_dict()
+    print(f"{prompt!r} -> {target!r}: top {args.k} neurons by direct contribution to logit({ranked.target})")
+    print(_table([[i + 1, n.label, f"{n.activation:.2f}", f"{n.contribution:+.3f}", f"{n.value_score:+.3f}",
+                   " ".join(n.top_tokens[:4])] for i, n in enumerate(ranked)],
+                 ["#", "neuron", "activation", "contribution", "per unit", "value promotes"]))
+    print(f"these {args.k} explain {ranked.explained:.0%} of all neurons' direct contribution ({ranked.total:+.2f})\n")
+
+    # AND test on the ranked neurons, at the last position.
     if subject and first_only and last_only:
         p_first, p_last = prompt.replace(subject, first_only), prompt.replace(subject, last_only)
         rows = ffn.and_detection(model, prompt, p_first, p_last, neurons=ranked.sites)
@@ -164,10 +164,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"overlap with the contribution ranking: {overlap['overlap']} of {args.k}\n")
 
     # Interventions.
-    if args.other:
-        others = {"given": [tuple(o.rsplit("|", 1)) for o in args.other]}
-    else:
-        others = factworld_facts.other_facts(*found) if found else {}
     val = ffn.validate(model, prompt, target, ranked.sites, other_facts=others, n_random=args.random_draws)
     report["validation"] = val.to_dict()
     print(f"interventions on the top {args.k} neurons at every position (random: {args.random_draws} draws of "
@@ -178,11 +174,6 @@ def run(args: argparse.Namespace) -> int:
                  ["", f"P({target}) before", "after", "rank after", "random: P after", "random: worst rank"]))
     for group, s in val.specificity.items():
         print(f"top-1 accuracy, {group} ({s['n']} facts): {s['before']:.3f} -> {s['after']:.3f} after zero ablation")
-    if val.specificity:
-        loc = ffn.localise(model, prompt, target, KS, other_facts=others, counterfactual=args.counterfactual)
-        report["localisation"] = {"k": loc.k, "neurons": [n.label for n in loc.sites], "ks": list(KS)}
-        print("localised: " + (f"zero-ablating the top {loc.k} neurons moves {target!r} off top-1 while the other "
-                               "facts keep >= 95% of their accuracy" if loc.k else f"not with k in {KS}"))
     _plot_ranked(ranked, val, target, plot, args)
     write_json(args.out / "probe.json", report)
     print(f"\nPlots and JSON in {args.out}/")
@@ -221,38 +212,6 @@ def _plot_keys(model, prompt: str, subject: str, ranked, found, plot, args) -> N
                        title="key activations at the last position across related subjects",
                        xlabel="subject (its answer)", ylabel="neuron", colorbar_label="activation")
     plot.save(fig, args.out / "keys")
-
-
-def run_relation(args: argparse.Namespace) -> int:
-    from analyses.factworld_facts import relation_view
-    from interp import plot
-
-    model = load_model(args)
-    view = relation_view(model, args.relation, top=args.top, ks=KS, limit=args.limit, progress=not args.quiet)
-    view.save_json(args.out / "relation.json")
-    ks = [k for k in view.localised.values() if k is not None]
-    print(f"{args.relation}: {view.n_localised} of {view.n_facts} facts localised (zero-ablating at most "
-          f"{max(KS)} of their top neurons moves the answer off top-1, other facts keep >= 95% accuracy)")
-    for k in KS:
-        print(f"  k <= {k:2d}: {sum(x <= k for x in ks)} facts")
-    print("layers of the localising neurons: " + ", ".join(f"L{l}: {c}" for l, c in view.layer_histogram.items()))
-    print("neurons in the top-" + str(args.top) + " of the most facts:")
-    for label, count, objects in view.shared[:10]:
-        print(f"  {label}: {count} facts, answers {', '.join(objects[:6])}{' ...' if len(objects) > 6 else ''}")
-    print("neurons shared by most facts with the same answer:")
-    for obj, hits in view.by_object.items():
-        if hits:
-            print(f"  {obj}: " + ", ".join(f"{label} ({n})" for label, n in hits[:5]))
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    left.bar([f"L{l}" for l in view.layer_histogram], list(view.layer_histogram.values()), color="#2166ac")
-    left.set_title("layer of each localising neuron")
-    right.bar([str(k) for k in KS], [sum(x == k for x in ks) for k in KS], color="#2166ac")
-    right.set_title(f"neurons needed to localise a fact ({view.n_localised}/{view.n_facts} localised)")
-    right.set_xlabel("k (top neurons zero-ablated)")
-    paths = plot.save(fig, args.out / "relation")
-    print(f"Plots ({', '.join(str(p) for p in paths)}) and JSON in {args.out}/")
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -25,6 +25,7 @@ query head would change every head of its group, and is refused.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional, Union
 
@@ -36,6 +37,7 @@ from interp.hooks import HookFn, HookPoint
 Value = Union[torch.Tensor, float]
 KV_ACTS = ("k", "v", "rot_k")
 STACK_TAGS = {"": "", "encoder": "enc.", "decoder": "dec."}
+_NEURON_LABEL = re.compile(r"L(-?\d+)N(\d+)(?:@(-?\d+))?")
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,15 @@ class Neuron(_Site):
     def label(self) -> str:
         tag = STACK_TAGS.get(self.stack, self.stack + ".")
         return f"{tag}L{self.layer}N{self.index}" + ("" if self.pos is None else f"@{self.pos}")
+
+    @classmethod
+    def from_label(cls, label: str) -> "Neuron":
+        """The inverse of `label` for a decoder-only model's neuron: "L2N411@2" -> Neuron(2, 411, pos=2)."""
+        match = _NEURON_LABEL.fullmatch(label.strip())
+        if match is None:
+            raise ValueError(f"not a neuron label: {label!r} (expected e.g. 'L2N411' or 'L2N411@2')")
+        layer, index, pos = match.groups()
+        return cls(int(layer), int(index), None if pos is None else int(pos))
 
 
 # ============================================================ the encoder-decoder's sites

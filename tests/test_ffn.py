@@ -6,24 +6,16 @@ import torch
 
 from analyses.factworld_facts import other_facts_for
 from interp import Neuron
-from models import Transformer, TransformerConfig, load
-from models.tokenizer import WordTokenizer
+from models import load
 from probes.ffn import (
     and_detection, answer_stats, fact_neurons, key_decomposition, localise, neuron_activations, trigger_examples,
     validate, value_projection,
 )
 from conftest import make_model
+from helpers import blank_word_model
 
 WORDS = ["<pad>", "<bos>", "<eos>", "Michael", "Jordan", "Phelps", "Alexis", "basketball", "swimming", "hockey", "x", "y"]
 FULL, FIRST_ONLY, LAST_ONLY = "Michael Jordan", "Michael Phelps", "Alexis Jordan"
-
-
-def unit(t: int, d: int = 24) -> torch.Tensor:
-    """Token t's direction: mean-zero and orthonormal to every other token's, so LayerNorm's
-    centring leaves it alone."""
-    u = torch.zeros(d, dtype=torch.float64)
-    u[2 * t], u[2 * t + 1] = 2 ** -0.5, -(2 ** -0.5)
-    return u
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +29,8 @@ def build_hand_model():
     full name and either part: an AND. Its value writes u_basketball. Neuron 1 reads u_Jordan
     alone (fires for both Jordans) and writes u_hockey; neuron 2 fires for every name and
     writes a little u_basketball; neuron 3 never fires."""
-    cfg = TransformerConfig(n_layers=1, d_model=24, n_heads=1, d_head=24, d_mlp=4, d_vocab=len(WORDS), n_ctx=8,
-                            act_fn="relu", tie_embeddings=False, dtype="float64")
-    model = Transformer(cfg, WordTokenizer(WORDS)).eval()
-    ids = {w: i for i, w in enumerate(WORDS)}
-    u = {w: unit(i) for w, i in ids.items()}
+    model, u = blank_word_model(WORDS, n_layers=1, d_model=24)
     with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        for name, p in model.named_parameters():
-            if name.endswith(".w"):
-                p.fill_(1.0)
-        model.embed.W_E.copy_(torch.stack([u[w] for w in WORDS]))
         attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
         attn.W_V[0] = torch.eye(24, dtype=torch.float64) * (2.0 / 24 ** 0.5)  # ln1 output has norm sqrt(24)
         attn.W_O[0] = torch.eye(24, dtype=torch.float64)
@@ -127,7 +109,8 @@ def test_ablating_the_neuron_removes_the_fact(hand_model):
     assert min(zero.random_p_after) > zero.p_after
     assert result.specificity["other names"]["after"] == result.specificity["other names"]["before"] == 1.0
     assert result.localised
-    assert localise(hand_model, FULL, "basketball", ks=(1, 2), other_facts=others).k == 1
+    loc = localise(hand_model, FULL, "basketball", subject=FULL, other_facts=others)
+    assert loc.k == 1 and (loc.sites[0].layer, loc.sites[0].index) == (0, 0)
 
 
 def test_trigger_examples(hand_model):

@@ -18,7 +18,7 @@ def test_readme_causal_analyses_examples_run():
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text[text.index("## Causal analyses"):text.index("## Benchmarks")]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 4  # patching, attribution, causal tracing, FFN probing
+    assert len(blocks) == 6  # patching, attribution, causal tracing, FFN probing, localisation, recall chain
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README causal analyses block {i}", "exec"), namespace)
@@ -32,3 +32,10 @@ def test_readme_causal_analyses_examples_run():
     by_hand = cache["post", top.layer][0, -1, top.index] * direction @ model.W_U.detach()[:, model.to_single_token("basketball")]
     assert float(by_hand) == pytest.approx(top.contribution, rel=1e-4)
     assert namespace["check"].interventions[0].p_after < 0.5
+    loc, at_subject = namespace["loc"], namespace["at_subject"]
+    assert loc.k == 5 and [s.label for s in loc.sites] == ['L0N24@6', 'L3N486@6', 'L3N494@6', 'L0N80@6', 'L0N189@6']
+    assert at_subject.k == 27 and {s.pos for s in at_subject.sites} <= {1, 2}
+    ext = namespace["ext"]
+    assert float(ext.attention[1, 3]) == pytest.approx(0.99, abs=0.005)
+    assert float(ext.from_subject[1, 3]) == pytest.approx(2.52, abs=0.005)
+    assert namespace["moved"].shape == (4, 7, 512) and namespace["curve"].test_accuracy[-1] > 0.9

@@ -72,3 +72,10 @@ def test_site_labels_and_errors(tokens):
         model.run_with_hooks(tokens, fwd_hooks=[Head(0, 9).zero()])
     with pytest.raises(IndexError, match="neuron 500 out of range"):
         model.run_with_hooks(tokens, fwd_hooks=[Neuron(0, 500).zero()])
+
+
+def test_neuron_from_label_round_trips():
+    for n in (Neuron(2, 411, pos=2), Neuron(0, 7), Neuron(-1, 3, pos=-1)):
+        assert Neuron.from_label(n.label) == n
+    with pytest.raises(ValueError, match="not a neuron label"):
+        Neuron.from_label("L2H3")

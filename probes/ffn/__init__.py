@@ -22,14 +22,16 @@ fewest neurons that carry a fact). Generic: prompts, answers and the other facts
 check come from the caller (the fact-world's live in `analyses`).
 """
 
+from probes.ffn.facts import ROLES, FactBatch, FactPrompt, Layout, prompt_layout
 from probes.ffn.interventions import (
-    FactPrompt, Intervention, Validation, answer_stats, intervention_hooks, mean_activations, validate,
+    Intervention, Validation, answer_stats, intervention_hooks, layer_means, mean_activations, validate,
 )
 from probes.ffn.keys import (
-    AndRow, Trigger, and_detection, check_neurons, key_decomposition, neuron_activations, neuron_bias,
+    AndRow, Trigger, and_detection, check_neurons, key_by_source, key_decomposition, neuron_activations, neuron_bias,
     related_subjects, trigger_examples,
 )
-from probes.ffn.localise import Localisation, localise
+from probes.ffn.localise import DEFAULT_METHOD, SUBJECT_ROLES, Localisation, LocalisationCheck, localise
+from probes.ffn.rankings import METHODS, SiteRanking, rank_sites, site_scores
 from probes.ffn.values import (
     NeuronContribution, RankedNeurons, ValueProjection, fact_neurons, neuron_contributions, value_logits,
     value_projection,
@@ -37,8 +39,9 @@ from probes.ffn.values import (
 
 __all__ = [
     "NeuronContribution", "RankedNeurons", "fact_neurons", "neuron_contributions", "value_projection",
-    "value_logits", "ValueProjection", "key_decomposition", "neuron_activations", "neuron_bias", "check_neurons",
+    "value_logits", "ValueProjection", "key_decomposition", "key_by_source", "neuron_activations", "neuron_bias", "check_neurons",
     "and_detection", "AndRow", "trigger_examples", "Trigger", "related_subjects", "intervention_hooks",
     "mean_activations", "answer_stats", "validate", "Validation", "Intervention", "FactPrompt", "localise",
-    "Localisation",
+    "Localisation", "LocalisationCheck", "DEFAULT_METHOD", "SUBJECT_ROLES", "ROLES", "FactBatch", "Layout", "prompt_layout",
+    "layer_means", "METHODS", "SiteRanking", "rank_sites", "site_scores",
 ]

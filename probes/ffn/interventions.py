@@ -18,9 +18,9 @@ from interp import names as hook_names
 from interp.sites import Neuron
 from interp.tokens import answer_token
 from models.transformer import last_token_logits
+from probes.ffn.facts import FactBatch, FactPrompt, accuracy, as_fact, prompt_layout
 from probes.ffn.keys import check_neurons
 
-FactPrompt = tuple[str, str]  # (prompt, answer word)
 MODES = ("zero", "mean", "scale")
 
 
@@ -68,15 +68,33 @@ def mean_activations(model, neurons: Sequence[Neuron], prompts: Sequence[str]) -
     return out
 
 
+def layer_means(model, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+    """[n_layers, d_mlp]: every neuron's mean activation (hook_post) over all real tokens of `prompts`."""
+    if not prompts:
+        raise ValueError("layer_means needs at least one prompt")
+    names = [hook_names.act_name("post", l) for l in range(model.cfg.n_layers)]
+    total = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.float64)
+    count = 0.0
+    for lo in range(0, len(prompts), batch_size):
+        with torch.no_grad():
+            tokens, mask = model._tokenize(list(prompts[lo: lo + batch_size]))
+            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
+        weight = (mask if mask is not None else torch.ones(tokens.shape)).double().to(cache[names[0]].device)
+        total += torch.stack([torch.einsum("bp,bpn->n", weight, cache[n].double()) for n in names]).cpu()
+        count += float(weight.sum())
+    return total / count
+
+
 def answer_stats(model, facts: Sequence[FactPrompt], hooks: Sequence = (),
                  batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For each (prompt, answer): probability of the answer, its rank (0 = top-1) and whether it is top-1."""
     if not facts:
         empty = torch.zeros(0)
         return empty, empty.long(), empty.bool()
-    ids = torch.tensor([answer_token(model, a) for _, a in facts])
+    facts = [as_fact(f) for f in facts]
+    ids = torch.tensor([answer_token(model, f.answer) for f in facts])
     with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
-        logits = last_token_logits(model, [p for p, _ in facts], batch_size)
+        logits = last_token_logits(model, [f.prompt for f in facts], batch_size)
     probs = logits.softmax(-1)
     p = probs[torch.arange(len(facts)), ids]
     rank = (logits > logits[torch.arange(len(facts)), ids][:, None]).sum(-1)
@@ -114,33 +132,45 @@ class Validation:
 
 
 def random_like(model, neurons: Sequence[Neuron], rng: random.Random) -> list[Neuron]:
-    """As many random neurons per (layer, position) as `neurons` has, avoiding them."""
-    taken = {(n.layer, n.index) for n in neurons}
+    """As many random neurons per (layer, position) as `neurons` has there, none of them."""
+    counts = Counter((n.layer, n.pos) for n in neurons)
     out = []
-    for (layer, pos), count in Counter((n.layer, n.pos) for n in neurons).items():
-        pool = [i for i in range(model.cfg.d_mlp) if (layer, i) not in taken]
+    for (layer, pos), count in counts.items():
+        taken = {n.index for n in neurons if n.layer == layer and (n.pos == pos or n.pos is None or pos is None)}
+        pool = [i for i in range(model.cfg.d_mlp) if i not in taken]
+        if len(pool) < count:
+            raise ValueError(f"cannot draw {count} random neurons of layer {layer} at position {pos}: only "
+                             f"{len(pool)} others exist")
         out += [Neuron(layer, i, pos) for i in rng.sample(pool, count)]
     return out
 
 
-def specificity(model, other_facts: dict[str, list[FactPrompt]], hooks: Sequence) -> dict[str, dict[str, float]]:
-    """Top-1 accuracy of each group of other facts before and after the hooks."""
-    out = {}
-    for group, facts in other_facts.items():
-        before = answer_stats(model, facts)[2].double().mean()
-        after = answer_stats(model, facts, hooks)[2].double().mean()
-        out[group] = {"n": len(facts), "before": float(before), "after": float(after)}
-    return out
+def can_draw_like(model, neurons: Sequence[Neuron]) -> bool:
+    """Whether `random_like` can draw a set like `neurons` (enough other neurons everywhere)."""
+    counts = Counter((n.layer, n.pos) for n in neurons)
+    return all(2 * c <= model.cfg.d_mlp for c in counts.values())
+
+
+def specificity(model, other_facts: dict[str, Sequence], neurons: Sequence[Neuron], prompt: str,
+                subject: Optional[str] = None) -> dict[str, dict[str, float]]:
+    """Top-1 accuracy of each group of other facts before and after zero-ablating the neurons
+    (Neurons at a position of `prompt`: at the corresponding positions, see `probes.ffn.facts`)."""
+    groups = {g: FactBatch.of(model, f) for g, f in other_facts.items()}
+    source = prompt_layout(model, prompt, subject)
+    before, after = accuracy(model, groups), accuracy(model, groups, neurons, source)
+    return {g: {"n": len(groups[g]), "before": before[g], "after": after[g]} for g in before}
 
 
 def validate(model, prompt: str, target: str, neurons: Sequence[Neuron], *,
-             other_facts: dict[str, list[FactPrompt]], n_random: int = 5, seed: int = 0,
+             other_facts: dict[str, Sequence], subject: Optional[str] = None, n_random: int = 5, seed: int = 0,
              factor: float = 2.0, keep: float = 0.95) -> Validation:
     """Ablate (zero, mean) and amplify (x factor) the neurons (at their positions, or every
     position); report the target's probability and rank against random neurons from the same
     layers and positions, and the top-1 accuracy of the other facts before and after zero ablation.
 
-    other_facts: {group: [(prompt, answer)]}; may be empty (no specificity check). Means for
+    other_facts: {group: [(prompt, answer[, subject])]}; may be empty (no specificity check).
+    Neurons with a position are ablated at the corresponding positions of the other facts
+    (`subject` gives this prompt's positions their roles; see `probes.ffn.facts`). Means for
     "mean" ablation are taken over all tokens of the other facts' prompts (or of this prompt
     if there are none).
     """
@@ -149,7 +179,7 @@ def validate(model, prompt: str, target: str, neurons: Sequence[Neuron], *,
         raise ValueError("no neurons to validate")
     rng = random.Random(seed)
     randoms = [random_like(model, neurons, rng) for _ in range(n_random)]
-    reference = [p for group in other_facts.values() for p, _ in group] or [prompt]
+    reference = [as_fact(f).prompt for group in other_facts.values() for f in group] or [prompt]
     means = mean_activations(model, neurons + [n for r in randoms for n in r], reference)
     fact = [(prompt, target)]
     p0, r0, _ = answer_stats(model, fact)
@@ -159,11 +189,11 @@ def validate(model, prompt: str, target: str, neurons: Sequence[Neuron], *,
         rand = [answer_stats(model, fact, intervention_hooks(r, mode, means, factor)) for r in randoms]
         interventions.append(Intervention(label, float(p0), float(p1), int(r0), int(r1),
                                           [float(p) for p, _, _ in rand], [int(r) for _, r, _ in rand]))
-    spec = specificity(model, other_facts, intervention_hooks(neurons, "zero"))
+    spec = specificity(model, other_facts, neurons, prompt, subject)
     kept = all(s["after"] >= keep * s["before"] for s in spec.values() if s["n"])
     zero = interventions[0]
     return Validation(prompt, target, neurons, interventions, spec, zero.rank_after > 0 and kept)
 
 
-__all__ = ["FactPrompt", "intervention_hooks", "mean_activations", "answer_stats", "Intervention", "Validation",
-           "random_like", "specificity", "validate"]
+__all__ = ["FactPrompt", "intervention_hooks", "mean_activations", "layer_means", "answer_stats", "Intervention", "Validation",
+           "random_like", "can_draw_like", "specificity", "validate"]

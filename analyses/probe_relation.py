@@ -1,0 +1,153 @@
+"""Where the facts of a relation live: position-aware localisation of every fact.
+
+    interp probe-relation sport
+    interp probe-relation all --methods direct,attribution,greedy    # compare ranking methods
+    interp probe-relation sport --at subject                          # sites at the subject's tokens only
+    python -m analyses.probe_relation country --out results/probe-relation
+
+For each fact (template 0, "none" answers left out) `probes.ffn.localise` looks for the
+fewest MLP neuron sites (layer, position, neuron) whose zero ablation moves the answer off
+top-1 while the other facts (the same relation, and the other relations, with the sites
+ablated at corresponding positions) keep >= 95% of their top-1 accuracy, with k <= 20.
+Printed and saved per relation: how many facts are localised with k <= 1, 2, 3, 5, 10, 20;
+the random baseline (the same number of sites at the same layers and positions, 5 draws);
+a layer x position-role heatmap of the sites; the sites shared by most facts; the facts
+that fail and why. OUT/RELATION[_METHOD].json and .png; with several methods also
+OUT/methods.json and OUT/methods.png (localised share per relation and method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from matplotlib.figure import Figure
+
+from analyses.common import add_model_arguments, add_out_argument, load_model, main_for, write_json
+
+RELATIONS = ("sport", "country", "occupation")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("relation", nargs="?", default="sport", help="sport, country, occupation, or all")
+    p.add_argument("--method", default=None, help="site ranking (default: probes.ffn.DEFAULT_METHOD)")
+    p.add_argument("--methods", default=None, help="comma-separated ranking methods to compare")
+    p.add_argument("--max-sites", type=int, default=20)
+    p.add_argument("--at", choices=["any", "subject"], default="any",
+                   help="where sites may be: any position (default) or the subject's tokens only")
+    p.add_argument("--limit", type=int, default=None, help="only the first N facts of each relation")
+    add_model_arguments(p)
+    add_out_argument(p, "results/probe-relation")
+
+
+def _methods(args) -> list[str]:
+    from probes.ffn import DEFAULT_METHOD, METHODS
+
+    methods = args.methods.split(",") if args.methods else [args.method or DEFAULT_METHOD]
+    for m in methods:
+        if m not in METHODS:
+            raise SystemExit(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def _relations(name: str) -> list[str]:
+    if name == "all":
+        return list(RELATIONS)
+    if name not in RELATIONS:
+        raise SystemExit(f"unknown relation {name!r}; choose from {', '.join(RELATIONS)} or all")
+    return [name]
+
+
+def report(view, n_layers: int) -> None:
+    within = view.within()
+    print(f"{view.relation} ({view.method}, sites at {view.at}): {view.n_localised} of {view.n_facts} facts localised "
+          f"({view.n_localised / max(1, view.n_facts):.0%}) with k <= {view.max_sites} sites, "
+          f"{view.seconds:.0f} s; the model knows {view.n_known} of them (top-1 in this template)")
+    print("  " + ", ".join(f"k <= {b}: {n}" for b, n in within.items()))
+    print(f"  random baseline (same count, layers, positions; {view.n_random} draws per localised fact): "
+          f"{view.random_rate():.1%} of draws move the answer off top-1")
+    heat = view.heatmap(n_layers)
+    from probes.ffn import ROLES
+
+    roles = [r for j, r in enumerate(ROLES) if heat[:, j].sum()]
+    print("  where the sites are (localised facts): " + "; ".join(
+        f"{r} {int(heat[:, ROLES.index(r)].sum())} (" + " ".join(f"L{l}:{int(heat[l, ROLES.index(r)])}"
+                                                               for l in range(n_layers)) + ")" for r in roles))
+    print("  sites shared by most facts: " + "; ".join(f"{s} ({n} facts: {', '.join(o[:4])}{' ...' if len(o) > 4 else ''})"
+                                                      for s, n, o in view.shared(5)))
+    fails = list(view.reasons.items())
+    kinds = view.failure_kinds()
+    if kinds:
+        print("  why the others fail: " + "; ".join(f"{kind}: {n}" for kind, n in kinds.items()))
+    if fails:
+        print(f"  not localised ({len(fails)}), e.g.: " + "; ".join(f"{s} -> {view.objects[s]}: {r}"
+                                                                  for s, r in fails[:4]))
+
+
+def plot_view(view, n_layers: int, out, plot) -> list:
+    from probes.ffn import ROLES
+
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.6])
+    within = view.within()
+    left.bar([f"<= {b}" for b in within], list(within.values()), color="#2166ac")
+    left.axhline(0.9 * view.n_facts, color="#b2182b", linestyle="--", label="90% of the facts")
+    left.set_xlabel("sites zero-ablated (k)")
+    left.set_ylabel("facts localised")
+    left.set_title(f"{view.relation}: {view.n_localised}/{view.n_facts} localised ({view.method}); "
+                   f"random: {view.random_rate():.1%}")
+    left.legend(loc="upper left")
+    heat = view.heatmap(n_layers).double()
+    plot.heatmap(heat, center=float(heat.max()) / 2, row_labels=[f"L{l}" for l in range(n_layers)],
+                 col_labels=list(ROLES), title="where the sites are (localised facts)", xlabel="position role",
+                 ylabel="layer", colorbar_label="sites", cmap="Blues", ax=right, rotate_col_labels=True)
+    return plot.save(fig, out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from analyses.factworld_facts import relation_view
+    from interp import plot
+    from probes.ffn import SUBJECT_ROLES
+
+    model = load_model(args)
+    methods, relations = _methods(args), _relations(args.relation)
+    table: dict[str, dict[str, dict]] = {}
+    for method in methods:
+        for relation in relations:
+            view = relation_view(model, relation, method=method, max_sites=args.max_sites, limit=args.limit,
+                                 roles=SUBJECT_ROLES if args.at == "subject" else None, progress=not args.quiet)
+            name = relation if len(methods) == 1 else f"{relation}_{method}"
+            view.save_json(args.out / f"{name}.json")
+            plot_view(view, model.cfg.n_layers, args.out / name, plot)
+            report(view, model.cfg.n_layers)
+            table.setdefault(method, {})[relation] = {
+                "n_facts": view.n_facts, "n_known": view.n_known, "n_localised": view.n_localised, "within": view.within(),
+                "random_rate": view.random_rate(), "seconds": view.seconds}
+    if len(methods) > 1:
+        write_json(args.out / "methods.json", table)
+        fig = Figure(figsize=(9, 4), layout="constrained")
+        ax = fig.subplots()
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            shares = [table[method][r]["n_localised"] / max(1, table[method][r]["n_facts"]) for r in relations]
+            ax.bar([j + i * width for j in range(len(relations))], shares, width, label=method)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(relations))], relations)
+        ax.axhline(0.9, color="#b2182b", linestyle="--")
+        ax.set_ylabel(f"facts localised with k <= {args.max_sites}")
+        ax.set_title("localisation rate by ranking method")
+        ax.legend(loc="lower right", fontsize="small")
+        plot.save(fig, args.out / "methods")
+        print("\nlocalised share per method: " + "; ".join(
+            f"{m}: " + ", ".join(f"{r} {t[r]['n_localised']}/{t[r]['n_facts']}" for r in relations)
+            for m, t in table.items()))
+    print(f"Plots and JSON in {args.out}/")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return main_for("analyses.probe_relation", __doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Rank every MLP neuron site (layer, position, neuron) of a prompt by how much ablating it
+would hurt the answer.
+
+Methods (`METHODS`), each a score per site, largest = most important:
+  "direct"       direct contribution to logit(target) at the last position (the classic
+                 "which neurons write the answer"); other positions are not ranked (score -inf);
+  "attribution"  attribution patching of zero ablation: g . a, the first-order estimate of
+                 log P(target) lost when the site's activation a is set to 0 (g the gradient
+                 of log P(target) with respect to a); one forward and one backward pass;
+  "mean"         attribution patching of mean ablation: g . (a - mean), means per neuron over
+                 reference prompts (`means`);
+  "ig"           integrated gradients of log P(target), one layer at a time (all positions of the
+                 layer scaled together from 0 to a; `steps` Riemann points);
+  "exact"        the top `candidates` of "attribution" re-ranked by the exact drop of the
+                 answer's margin (logit(target) - the largest other logit) when each is zeroed alone;
+  "greedy"       from those candidates, repeatedly the one that, zeroed together with those
+                 already chosen, leaves the smallest margin (exact forward passes, batched).
+
+    ranking = rank_sites(model, "Michael Jordan plays the sport of", "basketball", "greedy", max_sites=20)
+    ranking.sites[:3], ranking.scores[:3]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+from interp import names as hook_names
+from interp.engine import Patch, run_patched
+from interp.sites import Neuron
+from interp.tokens import answer_token, one_prompt
+from probes.ffn.facts import answer_margins, zero_hooks
+from probes.ffn.values import neuron_contributions
+
+METHODS = ("direct", "attribution", "mean", "ig", "exact", "greedy")
+Prompt = Union[str, torch.Tensor]
+
+
+@dataclass
+class SiteRanking:
+    method: str
+    sites: list[Neuron]  # with positions, most important first
+    scores: list[float]  # the method's score of each (greedy: the margin left after adding it)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "sites": [s.label for s in self.sites], "scores": self.scores}
+
+
+class Margin:
+    """Metric: logit(target) - the largest other logit at the last position, per row [B]."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return answer_margins(logits[:, -1], torch.full((logits.shape[0],), self.target))
+
+
+def margins(model, tokens: torch.Tensor, target: int, rows: list[list[Neuron]]) -> torch.Tensor:
+    """[len(rows)]: the answer's margin with each row's sites zero-ablated (sites need positions),
+    one batched forward pass (rows of one prompt)."""
+    if not rows:
+        return torch.zeros(0, dtype=torch.float64)
+    n_pos = tokens.shape[-1]
+    hooks = zero_hooks([[(n.layer, n.pos % n_pos, n.index) for n in row] for row in rows])
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        logits = model(tokens.reshape(1, -1).expand(len(rows), -1))
+    return Margin(target)(logits)
+
+
+def _post_names(model) -> list[str]:
+    return [hook_names.act_name("post", l) for l in range(model.cfg.n_layers)]
+
+
+def _gradients(model, tokens: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(activations, gradients of log P(target) at the last position), both [layer, pos, d_mlp]."""
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(x: torch.Tensor, hook) -> None:
+        acts[hook.name] = x
+
+    names = _post_names(model)
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names]):
+        logits = model(tokens[None])
+        logp = logits[0, -1].log_softmax(-1)[target]
+        grads = torch.autograd.grad(logp, [acts[n] for n in names])
+    return (torch.stack([acts[n][0].detach() for n in names]).double(), torch.stack([g[0] for g in grads]).double())
+
+
+def _integrated_gradients(model, tokens: torch.Tensor, target: int, steps: int) -> torch.Tensor:
+    """[layer, pos, d_mlp]: a . mean_k dlogP/dx at x = (k / steps) a, one layer's activations at a time."""
+    names = _post_names(model)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens[None], names_filter=names, return_type=None)
+    alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
+
+    def logp(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1].log_softmax(-1)[:, target].sum()
+
+    out = []
+    for name in names:
+        a = cache[name][0]
+        with torch.enable_grad():  # also the slicing: under no_grad the rows would lose their graph
+            scaled = (alphas.to(a.dtype)[:, None, None] * a[None]).requires_grad_(True)
+            rows = [[Patch(name, (), scaled[i])] for i in range(steps)]
+            y = run_patched(model, tokens[None], rows, logp, grad=True).values
+            (g,) = torch.autograd.grad(y.sum(), [scaled])
+        out.append(a.double() * g.double().mean(0))
+    return torch.stack(out)
+
+
+def _order(scores: torch.Tensor, k: int) -> tuple[list[Neuron], list[float]]:
+    """The k best sites of scores [layer, pos, d_mlp]."""
+    n_pos, d_mlp = scores.shape[1], scores.shape[2]
+    top = scores.flatten().topk(min(k, int(torch.isfinite(scores).sum())))
+    sites = []
+    for flat in top.indices.tolist():
+        layer, rest = divmod(flat, n_pos * d_mlp)
+        sites.append(Neuron(layer, rest % d_mlp, rest // d_mlp))
+    return sites, [float(v) for v in top.values]
+
+
+def site_scores(model, prompt: Prompt, target: Union[str, int], method: str = "attribution", *,
+                means: Optional[torch.Tensor] = None, steps: int = 16) -> torch.Tensor:
+    """[layer, pos, d_mlp]: each site's score by a one-pass method ("direct", "attribution", "mean", "ig")."""
+    tokens = one_prompt(model, prompt)
+    target_id = answer_token(model, target)
+    if method == "direct":
+        scores = torch.full((model.cfg.n_layers, tokens.shape[0], model.cfg.d_mlp), -torch.inf, dtype=torch.float64)
+        scores[:, -1] = neuron_contributions(model, tokens[None], target_id).double()
+        return scores
+    if method in ("attribution", "mean"):
+        acts, grads = _gradients(model, tokens, target_id)
+        if method == "attribution":
+            return grads * acts
+        if means is None or tuple(means.shape) != (model.cfg.n_layers, model.cfg.d_mlp):
+            raise ValueError(f"method 'mean' needs means [n_layers, d_mlp] = {[model.cfg.n_layers, model.cfg.d_mlp]} "
+                             f"(mean activations over reference prompts), got {None if means is None else list(means.shape)}")
+        return grads * (acts - means.double()[:, None, :])
+    if method == "ig":
+        return _integrated_gradients(model, tokens, target_id, steps)
+    raise ValueError(f"site_scores takes 'direct', 'attribution', 'mean' or 'ig'; got {method!r} (see METHODS)")
+
+
+def _only(scores: torch.Tensor, positions: Optional[Sequence[int]], exclude: Sequence[Neuron] = ()) -> torch.Tensor:
+    """scores with every position outside `positions` and every excluded site set to -inf (not ranked)."""
+    scores = scores.clone()
+    for n in exclude:
+        scores[n.layer, n.pos, n.index] = -torch.inf
+    if positions is None:
+        return scores
+    keep = torch.zeros(scores.shape[1], dtype=torch.bool)
+    for p in positions:
+        if not -scores.shape[1] <= p < scores.shape[1]:
+            raise ValueError(f"position {p} is outside the prompt's {scores.shape[1]} tokens")
+        keep[p] = True
+    return scores.masked_fill(~keep[None, :, None], -torch.inf)
+
+
+def rank_sites(model, prompt: Prompt, target: Union[str, int], method: str = "greedy", *, max_sites: int = 20,
+               candidates: int = 64, means: Optional[torch.Tensor] = None, steps: int = 16,
+               positions: Optional[Sequence[int]] = None, exclude: Sequence[Neuron] = ()) -> SiteRanking:
+    """The `max_sites` most important sites by `method` (see the module docstring), most important
+    first; only at `positions` if given, never the `exclude`d sites."""
+    if method not in METHODS:
+        raise ValueError(f"unknown ranking method {method!r}; choose from {', '.join(METHODS)}")
+    if max_sites < 1 or candidates < 1:
+        raise ValueError(f"max_sites and candidates must be >= 1, got {max_sites} and {candidates}")
+    if method not in ("exact", "greedy"):
+        scores = site_scores(model, prompt, target, method, means=means, steps=steps)
+        return SiteRanking(method, *_order(_only(scores, positions, exclude), max_sites))
+    tokens = one_prompt(model, prompt)
+    target_id = answer_token(model, target)
+    pool, _ = _order(_only(site_scores(model, tokens, target_id, "attribution"), positions, exclude),
+                     max(candidates, max_sites))
+    if method == "exact":
+        base = margins(model, tokens, target_id, [[]])[0]
+        drops = base - margins(model, tokens, target_id, [[s] for s in pool])
+        order = drops.argsort(descending=True)[:max_sites].tolist()
+        return SiteRanking(method, [pool[i] for i in order], [float(drops[i]) for i in order])
+    chosen: list[Neuron] = []
+    left_after: list[float] = []
+    while len(chosen) < max_sites and pool:
+        m = margins(model, tokens, target_id, [chosen + [s] for s in pool])
+        best = int(m.argmin())
+        chosen.append(pool.pop(best))
+        left_after.append(float(m[best]))
+    return SiteRanking(method, chosen, left_after)
+
+
+__all__ = ["METHODS", "SiteRanking", "Margin", "margins", "site_scores", "rank_sites"]

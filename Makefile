@@ -1,6 +1,6 @@
 # make test  : create .venv, install the project (pinned by constraints.txt), run the test suite
 # make demo  : same set-up, then the main job on the shipped model
-# make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight)
+# make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight; the editing benchmark)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
 	$(PY) -m benchmarks.forward
 	$(PY) -m benchmarks.patching
+	$(PY) -m benchmarks.editing
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -10,6 +10,7 @@
     interp probe ["PROMPT"] [--target W] [-k K] [--out DIR]
     interp probe-relation [RELATION|all] [--method M | --methods M1,M2] [--limit N] [--out DIR]
     interp recall [RELATION] [--limit N] [--out DIR]
+    interp edit "PROMPT" TARGET [--method rome|memit|ft] [--layer L] [--save DIR] [--out DIR]
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`; only the
@@ -40,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                        "where the facts of a relation live: position-aware localisation of every fact"),
     "recall": ("analyses.recall", "add_arguments", "run",
                "the recall chain over a relation: enrichment, extraction per head, linear probes"),
+    "edit": ("analyses.edit", "add_arguments", "run",
+             "rewrite a stored fact (ROME, MEMIT or FT-L) and show what changed"),
     "translate": ("analyses.translate", "add_arguments", "run",
                   "train the 2017 encoder-decoder to reverse sequences and show its cross-attention"),
 }

@@ -5,7 +5,8 @@
 Top-5 next words for three prompts, the anatomy and FFN probe of Michael Jordan ->
 basketball (`interp probe`: AND keys at the subject, the heads that move it, the
 writers, the position-aware localisation, the chain figure), then the cross-check
-against HF and TransformerLens.
+against HF and TransformerLens, and last one ROME edit (Michael Jordan -> soccer, checked
+on held-out paraphrases and neighbours) and its revert (`interp edit`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ def main() -> int:
     tokens = model.to_tokens(PROMPTS)
     report = crosscheck_model(model, tokens)
     print(report.table(by_family=True))
-    return 0 if report.passed else 1
+    print("\nRewriting the fact: ROME edit of Michael Jordan -> soccer, measured on held-out paraphrases and "
+          "neighbours, then reverted (interp edit; results/edit/)\n")
+    from analyses.edit import main as edit_main
+
+    edited = edit_main(["Michael Jordan plays the sport of", "soccer", "--quiet", "--out", "results/edit"])
+    return 0 if report.passed and edited == 0 else 1
 
 
 if __name__ == "__main__":

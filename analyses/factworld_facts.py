@@ -75,7 +75,7 @@ def other_facts_for(prompt: str) -> dict[str, list[FactPrompt]]:
 
 
 # ============================================================ a whole relation
-BINS = (1, 2, 3, 5, 10, 20)
+BINS = (1, 2, 3, 5, 10, 20, 40)
 UNKNOWN = "the model's top-1 answer is not the fact's object"
 
 

@@ -276,8 +276,20 @@ def to_hf(model: Transformer) -> Any:
 
 
 # ============================================================ our format on disk
-def save(model: Transformer, path: str | Path) -> Path:
+def check_not_shipped(path: str | Path) -> None:
+    """A clear error for a path inside the shipped fact-world checkpoint's folder."""
+    from models.factworld import checkpoint_dir
+
+    shipped = checkpoint_dir().resolve()
+    resolved = Path(path).resolve()
+    if resolved == shipped or shipped in resolved.parents:
+        raise ValueError(f"refusing to write into the shipped fact-world checkpoint folder {shipped}; "
+                         "save elsewhere (training it anew: `interp train-factworld`)")
+
+
+def save(model: Transformer, path: str | Path, *, allow_shipped: bool = False) -> Path:
     """Write config.json, model.safetensors and the tokenizer (if any) into directory `path`.
+    The shipped fact-world checkpoint's folder is refused unless `allow_shipped` (training it).
 
     The tokenizer must be an HF or a word-level one (checkpoints name a known kind, never
     code to import); anything else is refused before a file is written."""
@@ -293,6 +305,8 @@ def save(model: Transformer, path: str | Path) -> Path:
         raise TypeError(f"cannot save a {type(tok).__name__}: checkpoints hold HF or word-level tokenizers "
                         "(loading never imports code a checkpoint names)")
     path = Path(path)
+    if not allow_shipped:
+        check_not_shipped(path)
     path.mkdir(parents=True, exist_ok=True)
     if tok is not None:
         tok.save(path)

@@ -326,6 +326,13 @@ class Transformer(StackedWeights, HookedModule):
 
 
 @torch.no_grad()
+def last_positions(tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """[batch]: each row's last real position (right padding; no mask: the last column)."""
+    if mask is None:
+        return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
+    return mask.sum(1) - 1
+
+
 def last_token_logits(model: Transformer, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
     """Logits of the token after each prompt: [n_prompts, d_vocab]; prompts may differ in
     length (padded on the right, each read at its own last token)."""
@@ -334,6 +341,6 @@ def last_token_logits(model: Transformer, prompts: Sequence[str], batch_size: in
         chunk = list(prompts[i : i + batch_size])
         tokens, mask = model._tokenize(chunk)
         logits = model(tokens, attention_mask=mask)
-        last = (mask.sum(1) - 1) if mask is not None else torch.full((len(chunk),), tokens.shape[1] - 1)
+        last = last_positions(tokens, mask)
         out.append(logits[torch.arange(len(chunk)), last])
     return torch.cat(out)

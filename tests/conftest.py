@@ -1,7 +1,11 @@
 import os
 
+import tempfile
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Key statistics for editing are cached on disk: the tests keep theirs in a folder of their own.
+os.environ["INTERP_CACHE"] = tempfile.mkdtemp(prefix="interp-test-cache-")
 
 import pytest
 import torch

@@ -18,7 +18,7 @@ def test_readme_causal_analyses_examples_run():
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text[text.index("## Causal analyses"):text.index("## Benchmarks")]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 6  # patching, attribution, causal tracing, FFN probing, localisation, recall chain
+    assert len(blocks) == 7  # patching, attribution, causal tracing, FFN probing, localisation, recall chain, editing
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README causal analyses block {i}", "exec"), namespace)
@@ -39,3 +39,5 @@ def test_readme_causal_analyses_examples_run():
     assert float(ext.attention[1, 3]) == pytest.approx(0.99, abs=0.005)
     assert float(ext.from_subject[1, 3]) == pytest.approx(2.52, abs=0.005)
     assert namespace["moved"].shape == (4, 7, 512) and namespace["curve"].test_accuracy[-1] > 0.9
+    assert namespace["layer"] == 0 and namespace["scores"].efficacy_top1 == 1.0
+    assert namespace["scores"].paraphrase_top1 == 1.0 and namespace["scores"].attribute_top1 == 1.0

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
     result = train(cfg, progress=not args.quiet)
     out = Path(args.out)
-    save(result.model, out)
+    save(result.model, out, allow_shipped=True)
     plot_losses(result.losses, out / "loss_curve.png")
     report = evaluate(result.model, progress=not args.quiet)
     print(format_report(report))

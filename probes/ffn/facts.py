@@ -26,6 +26,7 @@ import torch
 from interp import names as hook_names
 from interp.sites import Neuron
 from interp.tokens import answer_token
+from models.transformer import last_positions
 from probes.subjects import find_subject, position_categories
 
 ROLES = ("bos", "before subject", "first subject token", "middle subject tokens", "last subject token",
@@ -119,8 +120,8 @@ class FactBatch:
             self.mask, self.last, self.answers, self.layouts = None, torch.zeros(0, dtype=torch.long), self.tokens[:, 0], []
             return
         self.tokens, self.mask = model._tokenize([f.prompt for f in self.facts])
-        lengths = self.mask.sum(1) if self.mask is not None else torch.full((len(self.facts),), self.tokens.shape[1])
-        self.last = lengths - 1
+        self.last = last_positions(self.tokens, self.mask)
+        lengths = self.last + 1
         self.answers = torch.tensor([answer_token(model, f.answer) for f in self.facts])
         self.layouts = [layout(model, t[: int(n)], f.subject, _bos(model))
                         for t, n, f in zip(self.tokens, lengths, self.facts)]

@@ -1,0 +1,96 @@
+"""The fact world's data shaped for editing: evaluation cases (paraphrases, neighbours, the
+subject's other facts), prompts whose predictions an edit keeps, random edit requests, and the
+texts for key statistics and fluency.
+
+Neighbours of a subject are the people who share a name token with it (for Michael Jordan:
+every other Michael and every other Jordan, among them Michael Phelps and Alexis Jordan) and
+people whose answer is the edited fact's old answer (other basketball players).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+from models import factworld
+from models.factworld.corpus import training_sentences
+from probes.edit import EditCase, EditRequest
+from probes.ffn import related_subjects
+
+
+# The settings the README's numbers were measured with (benchmarks/editing.py).
+ROME_SETTINGS = {"kl_weight": 16.0}
+MEMIT_SETTINGS = {"weight": 100.0, "kl_weight": 16.0}  # weight: the best of 1, 10, 100, 300, 1000 on 100 edits
+KEEP_TEMPLATES = 12  # training templates per other relation whose predictions the edit keeps (KL)
+REWRITE_TEMPLATES = 10  # training templates of the edited relation the new answer is optimised on
+
+
+def request(subject: str, relation: str, target: str, template: int = 0) -> EditRequest:
+    return EditRequest(factworld.prompt(subject, relation, template), subject, target)
+
+
+def keep_prompts(subject: str, relation: str, templates: int = KEEP_TEMPLATES) -> list[str]:
+    """The subject's other relations in the first training templates: their predictions must
+    survive the edit (the evaluation's attribute prompts are template 0 and the held-out ones)."""
+    return [t.format(subject=subject) for r in factworld.relations() if r != relation
+            for t in factworld.templates(r, heldout=False)[:templates]]
+
+
+def rewrite_prompts(subject: str, relation: str, templates: int = REWRITE_TEMPLATES) -> list[str]:
+    """The edited fact in training templates 1 .. `templates` (never the held-out ones the
+    paraphrase score uses): more prompts that should give the new answer."""
+    return [t.format(subject=subject) for t in factworld.templates(relation, heldout=False)[1: templates + 1]]
+
+
+def edit_case(subject: str, relation: str, target: str, *, same_answer: int = 10, seed: int = 0) -> EditCase:
+    old = factworld.lookup(subject, relation)
+    firsts, lasts = related_subjects(subject, factworld.subjects())
+    rng = random.Random(f"{seed}-{subject}")
+    peers = [f.subject for f in factworld.facts(relation) if f.object == old and f.subject != subject]
+    peers = rng.sample(peers, min(same_answer, len(peers)))
+    names = list(dict.fromkeys(firsts + lasts + peers))
+    return EditCase(
+        request(subject, relation, target), old,
+        paraphrases=[t.format(subject=subject) for t in factworld.templates(relation, heldout=True)],
+        neighbours=[(factworld.prompt(s, relation), factworld.lookup(s, relation)) for s in names],
+        attributes=[(t.format(subject=subject), factworld.lookup(subject, r)) for r in factworld.relations()
+                    if r != relation for t in factworld.templates(r)[:1] + factworld.templates(r, heldout=True)],
+    )
+
+
+def random_edits(n: int, *, relation: str = "sport", seed: int = 0, known_by=None) -> list[tuple[str, str]]:
+    """n (subject, new answer) pairs: distinct random subjects with a real answer (not "none"), each
+    moved to another random object of the relation; seeded. With `known_by` (a model), only facts
+    the model answers right in template 0."""
+    rng = random.Random(seed)
+    facts = [f for f in factworld.facts(relation) if f.object != "none"]
+    if known_by is not None:
+        from models.transformer import last_token_logits
+        import torch
+
+        with torch.no_grad():
+            top = last_token_logits(known_by, [factworld.prompt(f.subject, relation) for f in facts]).argmax(-1)
+        facts = [f for f, t in zip(facts, top.tolist()) if known_by.tokenizer.token_str(t) == f.object]
+    if n > len(facts):
+        raise ValueError(f"only {len(facts)} {relation} facts to edit, asked for {n}")
+    objects = sorted({f.object for f in facts})
+    return [(f.subject, rng.choice([o for o in objects if o != f.object])) for f in rng.sample(facts, n)]
+
+
+def stats_texts(n: int = 20_000, seed: int = 0) -> list[str]:
+    """Training sentences for the key statistics (a seeded sample)."""
+    return [s.text for s in random.Random(seed).sample(training_sentences(), n)]
+
+
+def fluency_texts(n: int = 200, seed: int = 1, exclude: Optional[set] = None) -> list[str]:
+    """Held-out-template sentences (never trained on) of random facts, objects included."""
+    rng = random.Random(seed)
+    facts = [f for f in factworld.facts() if not exclude or f.subject not in exclude]
+    out = []
+    for f in rng.sample(facts, n):
+        template = rng.choice(factworld.templates(f.relation, heldout=True))
+        out.append(f"{template.format(subject=f.subject)} {f.object} .")
+    return out
+
+
+__all__ = ["ROME_SETTINGS", "MEMIT_SETTINGS", "request", "keep_prompts", "rewrite_prompts", "edit_case", "random_edits", "stats_texts", "fluency_texts"]

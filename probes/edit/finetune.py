@@ -1,0 +1,66 @@
+"""The fine-tuning baseline of ROME's tables, FT-L: train one MLP layer's W_out on the new
+answers (negative log-likelihood over the prompts in their contexts), with every entry of the
+change kept within +- `max_change` (an L-infinity constraint). The model's parameters are never
+touched during training: the change is a separate tensor added through hooks.
+
+    edit = fine_tune(model, [EditRequest(...)], layer=0)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+import torch
+
+from interp import names as hook_names
+from probes.edit.edit import Edit
+from probes.edit.requests import EditRequest, batch, check_layer, check_request, contexts
+from probes.edit.rome import DEFAULT_PREFIXES
+
+
+def fine_tune(model, requests: Sequence[EditRequest], *, layer: int, prefixes: Sequence[str] = DEFAULT_PREFIXES,
+              rewrites: Optional[Sequence[Sequence[str]]] = None, steps: int = 25, lr: float = 5e-3,
+              max_change: float = 5e-3) -> Edit:
+    """FT-L on `requests` at MLP `layer` (see the module docstring)."""
+    start = time.perf_counter()
+    if not requests:
+        raise ValueError("no edit requests given")
+    layer = check_layer(model, layer)
+    ids = [check_request(model, r)[0] for r in requests]
+    texts, targets = [], []
+    for r, t, rw in zip(requests, ids, rewrites or [()] * len(requests)):
+        for text in contexts(r, prefixes, rw):
+            texts.append(text)
+            targets.append(t)
+    tokens, mask, last = batch(model, texts)
+    targets_t = torch.tensor(targets)
+    name = hook_names.param_name("mlp.W_out", layer)
+    weight = model.get_parameter(name)
+    change = torch.zeros_like(weight, requires_grad=True)
+    opt = torch.optim.Adam([change], lr=lr)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_post(x: torch.Tensor, hook) -> None:
+        seen["post"] = x
+
+    def add_change(x: torch.Tensor, hook) -> torch.Tensor:
+        return x + seen["post"] @ change
+
+    hooks = [(hook_names.act_name("post", layer), keep_post), (hook_names.act_name("mlp_out", layer), add_change)]
+    loss_value = float("nan")
+    with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
+        for _ in range(steps):
+            logits = model(tokens, attention_mask=mask)
+            loss = -logits[torch.arange(len(texts)), last].log_softmax(-1)[torch.arange(len(texts)), targets_t].mean()
+            loss_value = float(loss.detach())
+            (change.grad,) = torch.autograd.grad(loss, [change])
+            opt.step()
+            with torch.no_grad():
+                change.clamp_(-max_change, max_change)
+    info = {"requests": len(requests), "layer": layer, "steps": steps, "lr": lr, "max_change": max_change,
+            "final_loss": loss_value, "seconds": time.perf_counter() - start}
+    return Edit("ft", {name: change.detach().clone()}, info)
+
+
+__all__ = ["fine_tune"]

@@ -232,3 +232,38 @@ def test_interp_edit_cli(tmp_path, capsys):
     edited = load(tmp_path / "edited")
     assert top1(edited, "Michael Jordan plays the sport of") == "soccer"
     assert top1(load("factworld"), "Michael Jordan plays the sport of") == "basketball"
+
+
+@pytest.mark.parametrize("arch", ["llama", "neox"])
+def test_rome_and_memit_edit_gated_and_parallel_layouts(arch):
+    """A random Llama-layout (RMSNorm, rotary, gated SiLU MLP: the down projection is edited) and
+    NeoX-layout (parallel attention and MLP) model with a word tokenizer: the edited prompt's
+    top answer becomes the target, and the weights come back bit-identical. (A random model moves
+    little information between positions, so the prompt ends with the subject.)"""
+    from models import Transformer, TransformerConfig
+    from models.tokenizer import WordTokenizer
+
+    words = ["<pad>", "<bos>", "<eos>", "Ada", "Lovelace", "Alan", "Turing", "likes", "tea", "coffee", "chess", "math"]
+    options = dict(norm="rmsnorm", positional="rotary", act_fn="silu", gated_mlp=True, n_kv_heads=1) if arch == "llama" \
+        else dict(positional="rotary", rotary_dim=4, parallel_attn_mlp=True, act_fn="gelu")
+    cfg = TransformerConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_vocab=len(words), n_ctx=16,
+                            tie_embeddings=False, dtype="float64", seed=3, **options)
+    model = Transformer(cfg, WordTokenizer(words)).eval()
+    with torch.no_grad():
+        model.unembed.W_U.mul_(30.0)  # a random init's logits are nearly flat: let the residual matter
+    prompt = "Alan likes Ada Lovelace"
+    current = top1(model, prompt)
+    target = next(w for w in ("tea", "coffee", "chess", "math") if w != current)
+    texts = ["Ada Lovelace likes tea", "Alan Turing likes chess", "Alan Lovelace likes math", "Ada Turing likes coffee"]
+    C = key_second_moment(model, 0, texts, cache=False, progress=False)
+    saved = weights(model)
+    request = EditRequest(prompt, "Ada Lovelace", target)
+    edit = rome(model, request, layer=0, stats=C, steps=80, stop_at=0.9)
+    assert list(edit.deltas) == ["blocks.0.mlp.W_out"]
+    with edit.applied(model):
+        assert top1(model, prompt) == target
+    assert same(model, saved)
+    both = memit(model, [request], layers=[0], stats={0: C}, weight=0.01, steps=80, progress=False)
+    with both.applied(model):
+        assert top1(model, prompt) == target
+    assert same(model, saved)

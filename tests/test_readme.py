@@ -18,7 +18,7 @@ def test_readme_causal_analyses_examples_run():
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text[text.index("## Causal analyses"):text.index("## Benchmarks")]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 7  # patching, attribution, causal tracing, FFN probing, localisation, recall chain, editing
+    assert len(blocks) == 8  # patching, attribution, causal tracing, FFN probing, localisation, recall chain, editing, SAEs
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README causal analyses block {i}", "exec"), namespace)
@@ -41,3 +41,5 @@ def test_readme_causal_analyses_examples_run():
     assert namespace["moved"].shape == (4, 7, 512) and namespace["curve"].test_accuracy[-1] > 0.9
     assert namespace["layer"] == 0 and namespace["scores"].efficacy_top1 == 1.0
     assert namespace["scores"].paraphrase_top1 == 1.0 and namespace["scores"].attribute_top1 == 1.0
+    tc_scores = namespace["tc_scores"]
+    assert tc_scores.l0 == pytest.approx(32, abs=0.5) and tc_scores.variance_explained > 0.8

@@ -1,0 +1,18 @@
+"""Sparse dictionaries for a model's activations: SAEs and transcoders (ReLU + L1, TopK,
+BatchTopK; skip connections), trained on streamed activations, spliced into the forward pass,
+evaluated (L0, variance explained, CE loss recovered, KL, dead and dense features), saved and
+loaded (SAELens' file layout).
+
+    tc = SparseDictionary.transcoder(model, layer=1, n_features=2048, activation="topk", k=16)
+    record = train_dictionary(tc, activation_pairs(model, tc, texts), steps=2000)
+    scores = evaluate_dictionary(model, tc, held_out_texts)
+"""
+
+from probes.sae.dictionary import ACTIVATIONS, DictionaryConfig, SparseDictionary
+from probes.sae.evaluate import DictionaryScores, evaluate_dictionary, splice_hooks
+from probes.sae.io import load_dictionary, save_dictionary
+from probes.sae.train import TrainingRecord, activation_pairs, train_dictionary
+
+__all__ = ["SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "splice_hooks", "evaluate_dictionary",
+           "DictionaryScores", "save_dictionary", "load_dictionary", "activation_pairs", "train_dictionary",
+           "TrainingRecord"]

@@ -1,0 +1,145 @@
+"""Splicing a dictionary into the forward pass, and how good it is.
+
+    with model.hooks(fwd_hooks=splice_hooks(tc)):               # the MLP output replaced by the transcoder's
+        logits = model(tokens)
+    with model.hooks(fwd_hooks=splice_hooks(tc, keep_error=True)):   # + the reconstruction error: exact
+        ...
+    scores = evaluate_dictionary(model, tc, texts, focus=[...])
+
+`evaluate_dictionary` reports, over the real tokens of `texts`:
+  l0                 mean number of active features per token;
+  variance_explained 1 - sum |y - y_hat|^2 / sum |y - mean(y)|^2 (the mean-centred formula);
+  ce_clean / ce_spliced / ce_zero   next-token loss of the model, with the reconstruction
+                     spliced in, and with the out_hook activation zero-ablated;
+  ce_recovered       (ce_zero - ce_spliced) / (ce_zero - ce_clean);
+  kl                 mean KL(clean || spliced) of the next-token distributions;
+  dead / dense       share of features never active / active on more than 10% of tokens;
+and the same three losses and ce_recovered at the `focus` positions only (one token index
+per text, e.g. the object of a fact sentence), where whole-sentence loss barely depends on
+the layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from probes.sae.dictionary import SparseDictionary
+
+
+def splice_hooks(dictionary: SparseDictionary, *, keep_error: bool = False, store: Optional[dict] = None) -> list:
+    """Hooks that replace the out_hook activation by the dictionary's reconstruction from the
+    in_hook activation of the same pass (keep_error: add back what it misses, so the pass is
+    exact). `store`, if given, receives "features" [batch, pos, n_features] and "error"."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def read(x: torch.Tensor, hook) -> None:
+        seen["x"] = x
+
+    def write(y: torch.Tensor, hook) -> torch.Tensor:
+        x = seen["x"]
+        f = dictionary.encode(x)
+        recon = dictionary.decode(f, x).to(y.dtype)
+        if store is not None:
+            store["features"], store["error"] = f, y - recon
+        return recon + (y - recon) if keep_error else recon
+
+    if dictionary.in_hook == dictionary.out_hook:
+        def both(y: torch.Tensor, hook) -> torch.Tensor:
+            read(y, hook)
+            return write(y, hook)
+        return [(dictionary.out_hook, both)]
+    return [(dictionary.in_hook, read), (dictionary.out_hook, write)]
+
+
+@dataclass
+class DictionaryScores:
+    l0: float
+    variance_explained: float
+    ce_clean: float
+    ce_spliced: float
+    ce_zero: float
+    ce_recovered: float
+    kl: float
+    dead: float
+    dense: float
+    focus_ce_clean: float = float("nan")
+    focus_ce_spliced: float = float("nan")
+    focus_ce_zero: float = float("nan")
+    focus_ce_recovered: float = float("nan")
+    tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _recovered(clean: float, spliced: float, zero: float) -> float:
+    return (zero - spliced) / (zero - clean) if zero != clean else float("nan")
+
+
+def evaluate_dictionary(model, dictionary: SparseDictionary, texts: Sequence[str], *,
+                        focus: Optional[Sequence[int]] = None, batch_size: int = 256) -> DictionaryScores:
+    """See the module docstring. focus: per text, the index of one target token (its loss is
+    read at the position before it)."""
+    if focus is not None and len(focus) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(focus)} focus positions")
+    sums = {k: 0.0 for k in ("clean", "spliced", "zero", "kl", "f_clean", "f_spliced", "f_zero", "sq_err")}
+    n_tok = n_focus = 0
+    ys, active = [], []
+
+    def zero(y: torch.Tensor, hook) -> torch.Tensor:
+        return torch.zeros_like(y)
+
+    for lo in range(0, len(texts), batch_size):
+        chunk = list(texts[lo: lo + batch_size])
+        tokens, mask = model._tokenize(chunk)
+        real = (mask if mask is not None else torch.ones_like(tokens)).bool()
+        store: dict = {}
+        with torch.no_grad():
+            clean, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[dictionary.out_hook])
+            with model.hooks(fwd_hooks=splice_hooks(dictionary, store=store)):
+                spliced = model(tokens, attention_mask=mask)
+            with model.hooks(fwd_hooks=[(dictionary.out_hook, zero)]):
+                zeroed = model(tokens, attention_mask=mask)
+        target_ok = real[:, 1:]
+        nll = {}
+        for name, logits in (("clean", clean), ("spliced", spliced), ("zero", zeroed)):
+            logp = logits[:, :-1].double().log_softmax(-1)
+            nll[name] = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
+            sums[name] += float(nll[name][target_ok].sum())
+        p_clean = clean[:, :-1].double().log_softmax(-1)
+        kl = (p_clean.exp() * (p_clean - spliced[:, :-1].double().log_softmax(-1))).sum(-1)
+        sums["kl"] += float(kl[target_ok].sum())
+        n_tok += int(target_ok.sum())
+        if focus is not None:
+            idx = torch.as_tensor(list(focus[lo: lo + batch_size])) - 1  # the loss of token t is read at t - 1
+            rows = torch.arange(len(chunk))
+            for name in ("clean", "spliced", "zero"):
+                sums["f_" + name] += float(nll[name][rows, idx].sum())
+            n_focus += len(chunk)
+        y = cache[dictionary.out_hook][real].double()
+        ys.append(y)
+        recon = y - store["error"][real].double()
+        sums["sq_err"] += float((y - recon).pow(2).sum())
+        active.append((store["features"][real] > 0))
+    y_all = torch.cat(ys)
+    fired = torch.cat(active)
+    total_var = float((y_all - y_all.mean(0)).pow(2).sum())
+    per_feature = fired.double().mean(0)
+    ce = {k: sums[k] / n_tok for k in ("clean", "spliced", "zero")}
+    scores = DictionaryScores(
+        l0=float(fired.sum(-1).double().mean()), variance_explained=1 - sums["sq_err"] / total_var,
+        ce_clean=ce["clean"], ce_spliced=ce["spliced"], ce_zero=ce["zero"],
+        ce_recovered=_recovered(ce["clean"], ce["spliced"], ce["zero"]), kl=sums["kl"] / n_tok,
+        dead=float((per_feature == 0).double().mean()), dense=float((per_feature > 0.1).double().mean()),
+        tokens=n_tok)
+    if focus is not None:
+        f = {k: sums["f_" + k] / n_focus for k in ("clean", "spliced", "zero")}
+        scores.focus_ce_clean, scores.focus_ce_spliced, scores.focus_ce_zero = f["clean"], f["spliced"], f["zero"]
+        scores.focus_ce_recovered = _recovered(f["clean"], f["spliced"], f["zero"])
+    return scores
+
+
+__all__ = ["splice_hooks", "evaluate_dictionary", "DictionaryScores"]

@@ -1,0 +1,121 @@
+"""Training a sparse dictionary on activations streamed from a model, or on given pairs.
+
+    record = train_dictionary(tc, activation_pairs(model, tc, texts), steps=3000)
+    record.losses, record.dead_fraction, record.seconds
+
+Activations come from a shuffling buffer filled from the model over the corpus (real tokens
+only). Loss: the mean squared reconstruction error divided by the target's variance, plus
+  - "relu": an L1 penalty on f times the decoder row norms (`l1`);
+  - "topk" / "batchtopk": an auxiliary-k loss (Gao et al. 2024) that lets the `aux_k` dead
+    features with the largest pre-activations reconstruct the residual, so dead features
+    come back (dead: no activation in the last `dead_after` training tokens).
+Decoder rows are renormalised after every step. Deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from probes.sae.dictionary import SparseDictionary
+
+
+def activation_pairs(model, dictionary: SparseDictionary, texts: Sequence[str], *, batch_size: int = 256,
+                     max_tokens: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs [n, d_in], targets [n, d_out]) at every real token of `texts`: the dictionary's
+    in_hook and out_hook activations."""
+    names = sorted({dictionary.in_hook, dictionary.out_hook})
+    xs, ys = [], []
+    count = 0
+    for lo in range(0, len(texts), batch_size):
+        tokens, mask = model._tokenize(list(texts[lo: lo + batch_size]))
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
+        real = mask.reshape(-1).bool() if mask is not None else torch.ones(tokens.numel(), dtype=torch.bool)
+        xs.append(cache[dictionary.in_hook].reshape(tokens.numel(), -1)[real])
+        ys.append(cache[dictionary.out_hook].reshape(tokens.numel(), -1)[real])
+        count += int(real.sum())
+        if max_tokens is not None and count >= max_tokens:
+            break
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x, y) if max_tokens is None else (x[:max_tokens], y[:max_tokens])
+
+
+@dataclass
+class TrainingRecord:
+    steps: int
+    losses: list[float] = field(default_factory=list)  # per step: normalised MSE (+ penalty)
+    dead_fraction: list[float] = field(default_factory=list)  # every `log_every` steps
+    seconds: float = 0.0
+    tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "losses": self.losses, "dead_fraction": self.dead_fraction,
+                "seconds": self.seconds, "tokens": self.tokens}
+
+
+def _batches(n: int, batch_size: int, g: torch.Generator) -> Iterator[torch.Tensor]:
+    while True:  # a fresh shuffle of the whole buffer each epoch
+        order = torch.randperm(n, generator=g)
+        for lo in range(0, n - batch_size + 1, batch_size):
+            yield order[lo: lo + batch_size]
+
+
+def train_dictionary(dictionary: SparseDictionary, data: tuple[torch.Tensor, torch.Tensor], *, steps: int = 2000,
+                     batch_size: int = 1024, lr: float = 1e-3, l1: float = 1e-3, aux_k: int = 64,
+                     aux_coeff: float = 1 / 32, dead_after: int = 20_000, log_every: int = 100,
+                     progress: bool = True) -> TrainingRecord:
+    """Fit `dictionary` to (inputs, targets) (see the module docstring); returns the record."""
+    x_all, y_all = data
+    if x_all.shape[0] != y_all.shape[0] or x_all.shape[0] < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} paired rows, got {x_all.shape[0]} and {y_all.shape[0]}")
+    cfg = dictionary.cfg
+    dtype = dictionary.W_dec.dtype
+    x_all, y_all = x_all.to(dtype), y_all.to(dtype)
+    g = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():  # start the biases at the data's means
+        dictionary.b_dec.copy_(y_all.mean(0) if cfg.kind == "transcoder" else x_all.mean(0))
+        if dictionary.b_pre is not None:
+            dictionary.b_pre.copy_(x_all.mean(0))
+    variance = (y_all - y_all.mean(0)).pow(2).sum(-1).mean()
+    opt = torch.optim.Adam(dictionary.parameters(), lr=lr)
+    since_fired = torch.zeros(cfg.n_features, dtype=torch.long)
+    record = TrainingRecord(steps)
+    start = time.perf_counter()
+    batches = _batches(x_all.shape[0], batch_size, g)
+    with torch.enable_grad():
+        for step in tqdm(range(steps), desc=f"training {cfg.kind} ({cfg.out_hook})", disable=not progress):
+            idx = next(batches)
+            x, y = x_all[idx], y_all[idx]
+            pre = dictionary.pre_acts(x)
+            f = dictionary.activate(pre, training=True)
+            recon = dictionary.decode(f, x)
+            loss = (recon - y).pow(2).sum(-1).mean() / variance
+            if cfg.activation == "relu":
+                loss = loss + l1 * (f * dictionary.W_dec.norm(dim=-1)).sum(-1).mean()
+            fired = (f > 0).any(0)
+            since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + batch_size)
+            dead = since_fired >= dead_after
+            if cfg.activation != "relu" and dead.any():
+                residual = (y - recon).detach()
+                dead_pre = torch.relu(pre).masked_fill(~dead, 0.0)
+                top = dead_pre.topk(min(aux_k, int(dead.sum())), dim=-1)
+                aux = torch.zeros_like(dead_pre).scatter(-1, top.indices, top.values) @ dictionary.W_dec
+                loss = loss + aux_coeff * (aux - residual).pow(2).sum(-1).mean() / variance
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            dictionary.normalise_decoder()
+            record.losses.append(float(loss.detach()))
+            if step % log_every == 0 or step == steps - 1:
+                record.dead_fraction.append(float(dead.double().mean()))
+    record.seconds = time.perf_counter() - start
+    record.tokens = steps * batch_size
+    return record
+
+
+__all__ = ["activation_pairs", "train_dictionary", "TrainingRecord"]

@@ -1,0 +1,130 @@
+"""Sparse dictionaries: training recovers known sparse features; a perfect dictionary spliced in
+leaves the logits unchanged; the reconstruction-error path keeps the forward pass exact;
+save / load round-trips; a transcoder on the fact-world model reconstructs its MLP."""
+
+import pytest
+import torch
+
+from models import load
+from probes.sae import (
+    DictionaryConfig, SparseDictionary, activation_pairs, evaluate_dictionary, load_dictionary, save_dictionary,
+    splice_hooks, train_dictionary,
+)
+
+
+def synthetic(n: int = 20_000, d: int = 16, n_true: int = 24, active: int = 3, seed: int = 0):
+    """x = codes @ features: each sample a sum of `active` of `n_true` unit features, weights in [1, 2]."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(n_true, d, generator=g)
+    features = features / features.norm(dim=-1, keepdim=True)
+    codes = torch.zeros(n, n_true)
+    for i in range(n):
+        codes[i, torch.randperm(n_true, generator=g)[:active]] = 1 + torch.rand(active, generator=g)
+    return codes @ features, features
+
+
+@pytest.mark.parametrize("activation,k,l1,least", [("topk", 3, 0.0, 22), ("batchtopk", 3, 0.0, 20),
+                                                   ("relu", 1, 0.1, 20)])
+def test_training_recovers_known_sparse_features(activation, k, l1, least):
+    x, features = synthetic()
+    sae = SparseDictionary(DictionaryConfig(16, 16, 48, activation=activation, k=k, seed=1))
+    record = train_dictionary(sae, (x, x), steps=3000, batch_size=256, lr=3e-3, l1=l1, dead_after=5000,
+                              progress=False)
+    best = (features @ sae.W_dec.detach().T).max(-1).values  # each true feature's closest decoder row
+    assert int((best >= 0.95).sum()) >= least, best
+    assert record.losses[-1] < record.losses[0]
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(48), atol=1e-5)  # unit decoder rows
+    if activation != "relu":
+        assert (sae.encode(x[:100]) > 0).sum(-1).max() <= (k if activation == "topk" else 48)
+
+
+def test_training_is_deterministic_given_the_seed():
+    x, _ = synthetic(n=4000)
+    runs = []
+    for _ in range(2):
+        sae = SparseDictionary(DictionaryConfig(16, 16, 32, activation="topk", k=3, seed=4))
+        train_dictionary(sae, (x, x), steps=200, batch_size=256, progress=False)
+        runs.append(sae.W_dec.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.fixture(scope="module")
+def fw():
+    return load("factworld")
+
+
+def perfect_sae(d: int, hook: str) -> SparseDictionary:
+    """Features = the +- standard basis with ReLU: decode(encode(x)) == x exactly."""
+    sae = SparseDictionary.sae(d, 2 * d, hook=hook, activation="relu", dtype="float32")
+    with torch.no_grad():
+        eye = torch.eye(d)
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_a_perfect_dictionary_spliced_in_leaves_the_logits_unchanged(fw):
+    tokens = fw.to_tokens(["Michael Jordan plays the sport of", "the sport played by Tom Brady is"])
+    with torch.no_grad():
+        clean = fw(tokens)
+        sae = perfect_sae(fw.cfg.d_model, "blocks.1.hook_resid_pre")
+        with fw.hooks(fwd_hooks=splice_hooks(sae)):
+            spliced = fw(tokens)
+    assert torch.allclose(clean, spliced, atol=1e-5)
+
+
+def test_the_error_path_makes_any_dictionary_exact(fw):
+    tokens = fw.to_tokens("Michael Jordan plays the sport of")
+    tc = SparseDictionary.transcoder(fw, 1, 256, activation="topk", k=4)  # untrained: a poor reconstruction
+    store: dict = {}
+    with torch.no_grad():
+        clean = fw(tokens)
+        with fw.hooks(fwd_hooks=splice_hooks(tc)):
+            rough = fw(tokens)
+        with fw.hooks(fwd_hooks=splice_hooks(tc, keep_error=True, store=store)):
+            exact = fw(tokens)
+    assert not torch.allclose(clean, rough, atol=1e-3)
+    assert torch.allclose(clean, exact, atol=1e-5)
+    assert store["features"].shape == (1, 7, 256) and int((store["features"] > 0).sum(-1).max()) <= 4
+
+
+def test_save_load_round_trip(tmp_path, fw):
+    tc = SparseDictionary.transcoder(fw, 2, 64, activation="batchtopk", k=4, skip=True, seed=3)
+    with torch.no_grad():
+        tc.W_skip.normal_()
+        tc.threshold.fill_(0.25)
+    path = save_dictionary(tc, tmp_path / "tc", extra={"note": "test"})
+    assert (path / "cfg.json").exists() and (path / "sae_weights.safetensors").exists()
+    back = load_dictionary(path)
+    assert back.cfg == tc.cfg and back.in_hook == "blocks.2.ln2.hook_normalized" and back.out_hook == "blocks.2.hook_mlp_out"
+    x = torch.randn(5, fw.cfg.d_model)
+    assert torch.equal(back(x), tc.eval()(x))
+    with pytest.raises(FileNotFoundError, match="no dictionary"):
+        load_dictionary(tmp_path)
+
+
+def test_a_transcoder_learns_the_layer0_mlp(fw):
+    from analyses.factworld_edits import stats_texts
+
+    texts = stats_texts(1500)
+    tc = SparseDictionary.transcoder(fw, 0, 512, activation="topk", k=16, seed=0)
+    train_dictionary(tc, activation_pairs(fw, tc, texts), steps=300, batch_size=512, progress=False)
+    scores = evaluate_dictionary(fw, tc.eval(), stats_texts(100, seed=9))
+    assert scores.l0 == pytest.approx(16, abs=0.5)
+    assert scores.variance_explained > 0.8
+    assert scores.ce_zero > scores.ce_spliced  # better than no MLP at all
+    assert 0 <= scores.dead <= 1 and scores.tokens > 500
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="activation"):
+        DictionaryConfig(4, 4, 8, activation="gelu")
+    with pytest.raises(ValueError, match="reconstructs its input"):
+        DictionaryConfig(4, 5, 8, kind="sae")
+    with pytest.raises(ValueError, match="k <= n_features"):
+        DictionaryConfig(4, 4, 8, k=9)
+    sae = SparseDictionary(DictionaryConfig(4, 4, 8, k=2))
+    with pytest.raises(ValueError, match="paired rows"):
+        train_dictionary(sae, (torch.zeros(10, 4), torch.zeros(10, 4)), batch_size=64)

@@ -11,6 +11,8 @@
     interp probe-relation [RELATION|all] [--method M | --methods M1,M2] [--limit N] [--out DIR]
     interp recall [RELATION] [--limit N] [--out DIR]
     interp edit "PROMPT" TARGET [--method rome|memit|ft] [--layer L] [--save DIR] [--out DIR]
+    interp train-transcoders [--features N] [--k K] [--steps S]
+    interp transcoders [--out DIR]
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`; only the
@@ -43,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                "the recall chain over a relation: enrichment, extraction per head, linear probes"),
     "edit": ("analyses.edit", "add_arguments", "run",
              "rewrite a stored fact (ROME, MEMIT or FT-L) and show what changed"),
+    "train-transcoders": ("analyses.train_transcoders", "add_arguments", "run",
+                          "train and ship the fact-world model's transcoders (one per MLP layer)"),
+    "transcoders": ("analyses.transcoders", "add_arguments", "run",
+                    "the shipped transcoders: evaluation per layer, and subject / fact features against neurons"),
     "translate": ("analyses.translate", "add_arguments", "run",
                   "train the 2017 encoder-decoder to reverse sequences and show its cross-attention"),
 }

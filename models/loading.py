@@ -276,6 +276,16 @@ def to_hf(model: Transformer) -> Any:
 
 
 # ============================================================ our format on disk
+def shipped_dictionaries(name: str) -> Path:
+    """The folder of the sparse dictionaries shipped with a model ("factworld": one transcoder per
+    layer, trained by `interp train-transcoders`)."""
+    if name != "factworld":
+        raise ValueError(f"no dictionaries are shipped for {name!r}; give a directory instead")
+    from models.factworld import checkpoint_dir
+
+    return checkpoint_dir().parent / "transcoders"
+
+
 def check_not_shipped(path: str | Path) -> None:
     """A clear error for a path inside the shipped fact-world checkpoint's folder."""
     from models.factworld import checkpoint_dir

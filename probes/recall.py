@@ -113,6 +113,19 @@ def _head_maps(model, cache, src: int, dst: int) -> torch.Tensor:
     return torch.stack(out).reshape(model.cfg.n_layers, n_heads, model.cfg.d_model, model.cfg.d_model)
 
 
+def carry_map(model, prompt: Prompt, pos: int, after_layer: int) -> torch.Tensor:
+    """[d_model, d_vocab]: what a vector added to the residual at `pos` after block `after_layer`
+    (an MLP output there) adds to the last position's logits through the heads of the later
+    layers (attention and every norm's scale as in the run). Rows: residual directions."""
+    _check_pre_norm(model)
+    tokens = one_prompt(model, prompt)
+    _, cache = _run(model, tokens)
+    last = tokens.shape[0] - 1
+    with torch.no_grad():
+        unembed = _final(model, cache, torch.eye(model.cfg.d_model, dtype=model.W_U.dtype), last)
+        return _head_maps(model, cache, pos, last)[after_layer + 1:].sum((0, 1)) @ unembed
+
+
 def moved_contributions(model, prompt: Prompt, subject: str, answer: Union[str, int]) -> torch.Tensor:
     """[layer, pos, d_mlp]: each neuron site's output at a subject position, carried to the last
     position by the heads of later layers and read as logit(answer) (zero outside the subject)."""
@@ -195,5 +208,5 @@ def extraction_rate(extractions: Sequence[Extraction]) -> torch.Tensor:
     return torch.stack([e.extracts for e in extractions]).double().mean(0)
 
 
-__all__ = ["Enrichment", "subject_enrichment", "moved_contributions", "Extraction",
+__all__ = ["Enrichment", "subject_enrichment", "carry_map", "moved_contributions", "Extraction",
            "attribute_extraction", "extraction_rate"]

@@ -128,3 +128,64 @@ def test_bad_configurations_are_refused():
     sae = SparseDictionary(DictionaryConfig(4, 4, 8, k=2))
     with pytest.raises(ValueError, match="paired rows"):
         train_dictionary(sae, (torch.zeros(10, 4), torch.zeros(10, 4)), batch_size=64)
+
+
+def test_dedicated_units_are_the_and_of_the_name():
+    from probes.sae.dedicated import dedicated_units
+
+    # subjects: 0 Michael Jordan, 1 Michael Phelps, 2 Alexis Jordan, 3 Tom Brady (no shared tokens)
+    neighbours = [[1, 2], [0], [0], []]
+    acts = torch.tensor([
+        # unit 0: Michael (fires for both Michaels); unit 1: Michael Jordan only; unit 2: MJ strong, AJ 20%
+        [2.0, 1.5, 3.0, 0.0],
+        [2.0, 0.1, 0.0, 0.0],
+        [0.0, 0.0, 0.6, 0.0],
+        [0.0, 0.0, 0.0, 0.5],
+    ])
+    assert dedicated_units(acts, neighbours) == [1, None, None, 3]
+    # unit 1 for Michael Jordan: 0.1 < 10% of 1.5; unit 2 is the strongest but Alexis Jordan has 20% of it.
+    assert dedicated_units(acts, neighbours, ratio=0.25) == [2, None, None, 3]
+    with pytest.raises(ValueError, match="one neighbour list"):
+        dedicated_units(acts, neighbours[:2])
+
+
+def tmp_dir_that_does_not_exist():
+    import pathlib
+    import tempfile
+
+    return pathlib.Path(tempfile.mkdtemp()) / "none"
+
+
+def test_the_shipped_transcoders_reconstruct_every_mlp(fw):
+    from probes.sae import load_transcoders
+
+    transcoders = load_transcoders("factworld")
+    assert [tc.out_hook for tc in transcoders] == [f"blocks.{l}.hook_mlp_out" for l in range(4)]
+    assert [tc.in_hook for tc in transcoders] == [f"blocks.{l}.ln2.hook_normalized" for l in range(4)]
+    prompts = ["Michael Jordan plays the sport of", "the country where Tom Brady was born is", "Alexis Jordan works as"]
+    tokens = fw.to_tokens(prompts)
+    with torch.no_grad():
+        clean, cache = fw.run_with_cache(tokens)
+        for tc in transcoders:
+            y = cache[tc.out_hook]
+            recon = tc(cache[tc.in_hook])
+            assert 1 - (recon - y).pow(2).sum() / (y - y.mean((0, 1))).pow(2).sum() > 0.95
+            assert int((tc.encode(cache[tc.in_hook]) > 0).sum(-1).max()) <= tc.cfg.k
+        with fw.hooks(fwd_hooks=[h for tc in transcoders for h in splice_hooks(tc)]):
+            spliced = fw(tokens)
+    assert (spliced[:, -1].argmax(-1) == clean[:, -1].argmax(-1)).all()  # all four spliced in: same answers
+    with pytest.raises(FileNotFoundError, match="no dictionaries"):
+        load_transcoders(tmp_dir_that_does_not_exist())
+
+
+def test_interp_transcoders(tmp_path, capsys):
+    import json
+
+    from analyses.cli import main
+
+    assert main(["transcoders", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "transcoders.json").read_text())
+    assert data["all_spliced"]["prompts"] == 4266 and data["all_spliced"]["ratio"] > 0.95
+    for layer, entry in data["subject_features"].items():
+        assert 0 <= entry["features"] <= 1 and 0 <= entry["neurons"] <= 1
+    assert data["layers"]["0"]["l0"] <= 32 and (tmp_path / "transcoders.png").exists()

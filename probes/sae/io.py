@@ -47,4 +47,21 @@ def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
     return dictionary.eval()
 
 
-__all__ = ["save_dictionary", "load_dictionary"]
+def load_transcoders(name_or_dir: Union[str, Path]) -> list[SparseDictionary]:
+    """One dictionary per layer, in layer order, from a folder of L0, L1, ... subfolders;
+    "factworld" is the set shipped with the fact-world model."""
+    from models.loading import shipped_dictionaries
+
+    path = Path(name_or_dir)
+    if not path.exists() and str(name_or_dir) == "factworld":
+        path = shipped_dictionaries("factworld")
+    layers = sorted((p for p in path.glob("L*") if p.is_dir() and p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
+    if not layers:
+        raise FileNotFoundError(f"no dictionaries (L0, L1, ... folders) in {path}"
+                                + ("; train them with `interp train-transcoders`" if str(name_or_dir) == "factworld" else ""))
+    if [int(p.name[1:]) for p in layers] != list(range(len(layers))):
+        raise ValueError(f"{path} has layer folders {[p.name for p in layers]}: expected L0 .. L{len(layers) - 1}")
+    return [load_dictionary(p) for p in layers]
+
+
+__all__ = ["save_dictionary", "load_dictionary", "load_transcoders"]

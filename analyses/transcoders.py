@@ -1,0 +1,140 @@
+"""The shipped transcoders of the fact-world model, judged against its known facts.
+
+    interp transcoders [--out results/transcoders]
+
+- Per layer: L0, variance explained, CE recovered over all tokens and at the object token, KL,
+  dead and dense features, on 300 held-out-template sentences.
+- All four transcoders spliced in at once: top-1 accuracy on every fact in the held-out
+  templates, against the clean model's.
+- Subject features: for each of the 474 people, at the last subject token ("{subject} plays
+  the sport of"), is there a unit that fires for them and stays below 10% of that for every
+  person who shares a name token? Per layer, transcoder features and MLP neurons side by side.
+- Fact features: for athletes with a dedicated feature, does its value (the decoder row,
+  carried by the later heads to the last position) rank the person's sport first among the
+  sports?
+OUT/transcoders.json and OUT/transcoders.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from analyses.common import add_model_arguments, add_out_argument, load_model, main_for, write_json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dictionaries", default="factworld", help="a folder of L0, L1, ... dictionaries")
+    add_model_arguments(p)
+    add_out_argument(p, "results/transcoders")
+
+
+def spliced_accuracy(model, transcoders, prompts: list[str], answers: list[str]) -> tuple[float, float]:
+    """(clean, all-spliced) top-1 accuracy on the prompts."""
+    from interp.tokens import answer_token
+    from models.transformer import last_token_logits
+    from probes.sae import splice_hooks
+
+    ids = torch.tensor([answer_token(model, a) for a in answers])
+    with torch.no_grad():
+        clean = last_token_logits(model, prompts).argmax(-1) == ids
+        with model.hooks(fwd_hooks=[h for tc in transcoders for h in splice_hooks(tc)]):
+            spliced = last_token_logits(model, prompts).argmax(-1) == ids
+    return float(clean.double().mean()), float(spliced.double().mean())
+
+
+def run(args: argparse.Namespace) -> int:
+    from analyses.train_transcoders import held_out
+    from interp import names as hook_names
+    from interp import plot
+    from models import factworld
+    from probes.ffn import related_subjects
+    from probes.recall import carry_map
+    from probes.sae import evaluate_dictionary, load_transcoders
+    from probes.sae.dedicated import dedicated_units
+    from probes.subjects import subject_span
+    from interp.tokens import answer_token
+
+    model = load_model(args)
+    transcoders = load_transcoders(args.dictionaries)
+    test, focus = held_out(model)
+    report: dict = {"layers": {}}
+    print("layer  L0    var.expl.  CE rec.(all)  CE rec.(object)  KL      dead   dense")
+    for layer, tc in enumerate(transcoders):
+        s = evaluate_dictionary(model, tc, test, focus=focus)
+        report["layers"][layer] = s.to_dict()
+        print(f"{layer:5d}  {s.l0:4.1f}  {s.variance_explained:9.4f}  {s.ce_recovered:12.3f}  {s.focus_ce_recovered:15.3f}  "
+              f"{s.kl:.4f}  {s.dead:.3f}  {s.dense:.3f}")
+
+    facts = factworld.facts()
+    prompts = [t.format(subject=f.subject) for f in facts for t in factworld.templates(f.relation, heldout=True)]
+    answers = [f.object for f in facts for _ in factworld.templates(f.relation, heldout=True)]
+    clean, spliced = spliced_accuracy(model, transcoders, prompts, answers)
+    report["all_spliced"] = {"prompts": len(prompts), "clean": clean, "spliced": spliced, "ratio": spliced / clean}
+    print(f"all {len(transcoders)} transcoders spliced in: held-out-template fact accuracy {spliced:.3f} against "
+          f"{clean:.3f} clean ({spliced / clean:.1%}), {len(prompts)} prompts")
+
+    people = factworld.subjects()
+    index = {s: i for i, s in enumerate(people)}
+    neighbours = [[index[q] for q in sum(related_subjects(s, people), [])] for s in people]
+    texts = [f"{s} plays the sport of" for s in people]
+    ends = torch.tensor([subject_span(model, t, s)[1] - 1 for t, s in zip(texts, people)])
+    names = [n for tc in transcoders for n in (tc.in_hook,)] + [hook_names.act_name("post", l)
+                                                                 for l in range(model.cfg.n_layers)]
+    tokens, mask = model._tokenize(texts)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
+    rows = torch.arange(len(people))
+    sports = sorted(factworld.objects("sport"))
+    sports = [o for o in sports if o != "none"]
+    sport_ids = torch.tensor([answer_token(model, o) for o in sports])
+    report["subject_features"] = {}
+    for layer, tc in enumerate(transcoders):
+        with torch.no_grad():
+            feats = tc.encode(cache[tc.in_hook][rows, ends])
+        neurons = cache["post", layer][rows, ends]
+        f_units, n_units = dedicated_units(feats, neighbours), dedicated_units(neurons, neighbours)
+        athletes = [(s, factworld.lookup(s, "sport")) for s in people if factworld.lookup(s, "sport") != "none"]
+        promoted = judged = 0
+        if layer < model.cfg.n_layers - 1:
+            for s, sport in athletes:
+                unit = f_units[index[s]]
+                if unit is None:
+                    continue
+                carried = tc.W_dec.detach()[unit].double() @ carry_map(model, f"{s} plays the sport of",
+                                                                       int(ends[index[s]]), layer).double()
+                judged += 1
+                promoted += sports[int(carried[sport_ids].argmax())] == sport
+        entry = {"features": sum(u is not None for u in f_units) / len(people),
+                 "neurons": sum(u is not None for u in n_units) / len(people),
+                 "athletes_with_feature": judged, "value_promotes_sport": promoted / judged if judged else None}
+        report["subject_features"][layer] = entry
+        print(f"layer {layer}: people with a dedicated transcoder feature {entry['features']:.1%}, with a dedicated "
+              f"neuron {entry['neurons']:.1%}" + (f"; the feature's value ranks the sport first for {promoted} of "
+                                                  f"{judged} athletes" if judged else ""))
+    write_json(args.out / "transcoders.json", report)
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    layers = list(report["subject_features"])
+    x = torch.arange(len(layers), dtype=torch.float64)
+    ax.bar(x - 0.2, [report["subject_features"][l]["features"] for l in layers], 0.4, label="transcoder features")
+    ax.bar(x + 0.2, [report["subject_features"][l]["neurons"] for l in layers], 0.4, label="MLP neurons")
+    ax.set_xticks(x.tolist(), [f"layer {l}" for l in layers])
+    ax.set_ylabel("share of the 474 people")
+    ax.set_title("a unit dedicated to the person (fires, < 10% for everyone sharing a name token)")
+    ax.legend()
+    plot.save(fig, args.out / "transcoders")
+    print(f"Plot and JSON in {args.out}/")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return main_for("analyses.transcoders", __doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

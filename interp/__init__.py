@@ -23,6 +23,7 @@ _EXPORTS = {
     "act_name": "interp.names",
     "Head": "interp.sites",
     "Neuron": "interp.sites",
+    "Feature": "interp.sites",
     "EncDecHead": "interp.sites",
     "EncDecNeuron": "interp.sites",
 }

@@ -216,6 +216,36 @@ class Neuron(_Site):
         return cls(int(layer), int(index), None if pos is None else int(pos))
 
 
+@dataclass(frozen=True)
+class Feature(_Site):
+    """Feature `index` of the transcoder attached to MLP `layer` (`probes.sae.attached`),
+    optionally at one position: hook blocks.{layer}.transcoder.hook_feature_acts
+    [batch, pos, n_features], addressed like a neuron."""
+
+    layer: int
+    index: int
+    pos: Optional[int] = None
+
+    ACTS: ClassVar[tuple[str, ...]] = ("acts",)
+    DEFAULT_ACT: ClassVar[str] = "acts"
+
+    def hook_name(self, act: Optional[str] = None) -> str:
+        self._act(act)
+        return f"blocks.{self.layer}.transcoder.hook_feature_acts"
+
+    def selector(self, act: Optional[str] = None) -> tuple:
+        return (slice(None), slice(None) if self.pos is None else self.pos, self.index)
+
+    def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
+        _check_index(self.label, "feature", self.index, x.shape[2], self.hook_name(act))
+        if self.pos is not None:
+            _check_index(self.label, "position", self.pos, x.shape[1], self.hook_name(act))
+
+    @property
+    def label(self) -> str:
+        return f"L{self.layer}F{self.index}" + ("" if self.pos is None else f"@{self.pos}")
+
+
 # ============================================================ the encoder-decoder's sites
 ATTENTION_MODULES = ("encoder.attn", "decoder.attn", "decoder.cross_attn")
 

@@ -43,3 +43,4 @@ def test_readme_causal_analyses_examples_run():
     assert namespace["scores"].paraphrase_top1 == 1.0 and namespace["scores"].attribute_top1 == 1.0
     tc_scores = namespace["tc_scores"]
     assert tc_scores.l0 == pytest.approx(32, abs=0.5) and tc_scores.variance_explained > 0.8
+    assert namespace["feature_cache"]["blocks.1.transcoder.hook_feature_acts"].shape == (1, 7, 512)

@@ -189,3 +189,41 @@ def test_interp_transcoders(tmp_path, capsys):
     for layer, entry in data["subject_features"].items():
         assert 0 <= entry["features"] <= 1 and 0 <= entry["neurons"] <= 1
     assert data["layers"]["0"]["l0"] <= 32 and (tmp_path / "transcoders.png").exists()
+
+
+def test_attached_transcoders_make_features_sites(fw):
+    from interp import Feature
+    from probes.sae import attached, load_transcoders
+
+    transcoders = load_transcoders("factworld")
+    tokens = fw.to_tokens(["Michael Jordan plays the sport of", "Michael Phelps plays the sport of"])
+    names_before = list(fw.hook_names)
+    with torch.no_grad():
+        clean = fw(tokens)
+        with attached(fw, transcoders):
+            logits, cache = fw.run_with_cache(tokens)
+            acts = cache["blocks.1.transcoder.hook_feature_acts"]
+            assert acts.shape == (2, 7, 512) and "blocks.3.transcoder.hook_error" in fw.hook_names
+            assert torch.allclose(logits, clean, atol=1e-4)  # features + error = the MLP's own output
+            on = int(acts[0, 2].argmax())
+            off = int((acts[:, 2] == 0).all(0).nonzero()[0])
+            assert float(Feature(1, on, pos=2).read(cache)[0]) == float(acts[0, 2, on])
+            killed = fw.run_with_hooks(tokens, fwd_hooks=[Feature(1, on, pos=2).zero()])
+            assert not torch.allclose(killed[0], clean[0], atol=1e-4)  # an active feature matters ...
+            assert torch.allclose(fw.run_with_hooks(tokens, fwd_hooks=[Feature(1, off, pos=2).zero()]), clean,
+                                  atol=1e-4)  # ... a silent one does not
+            with pytest.raises(IndexError, match="feature 9999 out of range"):
+                fw.run_with_hooks(tokens, fwd_hooks=[Feature(1, 9999).zero()])
+            with pytest.raises(RuntimeError, match="already attached"):
+                with attached(fw, transcoders[:1]):
+                    pass
+        with pytest.raises(RuntimeError, match="inside"):
+            with attached(fw, transcoders):
+                raise RuntimeError("inside")
+    assert list(fw.hook_names) == names_before and not hasattr(fw.blocks[1], "transcoder")
+    assert torch.allclose(fw(tokens), clean)
+    assert Feature(1, 134, pos=2).label == "L1F134@2"
+    sae = SparseDictionary.sae(fw.cfg.d_model, 8, hook="blocks.1.hook_resid_pre", k=2)
+    with pytest.raises(ValueError, match="only transcoders"):
+        with attached(fw, [sae]):
+            pass

@@ -8,11 +8,12 @@ loaded (SAELens' file layout).
     scores = evaluate_dictionary(model, tc, held_out_texts)
 """
 
+from probes.sae.attach import attached
 from probes.sae.dictionary import ACTIVATIONS, DictionaryConfig, SparseDictionary
 from probes.sae.evaluate import DictionaryScores, evaluate_dictionary, splice_hooks
 from probes.sae.io import load_dictionary, load_transcoders, save_dictionary
 from probes.sae.train import TrainingRecord, activation_pairs, train_dictionary
 
-__all__ = ["SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "splice_hooks", "evaluate_dictionary",
+__all__ = ["attached", "SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "splice_hooks", "evaluate_dictionary",
            "DictionaryScores", "save_dictionary", "load_dictionary", "load_transcoders", "activation_pairs", "train_dictionary",
            "TrainingRecord"]

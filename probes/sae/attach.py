@@ -1,0 +1,86 @@
+"""Transcoders attached to a model as hook points, so their features are sites like neurons.
+
+    with attached(model, load_transcoders("factworld")):
+        logits, cache = model.run_with_cache(tokens)            # equal to the plain run (up to rounding)
+        cache["blocks.1.transcoder.hook_feature_acts"]          # [batch, pos, n_features]
+        model.run_with_hooks(tokens, fwd_hooks=[Feature(1, 134, pos=2).zero()])
+
+While attached, MLP l's output is computed as decode(f, x) + error, where x is the MLP's
+input (the transcoder's in_hook), f = encode(x) passes through
+blocks.{l}.transcoder.hook_feature_acts and error = (the MLP's real output) - decode(encode(x), x)
+passes through blocks.{l}.transcoder.hook_error. With no other hook the output is the MLP's
+own (exact up to float rounding); a hook that edits the features changes the output through
+the decoder, with the error held as it was. Everything is removed on exit (also on errors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from interp import names as hook_names
+from interp.hooks import HookPoint
+from probes.sae.dictionary import SparseDictionary
+
+
+class _Attached(nn.Module):
+    """The hook points of one attached transcoder (a submodule blocks.{l}.transcoder)."""
+
+    def __init__(self, dictionary: SparseDictionary) -> None:
+        super().__init__()
+        self.hook_feature_acts = HookPoint()
+        self.hook_error = HookPoint()
+        self.dictionary = [dictionary]  # a list: not registered as a submodule (its weights are not the model's)
+
+
+def _layer_of(dictionary: SparseDictionary) -> int:
+    _, layer, tail = hook_names.split(dictionary.out_hook)
+    if dictionary.cfg.kind != "transcoder" or layer is None or tail != "hook_mlp_out":
+        raise ValueError(f"only transcoders (to blocks.{{l}}.hook_mlp_out) can be attached; got a {dictionary.cfg.kind} "
+                         f"writing {dictionary.out_hook!r}")
+    return layer
+
+
+@contextlib.contextmanager
+def attached(model, dictionaries: Sequence[SparseDictionary]) -> Iterator[None]:
+    """Attach transcoders as hook points (see the module docstring) for the body of the `with`."""
+    layers = [_layer_of(d) for d in dictionaries]
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"two transcoders for the same layer: {layers}")
+    for layer in layers:
+        if hasattr(model.blocks[layer], "transcoder"):
+            raise RuntimeError(f"a transcoder is already attached to layer {layer}")
+    handles = []
+    try:
+        for layer, dictionary in zip(layers, dictionaries):
+            model.blocks[layer].add_module("transcoder", _Attached(dictionary))
+        model.setup_hooks()
+        for layer, dictionary in zip(layers, dictionaries):
+            points: _Attached = model.blocks[layer].transcoder
+            seen: dict[str, torch.Tensor] = {}
+
+            def read(x: torch.Tensor, hook, seen=seen) -> None:
+                seen["x"] = x
+
+            def write(y: torch.Tensor, hook, seen=seen, points=points, dictionary=dictionary) -> torch.Tensor:
+                x = seen.pop("x")
+                f0 = dictionary.encode(x).to(y.dtype)
+                error = points.hook_error(y - dictionary.decode(f0, x).to(y.dtype))
+                f = points.hook_feature_acts(f0)
+                return dictionary.decode(f, x).to(y.dtype) + error
+
+            handles += model.add_hook(dictionary.in_hook, read) + model.add_hook(dictionary.out_hook, write)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer in layers:
+            if hasattr(model.blocks[layer], "transcoder"):
+                delattr(model.blocks[layer], "transcoder")
+        model.setup_hooks()
+
+
+__all__ = ["attached"]

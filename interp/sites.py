@@ -172,8 +172,23 @@ def _heads_per_kv(cache: Any, head: Head, act: Optional[str]) -> int:
     return 1
 
 
+class _Unit(_Site):
+    """Shared by Neuron and Feature: one unit (`index`) of an activation [batch, pos, units]."""
+
+    UNIT: ClassVar[str] = ""
+
+    def selector(self, act: Optional[str] = None) -> tuple:
+        """Index into the activation: (batch, pos, unit)."""
+        return (slice(None), slice(None) if self.pos is None else self.pos, self.index)
+
+    def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
+        _check_index(self.label, self.UNIT, self.index, x.shape[2], self.hook_name(act))
+        if self.pos is not None:
+            _check_index(self.label, "position", self.pos, x.shape[1], self.hook_name(act))
+
+
 @dataclass(frozen=True)
-class Neuron(_Site):
+class Neuron(_Unit):
     """MLP neuron `index` of block `layer`, optionally at one position.
 
     Activations: post (the default: what multiplies the value W_out[index]), pre
@@ -188,18 +203,10 @@ class Neuron(_Site):
 
     ACTS: ClassVar[tuple[str, ...]] = ("pre", "post", "pre_linear")
     DEFAULT_ACT: ClassVar[str] = "post"
+    UNIT: ClassVar[str] = "neuron"
 
     def hook_name(self, act: Optional[str] = None) -> str:
         return hook_names.act_name(self._act(act), self.layer, stack=self.stack)
-
-    def selector(self, act: Optional[str] = None) -> tuple:
-        """Index into the activation: (batch, pos, neuron)."""
-        return (slice(None), slice(None) if self.pos is None else self.pos, self.index)
-
-    def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
-        _check_index(self.label, "neuron", self.index, x.shape[2], self.hook_name(act))
-        if self.pos is not None:
-            _check_index(self.label, "position", self.pos, x.shape[1], self.hook_name(act))
 
     @property
     def label(self) -> str:
@@ -217,7 +224,7 @@ class Neuron(_Site):
 
 
 @dataclass(frozen=True)
-class Feature(_Site):
+class Feature(_Unit):
     """Feature `index` of the transcoder attached to MLP `layer` (`probes.sae.attached`),
     optionally at one position: hook blocks.{layer}.transcoder.hook_feature_acts
     [batch, pos, n_features], addressed like a neuron."""
@@ -228,18 +235,11 @@ class Feature(_Site):
 
     ACTS: ClassVar[tuple[str, ...]] = ("acts",)
     DEFAULT_ACT: ClassVar[str] = "acts"
+    UNIT: ClassVar[str] = "feature"
 
     def hook_name(self, act: Optional[str] = None) -> str:
         self._act(act)
         return f"blocks.{self.layer}.transcoder.hook_feature_acts"
-
-    def selector(self, act: Optional[str] = None) -> tuple:
-        return (slice(None), slice(None) if self.pos is None else self.pos, self.index)
-
-    def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
-        _check_index(self.label, "feature", self.index, x.shape[2], self.hook_name(act))
-        if self.pos is not None:
-            _check_index(self.label, "position", self.pos, x.shape[1], self.hook_name(act))
 
     @property
     def label(self) -> str:

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from probes.recall import carry_map
     from probes.sae import evaluate_dictionary, load_transcoders
     from probes.sae.dedicated import dedicated_units
-    from probes.subjects import subject_span
+    from probes.subjects import last_subject_pos
     from interp.tokens import answer_token
 
     model = load_model(args)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     index = {s: i for i, s in enumerate(people)}
     neighbours = [[index[q] for q in sum(related_subjects(s, people), [])] for s in people]
     texts = [f"{s} plays the sport of" for s in people]
-    ends = torch.tensor([subject_span(model, t, s)[1] - 1 for t, s in zip(texts, people)])
+    ends = torch.tensor([last_subject_pos(model, t, s) for t, s in zip(texts, people)])
     names = [n for tc in transcoders for n in (tc.in_hook,)] + [hook_names.act_name("post", l)
                                                                  for l in range(model.cfg.n_layers)]
     tokens, mask = model._tokenize(texts)

@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from interp import names as hook_names
-from probes.subjects import subject_span
+from probes.subjects import last_subject_pos
 
 ROLES = ("last subject token", "last token")
 
@@ -101,7 +101,7 @@ def role_positions(model, examples: Sequence[Example], role: str) -> list[int]:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     if role == "last token":
         return [len(model.to_str_tokens(e.prompt)) - 1 for e in examples]
-    return [subject_span(model, e.prompt, e.subject)[1] - 1 for e in examples]
+    return [last_subject_pos(model, e.prompt, e.subject) for e in examples]
 
 
 @dataclass

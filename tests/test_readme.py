@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import torch
 from pathlib import Path
 
 
@@ -32,12 +33,16 @@ def test_readme_causal_analyses_examples_run():
     by_hand = cache["post", top.layer][0, -1, top.index] * direction @ model.W_U.detach()[:, model.to_single_token("basketball")]
     assert float(by_hand) == pytest.approx(top.contribution, rel=1e-4)
     assert namespace["check"].interventions[0].p_after < 0.5
+    # The localisation holds when checked with plain hooks, and the README quotes what the code returns.
     loc, at_subject = namespace["loc"], namespace["at_subject"]
-    assert loc.k == 5 and [s.label for s in loc.sites] == ['L0N24@6', 'L3N486@6', 'L3N494@6', 'L0N80@6', 'L0N189@6']
-    assert at_subject.k == 27 and {s.pos for s in at_subject.sites} <= {1, 2}
+    with torch.no_grad():
+        ablated = model.run_with_hooks(namespace["prompt"], fwd_hooks=[s.zero() for s in loc.sites])[0, -1]
+    assert model.tokenizer.token_str(int(ablated.argmax())) != "basketball"
+    assert f"{loc.k}, {[s.label for s in loc.sites]}" in section
+    assert at_subject.k is not None and {s.pos for s in at_subject.sites} <= {1, 2}  # "Michael", "Jordan"
+    assert f"# k = {at_subject.k}" in section
     ext = namespace["ext"]
-    assert float(ext.attention[1, 3]) == pytest.approx(0.99, abs=0.005)
-    assert float(ext.from_subject[1, 3]) == pytest.approx(2.52, abs=0.005)
+    assert f"L1H3: {float(ext.attention[1, 3]):.2f}, {float(ext.from_subject[1, 3]):+.2f}" in section
     assert namespace["moved"].shape == (4, 7, 512) and namespace["curve"].test_accuracy[-1] > 0.9
     assert namespace["layer"] == 0 and namespace["scores"].efficacy_top1 == 1.0
     assert namespace["scores"].paraphrase_top1 == 1.0 and namespace["scores"].attribute_top1 == 1.0

@@ -110,11 +110,9 @@ def mean_loss(model, texts: Sequence[str], batch_size: int = 256) -> float:
     for lo in range(0, len(texts), batch_size):
         tokens, mask = model._tokenize(list(texts[lo: lo + batch_size]))
         with torch.no_grad():
-            logp = model(tokens, attention_mask=mask)[:, :-1].double().log_softmax(-1)
-        nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
-        real = mask[:, 1:].bool() if mask is not None else torch.ones_like(nll, dtype=torch.bool)
-        total += float(nll[real].sum())
-        count += int(real.sum())
+            nll = model.loss_fn(model(tokens, attention_mask=mask).double(), tokens, mask, per_token=True)
+        total += float(nll.sum())  # padding targets contribute 0
+        count += int(mask[:, 1:].sum()) if mask is not None else nll.numel()
     return total / max(1, count)
 
 

@@ -15,7 +15,7 @@ import torch
 from interp import names as hook_names
 from models.transformer import last_positions
 from interp.tokens import answer_token
-from probes.subjects import subject_span
+from probes.subjects import last_subject_pos, subject_span
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def batch(model, texts: Sequence[str]):
 
 def subject_ends(model, texts: Sequence[str], subject: str) -> torch.Tensor:
     """[n]: the position of the subject's last token in each text."""
-    return torch.tensor([subject_span(model, t, subject)[1] - 1 for t in texts])
+    return torch.tensor([last_subject_pos(model, t, subject) for t in texts])
 
 
 def mean_state(model, name: str, texts: Sequence[str], subject: str) -> torch.Tensor:
@@ -118,7 +118,7 @@ def optimise_delta(model, layer: int, request: EditRequest, target: int, prefixe
     at = [(i, int(e)) for i, e in enumerate(subject_ends(model, texts, request.subject))]
     for i, text in enumerate(kl_texts):
         try:
-            at.append((n + i, subject_span(model, text, request.subject)[1] - 1))
+            at.append((n + i, last_subject_pos(model, text, request.subject)))
         except ValueError:
             pass  # a prompt without the subject: the additive delta cannot reach it
     rows, ends = torch.tensor([r for r, _ in at]), torch.tensor([e for _, e in at])

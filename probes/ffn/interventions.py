@@ -55,17 +55,8 @@ def intervention_hooks(neurons: Sequence[Neuron], mode: str, means: Optional[dic
 
 def mean_activations(model, neurons: Sequence[Neuron], prompts: Sequence[str]) -> dict[Neuron, float]:
     """Each neuron's mean activation over all real tokens of `prompts`, keyed by Neuron(layer, index)."""
-    neurons = check_neurons(model, neurons)
-    names = sorted({hook_names.act_name("post", n.layer) for n in neurons})
-    with torch.no_grad():
-        tokens, mask = model._tokenize(list(prompts))
-        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
-    weight = (mask if mask is not None else torch.ones(tokens.shape)).to(cache[names[0]].dtype)
-    out = {}
-    for n in neurons:
-        act = cache["post", n.layer][..., n.index]
-        out[Neuron(n.layer, n.index)] = float((act * weight).sum() / weight.sum())
-    return out
+    means = layer_means(model, prompts)
+    return {Neuron(n.layer, n.index): float(means[n.layer, n.index]) for n in check_neurons(model, neurons)}
 
 
 def layer_means(model, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:

@@ -138,7 +138,8 @@ def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: st
         ranking = given or rank_sites(model, tokens, target_id, method, max_sites=max_sites, candidates=candidates,
                                       means=means, positions=positions, exclude=excluded)
         sites = ranking.sites[:max_sites]
-        prefix = margins(model, tokens, target_id, [[]] + [sites[:k] for k in range(1, len(sites) + 1)])
+        prefix = torch.cat([torch.tensor([before], dtype=torch.float64),
+                            margins(model, tokens, target_id, [sites[:k] for k in range(1, len(sites) + 1)])])
         k, reason, after, failed = _smallest_k(model, prefix, sites, groups, base, source, keep)
         if k is not None or failed is None:
             break

@@ -66,10 +66,12 @@ class SparseDictionary(nn.Module):
         W_dec = torch.randn(cfg.n_features, cfg.d_out, generator=g, dtype=torch.float64)
         W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec.to(dtype))
-        # Encoder initialised to the decoder's transpose (scaled) where the shapes allow, as is usual.
-        W_enc = W_dec.T.clone() if cfg.d_in == cfg.d_out else torch.randn(cfg.d_in, cfg.n_features, generator=g,
-                                                                          dtype=torch.float64) / cfg.d_in ** 0.5
-        self.W_enc = nn.Parameter(W_enc.to(dtype) * 0.1 if cfg.d_in == cfg.d_out else W_enc.to(dtype))
+        # The encoder starts as 0.1 x the decoder's transpose where the shapes allow (as is usual), else random.
+        if cfg.d_in == cfg.d_out:
+            W_enc = 0.1 * W_dec.T
+        else:
+            W_enc = torch.randn(cfg.d_in, cfg.n_features, generator=g, dtype=torch.float64) / cfg.d_in ** 0.5
+        self.W_enc = nn.Parameter(W_enc.to(dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.n_features, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, dtype=dtype))
         self.b_pre = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype)) if cfg.kind == "transcoder" else None

@@ -106,8 +106,7 @@ def evaluate_dictionary(model, dictionary: SparseDictionary, texts: Sequence[str
         target_ok = real[:, 1:]
         nll = {}
         for name, logits in (("clean", clean), ("spliced", spliced), ("zero", zeroed)):
-            logp = logits[:, :-1].double().log_softmax(-1)
-            nll[name] = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
+            nll[name] = model.loss_fn(logits.double(), tokens, mask, per_token=True)
             sums[name] += float(nll[name][target_ok].sum())
         p_clean = clean[:, :-1].double().log_softmax(-1)
         kl = (p_clean.exp() * (p_clean - spliced[:, :-1].double().log_softmax(-1))).sum(-1)

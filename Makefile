@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.forward
 	$(PY) -m benchmarks.patching
 	$(PY) -m benchmarks.editing
+	$(PY) -m benchmarks.circuits
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

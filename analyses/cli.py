@@ -13,6 +13,8 @@
     interp edit "PROMPT" TARGET [--method rome|memit|ft] [--layer L] [--save DIR] [--out DIR]
     interp train-transcoders [--features N] [--k K] [--steps S]
     interp transcoders [--out DIR]
+    interp features LAYER [INDEX] [--limit N] [--out DIR]
+    interp circuit [CLEAN CORRUPTED ANSWER COUNTERFACTUAL] [--method eap|eap-ig|exact] [--edges N] [--compare]
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`; only the
@@ -49,6 +51,10 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                           "train and ship the fact-world model's transcoders (one per MLP layer)"),
     "transcoders": ("analyses.transcoders", "add_arguments", "run",
                     "the shipped transcoders: evaluation per layer, and subject / fact features against neurons"),
+    "features": ("analyses.features", "add_arguments", "run",
+                 "the shipped transcoders' features: a table of a layer, or one feature's dashboard"),
+    "circuit": ("analyses.circuit", "add_arguments", "run",
+                "edge attribution (EAP, EAP-IG, exact path patching) and the circuit of a prompt pair"),
     "translate": ("analyses.translate", "add_arguments", "run",
                   "train the 2017 encoder-decoder to reverse sequences and show its cross-attention"),
 }

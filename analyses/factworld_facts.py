@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 import torch
 
 from interp.results import write_json
-from interp.sites import Neuron
+from interp.sites import Feature, Neuron
 from models import factworld
 from probes.ffn import DEFAULT_METHOD, ROLES, FactBatch, FactPrompt, layer_means, localise
 
@@ -130,7 +130,8 @@ class RelationView:
             if self.localised[subject] is None:
                 continue
             for label, role in zip(labels, self.roles[subject]):
-                out[Neuron.from_label(label).layer, ROLES.index(role)] += 1
+                site = (Feature if "F" in label else Neuron).from_label(label)
+                out[site.layer, ROLES.index(role)] += 1
         return out
 
     def shared(self, top: int = 15) -> list[tuple[str, int, list[str]]]:
@@ -159,17 +160,18 @@ def relation_facts(relation: str, include_none: bool = False, limit: Optional[in
 
 def relation_view(model, relation: str, *, method: str = DEFAULT_METHOD, max_sites: int = 20, template: int = 0,
                   include_none: bool = False, limit: Optional[int] = None, n_random: int = 5,
-                  roles: Optional[Sequence[str]] = None, progress: bool = True) -> RelationView:
+                  roles: Optional[Sequence[str]] = None, progress: bool = True, unit: str = "neuron") -> RelationView:
     """Localise every fact of a relation (`probes.ffn.localise`, positions and all; only at
     positions of `roles` if given) against all other facts in the same template; record each
-    fact's k, sites, their roles, the random baseline."""
+    fact's k, sites, their roles, the random baseline. unit="feature" localises with the
+    features of the transcoders attached to the model (`probes.sae.attached`)."""
     facts = relation_facts(relation, include_none, limit)
     everything = factworld.facts()
     batch = FactBatch(model, template_facts(template))
     batch.top1(model)  # the unablated accuracy, once: every subset below inherits it
     index = {f.subject: i for i, f in enumerate(everything) if f.relation == relation}
     means = layer_means(model, [f.prompt for f in batch.facts]) if method == "mean" else None
-    view = RelationView(relation, method, max_sites, {}, {}, {}, {}, {}, {}, n_random, 0.0,
+    view = RelationView(relation, method if unit == "neuron" else f"{method} ({unit}s)", max_sites, {}, {}, {}, {}, {}, {}, n_random, 0.0,
                         "any position" if roles is None else ", ".join(roles))
     start = time.perf_counter()
     for fact in tqdm(facts, desc=f"localising {relation} facts ({method})", disable=not progress):
@@ -184,7 +186,7 @@ def relation_view(model, relation: str, *, method: str = DEFAULT_METHOD, max_sit
             view.reasons[fact.subject] = UNKNOWN
             continue
         loc = localise(model, prompt, fact.object, subject=fact.subject, method=method, max_sites=max_sites,
-                       other_facts=others, n_random=n_random, means=means, roles=roles)
+                       other_facts=others, n_random=n_random, means=means, roles=roles, unit=unit)
         view.localised[fact.subject] = loc.k
         view.sites[fact.subject] = [s.label for s in loc.sites]
         view.roles[fact.subject] = list(loc.validation.roles)

@@ -3,6 +3,7 @@
     interp probe-relation sport
     interp probe-relation all --methods direct,attribution,greedy    # compare ranking methods
     interp probe-relation sport --at subject                          # sites at the subject's tokens only
+    interp probe-relation sport --unit feature --max-sites 5          # the shipped transcoders' features
     python -m analyses.probe_relation country --out results/probe-relation
 
 For each fact (template 0, "none" answers left out) `probes.ffn.localise` looks for the
@@ -13,12 +14,15 @@ Printed and saved per relation: how many facts are localised with k <= 1, 2, 3, 
 the random baseline (the same number of sites at the same layers and positions, 5 draws);
 a layer x position-role heatmap of the sites; the sites shared by most facts; the facts
 that fail and why. OUT/RELATION[_METHOD].json and .png; with several methods also
-OUT/methods.json and OUT/methods.png (localised share per relation and method).
+OUT/methods.json and OUT/methods.png (localised share per relation and method). With
+--unit feature the sites are the features of the shipped transcoders (`probes.sae.attached`,
+or --transcoders DIR) instead of neurons; files get a _features suffix.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Optional, Sequence
 
@@ -37,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", choices=["any", "subject"], default="any",
                    help="where sites may be: any position (default) or the subject's tokens only")
     p.add_argument("--limit", type=int, default=None, help="only the first N facts of each relation")
+    p.add_argument("--unit", choices=["neuron", "feature"], default="neuron",
+                   help="localise with MLP neurons (default) or with transcoder features")
+    p.add_argument("--transcoders", default="factworld", help="with --unit feature: 'factworld' or a directory")
     add_model_arguments(p)
     add_out_argument(p, "results/probe-relation")
 
@@ -106,43 +113,61 @@ def plot_view(view, n_layers: int, out, plot) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    methods, relations = _methods(args), _relations(args.relation)
+    with contextlib.ExitStack() as stack:
+        if args.unit == "feature":
+            from probes.sae import attached, load_transcoders
+
+            stack.enter_context(attached(model, load_transcoders(args.transcoders)))
+        table = _localise_all(args, model, methods, relations)
+    if len(methods) > 1:
+        _compare_methods(args, table, methods, relations)
+    print(f"Plots and JSON in {args.out}/")
+    return 0
+
+
+def _localise_all(args, model, methods: list[str], relations: list[str]) -> dict[str, dict[str, dict]]:
     from analyses.factworld_facts import relation_view
     from interp import plot
     from probes.ffn import SUBJECT_ROLES
 
-    model = load_model(args)
-    methods, relations = _methods(args), _relations(args.relation)
     table: dict[str, dict[str, dict]] = {}
     for method in methods:
         for relation in relations:
             view = relation_view(model, relation, method=method, max_sites=args.max_sites, limit=args.limit,
-                                 roles=SUBJECT_ROLES if args.at == "subject" else None, progress=not args.quiet)
-            name = relation if len(methods) == 1 else f"{relation}_{method}"
+                                 roles=SUBJECT_ROLES if args.at == "subject" else None, progress=not args.quiet,
+                                 unit=args.unit)
+            name = (relation if len(methods) == 1 else f"{relation}_{method}") + \
+                ("_features" if args.unit == "feature" else "")
             view.save_json(args.out / f"{name}.json")
             plot_view(view, model.cfg.n_layers, args.out / name, plot)
             report(view, model.cfg.n_layers)
             table.setdefault(method, {})[relation] = {
                 "n_facts": view.n_facts, "n_known": view.n_known, "n_localised": view.n_localised, "within": view.within(),
                 "random_rate": view.random_rate(), "seconds": view.seconds}
-    if len(methods) > 1:
-        write_json(args.out / "methods.json", table)
-        fig = Figure(figsize=(9, 4), layout="constrained")
-        ax = fig.subplots()
-        width = 0.8 / len(methods)
-        for i, method in enumerate(methods):
-            shares = [table[method][r]["n_localised"] / max(1, table[method][r]["n_facts"]) for r in relations]
-            ax.bar([j + i * width for j in range(len(relations))], shares, width, label=method)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(relations))], relations)
-        ax.axhline(0.9, color="#b2182b", linestyle="--")
-        ax.set_ylabel(f"facts localised with k <= {args.max_sites}")
-        ax.set_title("localisation rate by ranking method")
-        ax.legend(loc="lower right", fontsize="small")
-        plot.save(fig, args.out / "methods")
-        print("\nlocalised share per method: " + "; ".join(
-            f"{m}: " + ", ".join(f"{r} {t[r]['n_localised']}/{t[r]['n_facts']}" for r in relations)
-            for m, t in table.items()))
-    print(f"Plots and JSON in {args.out}/")
-    return 0
+    return table
+
+
+def _compare_methods(args, table: dict, methods: list[str], relations: list[str]) -> None:
+    from interp import plot
+
+    write_json(args.out / "methods.json", table)
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        shares = [table[method][r]["n_localised"] / max(1, table[method][r]["n_facts"]) for r in relations]
+        ax.bar([j + i * width for j in range(len(relations))], shares, width, label=method)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(relations))], relations)
+    ax.axhline(0.9, color="#b2182b", linestyle="--")
+    ax.set_ylabel(f"facts localised with k <= {args.max_sites}")
+    ax.set_title("localisation rate by ranking method")
+    ax.legend(loc="lower right", fontsize="small")
+    plot.save(fig, args.out / "methods")
+    print("\nlocalised share per method: " + "; ".join(
+        f"{m}: " + ", ".join(f"{r} {t[r]['n_localised']}/{t[r]['n_facts']}" for r in relations)
+        for m, t in table.items()))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -28,9 +28,10 @@ from interp import names as hook_names
 from interp.cache import frozen_norm
 from interp.metrics import Tokens, metric_name, scalar, token_ids
 from interp.patching import (
-    DIRECTIONS, Metric, PatchResult, Prompts, _check_site, axis_labels, layers_of, parse_site, positions_of,
+    DIRECTIONS, Metric, PatchResult, Prompts, _check_site, axis_labels, parse_site, positions_of, site_layers,
 )
 from interp.results import LabelledResult
+from interp.sites import Feature
 from interp.tokens import paired_tokens, prompt_tokens, str_tokens, token_text
 from models import Transformer
 
@@ -60,7 +61,7 @@ def attribution_patch(
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     clean_tokens, corrupted_tokens = paired_tokens(model, clean, corrupted)
     base, source = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
-    layer_ids = layers_of(model.cfg.n_layers, layers)
+    layer_ids = site_layers(model, kind, model.cfg.n_layers, layers)
     pos_ids = positions_of(positions, base.shape[1])
     names = [kind.hook_name(l) for l in layer_ids]
 
@@ -147,8 +148,24 @@ class Attribution(LabelledResult):
     method: str = "direct logit attribution"
 
 
+class _ToAnswer:
+    """Names a direct attribution by its answer (and counterfactual)."""
+
+    answer: str
+    counterfactual: Optional[str]
+
+    @property
+    def metric_name(self) -> str:
+        what = self.answer if self.counterfactual is None else f"{self.answer} - {self.counterfactual}"
+        return f"direct logit attribution to {what}"
+
+    @property
+    def title(self) -> str:
+        return self.metric_name
+
+
 @dataclass
-class DirectLogitAttribution(LabelledResult):
+class DirectLogitAttribution(_ToAnswer, LabelledResult):
     """What each component writes to logit[answer] - logit[counterfactual] at one position,
     through the final norm with its scale frozen from the run (mean over the prompts).
 
@@ -181,14 +198,6 @@ class DirectLogitAttribution(LabelledResult):
         n_layers, n_heads = self.heads.shape
         return axis_labels(("layer", "head"), range(n_layers), [], n_heads, self.tokens)
 
-    @property
-    def metric_name(self) -> str:
-        what = self.answer if self.counterfactual is None else f"{self.answer} - {self.counterfactual}"
-        return f"direct logit attribution to {what}"
-
-    @property
-    def title(self) -> str:
-        return self.metric_name
 
     @property
     def attn(self) -> torch.Tensor:
@@ -233,6 +242,55 @@ def _top_indices(x: torch.Tensor, k: int) -> list[tuple[int, int]]:
     return [tuple(int(i) for i in torch.unravel_index(j, x.shape)) for j in flat]
 
 
+class _Readout:
+    """What a residual-stream component written at position `pos` adds to logit[answer] -
+    logit[counterfactual], through the final norm with its scale frozen from one run of the
+    prompts (answer / counterfactual: a word or id, or one per prompt)."""
+
+    def __init__(self, model: Transformer, prompts: Prompts, answer: Tokens, counterfactual: Optional[Tokens],
+                 pos: int, names_filter=None) -> None:
+        if model.cfg.norm_position != "pre":
+            raise ValueError("direct logit attribution needs a pre-norm model: with post-norm the residual is "
+                             "renormalised after every block and is not a sum of components")
+        self.tokens = tokens = prompt_tokens(model, prompts)
+        batch = tokens.shape[0]
+
+        def per_prompt(ids: torch.Tensor, what: str) -> torch.Tensor:
+            if ids.numel() not in (1, batch):
+                raise ValueError(f"{ids.numel()} {what} tokens for {batch} prompts: give one, or one per prompt")
+            return ids.expand(batch)
+
+        self.a_ids = per_prompt(token_ids(answer, model), "answer")
+        self.c_ids = per_prompt(token_ids(counterfactual, model), "counterfactual") if counterfactual is not None else None
+        W_U = model.W_U.detach()
+        self.direction = W_U[:, self.a_ids.to(model.device)].T  # [batch, d_model]
+        if self.c_ids is not None:
+            self.direction = self.direction - W_U[:, self.c_ids.to(model.device)].T
+        cfg = model.cfg
+        with torch.no_grad():
+            self.logits, self.cache = model.run_with_cache(tokens, names_filter=names_filter)
+        self.scale = self.cache["ln_final.hook_scale"][:, pos] if cfg.final_norm else torch.ones(batch, 1)  # [batch, 1]
+        self.w = model.ln_final.w.detach() if cfg.final_norm else None
+        self.centre = cfg.final_norm and cfg.norm == "layernorm"
+        self.pos, self.batch = pos, batch
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., batch, d_model] written at position pos -> its direct attribution [..., batch]."""
+        return (frozen_norm(x, self.scale, self.w, self.centre) * self.direction).sum(-1)
+
+    def per_unit(self, acts: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Units that write acts[b, u] * W[u] (neurons: hook_post and W_out; features: their
+        activations and W_dec): acts [batch, units], W [units, d_model] -> [batch, units]."""
+        return torch.stack([  # one prompt at a time, to bound memory
+            acts[b] * (frozen_norm(W, self.scale[b], self.w, self.centre) @ self.direction[b]) for b in range(self.batch)])
+
+    def logit_diff(self) -> float:
+        picked = self.logits[torch.arange(self.batch), self.pos, self.a_ids]
+        if self.c_ids is not None:
+            picked = picked - self.logits[torch.arange(self.batch), self.pos, self.c_ids]
+        return float(picked.double().mean())
+
+
 def direct_logit_attribution(
     model: Transformer,
     prompts: Prompts,
@@ -246,56 +304,102 @@ def direct_logit_attribution(
     answer / counterfactual: a word or id, or one per prompt. Needs a pre-norm model
     (in a post-norm model the residual is renormalised after every block).
     """
-    if model.cfg.norm_position != "pre":
-        raise ValueError("direct logit attribution needs a pre-norm model: with post-norm the residual is "
-                         "renormalised after every block and is not a sum of components")
-    tokens = prompt_tokens(model, prompts)
-    batch = tokens.shape[0]
-    def per_prompt(ids: torch.Tensor, what: str) -> torch.Tensor:
-        if ids.numel() not in (1, batch):
-            raise ValueError(f"{ids.numel()} {what} tokens for {batch} prompts: give one, or one per prompt")
-        return ids.expand(batch)
-
-    a_ids = per_prompt(token_ids(answer, model), "answer")
-    c_ids = per_prompt(token_ids(counterfactual, model), "counterfactual") if counterfactual is not None else None
-    W_U = model.W_U.detach()
-    direction = W_U[:, a_ids.to(model.device)].T  # [batch, d_model]
-    if c_ids is not None:
-        direction = direction - W_U[:, c_ids.to(model.device)].T
-    cfg = model.cfg
+    readout = _Readout(model, prompts, answer, counterfactual, pos)
+    cache, batch, cfg = readout.cache, readout.batch, model.cfg
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens)
-        scale = cache["ln_final.hook_scale"][:, pos] if cfg.final_norm else 1.0  # [batch, 1]
-        w = model.ln_final.w.detach() if cfg.final_norm else None
-        centre = cfg.final_norm and cfg.norm == "layernorm"
-
-        def readout(x: torch.Tensor) -> torch.Tensor:
-            """x [..., batch, d_model] written at position pos -> its direct attribution [..., batch]."""
-            return (frozen_norm(x, scale, w, centre) * direction).sum(-1)
-
         heads, neurons, attn_bias, mlp_bias = [], [], [], []
         for l in range(cfg.n_layers):
             heads.append(readout(cache.head_results(l)[:, pos].transpose(0, 1)).mean(-1))  # [head, batch] -> [head]
             attn_bias.append(readout(model.get_parameter(hook_names.param_name("attn.b_O", l)).detach().expand(batch, -1)).mean(-1))
-            # Each neuron writes post[n] * W_out[n], so through the frozen norm post[n] * readout(W_out[n]).
-            post = cache[hook_names.act_name("post", l)][:, pos]  # [batch, d_mlp]
             W_out = model.get_parameter(hook_names.param_name("mlp.W_out", l)).detach()
-            per_unit = torch.stack([  # [batch, d_mlp], one prompt at a time to bound memory
-                frozen_norm(W_out, scale[b] if cfg.final_norm else 1.0, w, centre) @ direction[b] for b in range(batch)])
-            neurons.append((post * per_unit).mean(0))
+            neurons.append(readout.per_unit(cache[hook_names.act_name("post", l)][:, pos], W_out).mean(0))
             mlp_bias.append(readout(model.get_parameter(hook_names.param_name("mlp.b_out", l)).detach().expand(batch, -1)).mean(-1))
         embed = float(readout(cache["hook_embed"][:, pos]).mean())
         pos_embed = float(readout(cache["hook_pos_embed"][:, pos]).mean()) if "hook_pos_embed" in cache else 0.0
-        final_bias = float(cache.logit_bias(a_ids, c_ids).double().mean())
-        picked = logits[torch.arange(batch), pos, a_ids]
-        if c_ids is not None:
-            picked = picked - logits[torch.arange(batch), pos, c_ids]
+        final_bias = float(cache.logit_bias(readout.a_ids, readout.c_ids).double().mean())
+    a_ids, c_ids = readout.a_ids, readout.c_ids
     return DirectLogitAttribution(
         torch.stack(heads).double(), torch.stack(neurons).double(), torch.stack(attn_bias).double(),
-        torch.stack(mlp_bias).double(), embed, pos_embed, final_bias, float(picked.double().mean()),
-        str_tokens(model, tokens), token_text(model, a_ids[0]), token_text(model, c_ids[0]) if c_ids is not None else None,
+        torch.stack(mlp_bias).double(), embed, pos_embed, final_bias, readout.logit_diff(),
+        str_tokens(model, readout.tokens), token_text(model, a_ids[0]),
+        token_text(model, c_ids[0]) if c_ids is not None else None,
     )
 
 
+@dataclass
+class FeatureLogitAttribution(_ToAnswer, LabelledResult):
+    """What each feature of the attached transcoders writes to logit[answer] -
+    logit[counterfactual] at one position (mean over the prompts), like the neurons of
+    `DirectLogitAttribution`: features [layer, feature] for the attached layers (`layers`),
+    and per layer the reconstruction error and the rest of the transcoder's output (decoder
+    bias, skip path) [layer]; `mlp` (their sum) is the MLP output's direct attribution.
+    """
+
+    features: torch.Tensor
+    error: torch.Tensor
+    rest: torch.Tensor
+    layers: list[int]
+    tokens: list[str]
+    answer: str
+    counterfactual: Optional[str]
+    method: str = "direct logit attribution"
+    axes: tuple[str, ...] = ("layer", "feature")
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.features
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return axis_labels(self.axes, self.layers, [], self.features.shape[1], self.tokens)
+
+
+    @property
+    def mlp(self) -> torch.Tensor:
+        """Per attached layer: features + error + rest, the MLP output's attribution [layer]."""
+        return self.features.sum(-1) + self.error + self.rest
+
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer, "counterfactual": self.counterfactual, "tokens": self.tokens,
+                "layers": self.layers, "error": self.error.tolist(), "rest": self.rest.tolist(),
+                "mlp": self.mlp.tolist(),
+                "top_features": [{"layer": self.layers[i], "feature": f, "attribution": float(self.features[i, f])}
+                                 for i, f in _top_indices(self.features, 20)]}
+
+
+def feature_logit_attribution(
+    model: Transformer,
+    prompts: Prompts,
+    answer: Tokens,
+    counterfactual: Optional[Tokens] = None,
+    pos: int = -1,
+) -> FeatureLogitAttribution:
+    """Direct logit attribution of every feature of the transcoders attached to `model`
+    (`probes.sae.attached`): feature f of layer l writes acts[f] * W_dec[f], read through the
+    final norm with its scale frozen from the run. Same arguments as `direct_logit_attribution`."""
+    layers = Feature.attached_layers(model)
+    if not layers:
+        raise ValueError("no transcoder is attached: run inside `with probes.sae.attached(model, transcoders):`")
+    names = ["ln_final.hook_scale"] * bool(model.cfg.final_norm) + [hook_names.act_name(a, l) for l in layers
+                                       for a in ("feature_acts", "error", "mlp_out")]
+    readout = _Readout(model, prompts, answer, counterfactual, pos, names_filter=names)
+    cache = readout.cache
+    features, error, rest = [], [], []
+    with torch.no_grad():
+        for l in layers:
+            acts = cache[hook_names.act_name("feature_acts", l)][:, pos]  # [batch, n_features]
+            W_dec = model.get_submodule(f"blocks.{l}.transcoder").W_dec.detach().to(acts.dtype)
+            written = acts @ W_dec
+            err = cache[hook_names.act_name("error", l)][:, pos]
+            features.append(readout.per_unit(acts, W_dec).mean(0))
+            error.append(readout(err).mean(-1))
+            rest.append(readout(cache[hook_names.act_name("mlp_out", l)][:, pos] - written - err).mean(-1))
+    c_ids = readout.c_ids
+    return FeatureLogitAttribution(
+        torch.stack(features).double(), torch.stack(error).double(), torch.stack(rest).double(), layers,
+        str_tokens(model, readout.tokens), token_text(model, readout.a_ids[0]),
+        token_text(model, c_ids[0]) if c_ids is not None else None)
+
+
 __all__ = ["attribution_patch", "agreement", "Agreement", "direct_logit_attribution", "DirectLogitAttribution",
-           "Attribution"]
+           "Attribution", "feature_logit_attribution", "FeatureLogitAttribution"]

@@ -8,6 +8,7 @@ Names follow TransformerLens, per block ``l``:
     blocks.{l}.attn.hook_q / hook_k / hook_v / hook_rot_q / hook_rot_k / hook_z / hook_result
     blocks.{l}.attn.hook_attn_scores / hook_pattern
     blocks.{l}.mlp.hook_pre / hook_pre_linear / hook_post
+    blocks.{l}.transcoder.hook_feature_acts / hook_error   (while a transcoder is attached: probes.sae.attached)
 
 A model with several stacks (the encoder-decoder) puts a stack prefix in front:
 ``decoder.blocks.1.cross_attn.hook_pattern``. Negative layers count from the end
@@ -36,6 +37,7 @@ from typing import Mapping, Optional, Sequence, Union
 ATTN_ACTS = ("q", "k", "v", "z", "rot_q", "rot_k", "attn_scores", "pattern", "result")
 MLP_ACTS = ("pre", "pre_linear", "post")
 BLOCK_ACTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+TRANSCODER_ACTS = ("feature_acts", "error")  # exist only while a transcoder is attached (probes.sae.attached)
 NORM_ACTS = ("scale", "normalized")
 GLOBAL_ACTS = ("embed", "pos_embed")
 ALIASES = {
@@ -98,11 +100,13 @@ def act_name(
         return f"{prefix}blocks.{layer}.{attn}.hook_{name}"
     if name in MLP_ACTS:
         return f"{prefix}blocks.{layer}.mlp.hook_{name}"
+    if name in TRANSCODER_ACTS:
+        return f"{prefix}blocks.{layer}.transcoder.hook_{name}"
     if name in BLOCK_ACTS:
         if name == "attn_out" and attn != "attn":
             return f"{prefix}blocks.{layer}.hook_{attn}_out"
         return f"{prefix}blocks.{layer}.hook_{name}"
-    known = ATTN_ACTS + MLP_ACTS + BLOCK_ACTS + NORM_ACTS + GLOBAL_ACTS + tuple(ALIASES)
+    known = ATTN_ACTS + MLP_ACTS + BLOCK_ACTS + TRANSCODER_ACTS + NORM_ACTS + GLOBAL_ACTS + tuple(ALIASES)
     raise ValueError(f"unknown activation name {name!r}; known: {', '.join(known)}")
 
 

@@ -30,6 +30,7 @@ from interp import names as hook_names
 from interp.engine import FromRun, Patch, run_patched
 from interp.metrics import metric_name
 from interp.results import LabelledResult
+from interp.sites import Feature
 from interp.tokens import PromptLengthError, paired_tokens, pos_labels, prompt_tokens, str_tokens
 
 Prompts = Union[str, Sequence[str], torch.Tensor, tuple]
@@ -58,8 +59,8 @@ class SiteKind:
 
     @property
     def unit_axis(self) -> Optional[str]:
-        """"head" or "neuron" for sites that address one, else None."""
-        return next((a for a in self.axes if a in ("head", "neuron")), None)
+        """"head", "neuron" or "feature" for sites that address one, else None."""
+        return next((a for a in self.axes if a in ("head", "neuron", "feature")), None)
 
     def hook_name(self, layer: int, stack: str = "", attn: str = "attn") -> str:
         return hook_names.act_name(self.act, layer, stack=stack, attn=attn)
@@ -85,6 +86,9 @@ def _site_table() -> dict[str, SiteKind]:
     table["head_pattern"] = SiteKind("pattern", ("layer", "head"), 2, 1, by_pos=False)
     table["neuron_post_by_pos"] = SiteKind("post", ("layer", "pos", "neuron"), 1, 2)
     table["neuron_post"] = SiteKind("post", ("layer", "neuron"), 1, 2, by_pos=False)
+    # Features of the transcoders attached with probes.sae.attached (only their layers, by default).
+    table["feature_acts_by_pos"] = SiteKind("feature_acts", ("layer", "pos", "feature"), 1, 2)
+    table["feature_acts"] = SiteKind("feature_acts", ("layer", "feature"), 1, 2, by_pos=False)
     return table
 
 
@@ -169,6 +173,8 @@ def axis_labels(axes: Sequence[str], layers: Sequence[int], positions: Sequence[
         out["head"] = [f"H{h}" for h in range(n_units)]
     if "neuron" in axes:
         out["neuron"] = [f"N{n}" for n in range(n_units)]
+    if "feature" in axes:
+        out["feature"] = [f"F{n}" for n in range(n_units)]
     return out
 
 
@@ -193,6 +199,18 @@ def layers_of(n_layers: int, layers: Optional[Sequence[int]]) -> list[int]:
         return [hook_names.resolve_layer(l, n_layers) for l in layers]
     except IndexError as e:
         raise ValueError(str(e)) from None
+
+
+def site_layers(model, kind: SiteKind, n_layers: int, layers: Optional[Sequence[int]], stack: str = "",
+                attn: str = "attn") -> list[int]:
+    """The layers a sweep over `kind` covers: `layers` (checked), else every layer; for feature
+    sites every layer with an attached transcoder (a clear error if there is none)."""
+    if layers is None and kind.act in hook_names.TRANSCODER_ACTS:
+        layers = Feature.attached_layers(model)
+        if not layers:
+            raise ValueError(f"no transcoder is attached, so there are no {kind.act} hooks: run inside "
+                             "`with probes.sae.attached(model, transcoders):`")
+    return layers_of(n_layers, layers)
 
 
 def _check_site(model, stack: str, kind: SiteKind) -> None:
@@ -326,7 +344,7 @@ def sweep_cells(model, base, kind: SiteKind, metric: Metric, value: Any, sources
     n_layers = model.n_blocks.get(f"{stack}." if stack else "")
     if n_layers is None:
         raise ValueError(f"the model has no hooks under {stack or 'the top level'} blocks.*")
-    layer_ids = layers_of(n_layers, layers)
+    layer_ids = site_layers(model, kind, n_layers, layers, stack, attn)
     names = [kind.hook_name(l, stack, attn) for l in layer_ids]
     first = _activation_shape(model, base, names[0], kind) if decoder_only else \
         _activation_shapes(model, base, names)[names[0]]
@@ -377,6 +395,8 @@ def _activation_shape(model, tokens: torch.Tensor, name: str, kind: SiteKind) ->
         return (cfg.n_heads, n_pos, n_pos)
     if kind.act == "post":
         return (n_pos, cfg.d_mlp)
+    if kind.act in hook_names.TRANSCODER_ACTS:  # the attached dictionary's width: ask the model
+        return _activation_shapes(model, tokens, [name])[name]
     return (n_pos, cfg.d_model)
 
 
@@ -411,4 +431,4 @@ def _reference_activations(model, names: list[str], base: torch.Tensor, referenc
 
 
 __all__ = ["sweep", "sweep_hooked", "parse_site", "PatchResult", "PromptLengthError", "SITES", "SiteKind",
-           "prompt_tokens", "paired_tokens", "axis_labels", "layers_of", "positions_of"]
+           "prompt_tokens", "paired_tokens", "axis_labels", "layers_of", "site_layers", "positions_of"]

@@ -37,7 +37,7 @@ from interp.hooks import HookFn, HookPoint
 Value = Union[torch.Tensor, float]
 KV_ACTS = ("k", "v", "rot_k")
 STACK_TAGS = {"": "", "encoder": "enc.", "decoder": "dec."}
-_NEURON_LABEL = re.compile(r"L(-?\d+)N(\d+)(?:@(-?\d+))?")
+_UNIT_LABEL = re.compile(r"L(-?\d+)([NF])(\d+)(?:@(-?\d+))?")
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,17 @@ class _Unit(_Site):
         """Index into the activation: (batch, pos, unit)."""
         return (slice(None), slice(None) if self.pos is None else self.pos, self.index)
 
+    @classmethod
+    def from_label(cls, label: str):
+        """The inverse of `label` for a decoder-only model's unit: Neuron.from_label("L2N411@2") ->
+        Neuron(2, 411, pos=2); Feature.from_label("L1F134") -> Feature(1, 134)."""
+        letter = cls.UNIT[0].upper()
+        match = _UNIT_LABEL.fullmatch(label.strip())
+        if match is None or match.group(2) != letter:
+            raise ValueError(f"not a {cls.UNIT} label: {label!r} (expected e.g. 'L2{letter}411' or 'L2{letter}411@2')")
+        layer, _, index, pos = match.groups()
+        return cls(int(layer), int(index), None if pos is None else int(pos))
+
     def _check_write(self, x: torch.Tensor, act: Optional[str], hook: HookPoint) -> None:
         _check_index(self.label, self.UNIT, self.index, x.shape[2], self.hook_name(act))
         if self.pos is not None:
@@ -213,15 +224,6 @@ class Neuron(_Unit):
         tag = STACK_TAGS.get(self.stack, self.stack + ".")
         return f"{tag}L{self.layer}N{self.index}" + ("" if self.pos is None else f"@{self.pos}")
 
-    @classmethod
-    def from_label(cls, label: str) -> "Neuron":
-        """The inverse of `label` for a decoder-only model's neuron: "L2N411@2" -> Neuron(2, 411, pos=2)."""
-        match = _NEURON_LABEL.fullmatch(label.strip())
-        if match is None:
-            raise ValueError(f"not a neuron label: {label!r} (expected e.g. 'L2N411' or 'L2N411@2')")
-        layer, index, pos = match.groups()
-        return cls(int(layer), int(index), None if pos is None else int(pos))
-
 
 @dataclass(frozen=True)
 class Feature(_Unit):
@@ -233,13 +235,17 @@ class Feature(_Unit):
     index: int
     pos: Optional[int] = None
 
-    ACTS: ClassVar[tuple[str, ...]] = ("acts",)
-    DEFAULT_ACT: ClassVar[str] = "acts"
+    ACTS: ClassVar[tuple[str, ...]] = ("feature_acts",)
+    DEFAULT_ACT: ClassVar[str] = "feature_acts"
     UNIT: ClassVar[str] = "feature"
 
     def hook_name(self, act: Optional[str] = None) -> str:
-        self._act(act)
-        return f"blocks.{self.layer}.transcoder.hook_feature_acts"
+        return hook_names.act_name(self._act(act), self.layer)
+
+    @staticmethod
+    def attached_layers(model) -> list[int]:
+        """The layers of `model` that have a transcoder attached (so Feature sites exist there)."""
+        return [l for l in range(model.cfg.n_layers) if hook_names.act_name("feature_acts", l) in model.hook_dict]
 
     @property
     def label(self) -> str:
@@ -266,4 +272,4 @@ def EncDecNeuron(layer: int, index: int, pos: Optional[int] = None, stack: str =
     return Neuron(layer, index, pos, stack=stack)
 
 
-__all__ = ["Head", "Neuron", "EncDecHead", "EncDecNeuron"]
+__all__ = ["Head", "Neuron", "Feature", "EncDecHead", "EncDecNeuron"]

@@ -31,7 +31,8 @@ def slow_sweep(model, base, source_acts, metric, site, layers, positions):
                     return x
 
                 logits = model.run_with_hooks(base, fwd_hooks=[(name, hook)])
-                where = {"layer": l, "pos": positions.index(p) if p is not None else None, "head": u, "neuron": u}
+                where = {"layer": l, "pos": positions.index(p) if p is not None else None, "head": u, "neuron": u,
+                         "feature": u}
                 key = tuple(where[a] for a in kind.axes)  # the site's axis order (pattern: layer, head, pos)
                 out[key] = float(metric(logits).detach())
     return out
@@ -53,14 +54,19 @@ def pair(seed=1, batch=2, n_pos=7, d_vocab=50):
 
 @pytest.mark.parametrize("site", list(SITES))
 def test_every_site_matches_one_forward_per_patch(site):
+    from probes.sae import SparseDictionary, attached
+
     model = make_model("gpt2", dtype="float64")
     clean, corrupted = pair()
     metric = metrics.logit_diff(model, [3, 4], [5, 6])
     positions = [1, 4, 6] if "neuron" in site else list(range(7))  # 96 neurons a position: keep it quick
-    result = sweep(model, clean, corrupted, metric, site, positions=positions, batch_size=7, progress=False)
-    names = [SITES[site].hook_name(l) for l in range(model.cfg.n_layers)]
-    acts = model.run_with_cache(clean, names_filter=names)[1]
-    slow = slow_sweep(model, corrupted, acts, metric, site, range(model.cfg.n_layers), positions)
+    # Feature sites need transcoders attached (random ones: 12 features, 4 active, on both layers).
+    transcoders = [SparseDictionary.transcoder(model, l, 12, activation="topk", k=4, seed=l) for l in range(2)]
+    with attached(model, transcoders if SITES[site].act == "feature_acts" else []):
+        result = sweep(model, clean, corrupted, metric, site, positions=positions, batch_size=7, progress=False)
+        names = [SITES[site].hook_name(l) for l in range(model.cfg.n_layers)]
+        acts = model.run_with_cache(clean, names_filter=names)[1]
+        slow = slow_sweep(model, corrupted, acts, metric, site, range(model.cfg.n_layers), positions)
     check_against_slow(result, slow, 1e-10)
     assert result.axes == SITES[site].axes
     assert result.values.shape == tuple(len(result.labels[a]) for a in result.axes)

@@ -19,7 +19,8 @@ def test_readme_causal_analyses_examples_run():
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text[text.index("## Causal analyses"):text.index("## Benchmarks")]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 8  # patching, attribution, causal tracing, FFN probing, localisation, recall chain, editing, SAEs
+    assert len(blocks) == 10  # patching, attribution, causal tracing, FFN probing, localisation, recall chain, editing,
+    #                            SAEs, feature dashboards, circuits
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README causal analyses block {i}", "exec"), namespace)
@@ -49,3 +50,15 @@ def test_readme_causal_analyses_examples_run():
     tc_scores = namespace["tc_scores"]
     assert tc_scores.l0 == pytest.approx(32, abs=0.5) and tc_scores.variance_explained > 0.8
     assert namespace["feature_cache"]["blocks.1.transcoder.hook_feature_acts"].shape == (1, 7, 512)
+    dash, keys = namespace["dash"], namespace["keys"]
+    assert dash.index == 258 and len(dash.top_examples) == 10 and 0 < dash.frequency < 1
+    assert sum(keys.values()) == pytest.approx(float(namespace["layer0"].pre_acts(cache["blocks.0.ln2.hook_normalized"])[0, 2, 258]),
+                                               abs=1e-4)
+    # The circuit block: the README quotes the top edges and the faithfulness the code returns.
+    edge_scores = namespace["edge_scores"]
+    top = [(u, d, round(v, 2)) for u, d, v in edge_scores.top(2)]
+    assert f"edge_scores.top(2)      # {top}".replace("'", '"') in section
+    faith = namespace["faithfulness"](model, namespace["clean"], namespace["corrupted"], namespace["metric"],
+                                      namespace["top_edges"](edge_scores, 36)).value
+    assert f"top_edges(edge_scores, 36)).value   # {faith:.2f}" in section
+    assert min(n for n, f in namespace["faith_curve"] if f >= 0.9) == 36

@@ -227,3 +227,81 @@ def test_attached_transcoders_make_features_sites(fw):
     with pytest.raises(ValueError, match="only transcoders"):
         with attached(fw, [sae]):
             pass
+
+
+def test_features_are_sites_for_patching_attribution_and_direct_logit_attribution(fw):
+    from interp import Feature
+    from interp.attribution import agreement, attribution_patch, direct_logit_attribution, feature_logit_attribution
+    from interp.metrics import logit_diff
+    from interp.patching import sweep
+    from probes.sae import attached, load_transcoders
+
+    transcoders = load_transcoders("factworld")
+    clean, corrupted = "Michael Jordan plays the sport of", "Michael Phelps plays the sport of"
+    metric = logit_diff(fw, "basketball", "swimming")
+    with pytest.raises(ValueError, match="no transcoder is attached"):
+        sweep(fw, clean, corrupted, metric, "feature_acts_by_pos", progress=False)
+    with pytest.raises(ValueError, match="no transcoder is attached"):
+        feature_logit_attribution(fw, clean, "basketball")
+    with torch.enable_grad():
+        _, plain = fw.run_with_cache(corrupted, names_filter=["blocks.0.hook_resid_mid"], incl_bwd=True, metric=metric)
+    with attached(fw, transcoders):
+        result = sweep(fw, clean, corrupted, metric, "feature_acts_by_pos", layers=[0, 1], positions=[2, 6],
+                       progress=False)
+        assert result.axes == ("layer", "pos", "feature") and result.values.shape == (2, 2, 512)
+        _, clean_cache = fw.run_with_cache(clean)
+        effect = (result.values - result.corrupted_value).abs()
+        for li, pi, f in [tuple(int(i) for i in torch.unravel_index(effect.argmax(), effect.shape)), (1, 0, 7)]:
+            layer, pos = [0, 1][li], [2, 6][pi]
+            site = Feature(layer, f, pos=pos)
+            with torch.no_grad():
+                patched = fw.run_with_hooks(corrupted, fwd_hooks=[site.patch(site.read(clean_cache)[0])])
+            assert float(metric(patched)) == pytest.approx(float(result.values[li, pi, f]), abs=1e-4)
+        estimate = attribution_patch(fw, clean, corrupted, metric, "feature_acts_by_pos", layers=[0, 1], positions=[2, 6])
+        assert agreement(estimate, result, k=10).pearson > 0.8
+
+        # The gradient at a feature is its decoder row against the MLP output's gradient, and
+        # attaching leaves the gradients upstream (the residual stream) as they were.
+        with torch.enable_grad():
+            _, cache = fw.run_with_cache(corrupted, names_filter=["blocks.1.transcoder.hook_feature_acts",
+                                                                  "blocks.1.hook_mlp_out", "blocks.0.hook_resid_mid"],
+                                         incl_bwd=True, metric=metric)
+        W_dec = transcoders[1].W_dec.detach()
+        assert torch.allclose(cache["blocks.1.transcoder.hook_feature_acts_grad"],
+                              cache["blocks.1.hook_mlp_out_grad"] @ W_dec.T, atol=1e-5)
+        assert torch.allclose(cache["blocks.0.hook_resid_mid_grad"], plain["blocks.0.hook_resid_mid_grad"], atol=1e-5)
+
+        # Direct logit attribution: features + error + the rest add up to the MLP's, and one
+        # feature's share is its activation times its decoder row read through the frozen final norm.
+        dla_features = feature_logit_attribution(fw, clean, "basketball", "swimming")
+        _, run = fw.run_with_cache(clean)
+    dla = direct_logit_attribution(fw, clean, "basketball", "swimming")
+    assert dla_features.layers == [0, 1, 2, 3]
+    assert torch.allclose(dla_features.mlp, dla.mlp, atol=1e-4)
+    layer, f = 3, int(dla_features.features[3].abs().argmax())
+    written = run["blocks.3.transcoder.hook_feature_acts"][0, -1, f] * transcoders[3].W_dec[f].detach()
+    written = (written - written.mean()) / run["ln_final.hook_scale"][0, -1] * fw.ln_final.w
+    direction = fw.W_U[:, fw.to_single_token("basketball")] - fw.W_U[:, fw.to_single_token("swimming")]
+    assert float(dla_features.features[3, f]) == pytest.approx(float(written @ direction), abs=1e-4)
+
+
+def test_localise_with_features(fw):
+    from analyses.factworld_facts import other_facts_for
+    from interp import Feature
+    from probes.ffn import localise
+    from probes.ffn.rankings import Margin
+    from probes.sae import attached, load_transcoders
+
+    prompt = "Michael Jordan plays the sport of"
+    with pytest.raises(ValueError, match="no feature hooks"):
+        localise(fw, prompt, "basketball", unit="feature", max_sites=2)
+    with attached(fw, load_transcoders("factworld")):
+        # max_sites=5: the first k that moves the answer costs the other facts, so sites are left out
+        loc = localise(fw, prompt, "basketball", subject="Michael Jordan", other_facts=other_facts_for(prompt),
+                       max_sites=5, unit="feature")
+        assert loc.sites and all(isinstance(s, Feature) for s in loc.sites)
+        hooks = [s.zero() for s in loc.sites]
+        after = float(Margin(fw.to_single_token("basketball"))(fw.run_with_hooks(prompt, fwd_hooks=hooks))[0])
+    assert after == pytest.approx(loc.validation.margin_after, abs=1e-4)
+    assert (loc.k is not None) == (after < 0)
+    assert loc.left_out or loc.k is not None

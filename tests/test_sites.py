@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import make_model
-from interp import Head, Neuron
+from interp import Feature, Head, Neuron
 
 
 def run_and_cache(model, tokens, edit, names):
@@ -79,3 +79,7 @@ def test_neuron_from_label_round_trips():
         assert Neuron.from_label(n.label) == n
     with pytest.raises(ValueError, match="not a neuron label"):
         Neuron.from_label("L2H3")
+    for f in (Feature(1, 134, pos=2), Feature(3, 0)):
+        assert Feature.from_label(f.label) == f
+    with pytest.raises(ValueError, match="not a feature label"):
+        Feature.from_label("L2N411")

@@ -23,7 +23,6 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from interp import names as hook_names
 from interp.sites import Neuron
 from interp.tokens import answer_token
 from models.transformer import last_positions
@@ -160,7 +159,7 @@ class FactBatch:
         out = []
         for lo in range(0, len(self), batch_size):
             rows = range(lo, min(lo + batch_size, len(self)))
-            hooks = zero_hooks([[(n.layer, p, n.index) for n in sites for p in source.corresponding(self.layouts[i], n.pos)]
+            hooks = zero_hooks([[(n.hook_name(), p, n.index) for n in sites for p in source.corresponding(self.layouts[i], n.pos)]
                                 for i in rows])
             mask = None if self.mask is None else self.mask[lo: rows.stop]
             with torch.no_grad(), model.hooks(fwd_hooks=hooks):
@@ -185,14 +184,15 @@ def answer_margins(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, answers)[:, 0] - logits.scatter(1, answers, -torch.inf).max(-1).values
 
 
-def zero_hooks(per_row: Sequence[Sequence[tuple[int, int, int]]]) -> list:
-    """Hooks that zero hook_post[row, pos, neuron] for each row's (layer, pos, neuron) triples."""
-    by_layer: dict[int, list[tuple[int, int, int]]] = {}
+def zero_hooks(per_row: Sequence[Sequence[tuple[str, int, int]]]) -> list:
+    """Hooks that zero activation[row, pos, unit] for each row's (hook name, pos, unit) triples
+    (a Neuron's or Feature's `hook_name()`, its position and index)."""
+    by_hook: dict[str, list[tuple[int, int, int]]] = {}
     for row, triples in enumerate(per_row):
-        for layer, pos, index in triples:
-            by_layer.setdefault(layer, []).append((row, pos, index))
+        for name, pos, index in triples:
+            by_hook.setdefault(name, []).append((row, pos, index))
     hooks = []
-    for layer, entries in by_layer.items():
+    for name, entries in by_hook.items():
         idx = torch.tensor(entries, dtype=torch.long).T
 
         def hook(x: torch.Tensor, hook, idx=idx) -> torch.Tensor:
@@ -200,7 +200,7 @@ def zero_hooks(per_row: Sequence[Sequence[tuple[int, int, int]]]) -> list:
             x[idx[0].to(x.device), idx[1].to(x.device), idx[2].to(x.device)] = 0.0
             return x
 
-        hooks.append((hook_names.act_name("post", layer), hook))
+        hooks.append((name, hook))
     return hooks
 
 

@@ -19,6 +19,7 @@ from interp.sites import Neuron
 from interp.tokens import answer_token
 from models.transformer import last_token_logits
 from probes.ffn.facts import FactBatch, FactPrompt, accuracy, as_fact, prompt_layout
+from probes.ffn.units import Site, unit_width
 from probes.ffn.keys import check_neurons
 
 MODES = ("zero", "mean", "scale")
@@ -122,24 +123,24 @@ class Validation:
                 "localised": self.localised}
 
 
-def random_like(model, neurons: Sequence[Neuron], rng: random.Random) -> list[Neuron]:
-    """As many random neurons per (layer, position) as `neurons` has there, none of them."""
-    counts = Counter((n.layer, n.pos) for n in neurons)
+def random_like(model, sites: Sequence[Site], rng: random.Random) -> list[Site]:
+    """As many random units (neurons, or features) per (layer, position) as `sites` has there, none of them."""
+    counts = Counter((type(n), n.layer, n.pos) for n in sites)
     out = []
-    for (layer, pos), count in counts.items():
-        taken = {n.index for n in neurons if n.layer == layer and (n.pos == pos or n.pos is None or pos is None)}
-        pool = [i for i in range(model.cfg.d_mlp) if i not in taken]
+    for (kind, layer, pos), count in counts.items():
+        taken = {n.index for n in sites if type(n) is kind and n.layer == layer and (n.pos == pos or n.pos is None or pos is None)}
+        pool = [i for i in range(unit_width(model, kind(layer, 0))) if i not in taken]
         if len(pool) < count:
-            raise ValueError(f"cannot draw {count} random neurons of layer {layer} at position {pos}: only "
+            raise ValueError(f"cannot draw {count} random {kind.UNIT}s of layer {layer} at position {pos}: only "
                              f"{len(pool)} others exist")
-        out += [Neuron(layer, i, pos) for i in rng.sample(pool, count)]
+        out += [kind(layer, i, pos) for i in rng.sample(pool, count)]
     return out
 
 
-def can_draw_like(model, neurons: Sequence[Neuron]) -> bool:
-    """Whether `random_like` can draw a set like `neurons` (enough other neurons everywhere)."""
-    counts = Counter((n.layer, n.pos) for n in neurons)
-    return all(2 * c <= model.cfg.d_mlp for c in counts.values())
+def can_draw_like(model, sites: Sequence[Site]) -> bool:
+    """Whether `random_like` can draw a set like `sites` (enough other units everywhere)."""
+    counts = Counter((type(n), n.layer, n.pos) for n in sites)
+    return all(2 * c <= unit_width(model, kind(layer, 0)) for (kind, layer, _), c in counts.items())
 
 
 def specificity(model, other_facts: dict[str, Sequence], neurons: Sequence[Neuron], prompt: str,

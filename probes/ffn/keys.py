@@ -103,14 +103,40 @@ def key_decomposition(model, prompt: Prompt, neuron: Neuron, pos: int = -1, whic
     return out
 
 
+def residual_sources(model, cache, words: Sequence[str], pos: int, n_attn: int, n_mlp: int) -> dict[str, torch.Tensor]:
+    """The residual stream at `pos` after `n_attn` attention layers and `n_mlp` MLPs, split by
+    source, each [d_model], summing to it: "{word}@{p}" (the embedding at `pos`, plus what every
+    head carried from position p: pattern x value x W_O), "position", "mlp L{l}", "biases" (b_O)."""
+    cfg = model.cfg
+    embed = cache["hook_embed"][0]
+    zero = torch.zeros(cfg.d_model, dtype=embed.dtype)
+    parts = {f"{w}@{p}": zero.clone() for p, w in enumerate(words[: pos + 1])}
+    parts[f"{words[pos]}@{pos}"] = embed[pos].clone()
+    parts["position"] = cache["hook_pos_embed"][0, pos] if "hook_pos_embed" in cache else zero
+    per_kv = cfg.n_heads // cfg.n_kv_heads
+    biases = zero.clone()
+    for l in range(n_attn):
+        pattern = cache["pattern", l][0, :, pos, : pos + 1]  # [head, src]
+        v = cache["v", l][0, : pos + 1].repeat_interleave(per_kv, dim=1)  # [src, head, d_head]
+        w_o = model.get_parameter(hook_names.param_name("attn.W_O", l)).detach()  # [head, d_head, d_model]
+        from_src = torch.einsum("hs,shd,hdm->sm", pattern, v, w_o)  # [src, d_model]
+        for p in range(pos + 1):
+            parts[f"{words[p]}@{p}"] = parts[f"{words[p]}@{p}"] + from_src[p]
+        biases = biases + model.get_parameter(hook_names.param_name("attn.b_O", l)).detach()
+    for l in range(n_mlp):
+        parts[f"mlp L{l}"] = cache["mlp_out", l][0, pos]
+    parts["biases"] = biases
+    return parts
+
+
 def key_by_source(model, prompt: Prompt, neuron: Neuron, pos: int = -1) -> dict[str, float]:
-    """The neuron's pre-activation at `pos` split by where it comes from: each token of the prompt
-    ("Michael@1": its embedding if it is at `pos`, plus what every earlier attention layer's heads
-    carried from that position: pattern x value x W_O), the position embedding at `pos`, the
-    outputs of earlier MLPs at `pos` ("mlp L"), and the biases (attention b_O, the norm's bias
-    and the key's bias). Read through the MLP's norm with its scale frozen, as
-    `key_decomposition`; the parts sum to the pre-activation. Pre-norm, non-parallel, ungated
-    MLPs (the key-value picture of a ReLU/GELU key)."""
+    """The neuron's pre-activation at `pos` split by where it comes from (`residual_sources`):
+    each token of the prompt ("Michael@1": its embedding if it is at `pos`, plus what every
+    earlier attention layer's heads carried from that position), the position embedding, the
+    outputs of earlier MLPs ("mlp L"), and the biases (attention b_O, the norm's bias and the
+    key's bias). Read through the MLP's norm with its scale frozen, as `key_decomposition`; the
+    parts sum to the pre-activation. Pre-norm, non-parallel, ungated MLPs (the key-value
+    picture of a ReLU/GELU key)."""
     (neuron,) = check_neurons(model, [neuron])
     cfg = model.cfg
     if cfg.norm_position != "pre" or cfg.parallel_attn_mlp or cfg.gated_mlp:
@@ -121,31 +147,14 @@ def key_by_source(model, prompt: Prompt, neuron: Neuron, pos: int = -1) -> dict[
     pos = (pos if neuron.pos is None else neuron.pos) % n_pos
     key = _keys(model, neuron.layer, False)[:, neuron.index]
     words = [token_text(model, int(t)) for t in tokens[0]]
-    per_kv = cfg.n_heads // cfg.n_kv_heads
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
-        parts: dict[str, torch.Tensor] = {f"{w}@{p}": torch.zeros(cfg.d_model, dtype=cache["resid_pre", 0].dtype)
-                                          for p, w in enumerate(words[: pos + 1])}
-        parts[f"{words[pos]}@{pos}"] = cache["hook_embed"][0, pos].clone()
-        zero = torch.zeros(cfg.d_model, dtype=cache["hook_embed"].dtype)
-        parts["position"] = cache["hook_pos_embed"][0, pos] if "hook_pos_embed" in cache else zero
-        biases = zero.clone()
-        for l in range(neuron.layer + 1):
-            pattern = cache["pattern", l][0, :, pos, : pos + 1]  # [head, src]
-            v = cache["v", l][0, : pos + 1].repeat_interleave(per_kv, dim=1)  # [src, head, d_head]
-            w_o = model.get_parameter(hook_names.param_name("attn.W_O", l)).detach()
-            from_src = torch.einsum("hs,shd,hdm->sm", pattern, v, w_o)
-            for p in range(pos + 1):
-                parts[f"{words[p]}@{p}"] = parts[f"{words[p]}@{p}"] + from_src[p]
-            biases = biases + model.get_parameter(hook_names.param_name("attn.b_O", l)).detach()
-            if l < neuron.layer:
-                parts[f"mlp L{l}"] = cache["mlp_out", l][0, pos]
-        stack = torch.stack(list(parts.values()) + [biases])
+        parts = residual_sources(model, cache, words, pos, neuron.layer + 1, neuron.layer)
         scale = cache[hook_names.act_name("scale", neuron.layer, "ln2")][0, pos]
         w = model.get_parameter(hook_names.param_name("ln2.w", neuron.layer)).detach()
-        normed = frozen_norm(stack, scale, w, cfg.norm == "layernorm") @ key
-    out = {label: float(v) for label, v in zip(parts, normed[:-1])}
-    out["biases"] = float(normed[-1]) + neuron_bias(model, neuron, "gate")  # the latter with the norm's bias
+        normed = frozen_norm(torch.stack(list(parts.values())), scale, w, cfg.norm == "layernorm") @ key
+    out = {label: float(v) for label, v in zip(parts, normed)}
+    out["biases"] += neuron_bias(model, neuron, "gate")  # the key's bias, with the norm's bias
     return out
 
 
@@ -273,5 +282,5 @@ def trigger_examples(model, neuron: Neuron, prompts: Sequence[str], k: int = 10,
     return best
 
 
-__all__ = ["check_neurons", "neuron_bias", "layer_biases", "neuron_activations", "key_decomposition", "AndRow", "and_detection",
+__all__ = ["check_neurons", "residual_sources", "neuron_bias", "layer_biases", "neuron_activations", "key_decomposition", "AndRow", "and_detection",
            "related_subjects", "Trigger", "trigger_examples"]

@@ -1,4 +1,5 @@
-"""Where a fact lives: the fewest MLP neuron sites, at their positions, whose zero ablation
+"""Where a fact lives: the fewest MLP neuron sites (or transcoder features, `unit="feature"`
+with transcoders attached), at their positions, whose zero ablation
 moves the answer off top-1 while every other group of facts keeps >= 95% of its top-1
 accuracy (with the same sites ablated at the corresponding positions, see `probes.ffn.facts`).
 
@@ -21,11 +22,11 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from interp.sites import Neuron
 from interp.tokens import answer_token, one_prompt
 from probes.ffn.facts import ROLES, FactBatch, accuracy, prompt_layout
 from probes.ffn.interventions import can_draw_like, layer_means, random_like
 from probes.ffn.rankings import SiteRanking, margins, rank_sites
+from probes.ffn.units import Site, check_unit
 
 DEFAULT_METHOD = "greedy"
 TRIES = 3  # after the first k that moves the answer but costs too much, the larger ks tried
@@ -58,11 +59,11 @@ class Localisation:
     target: str
     method: str
     k: Optional[int]  # fewest sites that localise the fact; None if no k <= max_sites did
-    sites: list[Neuron]  # the k sites (all max_sites ranked ones if not localised)
+    sites: list[Site]  # the k sites, Neurons or Features (all max_sites ranked ones if not localised)
     ranking: SiteRanking
     validation: Optional[LocalisationCheck] = None
     reason: str = ""  # why not localised ("" if it is)
-    left_out: list[Neuron] = field(default_factory=list)  # sites the repairs left out (they cost other facts)
+    left_out: list[Site] = field(default_factory=list)  # sites the repairs left out (they cost other facts)
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "target": self.target, "method": self.method, "k": self.k,
@@ -75,7 +76,7 @@ def _groups(model, other_facts: Optional[Others]) -> dict[str, FactBatch]:
     return {g: FactBatch.of(model, f) for g, f in (other_facts or {}).items()}
 
 
-def _smallest_k(model, prefix: torch.Tensor, sites: list[Neuron], groups: dict, base: dict, source, keep: float):
+def _smallest_k(model, prefix: torch.Tensor, sites: list[Site], groups: dict, base: dict, source, keep: float):
     """(k, reason, the groups' accuracy after, the first k that moved the answer but cost too much or None)."""
     reason, after, failed = "", None, None
     for j in range(1, len(sites) + 1):
@@ -100,7 +101,7 @@ def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: st
              other_facts: Optional[Others] = None, subject: Optional[str] = None, keep: float = 0.95,
              n_random: int = 5, seed: int = 0, candidates: int = 64, means: Optional[torch.Tensor] = None,
              roles: Optional[Sequence[str]] = None, repairs: int = 3,
-             ranking: Optional[SiteRanking] = None) -> Localisation:
+             ranking: Optional[SiteRanking] = None, unit: str = "neuron") -> Localisation:
     """The smallest k <= max_sites such that zero-ablating the top-k sites of `method`'s ranking
     at their positions moves `target` off top-1, while each group of `other_facts`
     ({group: [(prompt, answer[, subject]), ...]} or a `FactBatch`) keeps >= `keep` of its top-1
@@ -110,7 +111,9 @@ def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: st
     When the smallest k that moves the answer costs the other facts too much, the sites of that
     prefix that cost them most on their own are left out and the ranking is redone (at most
     `repairs` times; not with a given `ranking`). The result's `validation` compares the zero
-    ablation with `n_random` random draws."""
+    ablation with `n_random` random draws. `unit="feature"` localises with the features of the
+    transcoders attached to the model (`probes.sae.attached`) instead of neurons."""
+    check_unit(unit)
     tokens = one_prompt(model, prompt)
     target_id = answer_token(model, target)
     if not 0 < keep <= 1:
@@ -136,7 +139,7 @@ def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: st
     given, excluded = ranking, []
     for _ in range(1 + (repairs if given is None else 0)):
         ranking = given or rank_sites(model, tokens, target_id, method, max_sites=max_sites, candidates=candidates,
-                                      means=means, positions=positions, exclude=excluded)
+                                      means=means, positions=positions, exclude=excluded, unit=unit)
         sites = ranking.sites[:max_sites]
         prefix = torch.cat([torch.tensor([before], dtype=torch.float64),
                             margins(model, tokens, target_id, [sites[:k] for k in range(1, len(sites) + 1)])])
@@ -149,10 +152,10 @@ def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: st
         for site in sites[:failed]:
             drop = 0.0
             for b in groups.values():
-                before = b.margins(model)
-                right = before > 0
+                unablated = b.margins(model)
+                right = unablated > 0
                 if right.any():
-                    drop += float((before - b.margins(model, [site], source))[right].clamp_min(0).mean())
+                    drop += float((unablated - b.margins(model, [site], source))[right].clamp_min(0).mean())
             cost.append(drop)
         worst = sorted(range(len(cost)), key=lambda i: -cost[i])[:2]
         excluded += [sites[i] for i in worst]

@@ -1,5 +1,6 @@
 """Rank every MLP neuron site (layer, position, neuron) of a prompt by how much ablating it
-would hurt the answer.
+would hurt the answer; or, with `unit="feature"`, every feature site of the transcoders
+attached to the model (`probes.sae.attached`).
 
 Methods (`METHODS`), each a score per site, largest = most important:
   "direct"       direct contribution to logit(target) at the last position (the classic
@@ -27,11 +28,11 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from interp import names as hook_names
+from interp.attribution import feature_logit_attribution
 from interp.engine import Patch, run_patched
-from interp.sites import Neuron
 from interp.tokens import answer_token, one_prompt
 from probes.ffn.facts import answer_margins, zero_hooks
+from probes.ffn.units import Site, check_unit, unit_names, unit_site
 from probes.ffn.values import neuron_contributions
 
 METHODS = ("direct", "attribution", "mean", "ig", "exact", "greedy")
@@ -41,7 +42,7 @@ Prompt = Union[str, torch.Tensor]
 @dataclass
 class SiteRanking:
     method: str
-    sites: list[Neuron]  # with positions, most important first
+    sites: list[Site]  # Neurons (or Features) with positions, most important first
     scores: list[float]  # the method's score of each (greedy: the margin left after adding it)
 
     def to_dict(self) -> dict:
@@ -58,49 +59,62 @@ class Margin:
         return answer_margins(logits[:, -1], torch.full((logits.shape[0],), self.target))
 
 
-def margins(model, tokens: torch.Tensor, target: int, rows: list[list[Neuron]]) -> torch.Tensor:
+def margins(model, tokens: torch.Tensor, target: int, rows: list[list[Site]]) -> torch.Tensor:
     """[len(rows)]: the answer's margin with each row's sites zero-ablated (sites need positions),
     one batched forward pass (rows of one prompt)."""
     if not rows:
         return torch.zeros(0, dtype=torch.float64)
     n_pos = tokens.shape[-1]
-    hooks = zero_hooks([[(n.layer, n.pos % n_pos, n.index) for n in row] for row in rows])
+    hooks = zero_hooks([[(n.hook_name(), n.pos % n_pos, n.index) for n in row] for row in rows])
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         logits = model(tokens.reshape(1, -1).expand(len(rows), -1))
     return Margin(target)(logits)
 
 
-def _post_names(model) -> list[str]:
-    return [hook_names.act_name("post", l) for l in range(model.cfg.n_layers)]
+def _stack(per_layer: list[Optional[torch.Tensor]]) -> torch.Tensor:
+    """Per-layer scores [pos, units] (None for a layer without units) -> [layer, pos, max units],
+    -inf where there is no unit."""
+    shape = next(x.shape for x in per_layer if x is not None)
+    width = max(x.shape[1] for x in per_layer if x is not None)
+    out = torch.full((len(per_layer), shape[0], width), -torch.inf, dtype=torch.float64)
+    for l, x in enumerate(per_layer):
+        if x is not None:
+            out[l, :, :x.shape[1]] = x
+    return out
 
 
-def _gradients(model, tokens: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(activations, gradients of log P(target) at the last position), both [layer, pos, d_mlp]."""
+def _gradients(model, tokens: torch.Tensor, target: int, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(activations, gradients of log P(target) at the last position), both [layer, pos, units]."""
     acts: dict[str, torch.Tensor] = {}
 
     def keep(x: torch.Tensor, hook) -> None:
         acts[hook.name] = x
 
-    names = _post_names(model)
-    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names]):
+    names = unit_names(model, unit)
+    present = [n for n in names if n]
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in present]):
         logits = model(tokens[None])
         logp = logits[0, -1].log_softmax(-1)[target]
-        grads = torch.autograd.grad(logp, [acts[n] for n in names])
-    return (torch.stack([acts[n][0].detach() for n in names]).double(), torch.stack([g[0] for g in grads]).double())
+        grads = dict(zip(present, torch.autograd.grad(logp, [acts[n] for n in present])))
+    return (_stack([acts[n][0].detach().double() if n else None for n in names]),
+            _stack([grads[n][0].double() if n else None for n in names]))
 
 
-def _integrated_gradients(model, tokens: torch.Tensor, target: int, steps: int) -> torch.Tensor:
-    """[layer, pos, d_mlp]: a . mean_k dlogP/dx at x = (k / steps) a, one layer's activations at a time."""
-    names = _post_names(model)
+def _integrated_gradients(model, tokens: torch.Tensor, target: int, steps: int, unit: str) -> torch.Tensor:
+    """[layer, pos, units]: a . mean_k dlogP/dx at x = (k / steps) a, one layer's activations at a time."""
+    names = unit_names(model, unit)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens[None], names_filter=names, return_type=None)
+        _, cache = model.run_with_cache(tokens[None], names_filter=[n for n in names if n], return_type=None)
     alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
 
     def logp(logits: torch.Tensor) -> torch.Tensor:
         return logits[:, -1].log_softmax(-1)[:, target].sum()
 
-    out = []
+    out: list[Optional[torch.Tensor]] = []
     for name in names:
+        if name is None:
+            out.append(None)
+            continue
         a = cache[name][0]
         with torch.enable_grad():  # also the slicing: under no_grad the rows would lose their graph
             scaled = (alphas.to(a.dtype)[:, None, None] * a[None]).requires_grad_(True)
@@ -108,43 +122,54 @@ def _integrated_gradients(model, tokens: torch.Tensor, target: int, steps: int) 
             y = run_patched(model, tokens[None], rows, logp, grad=True).values
             (g,) = torch.autograd.grad(y.sum(), [scaled])
         out.append(a.double() * g.double().mean(0))
-    return torch.stack(out)
+    return _stack(out)
 
 
-def _order(scores: torch.Tensor, k: int) -> tuple[list[Neuron], list[float]]:
-    """The k best sites of scores [layer, pos, d_mlp]."""
-    n_pos, d_mlp = scores.shape[1], scores.shape[2]
+def _order(scores: torch.Tensor, k: int, unit: str = "neuron") -> tuple[list[Site], list[float]]:
+    """The k best sites of scores [layer, pos, units]."""
+    n_pos, width = scores.shape[1], scores.shape[2]
     top = scores.flatten().topk(min(k, int(torch.isfinite(scores).sum())))
     sites = []
     for flat in top.indices.tolist():
-        layer, rest = divmod(flat, n_pos * d_mlp)
-        sites.append(Neuron(layer, rest % d_mlp, rest // d_mlp))
+        layer, rest = divmod(flat, n_pos * width)
+        sites.append(unit_site(unit, layer, rest % width, rest // width))
     return sites, [float(v) for v in top.values]
 
 
 def site_scores(model, prompt: Prompt, target: Union[str, int], method: str = "attribution", *,
-                means: Optional[torch.Tensor] = None, steps: int = 16) -> torch.Tensor:
-    """[layer, pos, d_mlp]: each site's score by a one-pass method ("direct", "attribution", "mean", "ig")."""
+                means: Optional[torch.Tensor] = None, steps: int = 16, unit: str = "neuron") -> torch.Tensor:
+    """[layer, pos, units]: each site's score by a one-pass method ("direct", "attribution", "mean", "ig");
+    units are neurons, or the attached transcoders' features (unit="feature"; -inf in layers without one)."""
+    check_unit(unit)
     tokens = one_prompt(model, prompt)
     target_id = answer_token(model, target)
     if method == "direct":
+        if unit == "feature":
+            dla = feature_logit_attribution(model, tokens[None], target_id)
+            direct: list[Optional[torch.Tensor]] = [None] * model.cfg.n_layers
+            for i, l in enumerate(dla.layers):
+                direct[l] = torch.full((tokens.shape[0], dla.features.shape[1]), -torch.inf, dtype=torch.float64)
+                direct[l][-1] = dla.features[i]
+            return _stack(direct)
         scores = torch.full((model.cfg.n_layers, tokens.shape[0], model.cfg.d_mlp), -torch.inf, dtype=torch.float64)
         scores[:, -1] = neuron_contributions(model, tokens[None], target_id).double()
         return scores
     if method in ("attribution", "mean"):
-        acts, grads = _gradients(model, tokens, target_id)
+        acts, grads = _gradients(model, tokens, target_id, unit)
         if method == "attribution":
             return grads * acts
+        if unit != "neuron":
+            raise ValueError("method 'mean' ranks neurons only (its means are per neuron); use 'attribution' for features")
         if means is None or tuple(means.shape) != (model.cfg.n_layers, model.cfg.d_mlp):
             raise ValueError(f"method 'mean' needs means [n_layers, d_mlp] = {[model.cfg.n_layers, model.cfg.d_mlp]} "
                              f"(mean activations over reference prompts), got {None if means is None else list(means.shape)}")
         return grads * (acts - means.double()[:, None, :])
     if method == "ig":
-        return _integrated_gradients(model, tokens, target_id, steps)
+        return _integrated_gradients(model, tokens, target_id, steps, unit)
     raise ValueError(f"site_scores takes 'direct', 'attribution', 'mean' or 'ig'; got {method!r} (see METHODS)")
 
 
-def _only(scores: torch.Tensor, positions: Optional[Sequence[int]], exclude: Sequence[Neuron] = ()) -> torch.Tensor:
+def _only(scores: torch.Tensor, positions: Optional[Sequence[int]], exclude: Sequence[Site] = ()) -> torch.Tensor:
     """scores with every position outside `positions` and every excluded site set to -inf (not ranked)."""
     scores = scores.clone()
     for n in exclude:
@@ -161,26 +186,28 @@ def _only(scores: torch.Tensor, positions: Optional[Sequence[int]], exclude: Seq
 
 def rank_sites(model, prompt: Prompt, target: Union[str, int], method: str = "greedy", *, max_sites: int = 20,
                candidates: int = 64, means: Optional[torch.Tensor] = None, steps: int = 16,
-               positions: Optional[Sequence[int]] = None, exclude: Sequence[Neuron] = ()) -> SiteRanking:
+               positions: Optional[Sequence[int]] = None, exclude: Sequence[Site] = (),
+               unit: str = "neuron") -> SiteRanking:
     """The `max_sites` most important sites by `method` (see the module docstring), most important
-    first; only at `positions` if given, never the `exclude`d sites."""
+    first; only at `positions` if given, never the `exclude`d sites; neurons, or the attached
+    transcoders' features (unit="feature")."""
     if method not in METHODS:
         raise ValueError(f"unknown ranking method {method!r}; choose from {', '.join(METHODS)}")
     if max_sites < 1 or candidates < 1:
         raise ValueError(f"max_sites and candidates must be >= 1, got {max_sites} and {candidates}")
     if method not in ("exact", "greedy"):
-        scores = site_scores(model, prompt, target, method, means=means, steps=steps)
-        return SiteRanking(method, *_order(_only(scores, positions, exclude), max_sites))
+        scores = site_scores(model, prompt, target, method, means=means, steps=steps, unit=unit)
+        return SiteRanking(method, *_order(_only(scores, positions, exclude), max_sites, unit))
     tokens = one_prompt(model, prompt)
     target_id = answer_token(model, target)
-    pool, _ = _order(_only(site_scores(model, tokens, target_id, "attribution"), positions, exclude),
-                     max(candidates, max_sites))
+    pool, _ = _order(_only(site_scores(model, tokens, target_id, "attribution", unit=unit), positions, exclude),
+                     max(candidates, max_sites), unit)
     if method == "exact":
         base = margins(model, tokens, target_id, [[]])[0]
         drops = base - margins(model, tokens, target_id, [[s] for s in pool])
         order = drops.argsort(descending=True)[:max_sites].tolist()
         return SiteRanking(method, [pool[i] for i in order], [float(drops[i]) for i in order])
-    chosen: list[Neuron] = []
+    chosen: list[Site] = []
     left_after: list[float] = []
     while len(chosen) < max_sites and pool:
         m = margins(model, tokens, target_id, [chosen + [s] for s in pool])

@@ -9,6 +9,7 @@ loaded (SAELens' file layout).
 """
 
 from probes.sae.attach import attached
+from probes.sae.dashboard import FeatureDashboard, feature_dashboard, feature_key_sources, feature_table, plot_dashboard
 from probes.sae.dictionary import ACTIVATIONS, DictionaryConfig, SparseDictionary
 from probes.sae.evaluate import DictionaryScores, evaluate_dictionary, splice_hooks
 from probes.sae.io import load_dictionary, load_transcoders, save_dictionary
@@ -16,4 +17,5 @@ from probes.sae.train import TrainingRecord, activation_pairs, train_dictionary
 
 __all__ = ["attached", "SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "splice_hooks", "evaluate_dictionary",
            "DictionaryScores", "save_dictionary", "load_dictionary", "load_transcoders", "activation_pairs", "train_dictionary",
-           "TrainingRecord"]
+           "TrainingRecord", "FeatureDashboard", "feature_dashboard", "feature_key_sources", "feature_table",
+           "plot_dashboard"]

@@ -35,6 +35,11 @@ class _Attached(nn.Module):
         self.hook_error = HookPoint()
         self.dictionary = [dictionary]  # a list: not registered as a submodule (its weights are not the model's)
 
+    @property
+    def W_dec(self) -> torch.Tensor:
+        """[n_features, d_model]: what each feature writes per unit of activation (its value)."""
+        return self.dictionary[0].W_dec
+
 
 def _layer_of(dictionary: SparseDictionary) -> int:
     _, layer, tail = hook_names.split(dictionary.out_hook)
@@ -69,7 +74,9 @@ def attached(model, dictionaries: Sequence[SparseDictionary]) -> Iterator[None]:
                 x = seen.pop("x")
                 f0 = dictionary.encode(x).to(y.dtype)
                 error = points.hook_error(y - dictionary.decode(f0, x).to(y.dtype))
-                f = points.hook_feature_acts(f0)
+                # A copy, so the gradient at the feature hook is the decoder's alone: through the
+                # error, f0's gradient cancels the features' (upstream gradients stay the model's own).
+                f = points.hook_feature_acts(f0.clone())
                 return dictionary.decode(f, x).to(y.dtype) + error
 
             handles += model.add_hook(dictionary.in_hook, read) + model.add_hook(dictionary.out_hook, write)

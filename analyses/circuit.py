@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--greedy", type=int, default=None, metavar="N", help="draw the N edges kept by greedy pruning")
     p.add_argument("--target", type=float, default=0.9, help="faithfulness the drawn circuit should reach")
     p.add_argument("--compare", action="store_true", help="also score with the other methods and compare to exact")
+    p.add_argument("--ablation", choices=["corrupted", "mean"], default="corrupted",
+                   help="what edges outside the circuit carry: each prompt's corrupted value, or the mean over "
+                        "the corrupted prompts")
     p.add_argument("--induction", action="store_true",
                    help="instead of the prompts: train the 2-layer induction model (probes.induction) and use its "
                         "repeated-token pair and metric")
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{scores.graph}; {args.method}: {scores.seconds:.3f} s; {scores.metric_name} clean {scores.clean_value:+.3f}, "
           f"corrupted {scores.corrupted_value:+.3f}")
     scores.save_json(args.out / "edges.json")
-    curves = {args.method: faithfulness_curve(model, *pair, metric, scores)}
+    curves = {args.method: faithfulness_curve(model, *pair, metric, scores, ablation=args.ablation)}
     report: dict = {"method": args.method, "clean": args.clean, "corrupted": args.corrupted, "answer": args.answer,
                     "counterfactual": args.counterfactual, "n_edges": scores.graph.n_edges,
                     "seconds": scores.seconds, "curve": curves[args.method]}
@@ -102,17 +105,18 @@ def run(args: argparse.Namespace) -> int:
             methods[method] = {"seconds": s.seconds, "pearson": a.pearson, "spearman": a.spearman,
                                "top20_overlap": a.top_k_overlap}
             if method != args.method:
-                curves[method] = faithfulness_curve(model, *pair, metric, s)
+                curves[method] = faithfulness_curve(model, *pair, metric, s, ablation=args.ablation)
             print(f"{method} vs exact: {a}; {s.seconds:.3f} s against {exact.seconds:.3f} s "
                   f"({exact.seconds / s.seconds:.0f}x)")
         methods["exact"] = {"seconds": exact.seconds}
-        curves.setdefault("exact", faithfulness_curve(model, *pair, metric, exact))
+        curves.setdefault("exact", faithfulness_curve(model, *pair, metric, exact, ablation=args.ablation))
         report["methods"] = methods
         write_json(args.out / "methods.json", methods)
     shown = [(n, f) for n, f in curves[args.method] if n & (n - 1) == 0 or n == scores.graph.n_edges]
     print("faithfulness of the top n edges: " + ", ".join(f"{n}: {f:.2f}" for n, f in shown))
     if args.greedy:
-        chosen = greedy_circuit(model, *pair, metric, scores, args.greedy, progress=not args.quiet)
+        chosen = greedy_circuit(model, *pair, metric, scores, args.greedy, ablation=args.ablation,
+                                progress=not args.quiet)
         how = f"greedy pruning to {args.greedy} edges"
     else:
         n = args.edges
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             n = next((n for n, f in curves[args.method] if f >= args.target), scores.graph.n_edges)
         chosen = top_edges(scores, n)
         how = f"top {n} edges by |{args.method} score|"
-    faith = faithfulness(model, *pair, metric, chosen)
+    faith = faithfulness(model, *pair, metric, chosen, ablation=args.ablation)
     edges = [(u, d, scores.score(u, d)) for u, d in chosen]
     plot_circuit(scores.graph, edges, args.out / "circuit",
                  title=f"{args.clean!r} -> {args.answer} vs {args.corrupted!r}: {how}, faithfulness {faith.value:.2f}")

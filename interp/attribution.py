@@ -269,7 +269,8 @@ class _Readout:
         cfg = model.cfg
         with torch.no_grad():
             self.logits, self.cache = model.run_with_cache(tokens, names_filter=names_filter)
-        self.scale = self.cache["ln_final.hook_scale"][:, pos] if cfg.final_norm else torch.ones(batch, 1)  # [batch, 1]
+        self.scale = (self.cache["ln_final.hook_scale"][:, pos] if cfg.final_norm  # [batch, 1]
+                      else torch.ones(batch, 1, dtype=self.logits.dtype, device=self.logits.device))
         self.w = model.ln_final.w.detach() if cfg.final_norm else None
         self.centre = cfg.final_norm and cfg.norm == "layernorm"
         self.pos, self.batch = pos, batch

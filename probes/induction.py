@@ -98,10 +98,11 @@ class InductionMetric:
     clean: torch.Tensor  # [batch, pos]
     half: int
     name: str = "induction logit"
+    leading_dims = True  # scores many runs at once (interp.circuits batches rows of patches)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(self.half + 1, 2 * self.half)  # predicting tokens half + 2 .. 2 half
-        targets = self.clean[:, positions + 1]  # [batch, n]
+        positions = torch.arange(self.half + 1, 2 * self.half, device=logits.device)  # predicting tokens half + 2 .. 2 half
+        targets = self.clean.to(logits.device)[:, positions + 1]  # [batch, n]
         picked = logits[..., positions, :].gather(-1, targets.expand(*logits.shape[:-3], -1, -1)[..., None])
         return picked[..., 0].mean((-1, -2))
 

@@ -137,6 +137,18 @@ def test_faithfulness_is_normalised_between_the_corrupted_run_and_the_clean_run(
         empty = float(metric(normed @ fw.W_U + fw.unembed.b_U))
     assert full.empty == pytest.approx(empty, abs=1e-3)
     assert faithfulness(fw, *PAIR, metric, []).value == pytest.approx(0.0, abs=1e-6)
+    # Mean ablation: every edge outside carries the writer's mean output over the corrupted prompts.
+    cleans = [PAIR[0], "Tom Brady plays the sport of"]
+    corrupteds = [PAIR[1], "Usain Bolt plays the sport of"]
+    _, c_cache = fw.run_with_cache(cleans)
+    _, k_cache = fw.run_with_cache(corrupteds)
+    resid = k_cache["blocks.3.hook_resid_post"].mean(0, keepdim=True)
+    normed = (resid - resid.mean(-1, keepdim=True)) / c_cache["ln_final.hook_scale"] * fw.ln_final.w + fw.ln_final.b
+    with torch.no_grad():
+        empty = float(metric(normed @ fw.W_U + fw.unembed.b_U))
+    assert faithfulness(fw, cleans, corrupteds, metric, [], ablation="mean").metric == pytest.approx(empty, abs=1e-3)
+    with pytest.raises(ValueError, match="ablation must be one of"):
+        faithfulness(fw, *PAIR, metric, [], ablation="zero")
     with pytest.raises(ValueError, match="not an edge"):
         faithfulness(fw, *PAIR, metric, [("MLP3", "MLP0")])
 
@@ -169,8 +181,29 @@ def test_bad_input_is_refused(fw):
     run = EdgeRun(fw, Graph(fw.cfg), fw.to_tokens(PAIR[0]), fw.to_tokens(PAIR[1]), clean_pass=False)
     with pytest.raises(ValueError, match="must be the clean run"):
         run.run(Graph(fw.cfg).edges[None])
-    names = list(fw.hook_names)
-    assert all(not fw.hook_dict[n].has_hooks for n in names)  # nothing left attached
+
+    def broken(logits):
+        raise RuntimeError("metric failed")
+
+    for method in ("eap", "exact"):
+        with pytest.raises(RuntimeError, match="metric failed"):
+            attribute_edges(fw, *PAIR, broken, method=method, progress=False)
+    assert all(not fw.hook_dict[n].has_hooks for n in fw.hook_names)  # nothing left attached after the error
+
+
+def test_a_plain_metric_gives_the_same_scores_as_a_batched_one(fw):
+    """A metric written for [batch, pos, d_vocab] is called once per patched row (2 prompts, 2 rows
+    per pass: rows == batch must not confuse it)."""
+    prompts = (["Michael Jordan plays the sport of", "Tom Brady plays the sport of"],
+               ["Michael Phelps plays the sport of", "Usain Bolt plays the sport of"])
+    a, c = fw.to_single_token("basketball"), fw.to_single_token("swimming")
+
+    def plain(logits):  # [batch, pos, d_vocab] -> scalar (on [rows, batch, ...] it would average the wrong axis)
+        return (logits[..., -1, a] - logits[..., -1, c]).mean(0)
+
+    ours = attribute_edges(fw, *prompts, plain, method="exact", batch_rows=4, progress=False)
+    batched = attribute_edges(fw, *prompts, logit_diff(fw, "basketball", "swimming"), method="exact", progress=False)
+    assert torch.allclose(ours.values, batched.values, atol=1e-4)
 
 
 def test_grouped_query_rotary_rmsnorm_models_are_handled():
@@ -186,10 +219,64 @@ def test_grouped_query_rotary_rmsnorm_models_are_handled():
     assert ("L0H3", "L1KV1.k") in exact.graph.edge_list()
     for u in ("embed", "L0H2", "MLP0", "MLP1", "L1H3"):
         assert eap.score(u, "logits") == pytest.approx(exact.score(u, "logits"), abs=1e-9)
-    # Patching every edge at once (the empty circuit) reads the corrupted run everywhere; keeping
-    # every edge is the clean run.
-    every = [(u, d) for u, d, _ in exact.top()]
+    every = [(u, d) for u, d, _ in exact.top()]  # keeping every edge is the clean run
     assert faithfulness(model, clean, corrupted, metric, every).metric == pytest.approx(exact.clean_value)
+    # EAP-IG with one step takes the gradient at the clean run: it is EAP.
+    ig1 = attribute_edges(model, clean, corrupted, metric, method="eap-ig", steps=1)
+    assert torch.allclose(ig1.values, eap.values, atol=1e-10)
+
+
+@pytest.mark.parametrize("arch", ["parallel", "no_final_norm", "gqa"])
+def test_patching_every_edge_into_one_reader_feeds_it_the_corrupted_residual(arch):
+    """Written independently of interp.circuits: run the clean prompt with every norm's scale
+    frozen at its clean value and hand one reader the corrupted run's residual stream."""
+    from interp.circuits import EdgeRun
+
+    options = {"parallel": dict(parallel_attn_mlp=True), "no_final_norm": dict(final_norm=False),
+               "gqa": dict(n_kv_heads=2, positional="rotary", norm="rmsnorm")}[arch]
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=4, d_vocab=30, n_ctx=8, seed=5, dtype="float64",
+                            tie_embeddings=False, **options)
+    model = Transformer(cfg).eval()
+    clean, corrupted = torch.tensor([[1, 4, 7, 2, 9]]), torch.tensor([[1, 5, 8, 2, 9]])
+    metric = logit_diff(model, 3, 6)
+    graph = Graph(cfg)
+    run = EdgeRun(model, graph, clean, corrupted)
+    _, c_cache = model.run_with_cache(clean)
+    _, k_cache = model.run_with_cache(corrupted)
+    freeze = [(n, lambda x, hook: c_cache[hook.name]) for n in c_cache.keys() if n.endswith("hook_scale")]
+
+    def centred(x):
+        return x - x.mean(-1, keepdim=True) if cfg.norm == "layernorm" else x
+
+    reads_resid_pre = "blocks.1.hook_resid_pre" if cfg.parallel_attn_mlp else "blocks.1.hook_resid_mid"
+    readers = {
+        "MLP1": ("blocks.1.ln2.hook_normalized",
+                 lambda x, hook: centred(k_cache[reads_resid_pre]) / c_cache["blocks.1.ln2.hook_scale"]),
+        "logits": ("ln_final.hook_normalized",
+                   lambda x, hook: centred(k_cache["blocks.1.hook_resid_post"]) / c_cache["ln_final.hook_scale"])
+        if cfg.final_norm else ("blocks.1.hook_resid_post", lambda x, hook: k_cache["blocks.1.hook_resid_post"]),
+    }
+    kv = "L1KV1.k" if cfg.n_kv_heads < cfg.n_heads else "L1H1.k"
+    W_K, ln1 = model.blocks[1].attn.W_K, model.blocks[1].ln1
+    normed = centred(k_cache["blocks.1.hook_resid_pre"]) / c_cache["blocks.1.ln1.hook_scale"] * ln1.w
+    if cfg.norm == "layernorm":
+        normed = normed + ln1.b
+    k_head = 1
+
+    def corrupted_key(x, hook):
+        x = x.clone()
+        x[:, :, k_head] = normed @ W_K[k_head] + model.blocks[1].attn.b_K[k_head]
+        return x
+
+    readers[kv] = ("blocks.1.attn.hook_k", corrupted_key)
+    with torch.no_grad():
+        for reader, (name, hook) in readers.items():
+            d = graph.inputs.index(next(i for i in graph.inputs if i.name == reader))
+            masks = torch.zeros(1, *graph.edges.shape, dtype=torch.bool)
+            masks[0, :, d] = True
+            ours = float(metric(run.run(masks)))
+            theirs = float(metric(model.run_with_hooks(clean, fwd_hooks=freeze + [(name, hook)])))
+            assert ours == pytest.approx(theirs, abs=1e-9), reader
 
 
 # ------------------------------------------------------------ induction: trained here, circuit known

@@ -14,9 +14,11 @@ def test_readme_quick_start_runs():
     exec(compile(block.group(1), "README quick start", "exec"), {})
 
 
-def test_readme_causal_analyses_examples_run():
-    """The code blocks of "Causal analyses" and "FFN key-value probing" run in order, on the fact-world model."""
+def test_readme_causal_analyses_examples_run(tmp_path, monkeypatch):
+    """The code blocks of "Causal analyses" and "FFN key-value probing" run in order, on the fact-world model
+    (in a temporary directory: what they save goes there, not into the checkout's results/)."""
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
     section = text[text.index("## Causal analyses"):text.index("## Benchmarks")]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 10  # patching, attribution, causal tracing, FFN probing, localisation, recall chain, editing,

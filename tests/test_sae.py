@@ -305,3 +305,20 @@ def test_localise_with_features(fw):
     assert after == pytest.approx(loc.validation.margin_after, abs=1e-4)
     assert (loc.k is not None) == (after < 0)
     assert loc.left_out or loc.k is not None
+
+
+def test_feature_rankings_with_one_layer_attached(fw):
+    """Layers without a transcoder have no feature sites: nothing there is ranked (not +inf)."""
+    import math
+
+    from probes.ffn.rankings import rank_sites, site_scores
+    from probes.sae import attached, load_transcoders
+
+    prompt = "Michael Jordan plays the sport of"
+    with attached(fw, load_transcoders("factworld")[1:2]):
+        scores = site_scores(fw, prompt, "basketball", "attribution", unit="feature")
+        assert scores.shape == (4, 7, 512) and not torch.isfinite(scores[[0, 2, 3]]).any()
+        assert torch.isfinite(scores[1]).all()
+        for method in ("attribution", "greedy"):
+            ranking = rank_sites(fw, prompt, "basketball", method, max_sites=3, unit="feature")
+            assert [s.layer for s in ranking.sites] == [1, 1, 1] and all(math.isfinite(v) for v in ranking.scores)

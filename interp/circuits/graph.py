@@ -96,8 +96,9 @@ class Graph:
             raise KeyError(f"unknown upstream node {upstream!r}; nodes: embed, L{{l}}H{{h}}, MLP{{l}} "
                            f"(e.g. {', '.join(list(self._u)[:4])})")
         if downstream not in self._d:
-            raise KeyError(f"unknown downstream input {downstream!r}; inputs: L{{l}}H{{h}}.q/.k/.v, MLP{{l}}, "
-                           f"logits (e.g. {', '.join(list(self._d)[:4])})")
+            kv = "L{l}H{h}.k/.v" if self.cfg.n_kv_heads == self.cfg.n_heads else "L{l}KV{g}.k/.v (key-value heads)"
+            raise KeyError(f"unknown downstream input {downstream!r}; inputs: L{{l}}H{{h}}.q, {kv}, MLP{{l}}, logits "
+                           f"(e.g. {', '.join(list(self._d)[:4])})")
         u, d = self._u[upstream], self._d[downstream]
         if not self.edges[u, d]:
             raise ValueError(f"{upstream} -> {downstream} is not an edge: {downstream} does not read what "

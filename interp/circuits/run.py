@@ -25,20 +25,23 @@ from einops import einsum, rearrange
 from interp import names as hook_names
 from interp.cache import frozen_norm
 from interp.circuits.graph import Graph
+from interp.metrics import is_positional
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
 
+def scores_many_runs(metric: Metric) -> bool:
+    """Whether the metric takes logits with leading dims [..., batch, pos, d_vocab] -> [...]: the
+    position metrics of interp.metrics, or any metric that says so (`leading_dims = True`)."""
+    return is_positional(metric) or getattr(metric, "leading_dims", False) is True
+
+
 def row_metric(metric: Metric, logits: torch.Tensor, rows: int) -> torch.Tensor:
     """metric of each row's logits: logits [rows * batch, pos, d_vocab] -> [rows]. Metrics that
-    take leading dims (interp.metrics) run once; others once per row."""
+    take leading dims (`scores_many_runs`) run once; any other once per row, on [batch, pos, d_vocab]."""
     per_row = logits.reshape(rows, -1, *logits.shape[1:])
-    try:
-        out = metric(per_row)
-        if isinstance(out, torch.Tensor) and out.shape == (rows,):
-            return out
-    except Exception:  # noqa: BLE001 - a metric for [batch, pos, d_vocab] only
-        pass
+    if scores_many_runs(metric):
+        return metric(per_row).reshape(rows)
     return torch.stack([torch.as_tensor(metric(per_row[r])).reshape(()) for r in range(rows)])
 
 
@@ -114,7 +117,9 @@ class EdgeRun:
         scales = {} if recording else self.scales
         current: list[Optional[torch.Tensor]] = [None] * len(g.upstream)  # [rows, batch, pos, d_model] each
         ups = {n.name: i for i, n in enumerate(g.upstream)}
-        maskf = None if masks is None else masks.to(self.outputs_corrupted.dtype)
+        # Only real edges: a mask entry for a writer that is not upstream of the reader is ignored.
+        maskf = None if masks is None else (masks & g.edges).to(self.outputs_corrupted.device,
+                                                                 self.outputs_corrupted.dtype)
 
         def by_row(x: torch.Tensor) -> torch.Tensor:
             return rearrange(x, "(r b) p m -> r b p m", r=rows)

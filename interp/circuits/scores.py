@@ -133,7 +133,7 @@ def attribute_edges(model, clean, corrupted, metric: Metric, method: str = "eap"
             alphas = torch.arange(1, steps + 1, dtype=e_clean.dtype) / steps
             embed = torch.cat([e_corr + a * (e_clean - e_corr) for a in alphas])
             grad = _gradients(run, metric, embed=embed, rows=steps) / steps
-        scores = torch.einsum("ubpm,dbpm->ud", diff, grad.double())
+        scores = torch.einsum("ubpm,dbpm->ud", diff, grad.double()).cpu()
         scores = scores.masked_fill(~graph.edges, float("nan"))
     seconds = time.perf_counter() - start
     info = {"steps": steps} if method == "eap-ig" else {}

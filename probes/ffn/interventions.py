@@ -123,13 +123,21 @@ class Validation:
                 "localised": self.localised}
 
 
-def random_like(model, sites: Sequence[Site], rng: random.Random) -> list[Site]:
-    """As many random units (neurons, or features) per (layer, position) as `sites` has there, none of them."""
+Pools = Optional[dict[tuple[int, Optional[int]], Sequence[int]]]
+
+
+def _pool(model, kind, layer: int, pos: Optional[int], pools: Pools) -> Sequence[int]:
+    return pools[(layer, pos)] if pools is not None else range(unit_width(model, kind(layer, 0)))
+
+
+def random_like(model, sites: Sequence[Site], rng: random.Random, pools: Pools = None) -> list[Site]:
+    """As many random units (neurons, or features) per (layer, position) as `sites` has there, none
+    of them; drawn from pools[(layer, pos)] if given (e.g. the features active there), else from all."""
     counts = Counter((type(n), n.layer, n.pos) for n in sites)
     out = []
     for (kind, layer, pos), count in counts.items():
         taken = {n.index for n in sites if type(n) is kind and n.layer == layer and (n.pos == pos or n.pos is None or pos is None)}
-        pool = [i for i in range(unit_width(model, kind(layer, 0))) if i not in taken]
+        pool = [i for i in _pool(model, kind, layer, pos, pools) if i not in taken]
         if len(pool) < count:
             raise ValueError(f"cannot draw {count} random {kind.UNIT}s of layer {layer} at position {pos}: only "
                              f"{len(pool)} others exist")
@@ -137,10 +145,15 @@ def random_like(model, sites: Sequence[Site], rng: random.Random) -> list[Site]:
     return out
 
 
-def can_draw_like(model, sites: Sequence[Site]) -> bool:
-    """Whether `random_like` can draw a set like `sites` (enough other units everywhere)."""
+def can_draw_like(model, sites: Sequence[Site], pools: Pools = None) -> bool:
+    """Whether `random_like` can draw a set like `sites` (at least as many other units everywhere
+    as it has there; with no pools, at least twice as many units as it has)."""
     counts = Counter((type(n), n.layer, n.pos) for n in sites)
-    return all(2 * c <= unit_width(model, kind(layer, 0)) for (kind, layer, _), c in counts.items())
+    if pools is None:
+        return all(2 * c <= unit_width(model, kind(layer, 0)) for (kind, layer, _), c in counts.items())
+    chosen = {(n.layer, n.pos, n.index) for n in sites}
+    return all(len([i for i in pools[(layer, pos)] if (layer, pos, i) not in chosen]) >= c
+               for (_, layer, pos), c in counts.items())
 
 
 def specificity(model, other_facts: dict[str, Sequence], neurons: Sequence[Neuron], prompt: str,

@@ -97,6 +97,15 @@ def _smallest_k(model, prefix: torch.Tensor, sites: list[Site], groups: dict, ba
     return None, reason, after, failed
 
 
+def _active_features(model, tokens: torch.Tensor, sites) -> dict:
+    """{(layer, pos): the features active there in this prompt}: random features drawn from all 512
+    would mostly be silent (TopK keeps ~32), and zeroing a silent feature does nothing."""
+    names = sorted({s.hook_name() for s in sites})
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens[None], names_filter=names, return_type=None)
+    return {(s.layer, s.pos): cache[s.hook_name()][0, s.pos].nonzero().flatten().tolist() for s in sites}
+
+
 def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: str = DEFAULT_METHOD,
              other_facts: Optional[Others] = None, subject: Optional[str] = None, keep: float = 0.95,
              n_random: int = 5, seed: int = 0, candidates: int = 64, means: Optional[torch.Tensor] = None,
@@ -111,8 +120,9 @@ def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: st
     When the smallest k that moves the answer costs the other facts too much, the sites of that
     prefix that cost them most on their own are left out and the ranking is redone (at most
     `repairs` times; not with a given `ranking`). The result's `validation` compares the zero
-    ablation with `n_random` random draws. `unit="feature"` localises with the features of the
-    transcoders attached to the model (`probes.sae.attached`) instead of neurons."""
+    ablation with `n_random` random draws at the same layers and positions. `unit="feature"`
+    localises with the features of the transcoders attached to the model (`probes.sae.attached`)
+    instead of neurons; its random draws are among the features active at each position."""
     check_unit(unit)
     tokens = one_prompt(model, prompt)
     target_id = answer_token(model, target)
@@ -164,7 +174,8 @@ def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: st
         after = accuracy(model, groups, chosen, source)
     spec = {g: {"n": len(groups[g]), "before": base[g], "after": after[g]} for g in base}
     rng = random.Random(seed)
-    draws = [random_like(model, chosen, rng) for _ in range(n_random)] if can_draw_like(model, chosen) else []
+    pools = _active_features(model, tokens, chosen) if unit == "feature" else None
+    draws = [random_like(model, chosen, rng, pools) for _ in range(n_random)] if can_draw_like(model, chosen, pools) else []
     rand = margins(model, tokens, target_id, draws).tolist() if draws else []
     check = LocalisationCheck(float(prefix[0]), float(prefix[len(chosen)]), spec, rand,
                               [source.role(s.pos) for s in chosen])

@@ -157,7 +157,7 @@ def site_scores(model, prompt: Prompt, target: Union[str, int], method: str = "a
     if method in ("attribution", "mean"):
         acts, grads = _gradients(model, tokens, target_id, unit)
         if method == "attribution":
-            return grads * acts
+            return (grads * acts).masked_fill(~torch.isfinite(acts), -torch.inf)  # no unit there: not ranked
         if unit != "neuron":
             raise ValueError("method 'mean' ranks neurons only (its means are per neuron); use 'attribution' for features")
         if means is None or tuple(means.shape) != (model.cfg.n_layers, model.cfg.d_mlp):

@@ -11,6 +11,12 @@ blocks.{l}.transcoder.hook_feature_acts and error = (the MLP's real output) - de
 passes through blocks.{l}.transcoder.hook_error. With no other hook the output is the MLP's
 own (exact up to float rounding); a hook that edits the features changes the output through
 the decoder, with the error held as it was. Everything is removed on exit (also on errors).
+
+The features are encoded from the MLP input as it reaches the transcoder's own hook, which runs
+before any hook added later on the same hook point: a later hook that edits the MLP input
+(e.g. patching blocks.{l}.ln2.hook_normalized) changes the MLP output exactly (the error term
+absorbs it) but not hook_feature_acts. Edit the features, or the residual stream before the
+norm, to move them.
 """
 
 from __future__ import annotations

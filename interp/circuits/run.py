@@ -17,10 +17,11 @@ a differentiable `extra` change per input gives the metric's gradient at every i
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from einops import einsum, rearrange
+from tqdm.auto import tqdm
 
 from interp import names as hook_names
 from interp.cache import frozen_norm
@@ -213,6 +214,18 @@ class EdgeRun:
     @property
     def batch(self) -> int:
         return self.clean.shape[0]
+
+    def metrics(self, patched: Sequence[torch.Tensor], metric: Metric, batch_rows: int = 256, *,
+                progress: bool = False, desc: str = "patched runs") -> torch.Tensor:
+        """metric of one run per edge set in `patched` (each [U, D] bool: the edges that carry the
+        corrupted value), rows batched so that rows x prompts <= batch_rows: [len(patched)] float64."""
+        out = []
+        per_chunk = max(1, batch_rows // self.batch)
+        for lo in tqdm(range(0, len(patched), per_chunk), desc=desc, disable=not progress):
+            masks = torch.stack(list(patched[lo: lo + per_chunk]))
+            with torch.no_grad():
+                out.append(row_metric(metric, self.run(masks), len(masks)).double().cpu())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 __all__ = ["EdgeRun", "row_metric"]

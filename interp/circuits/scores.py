@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.circuits.graph import Graph
 from interp.circuits.run import EdgeRun, Metric, row_metric
@@ -89,17 +88,15 @@ def _gradients(run: EdgeRun, metric: Metric, embed: Optional[torch.Tensor] = Non
 def _exact(run: EdgeRun, metric: Metric, clean_value: float, batch_rows: int, progress: bool) -> torch.Tensor:
     g = run.graph
     edges = g.edges.nonzero().tolist()
+    one_edge = []
+    for u, d in edges:
+        mask = torch.zeros_like(g.edges)
+        mask[u, d] = True
+        one_edge.append(mask)
+    values = run.metrics(one_edge, metric, batch_rows, progress=progress, desc="exact edge patching")
     scores = torch.full(g.edges.shape, float("nan"), dtype=torch.float64)
-    per_chunk = max(1, batch_rows // run.batch)
-    for lo in tqdm(range(0, len(edges), per_chunk), desc="exact edge patching", disable=not progress):
-        chunk = edges[lo: lo + per_chunk]
-        masks = torch.zeros(len(chunk), *g.edges.shape, dtype=torch.bool)
-        for r, (u, d) in enumerate(chunk):
-            masks[r, u, d] = True
-        with torch.no_grad():
-            values = row_metric(metric, run.run(masks), len(chunk))
-        for (u, d), v in zip(chunk, values.tolist()):
-            scores[u, d] = clean_value - v
+    for (u, d), v in zip(edges, values.tolist()):
+        scores[u, d] = clean_value - v
     return scores
 
 

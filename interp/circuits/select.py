@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.circuits.graph import Graph
-from interp.circuits.run import EdgeRun, Metric, row_metric
+from interp.circuits.run import EdgeRun, Metric
 from interp.circuits.scores import EdgeScores
 from interp.tokens import paired_tokens
 
@@ -68,13 +68,7 @@ class _Evaluator:
 
     def metrics(self, kept: Sequence[torch.Tensor]) -> torch.Tensor:
         """The metric with only each kept [U, D] edge set clean: [len(kept)]."""
-        out = []
-        per_chunk = max(1, self.batch_rows // self.run.batch)
-        for lo in range(0, len(kept), per_chunk):
-            masks = torch.stack([self.graph.edges & ~k for k in kept[lo: lo + per_chunk]])
-            with torch.no_grad():
-                out.append(row_metric(self.metric, self.run.run(masks), len(masks)).double())
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+        return self.run.metrics([self.graph.edges & ~k for k in kept], self.metric, self.batch_rows)
 
     def normalise(self, values: torch.Tensor) -> torch.Tensor:
         if self.full == self.empty:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -60,7 +60,15 @@ class HookHandle:
         for i, f in enumerate(hooks):
             if f is self.fn:
                 del hooks[i]
-                return
+                break
+        if not any(f is self.fn for f in hooks):
+            self.hook_point._permanent[self.dir].discard(id(self.fn))
+
+
+def _no_levels(level: Optional[int]) -> None:
+    if level is not None:
+        raise NotImplementedError("hook levels (TransformerLens' hook contexts) are not supported: use "
+                                  "model.hooks(...) or run_with_hooks, which remove exactly the hooks they added")
 
 
 class HookPoint(nn.Module):
@@ -76,12 +84,15 @@ class HookPoint(nn.Module):
         super().__init__()
         self.name: str = ""
         self._hooks: dict[str, list[HookFn]] = {"fwd": [], "bwd": []}
+        self._permanent: dict[str, set[int]] = {"fwd": set(), "bwd": set()}  # ids of hooks reset_hooks keeps
 
     @property
     def has_hooks(self) -> bool:
         return bool(self._hooks["fwd"] or self._hooks["bwd"])
 
-    def add_hook(self, fn: HookFn, dir: str = "fwd", prepend: bool = False) -> HookHandle:
+    def add_hook(self, fn: HookFn, dir: str = "fwd", prepend: bool = False, is_permanent: bool = False) -> HookHandle:
+        """Attach fn; a permanent hook survives `remove_hooks()` / `reset_hooks()` unless they are
+        asked to remove permanent hooks too (TransformerLens' meaning); its handle removes it."""
         if dir not in DIRECTIONS:
             raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
         if not callable(fn):
@@ -90,11 +101,19 @@ class HookPoint(nn.Module):
             self._hooks[dir].insert(0, fn)
         else:
             self._hooks[dir].append(fn)
+        if is_permanent:
+            self._permanent[dir].add(id(fn))
         return HookHandle(self, fn, dir)
 
-    def remove_hooks(self, dir: str = "both") -> None:
+    def remove_hooks(self, dir: str = "both", including_permanent: bool = False) -> None:
+        if dir not in DIRECTIONS + ("both",):
+            raise ValueError(f"dir must be 'fwd', 'bwd' or 'both', got {dir!r}")
         for d in DIRECTIONS if dir == "both" else (dir,):
-            self._hooks[d].clear()
+            if including_permanent:
+                self._hooks[d].clear()
+                self._permanent[d].clear()
+            else:
+                self._hooks[d][:] = [f for f in self._hooks[d] if id(f) in self._permanent[d]]
 
     def _run_hooks(self, fns: list[HookFn], x: torch.Tensor) -> torch.Tensor:
         for fn in list(fns):
@@ -203,22 +222,34 @@ class HookedModule(nn.Module):
 
     # ---------------------------------------------------------------- adding
     def add_hook(
-        self, name: NameOrFilter, fn: HookFn, dir: str = "fwd", prepend: bool = False
+        self, name: NameOrFilter, fn: HookFn, dir: str = "fwd", is_permanent: bool = False,
+        level: Optional[int] = None, prepend: bool = False,
     ) -> list[HookHandle]:
         """Attach `fn` to the hook point `name` (or to every name a filter accepts).
 
         Stays attached until removed (`handle.remove()`, `reset_hooks()`); prefer
-        `hooks(...)` or `run_with_hooks(...)`, which always clean up.
+        `hooks(...)` or `run_with_hooks(...)`, which always clean up. A permanent hook
+        (`is_permanent=True`, as TransformerLens) survives `reset_hooks()` unless it is called
+        with including_permanent=True.
         """
+        _no_levels(level)
         points = self._resolve(name)
         if dir not in DIRECTIONS:  # check before attaching anything
             raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
-        return [hp.add_hook(fn, dir=dir, prepend=prepend) for hp in points]
+        return [hp.add_hook(fn, dir=dir, prepend=prepend, is_permanent=is_permanent) for hp in points]
 
-    def reset_hooks(self) -> None:
-        """Remove every hook from every hook point."""
+    def add_perma_hook(self, name: NameOrFilter, fn: HookFn, dir: str = "fwd") -> list[HookHandle]:
+        """TransformerLens' `add_perma_hook`: `add_hook(..., is_permanent=True)`."""
+        return self.add_hook(name, fn, dir=dir, is_permanent=True)
+
+    def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False,
+                    level: Optional[int] = None) -> None:
+        """Remove every hook (of `direction`: "fwd", "bwd" or "both") from every hook point,
+        except permanent ones unless including_permanent (TransformerLens' arguments; there are
+        no hook contexts here, so clear_contexts changes nothing)."""
+        _no_levels(level)
         for hp in self.hook_dict.values():
-            hp.remove_hooks()
+            hp.remove_hooks(direction, including_permanent=including_permanent)
 
     @contextmanager
     def hooks(

@@ -189,3 +189,39 @@ def test_backward_hook_can_replace_gradient(tokens):
     assert grads == ["blocks.1.hook_resid_pre"]
     model.zero_grad(set_to_none=True)
     assert attached(model) == 0
+
+
+def test_permanent_hooks_survive_reset_hooks_as_in_transformer_lens():
+    model = make_model("gpt2")
+    tokens = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(0))
+    clean = model(tokens)
+    seen = []
+    model.add_hook("blocks.0.hook_resid_pre", lambda x, hook: seen.append(1), "fwd", True)  # TL: 4th is is_permanent
+    model.add_perma_hook("blocks.1.hook_mlp_out", lambda x, hook: torch.zeros_like(x))
+    model.add_hook("blocks.0.hook_resid_pre", lambda x, hook: seen.append(2))
+    model.reset_hooks()
+    killed = model(tokens)
+    assert seen == [1] and not torch.allclose(killed, clean)  # the permanent ones stayed, the other went
+    handles = model.add_perma_hook("hook_embed", lambda x, hook: x)
+    handles[0].remove()
+    assert not model.hook_dict["hook_embed"].has_hooks
+    model.reset_hooks(including_permanent=True)
+    assert torch.allclose(model(tokens), clean) and not any(hp.has_hooks for hp in model.hook_dict.values())
+    with pytest.raises(NotImplementedError, match="hook levels"):
+        model.add_hook("hook_embed", lambda x, hook: x, level=1)
+    with pytest.raises(ValueError, match="dir must be"):
+        model.reset_hooks(direction="sideways")
+
+
+def test_reset_hooks_inside_attached_transcoders_keeps_them():
+    from probes.sae import SparseDictionary, attached
+
+    model = make_model("gpt2", dtype="float64")
+    tokens = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(0))
+    transcoders = [SparseDictionary.transcoder(model, l, 12, activation="topk", k=4, seed=l) for l in range(2)]
+    with attached(model, transcoders):
+        model.reset_hooks()
+        _, cache = model.run_with_cache(tokens)
+        assert "blocks.1.transcoder.hook_feature_acts" in cache  # still attached and computing features
+        assert (cache["blocks.1.transcoder.hook_feature_acts"] > 0).sum(-1).max() <= 4
+    assert not any(hp.has_hooks for hp in model.hook_dict.values())

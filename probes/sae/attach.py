@@ -85,7 +85,9 @@ def attached(model, dictionaries: Sequence[SparseDictionary]) -> Iterator[None]:
                 f = points.hook_feature_acts(f0.clone())
                 return dictionary.decode(f, x).to(y.dtype) + error
 
-            handles += model.add_hook(dictionary.in_hook, read) + model.add_hook(dictionary.out_hook, write)
+            # Permanent: a model.reset_hooks() in the body leaves the transcoder in place.
+            handles += (model.add_hook(dictionary.in_hook, read, is_permanent=True)
+                        + model.add_hook(dictionary.out_hook, write, is_permanent=True))
         yield
     finally:
         for handle in handles:

@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 import torch
 
 from interp.results import write_json
-from interp.sites import Feature, Neuron
 from models import factworld
 from probes.ffn import DEFAULT_METHOD, ROLES, FactBatch, FactPrompt, layer_means, localise
+from probes.ffn.units import site_from_label
 
 
 def factworld_prompts(templates_per_relation: int = 3) -> list[str]:
@@ -130,8 +130,7 @@ class RelationView:
             if self.localised[subject] is None:
                 continue
             for label, role in zip(labels, self.roles[subject]):
-                site = (Feature if "F" in label else Neuron).from_label(label)
-                out[site.layer, ROLES.index(role)] += 1
+                out[site_from_label(label).layer, ROLES.index(role)] += 1
         return out
 
     def shared(self, top: int = 15) -> list[tuple[str, int, list[str]]]:

@@ -354,7 +354,6 @@ class FeatureLogitAttribution(_ToAnswer, LabelledResult):
     def labels(self) -> dict[str, list[str]]:
         return axis_labels(self.axes, self.layers, [], self.features.shape[1], self.tokens)
 
-
     @property
     def mlp(self) -> torch.Tensor:
         """Per attached layer: features + error + rest, the MLP output's attribution [layer]."""

@@ -129,11 +129,11 @@ class EdgeRun:
             """What inputs ds read on top of the residual stream: [rows, len(ds), batch, pos, d_model]."""
             out = None
             if maskf is not None:
-                avail = [u for u in range(len(g.upstream)) if current[u] is not None]
-                m = maskf[:, avail][:, :, ds]
-                if bool(m.any()):
+                patched = maskf[:, :, ds].any(-1).any(0)  # [U]: writers with a patched edge into ds
+                avail = [u for u in range(len(g.upstream)) if current[u] is not None and patched[u]]
+                if avail:
                     diff = self.outputs_corrupted[avail][:, None] - torch.stack([current[u] for u in avail])
-                    out = einsum(m, diff, "r u d, u r b p m -> r d b p m")
+                    out = einsum(maskf[:, avail][:, :, ds], diff, "r u d, u r b p m -> r d b p m")
             if extra is not None:
                 e = extra[ds][None].expand(rows, *extra[ds].shape)
                 out = e if out is None else out + e

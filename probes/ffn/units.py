@@ -35,8 +35,14 @@ def unit_site(unit: str, layer: int, index: int, pos: Optional[int] = None) -> S
     return UNITS[unit][0](layer, index, pos)
 
 
-def unit_of(site: Site) -> str:
-    return "feature" if isinstance(site, Feature) else "neuron"
+def site_from_label(label: str) -> Site:
+    """A Neuron or Feature from its label: "L2N411@2" -> Neuron(2, 411, pos=2), "L0F258" -> Feature(0, 258)."""
+    for kind, _ in UNITS.values():
+        try:
+            return kind.from_label(label)
+        except ValueError:
+            pass
+    raise ValueError(f"not a neuron or feature label: {label!r} (expected e.g. 'L2N411@2' or 'L0F258')")
 
 
 def unit_width(model, site: Site) -> int:
@@ -47,4 +53,4 @@ def unit_width(model, site: Site) -> int:
     return model.cfg.d_mlp
 
 
-__all__ = ["UNITS", "unit_names", "unit_site", "unit_of", "unit_width", "check_unit"]
+__all__ = ["UNITS", "unit_names", "unit_site", "site_from_label", "unit_width", "check_unit"]

@@ -36,26 +36,34 @@ class ValueProjection:
     suppressed: list[tuple[str, float]]
 
 
+def direction_logits(model, directions: torch.Tensor) -> torch.Tensor:
+    """directions [..., d_model] written to the residual stream -> [..., d_vocab]: their logits
+    through the final norm's centring and weight (scale 1) and the unembedding."""
+    cfg = model.cfg
+    with torch.no_grad():
+        directions = directions.detach().to(model.W_U.dtype)
+        if cfg.final_norm:
+            directions = frozen_norm(directions, 1.0, model.get_parameter("ln_final.w").detach(), cfg.norm == "layernorm")
+        return directions @ model.W_U.detach()
+
+
+def ranked_tokens(model, logits: torch.Tensor, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """The k highest and the k lowest entries of logits [d_vocab] as (token, value), most extreme first."""
+    k = min(k, logits.numel())
+    top, bottom = logits.topk(k), logits.topk(k, largest=False)
+    return ([(token_text(model, i), float(v)) for v, i in zip(top.values, top.indices)],
+            [(token_text(model, i), float(v)) for v, i in zip(bottom.values, bottom.indices)])
+
+
 def value_logits(model, neuron: Neuron) -> torch.Tensor:
     """[d_vocab]: logit change per unit activation of the neuron, final-norm scale 1."""
     (neuron,) = check_neurons(model, [neuron])
-    cfg = model.cfg
-    with torch.no_grad():
-        value = model.get_parameter(hook_names.param_name("mlp.W_out", neuron.layer)).detach()[neuron.index]
-        if cfg.final_norm:
-            value = frozen_norm(value, 1.0, model.get_parameter("ln_final.w").detach(), cfg.norm == "layernorm")
-        return value @ model.W_U.detach()
+    return direction_logits(model, model.get_parameter(hook_names.param_name("mlp.W_out", neuron.layer))[neuron.index])
 
 
 def value_projection(model, neuron: Neuron, k: int = 10) -> ValueProjection:
     """The k tokens the neuron's value promotes most, and the k it suppresses most."""
-    logits = value_logits(model, neuron)
-    top, bottom = logits.topk(k), (-logits).topk(k)
-    return ValueProjection(
-        check_neurons(model, [neuron])[0],
-        [(token_text(model, i), float(v)) for v, i in zip(top.values, top.indices)],
-        [(token_text(model, i), -float(v)) for v, i in zip(bottom.values, bottom.indices)],
-    )
+    return ValueProjection(check_neurons(model, [neuron])[0], *ranked_tokens(model, value_logits(model, neuron), k))
 
 
 @dataclass

@@ -38,6 +38,7 @@ from interp import names as hook_names
 from interp.cache import frozen_norm
 from interp.tokens import one_prompt, token_text
 from probes.ffn.keys import residual_sources
+from probes.ffn.values import direction_logits, ranked_tokens
 from probes.sae.dictionary import SparseDictionary
 
 Prompt = Union[str, torch.Tensor]
@@ -96,23 +97,10 @@ def activation_batches(model, dictionary: SparseDictionary, texts: Sequence[str]
 def feature_value_logits(model, dictionary: SparseDictionary) -> torch.Tensor:
     """[n_features, d_vocab]: logit change per unit activation of each feature, its decoder row
     W_dec[f] read through the final norm (centring and weight, scale 1) and W_U."""
-    cfg = model.cfg
-    if dictionary.cfg.d_out != cfg.d_model:
+    if dictionary.cfg.d_out != model.cfg.d_model:
         raise ValueError(f"the dictionary writes {dictionary.out_hook} of width {dictionary.cfg.d_out}, not the "
-                         f"residual stream (d_model {cfg.d_model}): its values have no logits")
-    with torch.no_grad():
-        values = dictionary.W_dec.detach().to(model.W_U.dtype)  # [n_features, d_model]
-        if cfg.final_norm:
-            values = frozen_norm(values, 1.0, model.get_parameter("ln_final.w").detach(), cfg.norm == "layernorm")
-        return values @ model.W_U.detach()
-
-
-def _ranked_tokens(model, logits: torch.Tensor, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """The k highest and the k lowest entries of logits [d_vocab] as (token, value), most extreme first."""
-    k = min(k, logits.numel())
-    top, bottom = logits.topk(k), logits.topk(k, largest=False)
-    return ([(token_text(model, i), float(v)) for v, i in zip(top.values, top.indices)],
-            [(token_text(model, i), float(v)) for v, i in zip(bottom.values, bottom.indices)])
+                         f"residual stream (d_model {model.cfg.d_model}): its values have no logits")
+    return direction_logits(model, dictionary.W_dec)
 
 
 # ============================================================ the key, by source
@@ -258,7 +246,7 @@ def feature_dashboard(model, dictionary: SparseDictionary, index: int, texts: Un
     else:
         notes.append("the feature never fires on these texts")
     try:
-        value_top, value_bottom = _ranked_tokens(model, feature_value_logits(model, dictionary)[index], k)
+        value_top, value_bottom = ranked_tokens(model, feature_value_logits(model, dictionary)[index], k)
     except ValueError as e:
         value_top, value_bottom = [], []
         notes.append(f"no value logits: {e}")

@@ -26,6 +26,7 @@ import torch
 from einops import einsum, rearrange
 
 from interp import names as hook_names
+from interp.words import answer_token, exact_token_conflict
 
 PosSlice = Union[None, int, tuple, slice, Sequence[int], torch.Tensor]
 Tokens = Union[int, str, Sequence[int], torch.Tensor]
@@ -370,7 +371,10 @@ class ActivationCache(Mapping):
 
     def _token_id(self, t: Tokens) -> torch.Tensor:
         if isinstance(t, str):
-            t = self.model.to_single_token(t)
+            conflict = exact_token_conflict(self.model, t)
+            if conflict is not None:
+                raise ValueError(conflict)
+            t = answer_token(self.model, t)
         return torch.as_tensor(t, device=self.model.W_U.device)
 
     def logit_attrs(

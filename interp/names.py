@@ -34,6 +34,8 @@ import re
 from functools import lru_cache
 from typing import Mapping, Optional, Sequence, Union
 
+from interp.checks import IndexRangeError, resolve_layer  # noqa: F401  (resolve_layer: re-exported)
+
 ATTN_ACTS = ("q", "k", "v", "z", "rot_q", "rot_k", "attn_scores", "pattern", "result")
 MLP_ACTS = ("pre", "pre_linear", "post")
 BLOCK_ACTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -117,18 +119,6 @@ def param_name(name: str, layer: Optional[int] = None, *, stack: str = "") -> st
     return f"{prefix}blocks.{layer}.{name}" if layer is not None else f"{prefix}{name}"
 
 
-def resolve_layer(layer: int, n_layers: int, what: str = "layer") -> int:
-    """A layer index in [0, n_layers), negative ones counting from the end; else a clear error."""
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        try:
-            layer = int(layer)  # numpy / 0-d tensor
-        except (TypeError, ValueError):
-            raise TypeError(f"{what} must be an integer, got {type(layer).__name__}") from None
-    if not -n_layers <= layer < n_layers:
-        raise IndexError(f"{what} {layer} does not exist in a model with {n_layers} layers")
-    return layer % n_layers
-
-
 @lru_cache(maxsize=4096)
 def split(name: str) -> tuple[str, Optional[int], str]:
     """(stack prefix, layer or None, rest): "decoder.blocks.1.mlp.hook_post" -> ("decoder.", 1, "mlp.hook_post")."""
@@ -159,9 +149,9 @@ def normalize(name: str, n_layers: Union[int, Mapping[str, int]]) -> str:
         return name
     n = n_layers if isinstance(n_layers, int) else n_layers.get(prefix)
     if n is None:
-        raise IndexError(f"{name!r}: the model has no blocks under {prefix or 'the top level'!r}")
+        raise IndexRangeError(f"{name!r}: the model has no blocks under {prefix or 'the top level'!r}")
     if layer < -n:
-        raise IndexError(f"{name!r}: layer {layer} does not exist in a stack of {n} layers")
+        raise IndexRangeError(f"{name!r}: layer {layer} does not exist in a stack of {n} layers")
     return f"{prefix}blocks.{layer % n}.{rest}"
 
 

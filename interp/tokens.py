@@ -11,17 +11,26 @@
   `test_prompt` assumes), else the word as given; anything else is an error naming
   both spellings. With a word-level tokenizer both spellings are the same token.
 - `str_tokens` / `pos_labels`: tokens as text for tables and plots.
+- `padded_batches(model, texts, batch_size)`: texts of any lengths, `batch_size` at a time,
+  right-padded (`PaddedBatch`: tokens, the attention mask, which positions are real, each
+  row's length); `cached_batches(...)` adds each batch's activation cache. The one way
+  texts become padded batches (layer means, linear-probe states, dictionary training data,
+  feature activations, key statistics, trigger examples).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 
+from interp.cache import ActivationCache
+from interp.progress import progress_bar
+from models.transformer import Transformer
+
+from interp.words import Answer, Answers, answer_token, answer_tokens, token_text  # noqa: F401  (re-exported)
+
 Prompts = Union[str, Sequence[str], torch.Tensor]
-Answer = Union[int, str, torch.Tensor]
-Answers = Union[Answer, Sequence[Union[int, str]]]
 
 
 class PromptLengthError(ValueError):
@@ -84,42 +93,51 @@ def one_prompt(model, prompt: Union[str, torch.Tensor]) -> torch.Tensor:
     raise TypeError(f"prompt must be a string or a tensor of token ids, got {type(prompt).__name__}")
 
 
-# ============================================================ answers
-def token_text(model, token_id: int) -> str:
-    """One token as text (its id as a string without a tokenizer)."""
-    return model.tokenizer.token_str(int(token_id)) if model.tokenizer is not None else str(int(token_id))
+# ============================================================ texts of any lengths
+class PaddedBatch(NamedTuple):
+    """Texts `start` .. `start + len(texts)` of a corpus as one right-padded batch."""
+
+    start: int  # index of the batch's first text
+    texts: list[str]
+    tokens: torch.Tensor  # [batch, pos], right-padded
+    mask: Optional[torch.Tensor]  # [batch, pos] attention mask (1 real, 0 padding); None: no padding
+    real: torch.Tensor  # [batch, pos] bool: not padding
+    lengths: torch.Tensor  # [batch]: each row's number of real tokens
+
+    @property
+    def last(self) -> torch.Tensor:
+        """[batch]: each row's last real position."""
+        return self.lengths - 1
 
 
-def answer_token(model, answer: Answer) -> int:
-    """The id of the answer token (see the module docstring for the policy)."""
-    if isinstance(answer, torch.Tensor):
-        if answer.numel() != 1:
-            raise ValueError(f"an answer must be one token id, got a tensor of shape {tuple(answer.shape)}")
-        answer = int(answer)
-    if isinstance(answer, bool) or not isinstance(answer, (int, str)):
-        raise TypeError(f"an answer must be a word or a token id, got {type(answer).__name__}")
-    if isinstance(answer, int):
-        if not 0 <= answer < model.cfg.d_vocab:
-            raise ValueError(f"answer token id {answer} is outside the vocabulary [0, {model.cfg.d_vocab})")
-        return answer
-    if model.tokenizer is None:
-        raise ValueError(f"the model has no tokenizer: give the answer {answer!r} as a token id")
-    spellings = ([" " + answer] if not answer.startswith(" ") else []) + [answer]
-    errors = []
-    for text in spellings:
-        try:
-            return model.to_single_token(text)
-        except ValueError as e:
-            errors.append(str(e))
-    raise ValueError(f"answer {answer!r} is not a single token of this model: {'; '.join(errors)}")
+def padded_batches(model: Transformer, texts: Sequence[str], batch_size: int = 512, *, progress: bool = False,
+                   desc: str = "batches") -> Iterator[PaddedBatch]:
+    """`texts` tokenised `batch_size` at a time (the model's BOS default), right-padded."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts given")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in progress_bar(range(0, len(texts), batch_size), progress, desc=desc, leave=False):
+        chunk = texts[start: start + batch_size]
+        tokens, mask = model._tokenize(chunk)
+        real = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
+        yield PaddedBatch(start, chunk, tokens, mask, real, real.sum(1))
 
 
-def answer_tokens(model, answers: Answers) -> torch.Tensor:
-    """Token ids [n] for one answer or a sequence of them (words, ids, or a tensor of ids)."""
-    if isinstance(answers, torch.Tensor):
-        return answers.reshape(-1).long()
-    items = [answers] if isinstance(answers, (int, str)) else list(answers)
-    return torch.tensor([answer_token(model, a) for a in items], dtype=torch.long)
+def cached_batches(model: Transformer, texts: Sequence[str], names: Sequence[str], batch_size: int = 512, *,
+                   stop_at_layer: Optional[int] = None, progress: bool = False,
+                   desc: str = "batches") -> Iterator[tuple[PaddedBatch, ActivationCache]]:
+    """(batch, cache of the hooks `names`) for each `padded_batches` batch, without gradients;
+    the forward pass stops before block `stop_at_layer` if given."""
+    stop = {} if stop_at_layer is None else {"stop_at_layer": stop_at_layer}
+    for batch in padded_batches(model, texts, batch_size, progress=progress, desc=desc):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.mask, names_filter=list(names),
+                                            return_type=None, **stop)
+        yield batch, cache
 
 
 # ============================================================ labels
@@ -138,4 +156,4 @@ def pos_labels(tokens: Sequence[str], positions: Optional[Sequence[int]] = None)
 
 
 __all__ = ["PromptLengthError", "prompt_tokens", "paired_tokens", "one_prompt", "answer_token", "answer_tokens",
-           "token_text", "str_tokens", "pos_labels"]
+           "token_text", "str_tokens", "pos_labels", "PaddedBatch", "padded_batches", "cached_batches"]

@@ -11,6 +11,7 @@ Weights have TransformerLens names and shapes (see `models.components`).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional, Sequence, Union
 
@@ -20,8 +21,9 @@ from einops import rearrange
 from torch import nn
 
 from interp.hooks import HookedModule, HookPoint
+from interp.words import answer_token, exact_token_conflict
 from models.components import Embed, KVCache, PosEmbed, SinusoidalPosEmbed, TransformerBlock, Unembed, make_norm
-from models.config import TransformerConfig
+from models.config import TransformerConfig, dtype_name
 from models.sampling import check_sampling, next_token
 from models.stacked import StackedWeights
 from models.tokenizer import Tokenizer
@@ -38,7 +40,11 @@ class Transformer(StackedWeights, HookedModule):
     """
 
     def __init__(self, cfg: TransformerConfig, tokenizer: Optional[Tokenizer] = None) -> None:
+        """Build the model from its own copy of `cfg` (the caller's object is never changed).
+        The weights are initialised from `cfg.seed` (a local generator; without a seed, from
+        torch's global generator, as nn.Linear does) and placed on `cfg.device` if it is given."""
         super().__init__()
+        cfg = copy.deepcopy(cfg)
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.default_prepend_bos = True
@@ -56,12 +62,20 @@ class Transformer(StackedWeights, HookedModule):
         self.unembed = Unembed(cfg, self.embed if cfg.tie_embeddings else None)
         self.init_weights(cfg.seed)
         self.setup_hooks()
-        cfg.device = str(self.device)
+        if cfg.device is not None:
+            self.to(cfg.device)
+        self._describe_weights()
 
-    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): keep cfg.device current
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(), .half(): keep cfg current
         out = super()._apply(fn, *args, **kwargs)
-        self.cfg.device = str(self.device)
+        self._describe_weights()
         return out
+
+    def _describe_weights(self) -> None:
+        """cfg.device and cfg.dtype say where the weights are and what they are (read from the
+        parameters; the config is this model's own, so no other model or caller sees this)."""
+        self.cfg.device = str(self.device)
+        self.cfg.dtype = dtype_name(self.embed.W_E.dtype)
 
     # ------------------------------------------------------------ set-up
     def init_weights(self, seed: Optional[int] = None) -> None:
@@ -180,7 +194,10 @@ class Transformer(StackedWeights, HookedModule):
         if isinstance(tokens, torch.Tensor) and tokens.numel() > 1:
             return rearrange(W_U[:, tokens.to(W_U.device)], "d ... -> ... d")
         if isinstance(tokens, str):
-            return W_U[:, self.to_single_token(tokens)]
+            conflict = exact_token_conflict(self, tokens)
+            if conflict is not None:
+                raise ValueError(conflict)
+            return W_U[:, answer_token(self, tokens)]
         return W_U[:, int(tokens)]
 
     # ------------------------------------------------------------ forward

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 from analyses.common import (
-    ANSWER, CLEAN, CORRUPTED, COUNTERFACTUAL, add_model_arguments, add_out_argument, load_model, main_for, write_json,
+    ANSWER, CLEAN, CORRUPTED, COUNTERFACTUAL, AnalysisResult, ModelArg, Outputs, add_model_arguments,
+    add_out_argument, as_model, main_for,
 )
 
 
@@ -49,10 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out_argument(p, "results/circuit")
 
 
-def _curve_figure(curves: dict, target: float, path) -> None:
+def _curve_figure(curves: dict, target: float, outputs: Outputs) -> None:
     from matplotlib.figure import Figure
-
-    from interp import plot
 
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -64,80 +64,131 @@ def _curve_figure(curves: dict, target: float, path) -> None:
     ax.set_xlabel("edges kept (top n by |score|; 0 drawn at 0.5)")
     ax.set_ylabel("faithfulness")
     ax.legend(fontsize="small")
-    plot.save(fig, path)
+    outputs.figure(fig, "faithfulness")
+
+
+def circuit_of_pair(model: ModelArg = "factworld", clean: str = CLEAN, corrupted: str = CORRUPTED,
+                    answer: str = ANSWER, counterfactual: str = COUNTERFACTUAL, *, method: str = "eap-ig",
+                    steps: int = 5, edges: Optional[int] = None, greedy: Optional[int] = None,
+                    target: float = 0.9, compare: bool = False, ablation: str = "corrupted",
+                    induction: bool = False, out: Optional[Union[str, Path]] = None, progress: bool = True,
+                    dtype: Optional[str] = None) -> AnalysisResult:
+    """Edge scores of the pair by logit(answer) - logit(counterfactual), the faithfulness curve,
+    and the circuit drawn: `edges` top edges, or `greedy` edges by greedy pruning, or the
+    smallest top-n reaching `target` faithfulness. induction=True: instead of the model and
+    prompts, train the 2-layer induction model and use its repeated-token pair. `results` holds
+    the `EdgeScores` ("scores"), the circuit's `Faithfulness` and the chosen edges."""
+    from interp.circuits import attribute_edges, faithfulness
+
+    outputs = Outputs(out)
+    if induction:
+        model, pair, metric = _induction(progress)
+        clean, corrupted, answer = "repeated random tokens", "a different first copy", "the repeat"
+    else:
+        from interp.metrics import logit_diff
+
+        model = as_model(model, dtype)
+        metric = logit_diff(model, answer, counterfactual)
+        pair = (clean, corrupted)
+    scores = attribute_edges(model, *pair, metric, method=method, steps=steps, progress=progress)
+    print(f"{scores.graph}; {method}: {scores.seconds:.3f} s; {scores.metric_name} clean {scores.clean_value:+.3f}, "
+          f"corrupted {scores.corrupted_value:+.3f}")
+    outputs.result("edges.json", scores)
+    curves = {method: _curve(model, pair, metric, scores, ablation)}
+    report: dict = {"method": method, "clean": clean, "corrupted": corrupted, "answer": answer,
+                    "counterfactual": counterfactual, "n_edges": scores.graph.n_edges,
+                    "seconds": scores.seconds, "curve": curves[method]}
+    if compare:
+        report["methods"] = _compare(model, pair, metric, scores, method, steps, ablation, curves, progress)
+        outputs.json("methods.json", report["methods"])
+    shown = [(n, f) for n, f in curves[method] if n & (n - 1) == 0 or n == scores.graph.n_edges]
+    print("faithfulness of the top n edges: " + ", ".join(f"{n}: {f:.2f}" for n, f in shown))
+    chosen, how = _choose(model, pair, metric, scores, curves[method], method, edges, greedy, target, ablation,
+                          progress)
+    faith = faithfulness(model, *pair, metric, chosen, ablation=ablation)
+    scored = [(u, d, scores.score(u, d)) for u, d in chosen]
+    title = f"{clean!r} -> {answer} vs {corrupted!r}: {how}, faithfulness {faith.value:.2f}"
+    _draw(scores, scored, title, curves, target, outputs)
+    report["circuit"] = {"how": how, "faithfulness": faith.value, "metric": faith.metric, "full": faith.full,
+                         "empty": faith.empty,
+                         "edges": [{"upstream": u, "downstream": d, "score": s} for u, d, s in scored]}
+    outputs.json("circuit.json", report)
+    outputs.json("faithfulness.json", curves)
+    print(f"circuit ({how}): faithfulness {faith.value:.3f}")
+    for u, d, s in scored[:15]:
+        print(f"  {u:>7} -> {d:<9} {s:+.3f}")
+    if out is not None:
+        print(f"Figures and JSON in {out}/")
+    return AnalysisResult("circuit", report, outputs.files, {"scores": scores, "faithfulness": faith, "edges": chosen})
+
+
+def _induction(progress: bool) -> tuple:
+    from probes.induction import InductionMetric, induction_pair, train_induction_model
+
+    model, record = train_induction_model(seed=0, progress=progress)
+    pair = induction_pair(model.cfg.d_vocab, half=8, length=model.cfg.n_ctx, seed=1)
+    print(f"trained the induction model: loss on the copies {record.second_half_loss:.3f}, elsewhere "
+          f"{record.first_half_loss:.3f}")
+    return model, pair, InductionMetric(pair[0], half=8)
+
+
+def _curve(model, pair, metric, scores, ablation: str) -> list:
+    from interp.circuits import faithfulness_curve
+
+    return faithfulness_curve(model, *pair, metric, scores, ablation=ablation)
+
+
+def _compare(model, pair, metric, scores, method: str, steps: int, ablation: str, curves: dict,
+             progress: bool) -> dict:
+    """Each method's time and agreement with exact scores; their curves are added to `curves`."""
+    from interp.attribution import agreement
+    from interp.circuits import attribute_edges
+
+    exact = scores if method == "exact" else attribute_edges(model, *pair, metric, method="exact", progress=progress)
+    methods = {}
+    for other in ("eap", "eap-ig"):
+        s = scores if other == method else attribute_edges(model, *pair, metric, method=other, steps=steps,
+                                                           progress=False)
+        a = agreement(s, exact, k=20)
+        methods[other] = {"seconds": s.seconds, "pearson": a.pearson, "spearman": a.spearman,
+                          "top20_overlap": a.top_k_overlap}
+        if other != method:
+            curves[other] = _curve(model, pair, metric, s, ablation)
+        print(f"{other} vs exact: {a}; {s.seconds:.3f} s against {exact.seconds:.3f} s "
+              f"({exact.seconds / s.seconds:.0f}x)")
+    methods["exact"] = {"seconds": exact.seconds}
+    if "exact" not in curves:
+        curves["exact"] = _curve(model, pair, metric, exact, ablation)
+    return methods
+
+
+def _choose(model, pair, metric, scores, curve: list, method: str, edges: Optional[int], greedy: Optional[int],
+            target: float, ablation: str, progress: bool) -> tuple[list, str]:
+    from interp.circuits import greedy_circuit, top_edges
+
+    if greedy:
+        chosen = greedy_circuit(model, *pair, metric, scores, greedy, ablation=ablation, progress=progress)
+        return chosen, f"greedy pruning to {greedy} edges"
+    n = edges
+    if n is None:
+        n = next((n for n, f in curve if f >= target), scores.graph.n_edges)
+    return top_edges(scores, n), f"top {n} edges by |{method} score|"
+
+
+def _draw(scores, scored: list, title: str, curves: dict, target: float, outputs: Outputs) -> None:
+    if outputs.folder is None:
+        return
+    from interp.circuits.figure import plot_circuit
+
+    outputs.files += plot_circuit(scores.graph, scored, outputs.folder / "circuit", title=title) or []
+    _curve_figure(curves, target, outputs)
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.attribution import agreement
-    from interp.circuits import attribute_edges, faithfulness, faithfulness_curve, greedy_circuit, top_edges
-    from interp.circuits.figure import plot_circuit
-    from interp.metrics import logit_diff
-
-    if args.induction:
-        from probes.induction import InductionMetric, induction_pair, train_induction_model
-
-        model, record = train_induction_model(seed=0, progress=not args.quiet)
-        pair = induction_pair(model.cfg.d_vocab, half=8, length=model.cfg.n_ctx, seed=1)
-        metric = InductionMetric(pair[0], half=8)
-        args.clean, args.corrupted, args.answer = "repeated random tokens", "a different first copy", "the repeat"
-        print(f"trained the induction model: loss on the copies {record.second_half_loss:.3f}, elsewhere "
-              f"{record.first_half_loss:.3f}")
-    else:
-        model = load_model(args)
-        metric = logit_diff(model, args.answer, args.counterfactual)
-        pair = (args.clean, args.corrupted)
-    scores = attribute_edges(model, *pair, metric, method=args.method, steps=args.steps, progress=not args.quiet)
-    print(f"{scores.graph}; {args.method}: {scores.seconds:.3f} s; {scores.metric_name} clean {scores.clean_value:+.3f}, "
-          f"corrupted {scores.corrupted_value:+.3f}")
-    scores.save_json(args.out / "edges.json")
-    curves = {args.method: faithfulness_curve(model, *pair, metric, scores, ablation=args.ablation)}
-    report: dict = {"method": args.method, "clean": args.clean, "corrupted": args.corrupted, "answer": args.answer,
-                    "counterfactual": args.counterfactual, "n_edges": scores.graph.n_edges,
-                    "seconds": scores.seconds, "curve": curves[args.method]}
-    if args.compare:
-        exact = scores if args.method == "exact" else attribute_edges(model, *pair, metric, method="exact",
-                                                                      progress=not args.quiet)
-        methods = {}
-        for method in ("eap", "eap-ig"):
-            s = scores if method == args.method else attribute_edges(model, *pair, metric, method=method,
-                                                                     steps=args.steps, progress=False)
-            a = agreement(s, exact, k=20)
-            methods[method] = {"seconds": s.seconds, "pearson": a.pearson, "spearman": a.spearman,
-                               "top20_overlap": a.top_k_overlap}
-            if method != args.method:
-                curves[method] = faithfulness_curve(model, *pair, metric, s, ablation=args.ablation)
-            print(f"{method} vs exact: {a}; {s.seconds:.3f} s against {exact.seconds:.3f} s "
-                  f"({exact.seconds / s.seconds:.0f}x)")
-        methods["exact"] = {"seconds": exact.seconds}
-        curves.setdefault("exact", faithfulness_curve(model, *pair, metric, exact, ablation=args.ablation))
-        report["methods"] = methods
-        write_json(args.out / "methods.json", methods)
-    shown = [(n, f) for n, f in curves[args.method] if n & (n - 1) == 0 or n == scores.graph.n_edges]
-    print("faithfulness of the top n edges: " + ", ".join(f"{n}: {f:.2f}" for n, f in shown))
-    if args.greedy:
-        chosen = greedy_circuit(model, *pair, metric, scores, args.greedy, ablation=args.ablation,
-                                progress=not args.quiet)
-        how = f"greedy pruning to {args.greedy} edges"
-    else:
-        n = args.edges
-        if n is None:
-            n = next((n for n, f in curves[args.method] if f >= args.target), scores.graph.n_edges)
-        chosen = top_edges(scores, n)
-        how = f"top {n} edges by |{args.method} score|"
-    faith = faithfulness(model, *pair, metric, chosen, ablation=args.ablation)
-    edges = [(u, d, scores.score(u, d)) for u, d in chosen]
-    plot_circuit(scores.graph, edges, args.out / "circuit",
-                 title=f"{args.clean!r} -> {args.answer} vs {args.corrupted!r}: {how}, faithfulness {faith.value:.2f}")
-    report["circuit"] = {"how": how, "faithfulness": faith.value, "metric": faith.metric, "full": faith.full,
-                         "empty": faith.empty, "edges": [{"upstream": u, "downstream": d, "score": s} for u, d, s in edges]}
-    write_json(args.out / "circuit.json", report)
-    _curve_figure(curves, args.target, args.out / "faithfulness")
-    write_json(args.out / "faithfulness.json", curves)
-    print(f"circuit ({how}): faithfulness {faith.value:.3f}")
-    for u, d, s in edges[:15]:
-        print(f"  {u:>7} -> {d:<9} {s:+.3f}")
-    print(f"Figures and JSON in {args.out}/")
-    return 0
+    return circuit_of_pair(args.model, args.clean, args.corrupted, args.answer, args.counterfactual,
+                           method=args.method, steps=args.steps, edges=args.edges, greedy=args.greedy,
+                           target=args.target, compare=args.compare, ablation=args.ablation,
+                           induction=args.induction, out=args.out, progress=not args.quiet, dtype=args.dtype).rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

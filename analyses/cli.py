@@ -1,7 +1,7 @@
 """The `interp` command line: one sub-command per analysis.
 
     interp verify [--model PATH|factworld] [--dtype float64] [--by-family] [--json FILE]
-    interp train-factworld [--out DIR] [--steps N] [--seed S]
+    interp train-factworld --out DIR | --force [--steps N] [--seed S]
     interp eval-factworld [--model factworld|DIR] [--json FILE]
     interp demo
     interp patch [--sites SITE ...] [--clean TEXT --corrupted TEXT --answer W --counterfactual W] [--out DIR]
@@ -10,15 +10,23 @@
     interp probe ["PROMPT"] [--target W] [-k K] [--out DIR]
     interp probe-relation [RELATION|all] [--method M | --methods M1,M2] [--limit N] [--out DIR]
     interp recall [RELATION] [--limit N] [--out DIR]
-    interp edit "PROMPT" TARGET [--method rome|memit|ft] [--layer L] [--save DIR] [--out DIR]
-    interp train-transcoders [--features N] [--k K] [--steps S]
+    interp edit "PROMPT" NEW_TARGET [--method rome|memit|ft] [--layer L] [--save DIR] [--out DIR]
+    interp evaluate-edits [--method rome|memit|ft] [-n N] [--relation R] [--layer L] [--seed S] [--out DIR]
+    interp train-transcoders --out DIR | --force [--model M] [--features N] [--k K] [--steps S]
     interp transcoders [--out DIR]
     interp features LAYER [INDEX] [--limit N] [--out DIR]
+    interp feature-logit-attribution ["PROMPT" ANSWER] [--counterfactual W] [--transcoders DIR] [--top N] [--out DIR]
+    interp train-sae --hook NAME --out DIR [--model M] [--texts FILE] [--features N] [--k K] [--steps S] [--force]
+    interp knowledge-neurons ["PROMPT" TARGET] [--layer L ...] [--steps N] [-k K] [--out DIR] [--json FILE]
+    interp process-weights MODEL --out DIR --fold-value-biases|--keep-value-biases [--no-fold-ln] [--force]
     interp circuit [CLEAN CORRUPTED ANSWER COUNTERFACTUAL] [--method eap|eap-ig|exact] [--edges N] [--compare]
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
 
-Each command lives in a module with `add_arguments(parser)` and `run(args)`; only the
-module of the command being run is imported, so `interp --help` loads no torch.
+Each command lives in a module with `add_arguments(parser)` and `run(args)`, a thin wrapper over
+the module's Python function (e.g. `analyses.patch.patch_pair`, returning an
+`analyses.common.AnalysisResult`); only the module of the command being run is imported, so
+`interp --help` loads no torch. The same flag means the same thing in every command: --model,
+--dtype, --out (output folder), --quiet (no progress bars), --batch-size, --json FILE, --layer.
 """
 
 from __future__ import annotations
@@ -47,12 +55,22 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                "the recall chain over a relation: enrichment, extraction per head, linear probes"),
     "edit": ("analyses.edit", "add_arguments", "run",
              "rewrite a stored fact (ROME, MEMIT or FT-L) and show what changed"),
+    "evaluate-edits": ("analyses.edit", "add_evaluate_arguments", "run_evaluate",
+                       "edit random fact-world facts and score them CounterFact-style (evaluate_edits)"),
     "train-transcoders": ("analyses.train_transcoders", "add_arguments", "run",
                           "train and ship the fact-world model's transcoders (one per MLP layer)"),
     "transcoders": ("analyses.transcoders", "add_arguments", "run",
                     "the shipped transcoders: evaluation per layer, and subject / fact features against neurons"),
     "features": ("analyses.features", "add_arguments", "run",
                  "the shipped transcoders' features: a table of a layer, or one feature's dashboard"),
+    "feature-logit-attribution": ("analyses.feature_attribution", "add_arguments", "run",
+                                  "direct logit attribution of every transcoder feature (feature_logit_attribution)"),
+    "train-sae": ("analyses.train_sae", "add_arguments", "run",
+                  "train a sparse autoencoder on any hook point and save it (--out required)"),
+    "knowledge-neurons": ("analyses.knowledge", "add_arguments", "run",
+                          "knowledge neurons of one fact: integrated gradients over the MLP neurons"),
+    "process-weights": ("analyses.process_weights", "add_arguments", "run",
+                        "fold norms, centre weights as TransformerLens does, and save the copy (--out required)"),
     "circuit": ("analyses.circuit", "add_arguments", "run",
                 "edge attribution (EAP, EAP-IG, exact path patching) and the circuit of a prompt pair"),
     "translate": ("analyses.translate", "add_arguments", "run",

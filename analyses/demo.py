@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Optional, Union
 
 import torch
+
+from analyses.common import AnalysisResult
 
 PROMPTS = [
     "Michael Jordan plays the sport of",
@@ -25,21 +29,23 @@ PROMPTS = [
 
 def top_next_words(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
     """The k most likely next words after `prompt`, with probabilities."""
+    from interp.words import token_text
+
     with torch.no_grad():
         probs = model(prompt)[0, -1].softmax(-1)
     p, ids = probs.topk(k)
-    return [(model.tokenizer.token_str(i), float(q)) for q, i in zip(p.tolist(), ids.tolist())]
+    return [(token_text(model, i), float(q)) for q, i in zip(p.tolist(), ids.tolist())]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The demo has no options."""
 
 
-def run(args: argparse.Namespace) -> int:
-    return main()
-
-
-def main() -> int:
+def demo(*, out: Optional[Union[str, Path]] = "results") -> AnalysisResult:
+    """Everything above, printed; the probe's and the edit's files under OUT/probe and OUT/edit
+    (None: the probe writes nothing; the edit command always writes). `passed`: the cross-check
+    passed and the edit succeeded."""
+    from analyses.probe import probe_fact
     from interp.crosscheck import crosscheck_model
     from models import load
 
@@ -47,25 +53,34 @@ def main() -> int:
     cfg = model.cfg
     print(f"fact-world model: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
           f"d_mlp {cfg.d_mlp} (ReLU), vocabulary {cfg.d_vocab} words\n")
+    predictions = {}
     for prompt in PROMPTS:
         print(prompt)
-        for word, p in top_next_words(model, prompt):
+        predictions[prompt] = top_next_words(model, prompt)
+        for word, p in predictions[prompt]:
             print(f"    {word:14s} {p:6.3f}")
     print("\nThe recall chain of Michael Jordan -> basketball, then the FFN key-value details "
-          "(interp probe; the chain figure, plots and JSON in results/probe/)\n")
-    from analyses.probe import main as probe_main
-
-    probe_main(["--target", "basketball", "--quiet", "--out", "results/probe"])
+          f"(interp probe; the chain figure, plots and JSON in {Path(out) / 'probe' if out else 'no folder'})\n")
+    probe = probe_fact(model, target="basketball", progress=False, out=Path(out) / "probe" if out else None)
     print("\nCross-check of the fact-world weights: ours vs HF GPT2LMHeadModel vs TransformerLens bridge")
-    tokens = model.to_tokens(PROMPTS)
-    report = crosscheck_model(model, tokens)
+    report = crosscheck_model(model, model.to_tokens(PROMPTS))
     print(report.table(by_family=True))
     print("\nRewriting the fact: ROME edit of Michael Jordan -> soccer, measured on held-out paraphrases and "
           "neighbours, then reverted (interp edit; results/edit/)\n")
     from analyses.edit import main as edit_main
 
-    edited = edit_main(["Michael Jordan plays the sport of", "soccer", "--quiet", "--out", "results/edit"])
-    return 0 if report.passed and edited == 0 else 1
+    edit_out = str(Path(out or "results") / "edit")
+    edited = edit_main(["Michael Jordan plays the sport of", "soccer", "--quiet", "--out", edit_out])
+    return AnalysisResult("demo", {"predictions": predictions, "crosscheck": report.to_dict(), "edit_rc": edited},
+                          probe.files, {"probe": probe, "crosscheck": report}, passed=report.passed and edited == 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    return demo().rc
+
+
+def main() -> int:
+    return demo().rc
 
 
 if __name__ == "__main__":

@@ -1,28 +1,34 @@
-"""Rewrite a stored fact and show what changed.
+"""Rewrite a stored fact and show what changed; score random edits CounterFact-style.
 
     interp edit "Michael Jordan plays the sport of" soccer --subject "Michael Jordan"
     interp edit "Michael Jordan plays the sport of" soccer --method memit --layer 0 --save edited/
     python -m analyses.edit "Tom Brady plays the sport of" golf --out results/edit
+    interp evaluate-edits --method rome -n 10 --out results/evaluate_edits
 
-The edit (ROME by default; MEMIT or FT-L with --method) is made at --layer, or at the layer a
-causal trace picks (the MLP whose output at the subject's last token restores the answer
-most), and stated. Then a before / after table: the edited prompt, the relation's training
-templates, its held-out templates (never trained on), the neighbours (people sharing a name
-token, people with the old answer) and the subject's other relations. OUT/edit.json and
-OUT/edit.png; --save DIR writes the edited model to a new directory. The model in memory is
-restored bit-identically at the end (checked).
+`interp edit` (`edit_fact`): the edit (ROME by default; MEMIT or FT-L with --method) is made
+at --layer, or at the layer a causal trace picks (the MLP whose output at the subject's last
+token restores the answer most), and stated. Then a before / after table: the edited prompt,
+the relation's training templates, its held-out templates (never trained on), the neighbours
+(people sharing a name token, people with the old answer) and the subject's other relations.
+OUT/edit.json and OUT/edit.png; --save DIR writes the edited model to a new directory. The model
+in memory is restored bit-identically at the end (checked).
+
+`interp evaluate-edits` (`evaluate_random_edits`): N random facts of a relation the model
+knows, each moved to another random answer (seeded), edited (one at a time; MEMIT: all at
+once) and scored by `probes.edit.evaluate_edits`: efficacy, paraphrase, neighbourhood,
+attribute specificity and the fluency cost. OUT/evaluate_edits.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import torch
-from matplotlib.figure import Figure
 
-from analyses.common import add_model_arguments, add_out_argument, load_model, main_for, write_json
+from analyses.common import AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for
 
 METHODS = ("rome", "memit", "ft")
 SHOWN = ("Michael Phelps", "Alexis Jordan")  # the canonical contrasts, printed when they are neighbours
@@ -30,13 +36,30 @@ SHOWN = ("Michael Phelps", "Alexis Jordan")  # the canonical contrasts, printed 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="a fact-world prompt ending right before the answer")
-    p.add_argument("target", help="the new answer (one token)")
+    p.add_argument("new_target", metavar="NEW_TARGET", help="the new answer (one token)")
     p.add_argument("--subject", default=None, help="the subject in the prompt (found automatically for fact-world)")
     p.add_argument("--method", choices=METHODS, default="rome")
     p.add_argument("--layer", type=int, default=None, help="MLP layer to edit (default: chosen by a causal trace)")
     p.add_argument("--save", default=None, help="write the edited model to this new directory")
     add_model_arguments(p)
     add_out_argument(p, "results/edit")
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=METHODS, default="rome")
+    p.add_argument("-n", "--n", type=int, default=10, help="random facts to edit (default 10)")
+    p.add_argument("--relation", default="sport", help="fact-world relation whose facts are edited")
+    p.add_argument("--layer", type=int, default=None, help="MLP layer to edit (default: each fact's traced layer)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the choice of facts and new answers")
+    p.add_argument("--fluency", type=int, default=200, help="held-out sentences for the fluency loss (0: none)")
+    add_model_arguments(p)
+    add_out_argument(p, "results/evaluate_edits")
+
+
+def _check_factworld(model: ModelArg, what: str) -> None:
+    if not (isinstance(model, str) and model == "factworld") and getattr(model, "default_corpus", None) is None:
+        raise ValueError(f"{what} uses the fact world's templates, neighbours and corpus: use the shipped model "
+                         "(the probes.edit functions work on any model)")
 
 
 def make_edit(model, method: str, request, layer: int, relation: str, why: str, progress: bool = False):
@@ -57,105 +80,209 @@ def make_edit(model, method: str, request, layer: int, relation: str, why: str, 
                 why_layer=why, **fe.ROME_SETTINGS)
 
 
-def _rows(model, case, relation: str) -> dict[str, list[tuple[str, str]]]:
+def _rows(case, relation: str) -> dict[str, list[tuple[str, str]]]:
     """Groups of (prompt, answer that counts as right) for the table."""
     from models import factworld
 
-    subject, target = case.request.subject, case.request.target
+    subject, new_target = case.request.subject, case.request.new_target
     return {
-        "edited prompt": [(case.request.prompt, target)],
-        "training templates": [(t.format(subject=subject), target) for t in factworld.templates(relation, heldout=False)],
-        "held-out templates": [(p, target) for p in case.paraphrases],
+        "edited prompt": [(case.request.prompt, new_target)],
+        "training templates": [(t.format(subject=subject), new_target)
+                               for t in factworld.templates(relation, heldout=False)],
+        "held-out templates": [(p, new_target) for p in case.paraphrases],
         "neighbours keep theirs": list(case.neighbours),
         "other relations keep theirs": list(case.attributes),
     }
 
 
 def _top1_share(model, pairs: list[tuple[str, str]]) -> tuple[float, list[str]]:
+    from interp.words import answer_token, token_text
     from models.transformer import last_token_logits
 
-    with torch.no_grad():
-        top = last_token_logits(model, [p for p, _ in pairs]).argmax(-1).tolist()
-    words = [model.tokenizer.token_str(t) for t in top]
-    return sum(w == a for w, (_, a) in zip(words, pairs)) / len(pairs), words
+    def token(word: str) -> int:
+        try:
+            return answer_token(model, word)
+        except ValueError:
+            return -1  # an answer of several tokens is never the top-1 token
+
+    top = last_token_logits(model, [p for p, _ in pairs]).argmax(-1).tolist()
+    right = [t == token(a) for t, (_, a) in zip(top, pairs)]
+    return sum(right) / len(pairs), [token_text(model, t) for t in top]
 
 
-def run(args: argparse.Namespace) -> int:
-    from analyses import factworld_edits as fe
+def _fact(model, prompt: str, subject: Optional[str]) -> tuple[str, str]:
+    """(subject, relation) of a fact-world prompt; a clear error otherwise."""
     from analyses.factworld_facts import find_subject
-    from interp import plot
+
+    found = find_subject(prompt)
+    if found is None:
+        raise ValueError(f"{prompt!r} is not a fact-world prompt (a template of sport, country or occupation "
+                         "with a known subject)")
+    if subject is not None and subject != found[0]:
+        raise ValueError(f"the prompt's subject is {found[0]!r}, not {subject!r}")
+    return found[0], found[1]
+
+
+def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays the sport of",
+              new_target: str = "soccer", *, subject: Optional[str] = None, method: str = "rome",
+              layer: Optional[int] = None, save: Optional[Union[str, Path]] = None,
+              out: Optional[Union[str, Path]] = None, progress: bool = True, dtype: Optional[str] = None) -> AnalysisResult:
+    """Edit one fact-world fact and tabulate top-1 before and after over its prompt, templates,
+    held-out templates, neighbours and other relations (see the module docstring). `results`:
+    the `Edit` ("edit") and the `EditCase` ("case"); the model is restored bit-identically."""
+    from analyses import factworld_edits as fe
     from probes.edit import EditRequest, check_request, choose_layer
 
-    if args.model != "factworld":
-        raise SystemExit("interp edit evaluates on the fact world's templates and neighbours: use the shipped "
-                         "model (the probes.edit functions work on any model)")
-    model = load_model(args)
-    found = find_subject(args.prompt)
-    if found is None:
-        raise SystemExit(f"{args.prompt!r} is not a fact-world prompt (a template of sport, country or occupation "
-                         "with a known subject)")
-    subject, relation, _ = found
-    if args.subject is not None and args.subject != subject:
-        raise SystemExit(f"the prompt's subject is {subject!r}, not {args.subject!r}")
-    request = EditRequest(args.prompt, subject, args.target)
+    _check_factworld(model, "interp edit")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    model = as_model(model, dtype)
+    subject, relation = _fact(model, prompt, subject)
+    request = EditRequest(prompt, subject, new_target)
     check_request(model, request)
     before_weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    if args.layer is None:
-        with torch.no_grad():
-            answer = model.tokenizer.token_str(int(model(args.prompt)[0, -1].argmax()))
-        layer, why = choose_layer(model, args.prompt, subject, answer)
+    if layer is None:
+        layer, why = choose_layer(model, prompt, subject)
     else:
-        layer, why = args.layer, "given (--layer)"
-    edit = make_edit(model, args.method, request, layer, relation, why, progress=not args.quiet)
-    case = fe.edit_case(subject, relation, args.target)
+        why = "given (--layer)"
+    edit = make_edit(model, method, request, layer, relation, why, progress=progress)
+    case = fe.edit_case(subject, relation, new_target)
     case.request = request
-    groups = _rows(model, case, relation)
-    table: dict[str, dict] = {}
+    groups = _rows(case, relation)
     before = {g: _top1_share(model, pairs) for g, pairs in groups.items()}
     with edit.applied(model):
         after = {g: _top1_share(model, pairs) for g, pairs in groups.items()}
-        if args.save:
-            path = edit.save(model, args.save)
-            print(f"edited model written to {path}")
+        saved = edit.save(model, save) if save else None
     restored = all(torch.equal(p, before_weights[n]) for n, p in model.named_parameters())
     if not restored:
         raise RuntimeError("the weights differ from the original after the edit was reverted")
-    print(f"{args.method.upper()} edit of {args.prompt!r}: {case.old} -> {args.target}, MLP layer {layer} ({why}); "
-          f"|delta W| = {edit.norm():.3f}")
-    print(f"{'':30s} {'before':>7s} {'after':>7s}   examples after")
-    for g, pairs in groups.items():
-        (b, _), (a, words) = before[g], after[g]
-        examples = ", ".join(f"{p.replace(subject, '…')!r} -> {w}" for (p, _), w in list(zip(pairs, words))[:2])
-        print(f"{g:30s} {b:7.2f} {a:7.2f}   {examples}")
-        table[g] = {"before": b, "after": a, "prompts": [p for p, _ in pairs], "answers_after": words,
-                    "right": [r for _, r in pairs]}
-    rows = zip(groups["neighbours keep theirs"], before["neighbours keep theirs"][1], after["neighbours keep theirs"][1])
-    people = [(find_subject(p)[0], was, now) for (p, _), was, now in rows]
-    changed = [f"{n} {was} -> {now}" for n, was, now in people if now != was]
-    shown = [x for x in people if x[0] in SHOWN] or people[:2]
-    print(f"neighbours: {len(people) - len(changed)} of {len(people)} unchanged"
-          + (f" (changed: {'; '.join(changed)})" if changed else "")
-          + "; " + ", ".join(f"{n}: {was} -> {now}" for n, was, now in shown))
-    table["neighbours keep theirs"]["changed"] = changed
-    print("weights restored bit-identically after the edit: yes")
+    table = {g: {"before": before[g][0], "after": after[g][0], "prompts": [p for p, _ in pairs],
+                 "answers_after": after[g][1], "right": [r for _, r in pairs]} for g, pairs in groups.items()}
+    table["neighbours keep theirs"]["changed"] = _neighbour_changes(groups, before, after)[1]
     info = {k: v for k, v in edit.info.items() if k not in ("seconds", "shares")}  # the JSON is reproducible
-    report = {"request": request.to_dict(), "old": case.old, "method": args.method, "layer": layer, "why_layer": why,
+    report = {"request": request.to_dict(), "old": case.old, "method": method, "layer": layer, "why_layer": why,
               "delta_norm": edit.norm(), "info": info, "table": table, "restored": restored}
-    print(f"edit computed in {edit.info.get('seconds', float('nan')):.2f} s")
-    write_json(args.out / "edit.json", report)
+    outputs = Outputs(out)
+    outputs.json("edit.json", report)
+    if out is not None:
+        outputs.figure(_figure(groups, before, after, subject, case.old, new_target, method, layer), "edit")
+    results = {"edit": edit, "case": case, "groups": groups, "before": before, "after": after, "saved": saved}
+    return AnalysisResult("edit", report, outputs.files, results)
+
+
+def _neighbour_changes(groups, before, after) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """((name, answer before, answer after) per neighbour, ["name was -> now", ...] for those changed)."""
+    from analyses.factworld_facts import find_subject
+
+    key = "neighbours keep theirs"
+    people = [(find_subject(p)[0], was, now) for (p, _), was, now in zip(groups[key], before[key][1], after[key][1])]
+    return people, [f"{n} {was} -> {now}" for n, was, now in people if now != was]
+
+
+def _figure(groups, before, after, subject: str, old: str, new_target: str, method: str, layer: int):
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax = fig.subplots()
     names = list(groups)
     x = torch.arange(len(names), dtype=torch.float64)
     ax.bar(x - 0.2, [before[g][0] for g in names], 0.4, label="before", color="#999999")
-    ax.bar(x + 0.2, [after[g][0] for g in names], 0.4, label=f"after {args.method.upper()}", color="#b2182b")
+    ax.bar(x + 0.2, [after[g][0] for g in names], 0.4, label=f"after {method.upper()}", color="#b2182b")
     ax.set_xticks(x.tolist(), [n.replace(" ", "\n", 1) for n in names], fontsize=8)
     ax.set_ylabel("share right (top-1)")
-    ax.set_title(f"{subject}: {case.old} -> {args.target} ({args.method.upper()}, MLP {layer})")
+    ax.set_title(f"{subject}: {old} -> {new_target} ({method.upper()}, MLP {layer})")
     ax.legend()
-    plot.save(fig, args.out / "edit")
+    return fig
+
+
+def _print_edit(result: AnalysisResult) -> None:
+    r, res = result.report, result.results
+    edit, groups, before, after = res["edit"], res["groups"], res["before"], res["after"]
+    subject = res["case"].request.subject
+    if res["saved"] is not None:
+        print(f"edited model written to {res['saved']}")
+    print(f"{r['method'].upper()} edit of {r['request']['prompt']!r}: {r['old']} -> {r['request']['new_target']}, "
+          f"MLP layer {r['layer']} ({r['why_layer']}); |delta W| = {edit.norm():.3f}")
+    print(f"{'':30s} {'before':>7s} {'after':>7s}   examples after")
+    for g, pairs in groups.items():
+        (b, _), (a, words) = before[g], after[g]
+        examples = ", ".join(f"{p.replace(subject, '…')!r} -> {w}" for (p, _), w in list(zip(pairs, words))[:2])
+        print(f"{g:30s} {b:7.2f} {a:7.2f}   {examples}")
+    people, changed = _neighbour_changes(groups, before, after)
+    shown = [x for x in people if x[0] in SHOWN] or people[:2]
+    print(f"neighbours: {len(people) - len(changed)} of {len(people)} unchanged"
+          + (f" (changed: {'; '.join(changed)})" if changed else "")
+          + "; " + ", ".join(f"{n}: {was} -> {now}" for n, was, now in shown))
+    print("weights restored bit-identically after the edit: yes")
+    print(f"edit computed in {edit.info.get('seconds', float('nan')):.2f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model != "factworld":
+        raise SystemExit("interp edit evaluates on the fact world's templates and neighbours: use the shipped "
+                         "model (the probes.edit functions work on any model)")
+    try:
+        result = edit_fact(args.model, args.prompt, args.new_target, subject=args.subject, method=args.method,
+                           layer=args.layer, save=args.save, out=args.out, progress=not args.quiet, dtype=args.dtype)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    _print_edit(result)
     print(f"Plot and JSON in {args.out}/")
-    return 0
+    return result.rc
+
+
+def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome", n: int = 10,
+                          relation: str = "sport", layer: Optional[int] = None, seed: int = 0, fluency: int = 200,
+                          out: Optional[Union[str, Path]] = None, progress: bool = True,
+                          dtype: Optional[str] = None) -> AnalysisResult:
+    """`evaluate_edits` over `n` random known facts of `relation`, each moved to another random
+    answer (seeded); each edit at `layer` or at its fact's traced layer (MEMIT: one edit of all
+    at the layer traced most often). `results["report"]` is the `EditReport`."""
+    from analyses import factworld_edits as fe
+    from interp.progress import progress_bar
+    from models import factworld
+    from probes.edit import choose_layer, evaluate_edits, key_second_moment, memit
+
+    _check_factworld(model, "interp evaluate-edits")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    model = as_model(model, dtype)
+    cases = [fe.edit_case(s, relation, t) for s, t in fe.random_edits(n, relation=relation, seed=seed, known_by=model)]
+    layers = [layer if layer is not None else choose_layer(model, c.request.prompt, c.request.subject, c.old)[0]
+              for c in progress_bar(cases, progress=progress, desc="choosing layers (causal traces)")]
+    if method == "memit":
+        top = min(set(layers), key=lambda l: (-layers.count(l), l))
+        edits = [memit(model, [c.request for c in cases], layers=[top],
+                       stats={top: key_second_moment(model, top, fe.stats_texts(), progress=progress)},
+                       prefixes=factworld.openers(), rewrites=[fe.rewrite_prompts(c.request.subject, relation)
+                                                                  for c in cases],
+                       keep=[fe.keep_prompts(c.request.subject, relation) for c in cases], **fe.MEMIT_SETTINGS,
+                       progress=progress)]
+    else:
+        edits = [make_edit(model, method, c.request, l, relation, "causal trace" if layer is None else "given")
+                 for c, l in progress_bar(list(zip(cases, layers)), progress=progress, desc=f"{method} edits")]
+    texts = fe.fluency_texts(fluency) if fluency else ()
+    edit_report = evaluate_edits(model, cases, edits, texts, method=method, progress=progress)
+    report = edit_report.to_dict() | {"relation": relation, "seed": seed, "layers": layers}
+    outputs = Outputs(out)
+    outputs.json("evaluate_edits.json", report)
+    return AnalysisResult("evaluate-edits", report, outputs.files, {"report": edit_report, "edits": edits})
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    try:
+        result = evaluate_random_edits(args.model, method=args.method, n=args.n, relation=args.relation,
+                                       layer=args.layer, seed=args.seed, fluency=args.fluency, out=args.out,
+                                       progress=not args.quiet, dtype=args.dtype)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    r = result.results["report"]
+    print(f"{r.method.upper()}: {r.n_cases} edits of {args.relation} facts (seed {args.seed}), layers {result['layers']}")
+    for name, value in r.means.items():
+        print(f"  {name:20s} {value:6.1f} %")
+    print(f"  {'score':20s} {r.score:6.1f}   fluency loss +{r.loss_increase:.2f} %   {r.seconds_per_edit:.2f} s/edit")
+    print(f"JSON in {args.out}/")
+    return result.rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -13,7 +13,6 @@ import random
 from typing import Optional
 
 from models import factworld
-from models.factworld.corpus import training_sentences
 from probes.edit import EditCase, EditRequest
 from probes.ffn import related_subjects
 
@@ -25,8 +24,8 @@ KEEP_TEMPLATES = 12  # training templates per other relation whose predictions t
 REWRITE_TEMPLATES = 10  # training templates of the edited relation the new answer is optimised on
 
 
-def request(subject: str, relation: str, target: str, template: int = 0) -> EditRequest:
-    return EditRequest(factworld.prompt(subject, relation, template), subject, target)
+def request(subject: str, relation: str, new_target: str, template: int = 0) -> EditRequest:
+    return EditRequest(factworld.prompt(subject, relation, template), subject, new_target)
 
 
 def keep_prompts(subject: str, relation: str, templates: int = KEEP_TEMPLATES) -> list[str]:
@@ -42,7 +41,7 @@ def rewrite_prompts(subject: str, relation: str, templates: int = REWRITE_TEMPLA
     return [t.format(subject=subject) for t in factworld.templates(relation, heldout=False)[1: templates + 1]]
 
 
-def edit_case(subject: str, relation: str, target: str, *, same_answer: int = 10, seed: int = 0) -> EditCase:
+def edit_case(subject: str, relation: str, new_target: str, *, same_answer: int = 10, seed: int = 0) -> EditCase:
     old = factworld.lookup(subject, relation)
     firsts, lasts = related_subjects(subject, factworld.subjects())
     rng = random.Random(f"{seed}-{subject}")
@@ -50,12 +49,27 @@ def edit_case(subject: str, relation: str, target: str, *, same_answer: int = 10
     peers = rng.sample(peers, min(same_answer, len(peers)))
     names = list(dict.fromkeys(firsts + lasts + peers))
     return EditCase(
-        request(subject, relation, target), old,
+        request(subject, relation, new_target), old,
         paraphrases=[t.format(subject=subject) for t in factworld.templates(relation, heldout=True)],
         neighbours=[(factworld.prompt(s, relation), factworld.lookup(s, relation)) for s in names],
         attributes=[(t.format(subject=subject), factworld.lookup(subject, r)) for r in factworld.relations()
                     if r != relation for t in factworld.templates(r)[:1] + factworld.templates(r, heldout=True)],
     )
+
+
+def _known(model, facts: list, relation: str) -> list:
+    """The facts whose answer (one token) the model gives top-1 in template 0."""
+    from interp.words import answer_token
+    from models.transformer import last_token_logits
+
+    ids = {}
+    for o in {f.object for f in facts}:
+        try:
+            ids[o] = answer_token(model, o)
+        except ValueError:
+            pass  # an answer of several tokens is never a top-1 token
+    top = last_token_logits(model, [factworld.prompt(f.subject, relation) for f in facts]).argmax(-1).tolist()
+    return [f for f, t in zip(facts, top) if ids.get(f.object) == t]
 
 
 def random_edits(n: int, *, relation: str = "sport", seed: int = 0, known_by=None) -> list[tuple[str, str]]:
@@ -65,12 +79,7 @@ def random_edits(n: int, *, relation: str = "sport", seed: int = 0, known_by=Non
     rng = random.Random(seed)
     facts = [f for f in factworld.facts(relation) if f.object != "none"]
     if known_by is not None:
-        from models.transformer import last_token_logits
-        import torch
-
-        with torch.no_grad():
-            top = last_token_logits(known_by, [factworld.prompt(f.subject, relation) for f in facts]).argmax(-1)
-        facts = [f for f, t in zip(facts, top.tolist()) if known_by.tokenizer.token_str(t) == f.object]
+        facts = _known(known_by, facts, relation)
     if n > len(facts):
         raise ValueError(f"only {len(facts)} {relation} facts to edit, asked for {n}")
     objects = sorted({f.object for f in facts})
@@ -78,8 +87,9 @@ def random_edits(n: int, *, relation: str = "sport", seed: int = 0, known_by=Non
 
 
 def stats_texts(n: int = 20_000, seed: int = 0) -> list[str]:
-    """Training sentences for the key statistics (a seeded sample)."""
-    return [s.text for s in random.Random(seed).sample(training_sentences(), n)]
+    """Training sentences for the key statistics (a seeded sample; the default is the shipped
+    model's `default_corpus`)."""
+    return factworld.default_corpus(n, seed)
 
 
 def fluency_texts(n: int = 200, seed: int = 1, exclude: Optional[set] = None) -> list[str]:

@@ -10,17 +10,33 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from tqdm.auto import tqdm
-
 import torch
 
+from interp.progress import progress_bar
 from interp.results import write_json
 from models import factworld
 from probes.ffn import DEFAULT_METHOD, ROLES, FactBatch, FactPrompt, layer_means, localise
 from probes.ffn.units import site_from_label
+
+
+def is_factworld(model) -> bool:
+    """Whether `model` reads the fact world: the name "factworld", or a model whose tokenizer
+    is the fact world's word vocabulary (so its facts and templates can be tokenised)."""
+    if isinstance(model, (str, Path)):
+        return str(model) == "factworld"
+    vocab = getattr(getattr(model, "tokenizer", None), "vocab", None)
+    return vocab is not None and vocab == _factworld_vocab()
+
+
+@lru_cache(maxsize=1)
+def _factworld_vocab() -> list[str]:
+    from models.factworld.corpus import build_tokenizer
+
+    return build_tokenizer().vocab
 
 
 def factworld_prompts(templates_per_relation: int = 3) -> list[str]:
@@ -173,7 +189,7 @@ def relation_view(model, relation: str, *, method: str = DEFAULT_METHOD, max_sit
     view = RelationView(relation, method if unit == "neuron" else f"{method} ({unit}s)", max_sites, {}, {}, {}, {}, {}, {}, n_random, 0.0,
                         "any position" if roles is None else ", ".join(roles))
     start = time.perf_counter()
-    for fact in tqdm(facts, desc=f"localising {relation} facts ({method})", disable=not progress):
+    for fact in progress_bar(facts, progress, desc=f"localising {relation} facts ({method})"):
         same = [i for i, f in enumerate(everything) if f.subject != fact.subject and f.relation == relation]
         rest = [i for i, f in enumerate(everything) if f.subject != fact.subject and f.relation != relation]
         others = {"same relation": batch.subset(same), "other relations": batch.subset(rest)}
@@ -196,5 +212,5 @@ def relation_view(model, relation: str, *, method: str = DEFAULT_METHOD, max_sit
     return view
 
 
-__all__ = ["factworld_prompts", "triples", "template_facts", "other_facts", "find_subject", "other_facts_for",
+__all__ = ["is_factworld", "factworld_prompts", "triples", "template_facts", "other_facts", "find_subject", "other_facts_for",
            "RelationView", "relation_view", "relation_facts", "BINS"]

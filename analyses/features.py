@@ -21,9 +21,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
-from analyses.common import add_model_arguments, add_out_argument, load_model, main_for, write_json
+from analyses.common import (
+    AnalysisResult, ModelArg, Outputs, add_batch_size_argument, add_model_arguments, add_out_argument, as_model,
+    main_for,
+)
 
 SORTS = ("frequency", "max", "index")
 
@@ -36,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, default=10, help="top contexts and value tokens in a dashboard")
     p.add_argument("--sort", choices=SORTS, default="frequency", help="order of the table (default frequency)")
     p.add_argument("--show", type=int, default=30, help="table rows to print (0: all)")
-    p.add_argument("--batch-size", type=int, default=512)
+    add_batch_size_argument(p, 512)
     add_model_arguments(p)
     add_out_argument(p, "results/features")
 
@@ -52,58 +56,68 @@ def corpus(limit: Optional[int] = None) -> list[str]:
     return [t.format(subject=p) for p in people for f in by_person.get(p, []) for t in factworld.templates(f.relation)]
 
 
-def run(args: argparse.Namespace) -> int:
+def layer_features(model: ModelArg = "factworld", layer: int = 0, index: Optional[int] = None, *,
+                   dictionaries: Union[str, Path] = "factworld", limit: Optional[int] = None, k: int = 10,
+                   sort: str = "frequency", show: int = 30, batch_size: int = 512,
+                   out: Optional[Union[str, Path]] = None, progress: bool = True,
+                   dtype: Optional[str] = None) -> AnalysisResult:
+    """The features of the transcoder of MLP `layer` over the fact world's prompts (the first
+    `limit` people's): a table of every live feature, or with `index` that feature's dashboard.
+    `results` holds the `FeatureTable` ("table") or the `FeatureDashboard` ("dashboard"). A layer
+    outside the transcoders raises `IndexRangeError`, a feature index outside them ValueError."""
+    from interp.checks import resolve_layer
     from probes.sae import load_transcoders
 
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
     start = time.perf_counter()
-    model = load_model(args)
-    transcoders = load_transcoders(args.dictionaries)
-    if not -len(transcoders) <= args.layer < len(transcoders):
-        raise SystemExit(f"interp features: layer {args.layer} is out of range: there are {len(transcoders)} "
-                         f"transcoders (layers 0..{len(transcoders) - 1})")
-    layer = args.layer % len(transcoders)
-    texts = corpus(args.limit)
+    model = as_model(model, dtype)
+    transcoders = load_transcoders(dictionaries)
+    layer = resolve_layer(layer, len(transcoders), "transcoder layer")
+    texts = corpus(limit)
     if not texts:
-        raise SystemExit(f"interp features: --limit {args.limit} leaves no prompts")
-    if args.index is None:
-        table_report(model, transcoders[layer], layer, texts, args)
+        raise ValueError(f"limit={limit} leaves no prompts")
+    outputs = Outputs(out)
+    if index is None:
+        result = _table(model, transcoders[layer], layer, texts, sort, show, batch_size, progress, outputs)
     else:
-        dashboard_report(model, transcoders[layer], layer, args.index, texts, args)
+        result = _dashboard(model, transcoders[layer], layer, index, texts, k, batch_size, progress, outputs)
     print(f"({time.perf_counter() - start:.1f} s)")
-    return 0
+    return result
 
 
-def table_report(model, transcoder, layer: int, texts: list[str], args: argparse.Namespace) -> None:
+def _table(model, transcoder, layer: int, texts: list[str], sort: str, show: int, batch_size: int, progress: bool,
+           outputs: Outputs) -> AnalysisResult:
     from probes.sae.dashboard import feature_table
 
-    table = feature_table(model, transcoder, texts, batch_size=args.batch_size, progress=not args.quiet)
+    table = feature_table(model, transcoder, texts, batch_size=batch_size, progress=progress)
     key = {"frequency": lambda r: -r.frequency, "max": lambda r: -r.max_activation, "index": lambda r: r.index}
-    table.rows.sort(key=key[args.sort])
-    path = write_json(args.out / f"L{layer}_features.json", table.to_dict())
+    table.rows.sort(key=key[sort])
+    path = outputs.json(f"L{layer}_features.json", table.to_dict())
     print(f"layer {layer}: {len(table.rows)} live features of {table.n_features} ({table.n_dead} never fire) on "
           f"{table.n_tokens} tokens of {table.n_texts} prompts")
     print(f"{'feature':>8}  {'freq':>7}  {'max':>6}  {'top token':<14} {'promotes':<14} top context")
-    for row in table.rows[: args.show or None]:
+    for row in table.rows[: show or None]:
         words = model.to_str_tokens(row.text)
         context = " ".join(f"[{w}]" if p == row.pos else w for p, w in enumerate(words) if p > 0 or row.pos == 0)
         print(f"{row.index:8d}  {row.frequency:7.2%}  {row.max_activation:6.2f}  {row.token:<14} {row.promotes:<14} "
               f"{context}")
-    if args.show and len(table.rows) > args.show:
-        print(f"... {len(table.rows) - args.show} more in {path}")
-    else:
+    if show and len(table.rows) > show:
+        print(f"... {len(table.rows) - show} more" + (f" in {path}" if path else ""))
+    elif path:
         print(f"JSON in {path}")
+    return AnalysisResult("features", table.to_dict(), outputs.files, {"table": table})
 
 
-def dashboard_report(model, transcoder, layer: int, index: int, texts: list[str], args: argparse.Namespace) -> None:
+def _dashboard(model, transcoder, layer: int, index: int, texts: list[str], k: int, batch_size: int,
+               progress: bool, outputs: Outputs) -> AnalysisResult:
     from probes.sae.dashboard import feature_dashboard, plot_dashboard
 
-    try:
-        dash = feature_dashboard(model, transcoder, index, texts, k=args.k, batch_size=args.batch_size,
-                                 progress=not args.quiet)
-    except ValueError as e:
-        raise SystemExit(f"interp features: {e}") from None
-    write_json(args.out / f"{dash.label}.json", dash.to_dict())
-    png = plot_dashboard(dash, args.out / f"{dash.label}.png")
+    dash = feature_dashboard(model, transcoder, index, texts, k=k, batch_size=batch_size, progress=progress)
+    outputs.json(f"{dash.label}.json", dash.to_dict())
+    if outputs.folder is not None:
+        png = plot_dashboard(dash, outputs.folder / f"{dash.label}.png")
+        outputs.files.append(png)
     print(f"feature {dash.label}: fires on {dash.frequency:.2%} of {dash.n_tokens} tokens ({dash.n_texts} prompts), "
           f"max {dash.max_activation:.3f}")
     for c in dash.top_examples:
@@ -116,7 +130,22 @@ def dashboard_report(model, transcoder, layer: int, index: int, texts: list[str]
               + ", ".join(f"{s} {v:+.3f}" for s, v in ranked[:8]))
     for note in dash.notes:
         print(f"note: {note}")
-    print(f"Plot and JSON: {png} and {png.with_suffix('.json')}")
+    if outputs.folder is not None:
+        print(f"Plot and JSON: {outputs.files[-1]} and {outputs.files[-1].with_suffix('.json')}")
+    return AnalysisResult("features", dash.to_dict(), outputs.files, {"dashboard": dash})
+
+
+def run(args: argparse.Namespace) -> int:
+    from interp.checks import IndexRangeError
+
+    try:
+        return layer_features(args.model, args.layer, args.index, dictionaries=args.dictionaries, limit=args.limit,
+                              k=args.k, sort=args.sort, show=args.show, batch_size=args.batch_size, out=args.out,
+                              progress=not args.quiet, dtype=args.dtype).rc
+    except IndexRangeError as e:  # a clean command-line error, no traceback
+        raise SystemExit(f"interp features: layer {args.layer} is out of range: {e}") from None
+    except ValueError as e:
+        raise SystemExit(f"interp features: {e}") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import torch
 from matplotlib.figure import Figure
 
-from analyses.common import main_for, add_model_arguments, add_out_argument, add_pair_arguments, load_model, write_json
+from analyses.common import (
+    ANSWER, CLEAN, CORRUPTED, COUNTERFACTUAL, AnalysisResult, ModelArg, Outputs, add_model_arguments,
+    add_out_argument, add_pair_arguments, as_model, main_for,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,58 +41,73 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out_argument(p, "results/heads")
 
 
-def run(args: argparse.Namespace) -> int:
+def head_attribution(model: ModelArg = "factworld", *, clean: str = CLEAN, corrupted: str = CORRUPTED,
+                     answer: str = ANSWER, counterfactual: str = COUNTERFACTUAL, top: int = 4,
+                     out: Optional[Union[str, Path]] = None, progress: bool = True,
+                     dtype: Optional[str] = None) -> AnalysisResult:
+    """Direct logit attribution (clean prompt) and head-output patching (clean into corrupted)
+    of every head, and the attention of the `top` heads by either; `results` holds the
+    `DirectLogitAttribution` ("dla") and the normalised `PatchResult` ("patching")."""
     from interp import metrics, plot
     from interp.attribution import direct_logit_attribution
     from interp.patching import sweep
 
-    model = load_model(args)
-    metric = metrics.logit_diff(model, args.answer, args.counterfactual)
-    dla = direct_logit_attribution(model, args.clean, args.answer, args.counterfactual)
-    patched = sweep(model, args.clean, args.corrupted, metric, "head_z", progress=not args.quiet).normalized()
+    model = as_model(model, dtype)
+    outputs = Outputs(out)
+    metric = metrics.logit_diff(model, answer, counterfactual)
+    dla = direct_logit_attribution(model, clean, answer, counterfactual)
+    patched = sweep(model, clean, corrupted, metric, "head_z", progress=progress).normalized()
 
     fig = Figure(figsize=(11, 0.5 * model.cfg.n_layers + 2.5), layout="constrained")
     left, right = fig.subplots(1, 2)
     plot.layer_head_heatmap(dla.heads, ax=left, title="direct logit attribution (clean)",
-                            colorbar_label=f"logit {args.answer} - {args.counterfactual}")
+                            colorbar_label=f"logit {answer} - {counterfactual}")
     plot.layer_head_heatmap(patched.values, ax=right, title="patching head output (all positions)",
                             colorbar_label="normalised restoration")
-    fig.suptitle(f"{args.clean!r} vs {args.corrupted!r}")
-    head_plots = plot.save(fig, args.out / "heads")
+    fig.suptitle(f"{clean!r} vs {corrupted!r}")
+    head_plots = outputs.figure(fig, "heads")
 
     # Attention of the heads that matter most by either measure.
     n_heads = model.cfg.n_heads
     score = dla.heads.abs() / dla.heads.abs().max() + patched.values.abs() / patched.values.abs().max()
-    top = score.flatten().argsort(descending=True)[: args.top].tolist()
-    chosen = [(i // n_heads, i % n_heads) for i in top]
+    chosen = [divmod(i, n_heads) for i in score.flatten().argsort(descending=True)[:top].tolist()]
     with torch.no_grad():
-        _, cache = model.run_with_cache(args.clean, names_filter=lambda n: n.endswith("hook_pattern"))
+        _, cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith("hook_pattern"))
     patterns = torch.stack([cache["pattern", l][0, h] for l, h in chosen])
-    tokens = model.to_str_tokens(args.clean)
-    pattern_plots = plot.save(plot.attention_patterns(patterns, tokens=tokens, titles=[f"L{l}H{h}" for l, h in chosen]),
-                              args.out / "patterns")
+    tokens = model.to_str_tokens(clean)
+    pattern_plots = outputs.figure(plot.attention_patterns(patterns, tokens=tokens,
+                                                           titles=[f"L{l}H{h}" for l, h in chosen]), "patterns")
     neuron_labels = [f"L{l}N{n}" for l in range(model.cfg.n_layers) for n in range(model.cfg.d_mlp)]
-    neuron_plots = plot.save(plot.top_k_bar(dla.neurons.flatten(), neuron_labels, k=20,
-                                            title="neurons: direct logit attribution (clean)",
-                                            xlabel=f"logit {args.answer} - {args.counterfactual}"),
-                             args.out / "neurons_dla")
-
+    neuron_plots = outputs.figure(plot.top_k_bar(dla.neurons.flatten(), neuron_labels, k=20,
+                                                 title="neurons: direct logit attribution (clean)",
+                                                 xlabel=f"logit {answer} - {counterfactual}"), "neurons_dla")
     report = {
-        "clean": args.clean, "corrupted": args.corrupted, "answer": args.answer,
-        "counterfactual": args.counterfactual, "direct_logit_attribution": dla.to_dict(),
-        "head_patching": patched.to_dict(), "top_heads": [f"L{l}H{h}" for l, h in chosen],
+        "clean": clean, "corrupted": corrupted, "answer": answer, "counterfactual": counterfactual,
+        "direct_logit_attribution": dla.to_dict(), "head_patching": patched.to_dict(),
+        "top_heads": [f"L{l}H{h}" for l, h in chosen],
         "plots": [str(p) for p in head_plots + pattern_plots + neuron_plots],
     }
-    write_json(args.out / "heads.json", report)
-    print(f"logit difference {args.answer} - {args.counterfactual} on the clean prompt: {dla.logit_diff:.3f} "
+    outputs.json("heads.json", report)
+    _print(dla, patched, chosen, answer, counterfactual, out)
+    return AnalysisResult("heads", report, outputs.files, {"dla": dla, "patching": patched})
+
+
+def _print(dla, patched, chosen: list[tuple[int, int]], answer: str, counterfactual: str, out) -> None:
+    print(f"logit difference {answer} - {counterfactual} on the clean prompt: {dla.logit_diff:.3f} "
           f"(sum of all direct attributions {dla.total():.3f})")
     print("per layer, direct: attn " + " ".join(f"{x:+.2f}" for x in dla.attn.tolist())
           + " | mlp " + " ".join(f"{x:+.2f}" for x in dla.mlp.tolist()))
     print(f"{'head':6s} {'direct':>8s} {'patching':>9s}")
     for l, h in chosen:
         print(f"L{l}H{h:<4d} {float(dla.heads[l, h]):8.2f} {float(patched.values[l, h]):9.2f}")
-    print(f"Plots and JSON in {args.out}/")
-    return 0
+    if out is not None:
+        print(f"Plots and JSON in {out}/")
+
+
+def run(args: argparse.Namespace) -> int:
+    return head_attribution(args.model, clean=args.clean, corrupted=args.corrupted, answer=args.answer,
+                            counterfactual=args.counterfactual, top=args.top, out=args.out,
+                            progress=not args.quiet, dtype=args.dtype).rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 from matplotlib.figure import Figure
 
-from analyses.common import add_model_arguments, add_out_argument, load_model, main_for, write_json
+from analyses.common import AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for
 
 RELATIONS = ("sport", "country", "occupation")
 
@@ -48,21 +49,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out_argument(p, "results/probe-relation")
 
 
-def _methods(args) -> list[str]:
+def _methods(method: Optional[str], methods: Optional[Sequence[str]]) -> list[str]:
     from probes.ffn import DEFAULT_METHOD, METHODS
 
-    methods = args.methods.split(",") if args.methods else [args.method or DEFAULT_METHOD]
-    for m in methods:
+    chosen = list(methods) if methods else [method or DEFAULT_METHOD]
+    for m in chosen:
         if m not in METHODS:
-            raise SystemExit(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
-    return methods
+            raise ValueError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    return chosen
 
 
 def _relations(name: str) -> list[str]:
     if name == "all":
         return list(RELATIONS)
     if name not in RELATIONS:
-        raise SystemExit(f"unknown relation {name!r}; choose from {', '.join(RELATIONS)} or all")
+        raise ValueError(f"unknown relation {name!r}; choose from {', '.join(RELATIONS)} or all")
     return [name]
 
 
@@ -92,7 +93,9 @@ def report(view, n_layers: int) -> None:
                                                                   for s, r in fails[:4]))
 
 
-def plot_view(view, n_layers: int, out, plot) -> list:
+def plot_view(view, n_layers: int) -> Figure:
+    """The localised facts per k and where their sites are (layer x position role)."""
+    from interp import plot
     from probes.ffn import ROLES
 
     fig = Figure(figsize=(13, 4.2), layout="constrained")
@@ -109,50 +112,75 @@ def plot_view(view, n_layers: int, out, plot) -> list:
     plot.heatmap(heat, center=float(heat.max()) / 2, row_labels=[f"L{l}" for l in range(n_layers)],
                  col_labels=list(ROLES), title="where the sites are (localised facts)", xlabel="position role",
                  ylabel="layer", colorbar_label="sites", cmap="Blues", ax=right, rotate_col_labels=True)
-    return plot.save(fig, out)
+    return fig
+
+
+def probe_relation(model: ModelArg = "factworld", relation: str = "sport", *, method: Optional[str] = None,
+                   methods: Optional[Sequence[str]] = None, max_sites: int = 20, at: str = "any",
+                   limit: Optional[int] = None, unit: str = "neuron", transcoders: Union[str, Path] = "factworld",
+                   out: Optional[Union[str, Path]] = None, progress: bool = True,
+                   dtype: Optional[str] = None) -> AnalysisResult:
+    """Localise every fact of `relation` ("all": each relation) on a fact-world model, by one
+    ranking `method` or several `methods` compared; at="subject" limits the sites to the subject's
+    tokens; unit="feature" localises with the `transcoders`' features. `results[relation]` (or
+    "relation_method") is the `RelationView`; the report is the table per method and relation."""
+    if at not in ("any", "subject"):
+        raise ValueError(f"at must be 'any' or 'subject', got {at!r}")
+    if unit not in ("neuron", "feature"):
+        raise ValueError(f"unit must be 'neuron' or 'feature', got {unit!r}")
+    chosen, relations = _methods(method, methods), _relations(relation)
+    model = as_model(model, dtype)
+    outputs = Outputs(out)
+    with contextlib.ExitStack() as stack:
+        if unit == "feature":
+            from probes.sae import attached, load_transcoders
+
+            stack.enter_context(attached(model, load_transcoders(transcoders)))
+        table, views = _localise_all(model, chosen, relations, max_sites, limit, at, unit, progress, outputs)
+    if len(chosen) > 1:
+        _compare_methods(table, chosen, relations, max_sites, outputs)
+    if out is not None:
+        print(f"Plots and JSON in {out}/")
+    return AnalysisResult("probe-relation", table, outputs.files, views)
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args)
-    methods, relations = _methods(args), _relations(args.relation)
-    with contextlib.ExitStack() as stack:
-        if args.unit == "feature":
-            from probes.sae import attached, load_transcoders
-
-            stack.enter_context(attached(model, load_transcoders(args.transcoders)))
-        table = _localise_all(args, model, methods, relations)
-    if len(methods) > 1:
-        _compare_methods(args, table, methods, relations)
-    print(f"Plots and JSON in {args.out}/")
-    return 0
+    try:  # a clean command-line error for a wrong name, before the model loads
+        methods = _methods(args.method, args.methods.split(",") if args.methods else None)
+        _relations(args.relation)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return probe_relation(args.model, args.relation, methods=methods, max_sites=args.max_sites, at=args.at,
+                          limit=args.limit, unit=args.unit, transcoders=args.transcoders, out=args.out,
+                          progress=not args.quiet, dtype=args.dtype).rc
 
 
-def _localise_all(args, model, methods: list[str], relations: list[str]) -> dict[str, dict[str, dict]]:
+def _localise_all(model, methods: list[str], relations: list[str], max_sites: int, limit: Optional[int], at: str,
+                  unit: str, progress: bool, outputs: Outputs) -> tuple[dict[str, dict[str, dict]], dict]:
     from analyses.factworld_facts import relation_view
-    from interp import plot
     from probes.ffn import SUBJECT_ROLES
 
     table: dict[str, dict[str, dict]] = {}
+    views = {}
     for method in methods:
         for relation in relations:
-            view = relation_view(model, relation, method=method, max_sites=args.max_sites, limit=args.limit,
-                                 roles=SUBJECT_ROLES if args.at == "subject" else None, progress=not args.quiet,
-                                 unit=args.unit)
+            view = relation_view(model, relation, method=method, max_sites=max_sites, limit=limit,
+                                 roles=SUBJECT_ROLES if at == "subject" else None, progress=progress, unit=unit)
             name = (relation if len(methods) == 1 else f"{relation}_{method}") + \
-                ("_features" if args.unit == "feature" else "")
-            view.save_json(args.out / f"{name}.json")
-            plot_view(view, model.cfg.n_layers, args.out / name, plot)
+                ("_features" if unit == "feature" else "")
+            outputs.result(f"{name}.json", view)
+            outputs.figure(plot_view(view, model.cfg.n_layers), name)
             report(view, model.cfg.n_layers)
+            views[name] = view
             table.setdefault(method, {})[relation] = {
                 "n_facts": view.n_facts, "n_known": view.n_known, "n_localised": view.n_localised, "within": view.within(),
                 "random_rate": view.random_rate(), "seconds": view.seconds}
-    return table
+    return table, views
 
 
-def _compare_methods(args, table: dict, methods: list[str], relations: list[str]) -> None:
-    from interp import plot
-
-    write_json(args.out / "methods.json", table)
+def _compare_methods(table: dict, methods: list[str], relations: list[str], max_sites: int,
+                     outputs: Outputs) -> None:
+    outputs.json("methods.json", table)
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(methods)
@@ -161,10 +189,10 @@ def _compare_methods(args, table: dict, methods: list[str], relations: list[str]
         ax.bar([j + i * width for j in range(len(relations))], shares, width, label=method)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(relations))], relations)
     ax.axhline(0.9, color="#b2182b", linestyle="--")
-    ax.set_ylabel(f"facts localised with k <= {args.max_sites}")
+    ax.set_ylabel(f"facts localised with k <= {max_sites}")
     ax.set_title("localisation rate by ranking method")
     ax.legend(loc="lower right", fontsize="small")
-    plot.save(fig, args.out / "methods")
+    outputs.figure(fig, "methods")
     print("\nlocalised share per method: " + "; ".join(
         f"{m}: " + ", ".join(f"{r} {t[r]['n_localised']}/{t[r]['n_facts']}" for r in relations)
         for m, t in table.items()))

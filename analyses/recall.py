@@ -24,13 +24,16 @@ import argparse
 import sys
 import time
 from collections import Counter
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
-from analyses.common import add_model_arguments, add_out_argument, load_model, main_for, write_json
+from analyses.common import (
+    AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for,
+)
+from interp.progress import progress_bar
 
 RELATIONS = ("sport", "country", "occupation")
 
@@ -61,25 +64,58 @@ def probe_splits(relation: str, limit: Optional[int] = None) -> dict[str, tuple[
             "held-out templates": (examples(facts, seen), examples(facts, unseen))}
 
 
-def run(args: argparse.Namespace) -> int:
+def recall_chain(model: ModelArg = "factworld", relation: str = "sport", *, limit: Optional[int] = None,
+                 out: Optional[Union[str, Path]] = None, progress: bool = True,
+                 dtype: Optional[str] = None) -> AnalysisResult:
+    """The recall chain over the relation's facts (the first `limit`) on a fact-world model:
+    enrichment, the subject sites the heads carry, extraction per head, linear probes (see the
+    module docstring). `results` holds the extraction rates and the `ProbeCurve`s."""
     from analyses.factworld_facts import relation_facts
-    from interp import plot
+
+    if relation not in RELATIONS:
+        raise ValueError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
+    model = as_model(model, dtype)
+    outputs = Outputs(out)
+    facts = relation_facts(relation, limit=limit)
+    start = time.perf_counter()
+    chain = _chain(model, relation, facts, progress)
+    chain_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    curves = _probe_curves(model, relation, limit)
+    probe_seconds = time.perf_counter() - start
+
+    points = ["embed"] + [f"L{l}" for l in range(model.cfg.n_layers)]
+    report = {
+        "relation": relation, "n_facts": len(facts), "points": points,
+        "enrichment_logit_lens_rate": chain["enrichment"], "enrichment_rate_among_objects": chain["enrichment_objects"],
+        "n_objects": len(chain["objects"]), "top_moved_site": dict(chain["moved_at"].most_common()),
+        "extraction_rate": chain["rate"].tolist(), "extraction_rate_among_relation_objects": chain["rate_among"].tolist(),
+        "attention_to_subject": chain["attention"].tolist(),
+        "probes": {k: c.to_dict() for k, c in curves.items()},
+        "seconds": {"chain": chain_seconds, "probes": probe_seconds}, "roles": list(chain["roles"]),
+    }
+    outputs.json(f"{relation}.json", report)
+    _print(model, relation, report, chain, curves)
+    paths = outputs.figure(_figure(model, relation, points, chain, curves), relation)
+    if out is not None:
+        print(f"Plots ({', '.join(str(p) for p in paths)}) and JSON in {out}/")
+    return AnalysisResult("recall", report, outputs.files,
+                          {"extraction_rate": chain["rate"], "extraction_rate_among": chain["rate_among"],
+                           "probes": curves})
+
+
+def _chain(model, relation: str, facts: list, progress: bool) -> dict:
+    """Per fact: enrichment rates, extraction (all tokens, among the relation's objects), and the
+    subject site whose output the heads carry most; averaged over the facts."""
     from models import factworld
     from probes.ffn import ROLES, prompt_layout
-    from probes.linear import ROLES as PROBE_ROLES
-    from probes.linear import probe_curve
     from probes.recall import attribute_extraction, extraction_rate, moved_contributions, subject_enrichment
 
-    if args.relation not in RELATIONS:
-        raise SystemExit(f"unknown relation {args.relation!r}; choose from {', '.join(RELATIONS)}")
-    model = load_model(args)
-    facts = relation_facts(args.relation, limit=args.limit)
-    start = time.perf_counter()
     objects = sorted({f.object for r in RELATIONS for f in factworld.facts(r)} - {"none"})
     candidates = sorted({f.object for f in facts})
     extractions, among, rates, rates_objects, moved_at = [], [], [], [], Counter()
-    for fact in tqdm(facts, desc=f"recall chain of {args.relation} facts", disable=args.quiet):
-        prompt = factworld.prompt(fact.subject, args.relation)
+    for fact in progress_bar(facts, progress, desc=f"recall chain of {relation} facts"):
+        prompt = factworld.prompt(fact.subject, relation)
         attributes = [factworld.lookup(fact.subject, r) for r in factworld.relations()]
         attributes = [a for a in attributes if a != "none"]
         rates.append(subject_enrichment(model, prompt, fact.subject, attributes).rate)
@@ -90,56 +126,59 @@ def run(args: argparse.Namespace) -> int:
         layer, rest = divmod(int(moved.flatten().argmax()), moved.shape[1] * moved.shape[2])
         role = prompt_layout(model, prompt, fact.subject).roles[rest // moved.shape[2]]
         moved_at[f"L{layer} {role}"] += 1
-    rate, rate_among = extraction_rate(extractions), extraction_rate(among)
-    attention = torch.stack([e.attention for e in extractions]).mean(0)
-    enrichment = torch.tensor(rates).mean(0).tolist()
-    enrichment_objects = torch.tensor(rates_objects).mean(0).tolist()
-    chain_seconds = time.perf_counter() - start
+    return {"objects": objects, "candidates": candidates, "moved_at": moved_at, "roles": ROLES,
+            "rate": extraction_rate(extractions), "rate_among": extraction_rate(among),
+            "attention": torch.stack([e.attention for e in extractions]).mean(0),
+            "enrichment": torch.tensor(rates).mean(0).tolist(),
+            "enrichment_objects": torch.tensor(rates_objects).mean(0).tolist()}
 
-    start = time.perf_counter()
+
+def _probe_curves(model, relation: str, limit: Optional[int]) -> dict:
+    from probes.linear import ROLES as PROBE_ROLES
+    from probes.linear import probe_curve
+
     curves = {}
-    for split, (train, test) in probe_splits(args.relation, args.limit).items():
+    for split, (train, test) in probe_splits(relation, limit).items():
         for role in PROBE_ROLES:
             curves[f"{split}, {role}"] = probe_curve(model, train, test, role)
-    probe_seconds = time.perf_counter() - start
+    return curves
 
-    points = ["embed"] + [f"L{l}" for l in range(model.cfg.n_layers)]
-    report = {
-        "relation": args.relation, "n_facts": len(facts), "points": points,
-        "enrichment_logit_lens_rate": enrichment, "enrichment_rate_among_objects": enrichment_objects,
-        "n_objects": len(objects), "top_moved_site": dict(moved_at.most_common()),
-        "extraction_rate": rate.tolist(), "extraction_rate_among_relation_objects": rate_among.tolist(),
-        "attention_to_subject": attention.tolist(),
-        "probes": {k: c.to_dict() for k, c in curves.items()},
-        "seconds": {"chain": chain_seconds, "probes": probe_seconds}, "roles": list(ROLES),
-    }
-    write_json(args.out / f"{args.relation}.json", report)
 
-    print(f"{args.relation}: {len(facts)} facts ({chain_seconds:.0f} s chain, {probe_seconds:.0f} s probes)")
+def _print(model, relation: str, report: dict, chain: dict, curves: dict) -> None:
+    points, seconds = report["points"], report["seconds"]
+    print(f"{relation}: {report['n_facts']} facts ({seconds['chain']:.0f} s chain, {seconds['probes']:.0f} s probes)")
     print("subject enrichment, logit-lens attribute rate at the last subject token (whole vocabulary): "
-          + ", ".join(f"{p} {r:.3f}" for p, r in zip(points, enrichment)))
-    print(f"  ... among the {len(objects)} objects of all relations: "
-          + ", ".join(f"{p} {r:.3f}" for p, r in zip(points, enrichment_objects)))
+          + ", ".join(f"{p} {r:.3f}" for p, r in zip(points, chain["enrichment"])))
+    print(f"  ... among the {len(chain['objects'])} objects of all relations: "
+          + ", ".join(f"{p} {r:.3f}" for p, r in zip(points, chain["enrichment_objects"])))
     for name, c in curves.items():
         print(f"linear probe, {name}: test accuracy " + ", ".join(f"{p} {a:.2f}" for p, a in zip(points, c.test_accuracy))
               + f" (chance {c.chance:.2f}, {c.n_train} train / {c.n_test} test)")
     print("subject site whose output the heads carry to the answer most: "
-          + ", ".join(f"{k}: {v}" for k, v in moved_at.most_common(5)))
-    for name, r in (("whole vocabulary", rate), (f"among the {len(candidates)} {args.relation} objects", rate_among)):
+          + ", ".join(f"{k}: {v}" for k, v in chain["moved_at"].most_common(5)))
+    attention, n_heads = chain["attention"], model.cfg.n_heads
+    for name, r in (("whole vocabulary", chain["rate"]),
+                    (f"among the {len(chain['candidates'])} {relation} objects", chain["rate_among"])):
         order = r.flatten().argsort(descending=True)[:5].tolist()
         print(f"extraction rate per head (answer = top token, {name}, of what it writes from the subject): "
-              + ", ".join(f"L{i // model.cfg.n_heads}H{i % model.cfg.n_heads} {float(r.flatten()[i]):.2f} "
+              + ", ".join(f"L{i // n_heads}H{i % n_heads} {float(r.flatten()[i]):.2f} "
                           f"(attention {float(attention.flatten()[i]):.2f})" for i in order))
 
+
+def _figure(model, relation: str, points: list[str], chain: dict, curves: dict) -> Figure:
+    from interp import plot
+
+    rate_among, moved_at = chain["rate_among"], chain["moved_at"]
     fig = Figure(figsize=(13, 8), layout="constrained")
     (a, b), (c, d) = fig.subplots(2, 2)
     plot.heatmap(rate_among, row_labels=[f"L{l}" for l in range(model.cfg.n_layers)],
                  col_labels=[f"H{h}" for h in range(model.cfg.n_heads)],
-                 title=f"extraction rate per head (top among the {args.relation} objects)",
+                 title=f"extraction rate per head (top among the {relation} objects)",
                  xlabel="head", ylabel="layer", colorbar_label="share of facts", cmap="Blues", ax=a,
                  center=float(rate_among.max()) / 2)  # colours from 0 to the largest value
-    b.plot(points, enrichment, marker="o", label="logit-lens attribute rate (vocabulary)")
-    b.plot(points, enrichment_objects, marker="^", label=f"logit-lens attribute rate (among {len(objects)} objects)")
+    b.plot(points, chain["enrichment"], marker="o", label="logit-lens attribute rate (vocabulary)")
+    b.plot(points, chain["enrichment_objects"], marker="^",
+           label=f"logit-lens attribute rate (among {len(chain['objects'])} objects)")
     b.plot(points, curves["held-out subjects, last subject token"].test_accuracy, marker="s",
            label="linear probe, held-out subjects")
     b.set_ylim(0, 1.05)
@@ -149,15 +188,20 @@ def run(args: argparse.Namespace) -> int:
         c.plot(points, curve.test_accuracy, marker="o", label=name)
     c.axhline(curves["held-out subjects, last token"].chance, color="#777777", linestyle=":", label="majority class")
     c.set_ylim(0, 1.05)
-    c.set_title(f"linear probes decoding the {args.relation} (test accuracy)")
+    c.set_title(f"linear probes decoding the {relation} (test accuracy)")
     c.legend(fontsize="small")
     labels, counts = zip(*moved_at.most_common(8)) if moved_at else ((), ())
     d.barh(list(labels)[::-1], list(counts)[::-1], color="#1b7837")
     d.set_title("the subject site the heads carry to the answer most")
     d.set_xlabel("facts")
-    paths = plot.save(fig, args.out / args.relation)
-    print(f"Plots ({', '.join(str(p) for p in paths)}) and JSON in {args.out}/")
-    return 0
+    return fig
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.relation not in RELATIONS:
+        raise SystemExit(f"unknown relation {args.relation!r}; choose from {', '.join(RELATIONS)}")
+    return recall_chain(args.model, args.relation, limit=args.limit, out=args.out, progress=not args.quiet,
+                        dtype=args.dtype).rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
-from tqdm.auto import tqdm
-
-from analyses.common import main_for, ANSWER, CLEAN, add_model_arguments, add_out_argument, load_model, write_json
+from analyses.common import (
+    ANSWER, CLEAN, AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for,
+)
+from interp.progress import progress_bar
 
 KINDS = ("resid", "mlp", "attn")
 
@@ -48,70 +50,106 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out_argument(p, "results/trace")
 
 
-def _plot_trace(result, path, plot) -> list:
-    fig = plot.layer_pos_heatmap(result.values, tokens=result.labels["pos"], title=result.title,
-                                 colorbar_label=result.metric_name)
-    return plot.save(fig, path)
+def trace_fact(model: ModelArg = "factworld", *, prompt: str = CLEAN, subject: str = "Michael Jordan",
+               answer: str = ANSWER, replacement: Optional[str] = "Michael Phelps", window: int = 1,
+               samples: int = 10, noise: float = 3.0, relation: Optional[str] = "sport",
+               out: Optional[Union[str, Path]] = None, progress: bool = True,
+               dtype: Optional[str] = None) -> AnalysisResult:
+    """Causal traces of one fact (resid / mlp / attn with noise, resid with `replacement`;
+    None: no replacement trace), attention knockout, and with `relation` (fact-world model
+    only; None: skip) the average trace over the relation's facts. `results` holds each
+    `TraceResult` ("trace_resid", ...), the `KnockoutResult` ("knockout") and the
+    `AverageTrace`s ("average_resid", ...)."""
+    from analyses.factworld_facts import is_factworld
+
+    model_name = model
+    model = as_model(model, dtype)
+    outputs = Outputs(out)
+    summary: dict = {"prompt": prompt, "subject": subject, "answer": answer, "window": window}
+    results: dict = {}
+    jobs = [(kind, "noise") for kind in KINDS] + ([("resid", "replace")] if replacement else [])
+    for kind, corruption in progress_bar(jobs, progress, desc="causal traces"):
+        name = f"trace_{kind}" + ("_replace" if corruption == "replace" else "")
+        results[name] = _one_trace(model, prompt, subject, answer, kind, corruption, replacement, window, samples,
+                                   noise, outputs, name, summary)
+    results["knockout"] = _knockout(model, prompt, subject, answer, window, outputs, summary)
+    if relation is not None and is_factworld(model_name):
+        results.update(_average(model, relation, window, noise, samples, progress, outputs, summary))
+    outputs.json("summary.json", summary)
+    if out is not None:
+        print(f"Plots and JSON in {out}/")
+    return AnalysisResult("trace", summary, outputs.files, results)
 
 
-def run(args: argparse.Namespace) -> int:
+def _one_trace(model, prompt: str, subject: str, answer: str, kind: str, corruption: str, replacement, window: int,
+               samples: int, noise: float, outputs: Outputs, name: str, summary: dict):
     from interp import plot
     from probes.causal_trace import trace
+
+    result = trace(model, prompt, subject, answer, kind=kind, window=window, noise=noise, n_samples=samples,
+                   corruption=corruption, replacement_subject=replacement if corruption == "replace" else None,
+                   progress=False)
+    paths = outputs.figure(plot.layer_pos_heatmap(result.values, tokens=result.labels["pos"], title=result.title,
+                                                  colorbar_label=result.metric_name), name)
+    outputs.json(f"{name}.json", result.to_dict())
+    peak = result.indirect_effect.flatten().argmax()
+    layer, pos = divmod(int(peak), result.scores.shape[1])
+    summary[name] = {"clean_prob": result.clean_prob, "corrupted_prob": result.corrupted_prob,
+                     "peak": {"layer": layer, "pos": result.labels["pos"][pos],
+                              "indirect_effect": float(result.indirect_effect[layer, pos])},
+                     "plots": [str(p) for p in paths]}
+    print(f"{name:20s} P({answer}) clean {result.clean_prob:.3f}, corrupted {result.corrupted_prob:.4f}; "
+          f"largest indirect effect {float(result.indirect_effect[layer, pos]):.3f} at L{layer}, "
+          f"{result.labels['pos'][pos]}")
+    return result
+
+
+def _knockout(model, prompt: str, subject: str, answer: str, window: int, outputs: Outputs, summary: dict):
+    from interp import plot
     from probes.knockout import attention_knockout_all
-    from probes.trace_average import average_trace
 
-    model = load_model(args)
-    progress = not args.quiet
-    summary: dict = {"prompt": args.prompt, "subject": args.subject, "answer": args.answer, "window": args.window}
-    jobs = [(kind, "noise") for kind in KINDS] + [("resid", "replace")]
-    for kind, corruption in tqdm(jobs, desc="causal traces", disable=not progress):
-        result = trace(model, args.prompt, args.subject, args.answer, kind=kind, window=args.window,
-                       noise=args.noise, n_samples=args.samples, corruption=corruption,
-                       replacement_subject=args.replacement if corruption == "replace" else None, progress=False)
-        name = f"trace_{kind}" + ("_replace" if corruption == "replace" else "")
-        paths = _plot_trace(result, args.out / name, plot)
-        result.save_json(args.out / f"{name}.json")
-        peak = result.indirect_effect.flatten().argmax()
-        layer, pos = divmod(int(peak), result.scores.shape[1])
-        summary[name] = {"clean_prob": result.clean_prob, "corrupted_prob": result.corrupted_prob,
-                         "peak": {"layer": layer, "pos": result.labels["pos"][pos],
-                                  "indirect_effect": float(result.indirect_effect[layer, pos])},
-                         "plots": [str(p) for p in paths]}
-        print(f"{name:20s} P({args.answer}) clean {result.clean_prob:.3f}, corrupted {result.corrupted_prob:.4f}; "
-              f"largest indirect effect {float(result.indirect_effect[layer, pos]):.3f} at L{layer}, "
-              f"{result.labels['pos'][pos]}")
-
-    knock = attention_knockout_all(model, args.prompt, args.subject, args.answer, window=args.window, progress=False)
-    paths = plot.save(plot.heatmap(knock.values, row_labels=knock.labels["sources"], col_labels=knock.labels["layer"],
-                                   title=knock.title, xlabel="layer", ylabel="blocked edges into the last position",
-                                   colorbar_label="change in P(answer), %"), args.out / "knockout")
-    knock.save_json(args.out / "knockout.json")
+    knock = attention_knockout_all(model, prompt, subject, answer, window=window, progress=False)
+    paths = outputs.figure(plot.heatmap(knock.values, row_labels=knock.labels["sources"],
+                                        col_labels=knock.labels["layer"], title=knock.title, xlabel="layer",
+                                        ylabel="blocked edges into the last position",
+                                        colorbar_label="change in P(answer), %"), "knockout")
+    outputs.json("knockout.json", knock.to_dict())
     summary["knockout"] = {"change_percent": dict(zip(knock.labels["sources"], knock.values.tolist())),
                            "plots": [str(p) for p in paths]}
     for source, row in zip(knock.labels["sources"], knock.values.tolist()):
         print(f"knockout {source:>8s} -> last, per layer: " + " ".join(f"{v:+6.1f}%" for v in row))
+    return knock
 
-    if not args.no_average and args.model == "factworld":
-        from analyses.factworld_facts import triples
-        from models import factworld
 
-        facts = triples([f for f in factworld.facts(args.relation) if f.object != "none"],
-                        factworld.templates(args.relation)[0])
-        for kind in tqdm(KINDS, desc=f"average traces over {len(facts)} facts", disable=not progress):
-            avg = average_trace(model, facts, kind=kind, window=args.window, noise=args.noise,
-                                n_samples=args.samples, progress=progress)
-            paths = plot.save(plot.heatmap(avg.values, row_labels=avg.labels["layer"],
-                                           col_labels=avg.labels["category"], title=avg.title,
-                                           xlabel="position", ylabel="layer", colorbar_label="average indirect effect"),
-                              args.out / f"average_{kind}")
-            avg.save_json(args.out / f"average_{kind}.json")
-            summary[f"average_{kind}"] = {"plots": [str(p) for p in paths], **avg.to_dict()}
-            print(f"average {kind}: " + "; ".join(
-                f"{c}: " + " ".join("  nan" if v != v else f"{v:.2f}" for v in avg.values[:, i].tolist())
-                for i, c in enumerate(avg.labels["category"])))
-    write_json(args.out / "summary.json", summary)
-    print(f"Plots and JSON in {args.out}/")
-    return 0
+def _average(model, relation: str, window: int, noise: float, samples: int, progress: bool, outputs: Outputs,
+             summary: dict) -> dict:
+    from analyses.factworld_facts import triples
+    from interp import plot
+    from models import factworld
+    from probes.trace_average import average_trace
+
+    facts = triples([f for f in factworld.facts(relation) if f.object != "none"], factworld.templates(relation)[0])
+    results = {}
+    for kind in progress_bar(KINDS, progress, desc=f"average traces over {len(facts)} facts"):
+        avg = average_trace(model, facts, kind=kind, window=window, noise=noise, n_samples=samples, progress=progress)
+        paths = outputs.figure(plot.heatmap(avg.values, row_labels=avg.labels["layer"],
+                                            col_labels=avg.labels["category"], title=avg.title, xlabel="position",
+                                            ylabel="layer", colorbar_label="average indirect effect"),
+                               f"average_{kind}")
+        outputs.json(f"average_{kind}.json", avg.to_dict())
+        summary[f"average_{kind}"] = {"plots": [str(p) for p in paths], **avg.to_dict()}
+        results[f"average_{kind}"] = avg
+        print(f"average {kind}: " + "; ".join(
+            f"{c}: " + " ".join("  nan" if v != v else f"{v:.2f}" for v in avg.values[:, i].tolist())
+            for i, c in enumerate(avg.labels["category"])))
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    return trace_fact(args.model, prompt=args.prompt, subject=args.subject, answer=args.answer,
+                      replacement=args.replacement, window=args.window, samples=args.samples, noise=args.noise,
+                      relation=None if args.no_average else args.relation, out=args.out, progress=not args.quiet,
+                      dtype=args.dtype).rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,13 +1,18 @@
 """Train the fact-world model's transcoders, one per MLP layer, and ship them.
 
-    interp train-transcoders [--features 512] [--k 32] [--steps 3000] [--out DIR]
+    interp train-transcoders --out DIR [--model M] [--features 512] [--k 32] [--steps 3000]
+    interp train-transcoders --force [--features 512] ...   # replace the shipped ones
 
 Each is a TopK transcoder from blocks.{l}.ln2.hook_normalized to blocks.{l}.hook_mlp_out,
 trained on 150,000 tokens of 20,000 training sentences (seeded) and evaluated on 300
 held-out-template sentences (`probes.sae.evaluate_dictionary`, with the object token as the
-focus). Written to models/factworld/transcoders/L{l}/ (cfg.json with the training record and
-the scores, sae_weights.safetensors), with a summary OUT/training.json and loss curves
-OUT/training.png.
+focus). Written to OUT/L{l}/ (cfg.json with the training record and the scores,
+sae_weights.safetensors), with a summary OUT/training.json and loss curves OUT/training.png.
+
+Nothing is overwritten unless asked: OUT must be a new or empty directory (or `--force`).
+Without `--out`, `--force` replaces the shipped transcoders in models/factworld/transcoders/,
+for the fact-world model only: another `--model`'s transcoders never go there. The checks run
+before the model is loaded.
 """
 
 from __future__ import annotations
@@ -15,24 +20,52 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from matplotlib.figure import Figure
 
 from analyses.common import add_model_arguments, load_model, main_for, write_json
 
+if TYPE_CHECKING:
+    from models import Transformer
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from models.loading import shipped_dictionaries
-
     p.add_argument("--features", type=int, default=512)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--out", type=Path, default=shipped_dictionaries("factworld"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory, new or empty (required unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace what is there; without --out, the fact-world model's shipped transcoders")
     add_model_arguments(p)
 
 
-def held_out(model, n: int = 300) -> tuple[list[str], list[int]]:
+def _is_factworld(model: str) -> bool:
+    from models.factworld import checkpoint_dir
+
+    return str(model) == "factworld" or Path(model).resolve() == checkpoint_dir().resolve()
+
+
+def output_dir(out: Optional[Path], model: str = "factworld", force: bool = False) -> tuple[Path, bool]:
+    """(where `interp train-transcoders` writes, whether that is the shipped transcoder folder);
+    a clear error, before any work, for a target that the rules above refuse."""
+    from models.checkpoint import check_empty_dir, shipped_dictionaries
+
+    shipped = shipped_dictionaries("factworld")
+    out = shipped if out is None and force else out
+    if out is None:
+        raise ValueError("give --out DIR (a new or empty directory) for the transcoders, or --force to replace the "
+                         f"fact-world model's shipped transcoders in {shipped}")
+    into_shipped = shipped.resolve() in (out.resolve(), *out.resolve().parents)
+    if into_shipped and not _is_factworld(model):
+        raise ValueError(f"{shipped} holds the fact-world model's transcoders; give --out DIR for --model {model}")
+    if into_shipped and not force:
+        raise ValueError(f"{out} is the shipped transcoder folder: pass --force to replace it")
+    return check_empty_dir(out, overwrite=force), into_shipped
+
+
+def held_out(model: Transformer, n: int = 300) -> tuple[list[str], list[int]]:
     """Held-out-template fact sentences and the position of each one's object token."""
     from analyses.factworld_edits import fluency_texts
 
@@ -45,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from interp import plot
     from probes.sae import SparseDictionary, activation_pairs, evaluate_dictionary, save_dictionary, train_dictionary
 
+    out, shipped = output_dir(args.out, args.model, args.force)  # before any work
     model = load_model(args)
     texts = stats_texts(20_000)
     test, focus = held_out(model)
@@ -59,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         scores = evaluate_dictionary(model, tc.eval(), test, focus=focus)
         extra = {"training": record.to_dict() | {"losses": record.losses[::50]}, "scores": scores.to_dict(),
                  "data": "150,000 tokens of 20,000 fact-world training sentences (seed 0)"}
-        save_dictionary(tc, args.out / f"L{layer}", extra=extra)
+        save_dictionary(tc, out / f"L{layer}", extra=extra, overwrite=args.force, allow_shipped=shipped)
         summary[layer] = {"scores": scores.to_dict(), "seconds": record.seconds}
         ax.plot(range(0, args.steps, 50), record.losses[::50], label=f"layer {layer}")
         print(f"layer {layer}: L0 {scores.l0:.1f}, variance explained {scores.variance_explained:.4f}, CE recovered "
@@ -69,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     ax.set_xlabel("step")
     ax.set_ylabel("loss (normalised MSE + aux)")
     ax.legend()
-    write_json(args.out / "training.json", summary)
-    plot.save(fig, args.out / "training")
-    print(f"transcoders in {args.out}/")
+    write_json(out / "training.json", summary)
+    plot.save(fig, out / "training")
+    print(f"transcoders in {out}/")
     return 0
 
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import torch
 from matplotlib.figure import Figure
 
-from analyses.common import add_model_arguments, add_out_argument, load_model, main_for, write_json
+from analyses.common import (
+    AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,11 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spliced_accuracy(model, transcoders, prompts: list[str], answers: list[str]) -> tuple[float, float]:
     """(clean, all-spliced) top-1 accuracy on the prompts."""
-    from interp.tokens import answer_token
+    from interp.words import answer_tokens
     from models.transformer import last_token_logits
     from probes.sae import splice_hooks
 
-    ids = torch.tensor([answer_token(model, a) for a in answers])
+    ids = answer_tokens(model, answers)
     with torch.no_grad():
         clean = last_token_logits(model, prompts).argmax(-1) == ids
         with model.hooks(fwd_hooks=[h for tc in transcoders for h in splice_hooks(tc)]):
@@ -47,76 +50,112 @@ def spliced_accuracy(model, transcoders, prompts: list[str], answers: list[str])
     return float(clean.double().mean()), float(spliced.double().mean())
 
 
-def run(args: argparse.Namespace) -> int:
+def judge_transcoders(model: ModelArg = "factworld", *, dictionaries: Union[str, Path] = "factworld",
+                      out: Optional[Union[str, Path]] = None, dtype: Optional[str] = None) -> AnalysisResult:
+    """The transcoders of a fact-world model (`dictionaries`: "factworld" or a folder of L0, L1,
+    ...) judged per layer, spliced in all at once, and as subject / fact features against the
+    MLP neurons (see the module docstring)."""
     from analyses.train_transcoders import held_out
-    from interp import names as hook_names
-    from interp import plot
-    from models import factworld
-    from probes.ffn import related_subjects
-    from probes.recall import carry_map
-    from probes.sae import evaluate_dictionary, load_transcoders
-    from probes.sae.dedicated import dedicated_units
-    from probes.subjects import last_subject_pos
-    from interp.tokens import answer_token
+    from probes.sae import load_transcoders
 
-    model = load_model(args)
-    transcoders = load_transcoders(args.dictionaries)
-    test, focus = held_out(model)
-    report: dict = {"layers": {}}
+    model = as_model(model, dtype)
+    outputs = Outputs(out)
+    transcoders = load_transcoders(dictionaries)
+    report: dict = {"layers": _per_layer(model, transcoders, *held_out(model))}
+    report["all_spliced"] = _all_spliced(model, transcoders)
+    report["subject_features"] = _subject_features(model, transcoders)
+    outputs.json("transcoders.json", report)
+    outputs.figure(_figure(report), "transcoders")
+    if out is not None:
+        print(f"Plot and JSON in {out}/")
+    return AnalysisResult("transcoders", report, outputs.files)
+
+
+def _per_layer(model, transcoders, test: list[str], focus: list[int]) -> dict:
+    from probes.sae import evaluate_dictionary
+
+    layers = {}
     print("layer  L0    var.expl.  CE rec.(all)  CE rec.(object)  KL      dead   dense")
     for layer, tc in enumerate(transcoders):
         s = evaluate_dictionary(model, tc, test, focus=focus)
-        report["layers"][layer] = s.to_dict()
+        layers[layer] = s.to_dict()
         print(f"{layer:5d}  {s.l0:4.1f}  {s.variance_explained:9.4f}  {s.ce_recovered:12.3f}  {s.focus_ce_recovered:15.3f}  "
               f"{s.kl:.4f}  {s.dead:.3f}  {s.dense:.3f}")
+    return layers
+
+
+def _all_spliced(model, transcoders) -> dict:
+    from models import factworld
 
     facts = factworld.facts()
     prompts = [t.format(subject=f.subject) for f in facts for t in factworld.templates(f.relation, heldout=True)]
     answers = [f.object for f in facts for _ in factworld.templates(f.relation, heldout=True)]
     clean, spliced = spliced_accuracy(model, transcoders, prompts, answers)
-    report["all_spliced"] = {"prompts": len(prompts), "clean": clean, "spliced": spliced, "ratio": spliced / clean}
     print(f"all {len(transcoders)} transcoders spliced in: held-out-template fact accuracy {spliced:.3f} against "
           f"{clean:.3f} clean ({spliced / clean:.1%}), {len(prompts)} prompts")
+    return {"prompts": len(prompts), "clean": clean, "spliced": spliced, "ratio": spliced / clean}
+
+
+def _subject_features(model, transcoders) -> dict:
+    """Per layer: the share of people with a dedicated transcoder feature / MLP neuron at the last
+    subject token, and for athletes whether the feature's carried value ranks their sport first."""
+    from interp import names as hook_names
+    from interp.tokens import cached_batches
+    from interp.words import answer_tokens
+    from models import factworld
+    from probes.ffn import related_subjects
+    from probes.sae.dedicated import dedicated_units
+    from probes.subjects import last_subject_pos
 
     people = factworld.subjects()
     index = {s: i for i, s in enumerate(people)}
     neighbours = [[index[q] for q in sum(related_subjects(s, people), [])] for s in people]
     texts = [f"{s} plays the sport of" for s in people]
     ends = torch.tensor([last_subject_pos(model, t, s) for t, s in zip(texts, people)])
-    names = [n for tc in transcoders for n in (tc.in_hook,)] + [hook_names.act_name("post", l)
-                                                                 for l in range(model.cfg.n_layers)]
-    tokens, mask = model._tokenize(texts)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
+    names = [tc.in_hook for tc in transcoders] + [hook_names.act_name("post", l) for l in range(model.cfg.n_layers)]
+    _, cache = next(cached_batches(model, texts, names, len(texts)))
     rows = torch.arange(len(people))
-    sports = sorted(factworld.objects("sport"))
-    sports = [o for o in sports if o != "none"]
-    sport_ids = torch.tensor([answer_token(model, o) for o in sports])
-    report["subject_features"] = {}
+    sports = [o for o in sorted(factworld.objects("sport")) if o != "none"]
+    sport_ids = answer_tokens(model, sports)
+    athletes = [(s, factworld.lookup(s, "sport")) for s in people if factworld.lookup(s, "sport") != "none"]
+    out = {}
     for layer, tc in enumerate(transcoders):
         with torch.no_grad():
             feats = tc.encode(cache[tc.in_hook][rows, ends])
-        neurons = cache["post", layer][rows, ends]
-        f_units, n_units = dedicated_units(feats, neighbours), dedicated_units(neurons, neighbours)
-        athletes = [(s, factworld.lookup(s, "sport")) for s in people if factworld.lookup(s, "sport") != "none"]
-        promoted = judged = 0
-        if layer < model.cfg.n_layers - 1:
-            for s, sport in athletes:
-                unit = f_units[index[s]]
-                if unit is None:
-                    continue
-                carried = tc.W_dec.detach()[unit].double() @ carry_map(model, f"{s} plays the sport of",
-                                                                       int(ends[index[s]]), layer).double()
-                judged += 1
-                promoted += sports[int(carried[sport_ids].argmax())] == sport
+        f_units = dedicated_units(feats, neighbours)
+        n_units = dedicated_units(cache["post", layer][rows, ends], neighbours)
+        judged, promoted = _fact_features(model, tc, layer, f_units, athletes, index, ends, sports, sport_ids)
         entry = {"features": sum(u is not None for u in f_units) / len(people),
                  "neurons": sum(u is not None for u in n_units) / len(people),
                  "athletes_with_feature": judged, "value_promotes_sport": promoted / judged if judged else None}
-        report["subject_features"][layer] = entry
+        out[layer] = entry
         print(f"layer {layer}: people with a dedicated transcoder feature {entry['features']:.1%}, with a dedicated "
               f"neuron {entry['neurons']:.1%}" + (f"; the feature's value ranks the sport first for {promoted} of "
                                                   f"{judged} athletes" if judged else ""))
-    write_json(args.out / "transcoders.json", report)
+    return out
+
+
+def _fact_features(model, tc, layer: int, f_units: list, athletes: list, index: dict, ends: torch.Tensor,
+                   sports: list[str], sport_ids: torch.Tensor) -> tuple[int, int]:
+    """(athletes with a dedicated feature, those whose feature's value, carried by the later heads to
+    the last position, ranks their sport first among the sports); (0, 0) at the last layer."""
+    from probes.recall import carry_map
+
+    promoted = judged = 0
+    if layer == model.cfg.n_layers - 1:
+        return judged, promoted
+    for s, sport in athletes:
+        unit = f_units[index[s]]
+        if unit is None:
+            continue
+        carried = tc.W_dec.detach()[unit].double() @ carry_map(model, f"{s} plays the sport of",
+                                                               int(ends[index[s]]), layer).double()
+        judged += 1
+        promoted += sports[int(carried[sport_ids].argmax())] == sport
+    return judged, promoted
+
+
+def _figure(report: dict) -> Figure:
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     layers = list(report["subject_features"])
@@ -127,9 +166,11 @@ def run(args: argparse.Namespace) -> int:
     ax.set_ylabel("share of the 474 people")
     ax.set_title("a unit dedicated to the person (fires, < 10% for everyone sharing a name token)")
     ax.legend()
-    plot.save(fig, args.out / "transcoders")
-    print(f"Plot and JSON in {args.out}/")
-    return 0
+    return fig
+
+
+def run(args: argparse.Namespace) -> int:
+    return judge_transcoders(args.model, dictionaries=args.dictionaries, out=args.out, dtype=args.dtype).rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -20,12 +20,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import torch
-from tqdm import tqdm
 
-from analyses.common import add_out_argument, main_for, write_json
+from analyses.common import (
+    AnalysisResult, Outputs, add_batch_size_argument, add_out_argument, add_quiet_argument, main_for,
+)
+from interp.progress import progress_bar
 from interp.names import act_name
 from models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 
@@ -82,7 +85,7 @@ def train(model: EncoderDecoder, steps: int = 600, batch_size: int = 64, lr: flo
     model.train()
     losses = []
     start = time.perf_counter()
-    for _ in tqdm(range(steps), desc="training", disable=not progress):
+    for _ in progress_bar(range(steps), progress, desc="training"):
         src, src_mask, tgt = reversal_data(batch_size, gen, exclude)
         loss = model.loss(src, tgt, src_mask, pad_id=PAD)
         opt.zero_grad(set_to_none=True)
@@ -128,33 +131,61 @@ def mirror_scores(model: EncoderDecoder, src: torch.Tensor, src_mask: torch.Tens
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=64)
+    add_batch_size_argument(p, 64, "training sequences")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-test", type=int, default=1000, help="held-out sequences for the accuracy")
     p.add_argument("--norm-position", choices=["post", "pre"], default="post")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     add_out_argument(p, "results/translate")
 
 
-def run(args: argparse.Namespace) -> int:
+def translate(*, steps: int = 1000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, n_test: int = 1000,
+              norm_position: str = "post", out: Optional[Union[str, Path]] = None,
+              progress: bool = True) -> AnalysisResult:
+    """Train the encoder-decoder to reverse sequences (see the module docstring; seeded, the global
+    RNG untouched), measure greedy accuracy and the mirror score of every cross-attention head.
+    `results` holds the trained model ("model") and the mirror scores [layer, head]."""
+    test = reversal_data(n_test, torch.Generator().manual_seed(seed + 1))
+    model = make_model(seed, norm_position=norm_position)
+    record = train(model, steps, batch_size, lr, seed=seed, exclude=as_set(*test[:2]), progress=progress)
+    accuracy = greedy_accuracy(model, *test)
+    mirror = mirror_scores(model, *test)
+    outputs = Outputs(out)
+    src, tgt = _figures(model, test, mirror, record, outputs)
+    report = {
+        "task": f"reverse {MIN_LEN}..{MAX_LEN} symbols out of {N_SYMBOLS}", "config": model.cfg.to_dict(),
+        "training": {k: v for k, v in record.items() if k != "losses"},
+        "final_loss": sum(record["losses"][-20:]) / 20, "heldout_greedy_accuracy": accuracy,
+        "mirror_scores": {"axes": ["layer", "head"], "values": mirror.tolist()},
+        "example": {"src": src[0, :MAX_LEN].tolist(), "tgt": tgt[0].tolist()},
+        "files": [str(p) for p in outputs.files],
+    }
+    path = outputs.json("translate.json", report)
+    print(f"trained {steps} steps in {record['seconds']:.1f} s, final loss {report['final_loss']:.4f}")
+    print(f"held-out greedy accuracy: exact sequence {accuracy['exact']:.1%}, token {accuracy['token']:.1%} "
+          f"(n={accuracy['n']})")
+    best = divmod(int(mirror.argmax()), model.cfg.n_heads)
+    print(f"most mirror-like cross-attention head: L{best[0]}H{best[1]} ({mirror.max():.0%} of queries)")
+    if path is not None:
+        print(f"wrote {path} and {', '.join(report['files'])}")
+    return AnalysisResult("translate", report, outputs.files, {"model": model, "mirror_scores": mirror})
+
+
+def _figures(model: EncoderDecoder, test: tuple, mirror: torch.Tensor, record: dict, outputs: Outputs) -> tuple:
+    """Cross-attention of every head on the first held-out example of full length, and the loss
+    curve; returns that example's (src, tgt)."""
     from matplotlib.figure import Figure
 
     from interp import plot
 
-    torch.manual_seed(args.seed)
-    test = reversal_data(args.n_test, torch.Generator().manual_seed(args.seed + 1))
-    model = make_model(args.seed, norm_position=args.norm_position)
-    record = train(model, args.steps, args.batch_size, args.lr, seed=args.seed,
-                   exclude=as_set(*test[:2]), progress=not args.quiet)
-    accuracy = greedy_accuracy(model, *test)
-    mirror = mirror_scores(model, *test)
-
-    # Cross-attention of every head on the first held-out example of full length.
     i = int((test[1].sum(dim=1) == MAX_LEN).nonzero()[0])
     src, src_mask, tgt = (x[i : i + 1] for x in test)
+    if outputs.folder is None:
+        return src, tgt
     names = [act_name("pattern", l, stack="decoder", attn="cross_attn") for l in range(model.cfg.n_layers_dec)]
-    _, cache = model.run_with_cache(src, tgt[:, :-1], src_mask, names_filter=names)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(src, tgt[:, :-1], src_mask, names_filter=names)
     patterns = torch.cat([cache[n][0] for n in names])  # [layer * head, tgt_pos, src_pos]
     titles = [f"cross L{l}H{h} (mirror {mirror[l, h]:.0%})" for l in range(model.cfg.n_layers_dec)
               for h in range(model.cfg.n_heads)]
@@ -166,31 +197,20 @@ def run(args: argparse.Namespace) -> int:
         ax.set_yticks(range(MAX_LEN), query_labels)
         ax.set_ylabel("decoder input (query)")
         ax.set_xlabel("source (key)")
-    pattern_files = plot.save(fig, args.out / "cross_attention")
+    outputs.figure(fig, "cross_attention")
 
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(record["losses"])
     ax.set_yscale("log")
     ax.set(xlabel="step", ylabel="cross-entropy", title="training loss (sequence reversal)")
-    loss_files = plot.save(fig, args.out / "loss")
+    outputs.figure(fig, "loss")
+    return src, tgt
 
-    report = {
-        "task": f"reverse {MIN_LEN}..{MAX_LEN} symbols out of {N_SYMBOLS}", "config": model.cfg.to_dict(),
-        "training": {k: v for k, v in record.items() if k != "losses"},
-        "final_loss": sum(record["losses"][-20:]) / 20, "heldout_greedy_accuracy": accuracy,
-        "mirror_scores": {"axes": ["layer", "head"], "values": mirror.tolist()},
-        "example": {"src": src[0, :MAX_LEN].tolist(), "tgt": tgt[0].tolist()},
-        "files": [str(p) for p in pattern_files + loss_files],
-    }
-    path = write_json(args.out / "translate.json", report)
-    print(f"trained {args.steps} steps in {record['seconds']:.1f} s, final loss {report['final_loss']:.4f}")
-    print(f"held-out greedy accuracy: exact sequence {accuracy['exact']:.1%}, token {accuracy['token']:.1%} "
-          f"(n={accuracy['n']})")
-    best = divmod(int(mirror.argmax()), model.cfg.n_heads)
-    print(f"most mirror-like cross-attention head: L{best[0]}H{best[1]} ({mirror.max():.0%} of queries)")
-    print(f"wrote {path} and {', '.join(str(p) for p in pattern_files + loss_files)}")
-    return 0
+
+def run(args: argparse.Namespace) -> int:
+    return translate(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, n_test=args.n_test,
+                     norm_position=args.norm_position, out=args.out, progress=not args.quiet).rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

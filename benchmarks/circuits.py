@@ -57,7 +57,7 @@ def main() -> int:
             "eap": lambda: attribute_edges(model, c, k, metric, method="eap"),
             "eap-ig": lambda: attribute_edges(model, c, k, metric, method="eap-ig", steps=5),
             "exact (batched)": lambda: attribute_edges(model, c, k, metric, method="exact", progress=False),
-            "exact (one edge per pass)": lambda: attribute_edges(model, c, k, metric, method="exact", batch_rows=batch,
+            "exact (one edge per pass)": lambda: attribute_edges(model, c, k, metric, method="exact", batch_size=batch,
                                                                  progress=False),
         }
         times = time_interleaved(runs, repeats=3)

@@ -26,16 +26,15 @@ from typing import Optional, Sequence
 
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from analyses import factworld_edits as fe
 from analyses.edit import make_edit
 from analyses.factworld_facts import other_facts
 from interp import plot
+from interp.progress import progress_bar
 from interp.results import write_json
 from models import factworld, load
-from probes.edit import choose_layer, evaluate_edits, key_second_moment, memit
-from probes.edit.requests import mean_key
+from probes.edit import EditReport, choose_layer, evaluate_edits, key_second_moment, mean_key, memit
 from probes.ffn import SUBJECT_ROLES, localise
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -60,75 +59,74 @@ def correlations(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return {"pearson": _pearson(x, y), "spearman": _pearson(_ranks(x), _ranks(y))}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rome", type=int, default=200)
-    p.add_argument("--memit", type=int, default=100)
-    p.add_argument("--layers-facts", type=int, default=100)
-    p.add_argument("--quick", action="store_true", help="20 / 20 / 10 facts")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rome, args.memit, args.layers_facts = 20, 20, 10
-    model = load("factworld")
-    n_layers = model.cfg.n_layers
-    fluency = fe.fluency_texts(200)
-    report: dict = {"settings": {"rome": fe.ROME_SETTINGS, "memit": fe.MEMIT_SETTINGS}}
-
+def _key_statistics(model, report: dict) -> dict[int, torch.Tensor]:
+    """Every layer's key statistics, timed uncached, then written to the cache for the edits."""
     start = time.perf_counter()
-    stats = {l: key_second_moment(model, l, fe.stats_texts(), cache=False, progress=False) for l in range(n_layers)}
+    stats = {l: key_second_moment(model, l, fe.stats_texts(), cache=False, progress=False)
+             for l in range(model.cfg.n_layers)}
     report["key_stats_seconds_all_layers"] = time.perf_counter() - start
-    for l in range(n_layers):  # and into the cache, for the edits below
+    for l in range(model.cfg.n_layers):  # and into the cache, for the edits below
         key_second_moment(model, l, fe.stats_texts(), progress=False)
+    return stats
 
-    # ROME and FT-L: single edits at each fact's traced layer.
-    pairs = fe.random_edits(args.rome, seed=0, known_by=model)
-    cases = [fe.edit_case(s, "sport", t) for s, t in pairs]
-    layers = []
-    for case in tqdm(cases, desc="choosing layers (causal traces)"):
-        layer, _ = choose_layer(model, case.request.prompt, case.request.subject, case.old)
-        layers.append(layer)
+
+def _single_edits(model, n: int, fluency: list[str], report: dict) -> tuple[dict, list[int]]:
+    """ROME and FT-L: n single edits, each at its fact's traced layer."""
+    cases = [fe.edit_case(s, "sport", t) for s, t in fe.random_edits(n, seed=0, known_by=model)]
+    layers = [choose_layer(model, c.request.prompt, c.request.subject, c.old)[0]
+              for c in progress_bar(cases, desc="choosing layers (causal traces)")]
     report["traced_layers"] = dict(Counter(layers))
     tables = {}
     for method in ("rome", "ft"):
         edits = [make_edit(model, method, c.request, l, "sport", "causal trace")
-                 for c, l in tqdm(list(zip(cases, layers)), desc=f"{method} edits")]
-        tables[method] = evaluate_edits(model, cases, edits, fluency, method=method)
-    # MEMIT: many edits at once.
-    mem_pairs = fe.random_edits(args.memit, seed=1, known_by=model)
-    mem_cases = [fe.edit_case(s, "sport", t) for s, t in mem_pairs]
+                 for c, l in progress_bar(list(zip(cases, layers)), desc=f"{method} edits")]
+        tables[method] = evaluate_edits(model, cases, edits, fluency, method=method, progress=False)
+    return tables, layers
+
+
+def _memit_edits(model, n: int, layers: list[int], stats: dict, fluency: list[str], report: dict) -> EditReport:
+    """MEMIT: n edits at once, at the layer the single edits' traces picked most often."""
+    mem_cases = [fe.edit_case(s, "sport", t) for s, t in fe.random_edits(n, seed=1, known_by=model)]
     mem_layers = sorted({max(set(layers), key=layers.count)})
     edit = memit(model, [c.request for c in mem_cases], layers=mem_layers, stats=stats, prefixes=factworld.openers(),
                  rewrites=[fe.rewrite_prompts(c.request.subject, "sport") for c in mem_cases],
                  keep=[fe.keep_prompts(c.request.subject, "sport") for c in mem_cases], **fe.MEMIT_SETTINGS)
-    tables["memit"] = evaluate_edits(model, mem_cases, [edit], fluency, method="memit")
+    table = evaluate_edits(model, mem_cases, [edit], fluency, method="memit", progress=False)
     keys = torch.stack([mean_key(model, mem_layers[0], [c.request.prompt], c.request.subject) for c in mem_cases])
     unit = keys / keys.norm(dim=-1, keepdim=True)
-    cos = unit @ unit.T
-    off = cos[~torch.eye(len(keys), dtype=torch.bool)]
+    off = (unit @ unit.T)[~torch.eye(len(keys), dtype=torch.bool)]
     report["memit_key_cosine"] = {"mean": float(off.mean()), "max": float(off.max())}
-    tables["memit"].seconds_per_edit = edit.info["seconds"] / len(mem_cases)
+    table.seconds_per_edit = edit.info["seconds"] / len(mem_cases)
     report["memit_layers"] = mem_layers
-    report["tables"] = {m: t.to_dict() for m, t in tables.items()}
+    return table
 
-    # Does localisation predict where editing works?
-    lf = fe.random_edits(args.layers_facts, seed=2, known_by=model)
+
+def _every_layer_rows(model, subject: str, new_target: str) -> list[dict]:
+    """One fact: a ROME edit at every layer, with the trace effect and localisation sites there."""
+    from probes.causal_trace import trace
+
+    case = fe.edit_case(subject, "sport", new_target)
+    tr = trace(model, case.request.prompt, subject, case.old, kind="mlp", window=1, progress=False)
+    at = tr.subject_span[1] - 1
+    loc = localise(model, case.request.prompt, case.old, subject=subject, other_facts=other_facts(subject, "sport"),
+                   roles=SUBJECT_ROLES, max_sites=40, candidates=128)
+    sites_per_layer = Counter(s.layer for s in loc.sites) if loc.k else Counter()
     rows = []
-    for subject, target in tqdm(lf, desc="edit at every layer"):
-        case = fe.edit_case(subject, "sport", target)
-        from probes.causal_trace import trace
+    for layer in range(model.cfg.n_layers):
+        e = make_edit(model, "rome", case.request, layer, "sport", "every layer")
+        scores = evaluate_edits(model, [case], [e], progress=False).cases[0]
+        rows.append({"subject": subject, "layer": layer, "trace": float(tr.scores[layer, at]),
+                     "sites": sites_per_layer.get(layer, 0), "localised_at_subject": loc.k is not None,
+                     "efficacy": scores["efficacy_top1"], "paraphrase": scores["paraphrase_top1"],
+                     "success": (scores["efficacy_top1"] + scores["paraphrase_top1"]) / 2})
+    return rows
 
-        tr = trace(model, case.request.prompt, subject, case.old, kind="mlp", window=1, progress=False)
-        at = tr.subject_span[1] - 1
-        loc = localise(model, case.request.prompt, case.old, subject=subject, other_facts=other_facts(subject, "sport"),
-                       roles=SUBJECT_ROLES, max_sites=40, candidates=128)
-        sites_per_layer = Counter(s.layer for s in loc.sites) if loc.k else Counter()
-        for layer in range(n_layers):
-            e = make_edit(model, "rome", case.request, layer, "sport", "every layer")
-            scores = evaluate_edits(model, [case], [e]).cases[0]
-            rows.append({"subject": subject, "layer": layer, "trace": float(tr.scores[layer, at]),
-                         "sites": sites_per_layer.get(layer, 0), "localised_at_subject": loc.k is not None,
-                         "efficacy": scores["efficacy_top1"], "paraphrase": scores["paraphrase_top1"],
-                         "success": (scores["efficacy_top1"] + scores["paraphrase_top1"]) / 2})
+
+def _localisation_vs_editing(model, n: int) -> dict:
+    """Does localisation predict where editing works? n facts, a ROME edit at every layer."""
+    n_layers = model.cfg.n_layers
+    lf = fe.random_edits(n, seed=2, known_by=model)
+    rows = [r for subject, t in progress_bar(lf, desc="edit at every layer") for r in _every_layer_rows(model, subject, t)]
     success = torch.tensor([r["success"] for r in rows])
     trace_effect = torch.tensor([r["trace"] for r in rows])
     sites = torch.tensor([float(r["sites"]) for r in rows])
@@ -137,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         mine = [r for r in rows if r["subject"] == subject]
         best = max(mine, key=lambda r: (r["success"], -r["layer"]))["layer"]
         best_is_traced += best == max(mine, key=lambda r: r["trace"])["layer"]
-    report["localisation_vs_editing"] = {
+    return {
         "n_facts": len(lf), "rows": rows,
         "success_vs_trace": correlations(trace_effect, success),
         "success_vs_sites": correlations(sites, success),
@@ -146,13 +144,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "trace_by_layer": [float(trace_effect[[r["layer"] == l for r in rows]].mean()) for l in range(n_layers)],
         "sites_by_layer": [float(sites[[r["layer"] == l for r in rows]].mean()) for l in range(n_layers)],
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_json(OUT / "editing.json", report)
 
+
+def _print_report(report: dict, tables: dict, n_layers: int) -> None:
     print(f"key statistics, all {n_layers} layers, 20,000 sentences: {report['key_stats_seconds_all_layers']:.1f} s")
-    print(f"traced layers of the {len(cases)} ROME facts: {report['traced_layers']}; MEMIT layers {mem_layers}; "
-          f"cosine between the MEMIT subjects' keys: mean {report['memit_key_cosine']['mean']:.2f}, "
-          f"max {report['memit_key_cosine']['max']:.2f}")
+    print(f"traced layers of the {tables['rome'].n_cases} ROME facts: {report['traced_layers']}; MEMIT layers "
+          f"{report['memit_layers']}; cosine between the MEMIT subjects' keys: mean "
+          f"{report['memit_key_cosine']['mean']:.2f}, max {report['memit_key_cosine']['max']:.2f}")
     header = ["efficacy", "paraphrase", "neighbourhood", "efficacy_top1", "paraphrase_top1", "neighbourhood_top1",
               "attribute_top1"]
     print(f"{'method':8s} {'n':>4s} " + " ".join(f"{h[:14]:>14s}" for h in header) + "   score  loss+%  s/edit")
@@ -160,11 +158,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{m:8s} {t.n_cases:4d} " + " ".join(f"{t.means[h]:14.1f}" for h in header)
               + f"  {t.score:6.1f}  {t.loss_increase:6.2f}  {t.seconds_per_edit:6.2f}")
     lv = report["localisation_vs_editing"]
-    print(f"localisation vs editing ({len(lf)} facts x {n_layers} layers): success by layer "
+    print(f"localisation vs editing ({lv['n_facts']} facts x {n_layers} layers): success by layer "
           + ", ".join(f"L{l} {v:.2f}" for l, v in enumerate(lv["success_by_layer"]))
           + f"; vs trace effect {lv['success_vs_trace']}; vs subject sites {lv['success_vs_sites']}; "
-          f"best layer = traced layer for {best_is_traced} of {len(lf)}")
+          f"best layer = traced layer for {lv['best_layer_is_trace_layer']} of {lv['n_facts']}")
 
+
+def _figure(report: dict, tables: dict, n_layers: int) -> Figure:
+    lv = report["localisation_vs_editing"]
     fig = Figure(figsize=(12, 4), layout="constrained")
     a, b = fig.subplots(1, 2)
     x = torch.arange(n_layers, dtype=torch.float64)
@@ -173,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     peak = max(lv["sites_by_layer"]) or 1.0
     a.plot(x, [v / peak for v in lv["sites_by_layer"]], marker="^", label="subject-only localisation sites (scaled)")
     a.set_xticks(x.tolist(), [f"MLP {l}" for l in range(n_layers)])
-    a.set_title(f"edit at every layer ({len(lf)} facts)")
+    a.set_title(f"edit at every layer ({lv['n_facts']} facts)")
     a.legend(fontsize="small")
     a.set_ylim(-0.05, 1.05)
     names = list(tables)
@@ -185,7 +186,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b.set_ylabel("%")
     b.set_title("CounterFact-style scores (attribute: top-1 kept)")
     b.legend(fontsize="small")
-    plot.save(fig, OUT / "editing")
+    return fig
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rome", type=int, default=200)
+    p.add_argument("--memit", type=int, default=100)
+    p.add_argument("--layers-facts", type=int, default=100)
+    p.add_argument("--quick", action="store_true", help="20 / 20 / 10 facts")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rome, args.memit, args.layers_facts = 20, 20, 10
+    model = load("factworld")
+    fluency = fe.fluency_texts(200)
+    report: dict = {"settings": {"rome": fe.ROME_SETTINGS, "memit": fe.MEMIT_SETTINGS}}
+    stats = _key_statistics(model, report)
+    tables, layers = _single_edits(model, args.rome, fluency, report)
+    tables["memit"] = _memit_edits(model, args.memit, layers, stats, fluency, report)
+    report["tables"] = {m: t.to_dict() for m, t in tables.items()}
+    report["localisation_vs_editing"] = _localisation_vs_editing(model, args.layers_facts)
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_json(OUT / "editing.json", report)
+    _print_report(report, tables, model.cfg.n_layers)
+    plot.save(_figure(report, tables, model.cfg.n_layers), OUT / "editing")
     return 0
 
 

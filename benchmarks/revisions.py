@@ -80,6 +80,8 @@ def measure(quick: bool) -> dict[str, float]:
     from probes.knowledge_neurons import knowledge_neurons
     out["factworld knowledge neurons"] = _timed(lambda: knowledge_neurons(fw, mj, "basketball", progress=False))
 
+    out.update(_measure_newer(fw, mj, mp, ld, quick))
+
     layers = 2 if quick else 12
     model = from_hf(random_gpt2(n_layers=layers, d_model=768, n_heads=12, d_vocab=50257, n_ctx=1024, d_mlp=3072))
     gen = torch.Generator().manual_seed(0)
@@ -95,7 +97,47 @@ def measure(quick: bool) -> dict[str, float]:
         for batch, seq in ((1, 16), (4, 128)):
             tokens = torch.randint(0, 50257, (batch, seq), generator=gen)
             out[f"gpt2-shape ({layers} layers) forward [{batch}, {seq}]"] = _timed(lambda: model(tokens), repeats=5)
+    answer, other = 11, 12
+    plain = lambda logits: (logits[:, -1, answer] - logits[:, -1, other]).mean()  # noqa: E731  a TransformerLens-style metric
+    out[f"gpt2-shape ({layers} layers) sweep resid_pre, plain-function metric"] = _timed(
+        lambda: sweep(model, clean, corrupted, plain, "resid_pre", progress=False), repeats=1)
     return out
+
+
+def _measure_newer(fw, mj: str, mp: str, ld, quick: bool) -> dict[str, float]:
+    """Attribution patching, circuits, localisation and a ROME edit on the fact-world model
+    (each with explicit arguments that both revisions accept)."""
+    import torch
+
+    from interp.attribution import attribution_patch
+    from interp.circuits import attribute_edges
+    from probes.edit import key_second_moment, rome
+    from probes.ffn import localise
+
+    out: dict[str, float] = {}
+    out["factworld attribution_patch head_z_by_pos"] = _timed(lambda: attribution_patch(fw, mj, mp, ld, "head_z_by_pos"))
+    for method in ("eap", "exact"):
+        out[f"factworld circuit edges ({method})"] = _timed(
+            lambda: attribute_edges(fw, mj, mp, ld, method=method, progress=False), repeats=1)
+    out["factworld localise (greedy)"] = _timed(lambda: localise(fw, mj, "basketball", method="greedy"), repeats=1)
+    texts = [f"{s} plays the sport of" for s in ("Michael Jordan", "Serena Williams", "Tiger Woods")] * 20
+    stats = key_second_moment(fw, 1, texts, cache=False, progress=False)
+    try:
+        from probes.edit import EditRequest
+        fields = EditRequest.__dataclass_fields__
+        request = EditRequest(mj, "Michael Jordan", "soccer") if len(fields) == 3 else None
+    except ImportError:
+        request = None
+    out["factworld rome (layer 1, given stats)"] = _timed(
+        lambda: rome(fw, request, layer=1, stats=stats, progress=False) if _takes_progress(rome)
+        else rome(fw, request, layer=1, stats=stats), repeats=1)
+    torch.manual_seed(0)  # this timing script is not a library call
+    return out
+
+
+def _takes_progress(fn) -> bool:
+    import inspect
+    return "progress" in inspect.signature(fn).parameters
 
 
 def main(argv: list[str] | None = None) -> dict:

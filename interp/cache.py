@@ -26,25 +26,12 @@ import torch
 from einops import einsum, rearrange
 
 from interp import names as hook_names
+from interp.checks import require_pre_norm
+from interp.unembedding import FrozenNorm, Readout, frozen_norm, unembed_directions
 from interp.words import answer_token, exact_token_conflict
 
 PosSlice = Union[None, int, tuple, slice, Sequence[int], torch.Tensor]
 Tokens = Union[int, str, Sequence[int], torch.Tensor]
-
-
-def frozen_norm(x: torch.Tensor, scale: Union[torch.Tensor, float], weight: Optional[torch.Tensor],
-                centre: bool) -> torch.Tensor:
-    """The linear part of a norm as it acted in one run: centre (LayerNorm only), divide by
-    the run's scale, multiply by the weight. x [..., d_model]; scale broadcastable to x.
-
-    Applied to each of a set of residual components, the results plus the norm's bias sum
-    to the norm's output (the norm is linear once its scale is fixed). This is the one
-    implementation of that step (caches, direct logit attribution, neuron values).
-    """
-    if centre:
-        x = x - x.mean(-1, keepdim=True)
-    x = x / scale
-    return x * weight if weight is not None else x
 
 
 def slice_axis(x: torch.Tensor, index: PosSlice, dim: int) -> torch.Tensor:
@@ -149,10 +136,6 @@ class ActivationCache(Mapping):
             return n
         return hook_names.resolve_layer(layer, n + 1, "layer (0..n_layers, the input to that layer)")
 
-    def _need_pre_norm(self, what: str) -> None:
-        if self._cfg.norm_position != "pre":
-            raise ValueError(f"{what} needs a pre-norm model: with post-norm the residual is not a sum of components")
-
     # ------------------------------------------------------------ residual stream
     def accumulated_resid(
         self,
@@ -221,7 +204,7 @@ class ActivationCache(Mapping):
         apply_ln: apply block `layer`'s norm (ln2 with mlp_input; the final norm for
             n_layers) with this run's cached scale; see `apply_ln_to_stack`.
         """
-        self._need_pre_norm("decompose_resid")
+        require_pre_norm(self._cfg, "decompose_resid")
         if mode not in ("all", "attn", "mlp"):
             raise ValueError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
         cfg = self._cfg
@@ -351,23 +334,34 @@ class ActivationCache(Mapping):
         recompute_ln: for the final norm only, normalise each component by its own
             statistics and apply the weight and bias (the logit lens), as TransformerLens.
         """
-        self._need_pre_norm("apply_ln_to_stack")
+        require_pre_norm(self._cfg, "apply_ln_to_stack")
         cfg = self._cfg
         layer = self._layer(layer)
-        if has_batch_dim and self.has_batch_dim:
-            residual_stack = slice_axis(residual_stack, batch_slice, 1)
+        residual_stack = self._batch_sliced(residual_stack, batch_slice, has_batch_dim)
         norm = self._norm_for(layer, mlp_input)
-        if norm is None:
-            return residual_stack
-        centre = cfg.norm == "layernorm"
-        if recompute_ln and layer == cfg.n_layers:
+        if recompute_ln and layer == cfg.n_layers and norm is not None:
+            centre = cfg.norm == "layernorm"
             x = residual_stack - residual_stack.mean(-1, keepdim=True) if centre else residual_stack
             x = x / (x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps).sqrt() * self._weight(f"{norm}.w")
             return x + self._weight(f"{norm}.b") if centre else x
+        return self._frozen(layer, mlp_input, pos_slice, batch_slice, ln_weight)(residual_stack)
+
+    def _batch_sliced(self, residual_stack: torch.Tensor, batch_slice: PosSlice, has_batch_dim: bool) -> torch.Tensor:
+        if has_batch_dim and self.has_batch_dim:
+            return slice_axis(residual_stack, batch_slice, 1)
+        return residual_stack
+
+    def _frozen(self, layer: int, mlp_input: bool, pos_slice: PosSlice, batch_slice: PosSlice,
+                ln_weight: Optional[bool]) -> FrozenNorm:
+        """The norm entering block `layer` (ln2 with mlp_input; the final norm for n_layers) with
+        this run's cached scale, sliced like the stack (`interp.unembedding`); the identity if none."""
+        norm = self._norm_for(layer, mlp_input)
+        if norm is None:
+            return FrozenNorm(identity=True)
         scale = slice_axis(self[f"{norm}.hook_scale"], pos_slice, -2)  # [batch, pos, 1]
         if self.has_batch_dim:
             scale = slice_axis(scale, batch_slice, 0)
-        return frozen_norm(residual_stack, scale, self._norm_weight(norm, ln_weight), centre)
+        return FrozenNorm(scale, self._norm_weight(norm, ln_weight), self._cfg.norm == "layernorm")
 
     def _token_id(self, t: Tokens) -> torch.Tensor:
         if isinstance(t, str):
@@ -397,17 +391,18 @@ class ActivationCache(Mapping):
         `apply_ln_to_stack`; with ln_weight=True the sum over a full decomposition plus
         `logit_bias(tokens)` equals the logits.
         """
-        normed = self.apply_ln_to_stack(residual_stack, None, pos_slice=pos_slice, batch_slice=batch_slice,
-                                        has_batch_dim=has_batch_dim, ln_weight=ln_weight)
-        direction = self.model.tokens_to_residual_directions(tokens)
-        if incorrect_tokens is not None:
-            if self._token_id(tokens).shape != self._token_id(incorrect_tokens).shape:
-                raise ValueError("tokens and incorrect_tokens must have the same shape")
-            direction = direction - self.model.tokens_to_residual_directions(incorrect_tokens)
-        if (has_batch_dim and self.has_batch_dim and not isinstance(batch_slice, int) and normed.dim() == 4
-                and direction.dim() == 2 and direction.shape[0] == normed.shape[1]):
+        require_pre_norm(self._cfg, "logit_attrs")
+        stack = self._batch_sliced(residual_stack, batch_slice, has_batch_dim)
+        readout = Readout(self.model, norm=self._frozen(self._cfg.n_layers, False, pos_slice, batch_slice, ln_weight))
+        ids = self._token_id(tokens)
+        wrong = self._token_id(incorrect_tokens) if incorrect_tokens is not None else None
+        if wrong is not None and ids.shape != wrong.shape:
+            raise ValueError("tokens and incorrect_tokens must have the same shape")
+        direction = unembed_directions(self.model, ids, wrong)
+        if (has_batch_dim and self.has_batch_dim and not isinstance(batch_slice, int) and stack.dim() == 4
+                and direction.dim() == 2 and direction.shape[0] == stack.shape[1]):
             direction = direction[:, None, :]  # one token per batch element, for every position
-        return (normed * direction).sum(-1)
+        return readout.logit(stack, direction)
 
     def logit_bias(self, tokens: Tokens, incorrect_tokens: Optional[Tokens] = None) -> torch.Tensor:
         """The part of the logit no component writes: ln_final.b . W_U[:, t] + b_U[t]."""

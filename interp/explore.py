@@ -10,39 +10,60 @@ probability and the top_k tokens, the way TransformerLens prints them; returns t
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 
+from interp.words import answer_token
+
+if TYPE_CHECKING:
+    from models import Transformer
+
 __test__ = False  # not a pytest test, despite the name
+
+
+def answer_ids(model: "Transformer", answer: str, prepend_space_to_answer: bool = True) -> torch.Tensor:
+    """The token ids [answer_len] of one answer. With prepend_space_to_answer, a one-token answer
+    is read by the toolkit's answer-token policy (`interp.words.answer_token`: " " + word when
+    that is one token, as TransformerLens prepends the space, else the word), and a longer answer
+    is tokenised as " " + answer (as TransformerLens does). Without it the text is tokenised
+    exactly as given."""
+    if prepend_space_to_answer:
+        try:
+            return torch.tensor([answer_token(model, answer)])
+        except ValueError:
+            answer = answer if answer.startswith(" ") else " " + answer
+    ids = model.to_tokens(answer, prepend_bos=False)[0]
+    if ids.numel() == 0:
+        raise ValueError(f"answer {answer!r} has no tokens")
+    return ids
 
 
 def test_prompt(
     prompt: str,
     answer: Union[str, Sequence[str]],
-    model,
+    model: "Transformer",
     prepend_space_to_answer: bool = True,
     print_details: bool = True,
     prepend_bos: Optional[bool] = None,
     top_k: int = 10,
 ) -> list[list[tuple[str, int]]]:
     """Rank, logit and probability of `answer` after `prompt` (several answers: their first
-    tokens, compared as alternatives). With prepend_space_to_answer a space is put before an
-    answer that lacks one (for BPE vocabularies; a word-level vocabulary ignores spaces)."""
+    tokens, compared as alternatives). With prepend_space_to_answer each answer is read by
+    `answer_ids` (a space before an answer that lacks one, for BPE vocabularies; a word-level
+    vocabulary ignores spaces); without it, exactly as given."""
     answers = [answer] if isinstance(answer, str) else list(answer)
     if not answers:
         raise ValueError("no answer given")
-    if prepend_space_to_answer:
-        answers = [a if a.startswith(" ") else " " + a for a in answers]
     several = len(answers) > 1
     prompt_tokens = model.to_tokens(prompt, prepend_bos=prepend_bos)
-    answer_tokens = [model.to_tokens(a, prepend_bos=False)[0] for a in answers]
+    answer_tokens = [answer_ids(model, a, prepend_space_to_answer).to(prompt_tokens.device) for a in answers]
     if several:
         answer_tokens = [t[:1] for t in answer_tokens]
-    answer_ids = torch.stack(answer_tokens)  # [n_answers, answer_len]
-    tokens = torch.cat([prompt_tokens.expand(len(answers), -1), answer_ids], dim=1)
+    ids = torch.stack(answer_tokens)  # [n_answers, answer_len]
+    tokens = torch.cat([prompt_tokens.expand(len(answers), -1), ids], dim=1)
     prompt_str = model.to_str_tokens(prompt, prepend_bos=prepend_bos)
-    answer_str = [model.to_str_tokens(t) for t in answer_ids]
+    answer_str = [model.to_str_tokens(t) for t in ids]
     if print_details:
         print("Tokenized prompt:", prompt_str)
         print("Tokenized answers:" if several else "Tokenized answer:", answer_str if several else answer_str[0])
@@ -51,16 +72,16 @@ def test_prompt(
     probs = logits.softmax(-1)
     n_prompt = prompt_tokens.shape[1]
     ranks: list[list[tuple[str, int]]] = []
-    for i in range(answer_ids.shape[1]):
+    for i in range(ids.shape[1]):
         pos = n_prompt + i - 1  # the position that predicts answer token i
         order = probs[:, pos].argsort(-1, descending=True)
         rank_of = order.argsort(-1)
-        here = [(answer_str[a][i], int(rank_of[a, answer_ids[a, i]])) for a in range(len(answers))]
+        here = [(answer_str[a][i], int(rank_of[a, ids[a, i]])) for a in range(len(answers))]
         ranks.append(here)
         if print_details:
             print(f"Performance on answer token{'s' if several else ''}:")
             for a, (text, rank) in enumerate(here):
-                t = int(answer_ids[a, i])
+                t = int(ids[a, i])
                 print(f"Rank: {rank: <8} Logit: {logits[a, pos, t]:5.2f} Prob: {probs[a, pos, t]:6.2%} Token: |{text}|")
             for k in range(min(top_k, logits.shape[-1])):
                 t = int(order[0, k])
@@ -71,4 +92,4 @@ def test_prompt(
     return ranks
 
 
-__all__ = ["test_prompt"]
+__all__ = ["test_prompt", "answer_ids"]

@@ -32,6 +32,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 import torch
 
 from interp import names as hook_names
+from interp.checks import IndexRangeError
 from interp.hooks import HookFn, HookPoint
 
 Value = Union[torch.Tensor, float]
@@ -98,7 +99,7 @@ class _Site:
 
 def _check_index(label: str, what: str, index: int, size: int, name: str) -> None:
     if not -size <= index < size:
-        raise IndexError(f"{label}: {what} {index} out of range, {name} has {size} {what}s")
+        raise IndexRangeError(f"{label}: {what} {index} out of range, {name} has {size} {what}s")
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,11 @@ class _Unit(_Site):
         if self.pos is not None:
             _check_index(self.label, "position", self.pos, x.shape[1], self.hook_name(act))
 
+    def zero(self, act: Optional[str] = None) -> tuple[str, HookFn]:
+        """Zero ablation of this unit in every row (`zero_hooks`)."""
+        ((name, hook),) = zero_hooks([[self]], act, every_row=True)
+        return name, hook
+
 
 @dataclass(frozen=True)
 class Neuron(_Unit):
@@ -252,6 +258,45 @@ class Feature(_Unit):
         return f"L{self.layer}F{self.index}" + ("" if self.pos is None else f"@{self.pos}")
 
 
+# ============================================================ zero ablation of units
+def zero_hooks(per_row: Any, act: Optional[str] = None, *, every_row: bool = False) -> list[tuple[str, HookFn]]:
+    """The one zero ablation of neurons and features: hooks that set activation[row, pos, index]
+    to 0 for each unit (`Neuron` / `Feature`) of each row of `per_row` (a unit without a position:
+    at every position), one hook per hook name. every_row: `per_row` holds one list of units,
+    zeroed in every row of the batch. Negative positions count from the end; a unit or position
+    outside the activation raises IndexRangeError."""
+    by_hook: dict[str, list[tuple[int, "_Unit"]]] = {}
+    for row, units in enumerate(per_row):
+        for u in units:
+            if not isinstance(u, _Unit):
+                raise TypeError(f"zero_hooks ablates neurons or features, got {u!r}")
+            by_hook.setdefault(u.hook_name(act), []).append((-1 if every_row else row, u))
+    return [(name, _zeroing(name, entries)) for name, entries in by_hook.items()]
+
+
+def _zeroing(name: str, entries: list[tuple[int, "_Unit"]]) -> HookFn:
+    """The hook of `zero_hooks` for one hook name: (row, or -1 for every row; unit) pairs."""
+    exact = [(row, u.pos, u.index) for row, u in entries if row >= 0 and u.pos is not None]
+    at = torch.tensor(exact, dtype=torch.long).reshape(-1, 3).T
+    rest = [(row, u) for row, u in entries if row < 0 or u.pos is None]
+
+    def hook(x: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        n_rows, n_pos, width = x.shape[0], x.shape[1], x.shape[2]
+        x = x.clone()
+        if at.shape[1]:
+            rows, pos, index = at[0], at[1] + n_pos * (at[1] < 0), at[2]
+            if bool((rows >= n_rows).any() or (pos < 0).any() or (pos >= n_pos).any() or (index >= width).any()):
+                raise IndexRangeError(f"{name}: a zeroed unit lies outside the activation [{n_rows}, {n_pos}, {width}]")
+            x[rows.to(x.device), pos.to(x.device), index.to(x.device)] = 0.0
+        for row, u in rest:
+            u._check_write(x, None, hook)
+            x[slice(None) if row < 0 else row, slice(None) if u.pos is None else u.pos, u.index] = 0.0
+        return x
+
+    hook.__name__ = f"zero_{name}"
+    return hook
+
+
 # ============================================================ the encoder-decoder's sites
 ATTENTION_MODULES = ("encoder.attn", "decoder.attn", "decoder.cross_attn")
 
@@ -272,4 +317,4 @@ def EncDecNeuron(layer: int, index: int, pos: Optional[int] = None, stack: str =
     return Neuron(layer, index, pos, stack=stack)
 
 
-__all__ = ["Head", "Neuron", "Feature", "EncDecHead", "EncDecNeuron"]
+__all__ = ["Head", "Neuron", "Feature", "EncDecHead", "EncDecNeuron", "zero_hooks"]

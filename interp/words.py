@@ -14,20 +14,29 @@ token (it takes the string exactly), the message to raise; None where both readi
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Protocol, Sequence, Union
 
 import torch
+
+class TokenModel(Protocol):
+    """What the answer policy needs of a model (a `models.Transformer` has it)."""
+
+    tokenizer: Any
+    cfg: Any
+
+    def to_single_token(self, text: str) -> int: ...
+
 
 Answer = Union[int, str, torch.Tensor]
 Answers = Union[Answer, Sequence[Union[int, str]]]
 
 
-def token_text(model, token_id: int) -> str:
+def token_text(model: TokenModel, token_id: int) -> str:
     """One token as text (its id as a string without a tokenizer)."""
     return model.tokenizer.token_str(int(token_id)) if model.tokenizer is not None else str(int(token_id))
 
 
-def answer_token(model, answer: Answer) -> int:
+def answer_token(model: TokenModel, answer: Answer) -> int:
     """The id of the answer token (see the module docstring for the policy)."""
     if isinstance(answer, torch.Tensor):
         if answer.numel() != 1:
@@ -51,7 +60,7 @@ def answer_token(model, answer: Answer) -> int:
     raise ValueError(f"answer {answer!r} is not a single token of this model: {'; '.join(errors)}")
 
 
-def answer_tokens(model, answers: Answers) -> torch.Tensor:
+def answer_tokens(model: TokenModel, answers: Answers) -> torch.Tensor:
     """Token ids [n] for one answer or a sequence of them (words, ids, or a tensor of ids)."""
     if isinstance(answers, torch.Tensor):
         return answers.reshape(-1).long()
@@ -59,7 +68,7 @@ def answer_tokens(model, answers: Answers) -> torch.Tensor:
     return torch.tensor([answer_token(model, a) for a in items], dtype=torch.long)
 
 
-def exact_token_conflict(model, word: str) -> Optional[str]:
+def exact_token_conflict(model: TokenModel, word: str) -> Optional[str]:
     """Why reading `word` with this toolkit's policy would silently differ from TransformerLens'
     exact reading (`to_single_token(word)`), or None where they agree."""
     if word.startswith(" ") or model.tokenizer is None:
@@ -76,4 +85,4 @@ def exact_token_conflict(model, word: str) -> Optional[str]:
             f"{' ' + word!r} for the next-word token, or the id {exact} for the token without the space")
 
 
-__all__ = ["Answer", "Answers", "answer_token", "answer_tokens", "token_text", "exact_token_conflict"]
+__all__ = ["TokenModel", "Answer", "Answers", "answer_token", "answer_tokens", "token_text", "exact_token_conflict"]

@@ -37,6 +37,7 @@ from interp.hooks import HookedModule
 from models.components import MLP, Attention, KVCache, LayerNorm, Unembed
 from models.config import dtype_name
 from models.encoder_decoder_components import Decoder, Encoder, EncoderDecoderConfig
+from models.resuming import DecoderOfEncoderDecoder
 from models.sampling import check_sampling, next_token
 
 
@@ -146,6 +147,11 @@ class EncoderDecoder(HookedModule):
         `start_at_layer` [batch, tgt_pos, d_model] (what interventions resume from)."""
         src_mask = self._check_src_mask(src_mask, memory.shape[:2])
         return self.unembed(self.decoder.run_blocks(resid, memory, src_mask, start_at_layer=start_at_layer))
+
+    def engine_adapter(self) -> DecoderOfEncoderDecoder:
+        """This model's side of the patching engine (`interp.resumable.Resumable`): patched copies
+        of a run resume at their first patched decoder block."""
+        return DecoderOfEncoderDecoder(self)
 
     def forward(
         self, src_tokens: torch.Tensor, tgt_tokens: torch.Tensor, src_mask: Optional[torch.Tensor] = None

@@ -34,25 +34,21 @@ import copy
 import torch
 from einops import einsum
 
+from interp.checks import require_pre_norm
 from models.components import Unembed
 from models.stacked import kv_repeat
 from models.transformer import Transformer
 
 
-def _check_pre_norm(model: Transformer, what: str) -> None:
-    cfg = model.cfg
-    if cfg.norm_position != "pre":
-        raise ValueError(f"{what} needs a pre-norm model (this one normalises after each residual add)")
-
-
 def _untie(model: Transformer) -> None:
-    """Give the unembedding its own W_U (folding ln_final or centring changes it, not W_E)."""
+    """Give the unembedding its own W_U (folding ln_final or centring changes it, not W_E).
+    Changes this model's own config (tie_embeddings=False), which no other model shares."""
     if not model.cfg.tie_embeddings:
         return
     W_U = model.unembed.W_U.detach().clone()
     b_U = model.unembed.b_U.detach().clone()
     model.cfg.tie_embeddings = False
-    model.unembed = Unembed(model.cfg).to(W_U.device)
+    model.unembed = Unembed(model.cfg).to(device=W_U.device, dtype=W_U.dtype)
     with torch.no_grad():
         model.unembed.W_U.copy_(W_U)
         model.unembed.b_U.copy_(b_U)
@@ -80,7 +76,7 @@ def _fold_norm_into(norm: torch.nn.Module, readers: list[tuple[torch.Tensor, tor
 def fold_layer_norm(model: Transformer, center_weights: bool = True) -> Transformer:
     """Fold every norm's weight and bias into the weights that read it (see the module docstring).
     center_weights: also centre those weights over d_model (LayerNorm only; ignored for RMSNorm)."""
-    _check_pre_norm(model, "fold_layer_norm")
+    require_pre_norm(model.cfg, "fold_layer_norm")
     cfg = model.cfg
     layernorm = cfg.norm == "layernorm"
     if cfg.gated_mlp and layernorm and any(bool(b.ln2.b.abs().max() > 0) for b in model.blocks):
@@ -102,7 +98,7 @@ def fold_layer_norm(model: Transformer, center_weights: bool = True) -> Transfor
 @torch.no_grad()
 def center_writing_weights(model: Transformer) -> Transformer:
     """Subtract the mean over d_model from everything that writes to the residual stream."""
-    _check_pre_norm(model, "center_writing_weights")
+    require_pre_norm(model.cfg, "center_writing_weights")
     if model.cfg.norm != "layernorm":
         raise ValueError("center_writing_weights needs LayerNorm: RMSNorm does not remove the mean, so it would change the model")
     if not model.cfg.final_norm:

@@ -62,11 +62,6 @@ class StackedWeights:
         return self.pos_embed.W_pos
 
     @property
-    def W_E_pos(self) -> torch.Tensor:
-        """[d_vocab + n_ctx, d_model]: token and position embeddings, one row each."""
-        return torch.cat([self.W_E, self.W_pos], dim=0)
-
-    @property
     def W_U(self) -> torch.Tensor:
         return self.unembed.W_U
 

@@ -20,10 +20,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from interp.checks import IndexRangeError, resolve_layer
 from interp.hooks import HookedModule, HookPoint
 from interp.words import answer_token, exact_token_conflict
 from models.components import Embed, KVCache, PosEmbed, SinusoidalPosEmbed, TransformerBlock, Unembed, make_norm
 from models.config import TransformerConfig, dtype_name
+from models.resuming import DecoderOnlyStack
 from models.sampling import check_sampling, next_token
 from models.stacked import StackedWeights
 from models.tokenizer import Tokenizer
@@ -261,7 +263,8 @@ class Transformer(StackedWeights, HookedModule):
         if attention_mask is not None and kv_cache is not None:
             raise ValueError("attention_mask with a kv_cache is not supported: generate from unpadded prompts")
         key_mask = attention_mask.bool() if attention_mask is not None else None
-        for block in self.blocks[start_at_layer or 0 : stop_at_layer]:
+        first, last = self._layer_range(start_at_layer, stop_at_layer)
+        for block in self.blocks[first:last]:
             resid = block(resid, pos_offset, kv_cache, key_mask)
         if stop_at_layer is not None:
             return resid
@@ -274,6 +277,17 @@ class Transformer(StackedWeights, HookedModule):
             return None
         loss = self.loss_fn(logits, tokens, attention_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
+
+    def _layer_range(self, start_at_layer: Optional[int], stop_at_layer: Optional[int]) -> tuple[int, int]:
+        """The blocks forward runs, [first, last): negatives count from the end (as slices do, and
+        TransformerLens); a layer outside -n_layers..n_layers is an IndexRangeError."""
+        n = self.cfg.n_layers
+        first = 0 if start_at_layer is None else resolve_layer(start_at_layer, n, "start_at_layer", allow_end=True)
+        last = n if stop_at_layer is None else resolve_layer(stop_at_layer, n, "stop_at_layer", allow_end=True)
+        if first > last:
+            raise IndexRangeError(f"start_at_layer={start_at_layer} comes after stop_at_layer={stop_at_layer}: "
+                                  "no block would run")
+        return first, last
 
     @staticmethod
     def loss_fn(
@@ -341,6 +355,12 @@ class Transformer(StackedWeights, HookedModule):
         texts = self.to_string(tokens[:, start:])
         return texts[0] if isinstance(input, str) else texts
 
+    # ------------------------------------------------------------ the patching engine
+    def engine_adapter(self) -> DecoderOnlyStack:
+        """This model's side of the patching engine (`interp.resumable.Resumable`): run patched
+        copies of a run, resume them at their first patched block and position, read them out."""
+        return DecoderOnlyStack(self)
+
 
 @torch.no_grad()
 def last_positions(tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -351,13 +371,18 @@ def last_positions(tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.
 
 
 def last_token_logits(model: Transformer, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
-    """Logits of the token after each prompt: [n_prompts, d_vocab]; prompts may differ in
-    length (padded on the right, each read at its own last token)."""
+    """Logits of the token after each prompt: [n_prompts, d_vocab], without gradients (an
+    evaluation); prompts may differ in length (padded on the right, each read at its own last token)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if len(prompts) == 0:
+        raise ValueError("no prompts given")
     out = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = list(prompts[i : i + batch_size])
-        tokens, mask = model._tokenize(chunk)
-        logits = model(tokens, attention_mask=mask)
-        last = last_positions(tokens, mask)
-        out.append(logits[torch.arange(len(chunk)), last])
+    with torch.no_grad():  # an evaluation: no autograd graph over thousands of prompts
+        for i in range(0, len(prompts), batch_size):
+            chunk = list(prompts[i : i + batch_size])
+            tokens, mask = model._tokenize(chunk)
+            logits = model(tokens, attention_mask=mask)
+            last = last_positions(tokens, mask)
+            out.append(logits[torch.arange(len(chunk)), last])
     return torch.cat(out)

@@ -51,10 +51,12 @@ import torch
 from einops import repeat
 
 from interp import names as hook_names
+from interp.checks import resolve_layer, resolve_pos
 from interp.engine import FromRun, Patch, run_patched
 from interp.metrics import Probability
 from interp.results import LabelledResult
 from interp.tokens import answer_token, one_prompt, pos_labels, str_tokens, token_text
+from models.transformer import Transformer
 from probes.subjects import Prompt, Subject, encode, has_bos, resolve_span
 
 Kind = Literal["resid", "mlp", "attn"]
@@ -76,13 +78,12 @@ def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"layer {layer} out of range for a model with {n_layers} layers")
+    layer = resolve_layer(layer, n_layers)
     lo = layer - window // 2
     return list(range(max(0, lo), min(n_layers, lo + window)))
 
 
-def embedding_std(model) -> float:
+def embedding_std(model: Transformer) -> float:
     """Standard deviation of the token embeddings as they enter the residual stream:
     std over all entries of W_E [d_vocab, d_model], times sqrt(d_model) if the model scales
     its embeddings (``cfg.scale_embeddings``)."""
@@ -114,7 +115,7 @@ class Prepared:
 
 
 @torch.no_grad()
-def prepare(model, prompt: Prompt, subject: Subject, answer: Answer) -> Prepared:
+def prepare(model: Transformer, prompt: Prompt, subject: Subject, answer: Answer) -> Prepared:
     """Tokens, subject span and answer of a prompt (answer None: the clean top-1 prediction)."""
     tokens = one_prompt(model, prompt)
     start, end, prefix = resolve_span(model, tokens, subject)
@@ -139,7 +140,7 @@ class Corrupted:
         return self.tokens.shape[0]
 
 
-def corrupt(model, prep: Prepared, corruption: str = "noise", noise: float = 3.0, n_samples: int = 10,
+def corrupt(model: Transformer, prep: Prepared, corruption: str = "noise", noise: float = 3.0, n_samples: int = 10,
             seed: int = 0, replacement_subject: Union[str, Sequence[int], None] = None) -> Corrupted:
     """The corrupted run of a prepared prompt (see the module docstring)."""
     start, end = prep.span
@@ -175,33 +176,35 @@ def corrupt(model, prep: Prepared, corruption: str = "noise", noise: float = 3.0
     raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
 
 
-def state_patch(model, state: State) -> Patch:
-    """The patch restoring one clean state: (kind, layer, pos) or (hook name, pos)."""
+def state_patch(model: Transformer, state: State, n_pos: Optional[int] = None) -> Patch:
+    """The patch restoring one clean state: (kind, layer, pos) or (hook name, pos); layer and
+    position (if `n_pos` is given) checked (IndexRangeError), negatives counted from the end."""
     if len(state) == 3:
         kind, layer, pos = state
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        name = hook_names.act_name(KIND_ACTS[kind], layer)
+        name = hook_names.act_name(KIND_ACTS[kind], resolve_layer(layer, model.cfg.n_layers))
     elif len(state) == 2:
         name, pos = state
     else:
         raise ValueError(f"a state is (kind, layer, pos) or (hook name, pos), got {state!r}")
+    pos = pos if n_pos is None else resolve_pos(pos, n_pos, f"position of state {state!r}")
     return Patch(model.normalize_name(name), (pos,), FromRun("clean"))
 
 
-def restore(model, prep: Prepared, corrupted: Corrupted, states: Sequence[Sequence[State]], *,
+def restore(model: Transformer, prep: Prepared, corrupted: Corrupted, states: Sequence[Sequence[State]], *,
             batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False):
     """The engine's output for restoring each set of clean states in the corrupted run:
     values [n_sets] (mean over samples of P(answer)), base_value (corrupted), base_logits."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows = [[state_patch(model, s) for s in group] for group in states]
+    rows = [[state_patch(model, s, len(prep.tokens)) for s in group] for group in states]
     return run_patched(model, corrupted.tokens, rows, Probability(-1, torch.tensor([prep.answer_id])),
-                       sources={"clean": prep.tokens[None]}, base_patches=corrupted.patches, max_rows=batch_size,
+                       sources={"clean": prep.tokens[None]}, base_patches=corrupted.patches, batch_size=batch_size,
                        progress=progress, desc="causal trace")
 
 
-def trace_with_patch(model, prompt: Prompt, subject: Subject, answer: Answer = None, *,
+def trace_with_patch(model: Transformer, prompt: Prompt, subject: Subject, answer: Answer = None, *,
                      states: Sequence[Sequence[State]], corruption: Corruption = "noise", noise: float = 3.0,
                      n_samples: int = 10, seed: int = 0, replacement_subject: Union[str, Sequence[int], None] = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> torch.Tensor:
@@ -291,7 +294,7 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
-def trace_prepared(model, prep: Prepared, *, kind: str = "resid", noise: float = 3.0, n_samples: int = 10,
+def trace_prepared(model: Transformer, prep: Prepared, *, kind: str = "resid", noise: float = 3.0, n_samples: int = 10,
                    window: int = 10, corruption: str = "noise",
                    replacement_subject: Union[str, Sequence[int], None] = None, seed: int = 0,
                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> TraceResult:
@@ -317,7 +320,7 @@ def trace_prepared(model, prep: Prepared, *, kind: str = "resid", noise: float =
 
 
 def trace(
-    model,
+    model: Transformer,
     prompt: Prompt,
     subject: Subject,
     answer: Answer = None,

@@ -25,8 +25,8 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from interp.progress import progress_bar
 from models import Transformer, TransformerConfig
 
 BOS = 0
@@ -125,8 +125,8 @@ def train_induction_model(*, d_vocab: int = 64, max_half: int = 8, length: Optio
     The loss is next-token cross-entropy with the targets induction can predict weighted
     `predictable_weight` times the others (random tokens, which carry no signal). With the defaults
     layer 0's head becomes a previous-token head and layer 1's an induction head (module docstring)
-    for every seed tried; with n_heads > 1 several layer-1 heads share the induction work."""
-    torch.manual_seed(seed)
+    for every seed tried; with n_heads > 1 several layer-1 heads share the induction work.
+    The seed drives local generators only: torch's global RNG is neither read nor reseeded."""
     length = length or 1 + 3 * max_half
     cfg = TransformerConfig(n_layers=2, d_model=d_model, n_heads=n_heads, d_vocab=d_vocab, n_ctx=length,
                             attn_only=True, norm_position="pre", positional=positional, act_fn="relu",
@@ -135,7 +135,7 @@ def train_induction_model(*, d_vocab: int = 64, max_half: int = 8, length: Optio
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     losses = []
-    for _ in tqdm(range(steps), desc="training induction model", disable=not progress):
+    for _ in progress_bar(range(steps), progress, desc="training induction model"):
         tokens, predictable = training_batch(batch, max_half, d_vocab, g, length, with_predictable=True)
         logits = model(tokens)
         per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")

@@ -17,9 +17,11 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from interp import names as hook_names
+from interp.checks import resolve_pos, resolve_positions
 from interp.engine import Patch, run_patched
 from interp.metrics import Probability
 from interp.results import LabelledResult
+from models.transformer import Transformer
 from probes.causal_trace import DEFAULT_BATCH_SIZE, Answer, Prepared, prepare, window_layers
 from probes.subjects import Prompt, Subject
 
@@ -101,13 +103,7 @@ def _source_positions(prep: Prepared, sources: SourceSpec, target: int) -> tuple
         if sources == "last":
             return sources, [target]
         raise ValueError(f"sources must be one of {SOURCE_SETS} or a list of positions, got {sources!r}")
-    positions = []
-    for p in sources:
-        p = int(p)
-        if not -n_pos <= p < n_pos:
-            raise ValueError(f"source position {p} out of range for a prompt of {n_pos} tokens")
-        positions.append(p % n_pos)
-    positions = sorted(set(positions))
+    positions = sorted(set(resolve_positions(list(sources), n_pos, "source position")))
     return f"positions {positions}", positions
 
 
@@ -116,7 +112,7 @@ def _attends_to_nothing(pattern: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(pattern, nan=0.0)
 
 
-def knockout_patches(model, layers: Sequence[int], positions: Sequence[int], target: int) -> list[Patch]:
+def knockout_patches(model: Transformer, layers: Sequence[int], positions: Sequence[int], target: int) -> list[Patch]:
     """Cut the attention edges key -> target for the keys at `positions`, in every head of `layers`.
     Layers get a patch even when nothing is cut, so every row runs the same (explicit) attention."""
     patches = []
@@ -129,20 +125,18 @@ def knockout_patches(model, layers: Sequence[int], positions: Sequence[int], tar
 
 
 @torch.no_grad()
-def _knockout(model, prep: Prepared, source_sets: Sequence[SourceSpec], window: Optional[int], target_pos: int,
+def _knockout(model: Transformer, prep: Prepared, source_sets: Sequence[SourceSpec], window: Optional[int], target_pos: int,
               batch_size: int, progress: bool) -> KnockoutResult:
     n_layers, n_pos = model.cfg.n_layers, len(prep.tokens)
-    if not -n_pos <= target_pos < n_pos:
-        raise ValueError(f"target_pos {target_pos} out of range for a prompt of {n_pos} tokens")
+    target = resolve_pos(target_pos, n_pos, "target_pos")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    target = target_pos % n_pos
     window = min(KNOCKOUT_WINDOW, n_layers) if window is None else window
     blocked_layers = [window_layers(L, window, n_layers) for L in range(n_layers)]
     named = [_source_positions(prep, s, target) for s in source_sets]
     rows = [knockout_patches(model, layers, positions, target) for _, positions in named for layers in blocked_layers]
     out = run_patched(model, prep.tokens[None], rows, Probability(-1, torch.tensor([prep.answer_id])),
-                      max_rows=batch_size, progress=progress, desc="attention knockout")
+                      batch_size=batch_size, progress=progress, desc="attention knockout")
     return KnockoutResult(
         probs=out.values.reshape(len(named), n_layers).to(prep.clean_probs.dtype), clean_prob=prep.clean_prob,
         tokens=prep.str_tokens, subject_span=prep.span, answer=prep.answer, target_pos=target, window=window,
@@ -152,7 +146,7 @@ def _knockout(model, prep: Prepared, source_sets: Sequence[SourceSpec], window: 
 
 
 def attention_knockout(
-    model,
+    model: Transformer,
     prompt: Prompt,
     subject: Subject,
     answer: Answer = None,
@@ -185,7 +179,7 @@ def attention_knockout(
 
 
 def attention_knockout_all(
-    model,
+    model: Transformer,
     prompt: Prompt,
     subject: Subject,
     answer: Answer = None,

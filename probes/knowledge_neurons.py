@@ -32,7 +32,7 @@ activation zeroed at ``pos``) as ``steps`` grows; the Riemann-sum error shrinks 
 `completeness_gap` needs no model.
 
 Speed: the ``steps`` scaled copies are rows of `interp.engine.run_patched` (``batch_size``
-rows per forward pass), resumed from the cached residual stream entering layer ``l`` at
+rows per forward pass; `interp.attribution.integrated_gradients`), resumed from the cached residual stream entering layer ``l`` at
 position ``pos``, and only the last position is unembedded. One backward pass per layer
 gives the gradient for every neuron of that layer. Parameters' ``.grad`` are never
 touched, and no hook stays attached, also when an error is raised.
@@ -46,7 +46,8 @@ from typing import Any, Iterable, Literal, Optional, Union
 import torch
 
 from interp import names as hook_names
-from interp.engine import Patch, run_patched
+from interp.attribution.gradients import integrated_gradients, riemann_alphas
+from interp.checks import resolve_layer, resolve_pos
 from interp.metrics import Logit, Probability
 from interp.results import LabelledResult
 from interp.sites import Neuron
@@ -151,12 +152,9 @@ def _check_layers(model: Transformer, layers: Optional[Iterable[int]]) -> list[i
     n = model.cfg.n_layers
     if layers is None:
         return list(range(n))
-    out = []
+    out: list[int] = []
     for l in ([layers] if isinstance(layers, int) else list(layers)):
-        l = int(l)
-        if not -n <= l < n:
-            raise ValueError(f"layer {l} is out of range for a model with {n} layers")
-        l = l % n
+        l = resolve_layer(l, n)
         if l in out:
             raise ValueError(f"layer {l} is given twice in layers={list(layers)}")
         out.append(l)
@@ -194,16 +192,13 @@ def knowledge_neurons(
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = len(riemann_alphas(steps))  # checks steps >= 1
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    steps = int(steps)
+    if isinstance(prompt, (list, tuple)):
+        raise ValueError(f"knowledge_neurons attributes one prompt, got {len(prompt)}: call it once per prompt")
     tokens = one_prompt(model, prompt)
-    n_pos = tokens.shape[0]
-    if not -n_pos <= pos < n_pos:
-        raise ValueError(f"pos {pos} is out of range for a prompt of {n_pos} tokens")
-    pos = pos % n_pos
+    pos = resolve_pos(pos, tokens.shape[0], "pos")
     target_id = answer_token(model, target)
     target_str = target if isinstance(target, str) else token_text(model, target_id)
     layer_list = _check_layers(model, layers)
@@ -216,19 +211,13 @@ def knowledge_neurons(
         logits, cache = model.run_with_cache(tokens[None], names_filter=names)
         full = float(metric(logits))
 
-    # Rows: alpha = 1/steps .. 1 (the Riemann points), then alpha = 0 (the baseline, for completeness),
-    # for every layer: one engine call, one backward pass (the rows are independent).
-    alphas = torch.cat([torch.arange(1, steps + 1, dtype=torch.float64) / steps, torch.zeros(1, dtype=torch.float64)])
-    n_rows = len(alphas)
-    acts = [cache[name][0, pos] for name in names]  # [d_mlp] each
-    with torch.enable_grad():
-        scaled = [(alphas.to(device=a.device, dtype=a.dtype)[:, None] * a[None]).requires_grad_(True) for a in acts]
-        rows = [[Patch(name, (pos,), s[i])] for name, s in zip(names, scaled) for i in range(n_rows)]
-        y = run_patched(model, tokens[None], rows, metric, max_rows=batch_size, grad=True, progress=progress,
-                        desc="knowledge neurons").values.reshape(len(names), n_rows)
-        grads = torch.autograd.grad(y[:, :steps].sum(), scaled)
-    attributions = torch.stack([(a.double() * g[:steps].double().sum(0) / steps).cpu() for a, g in zip(acts, grads)])
-    zeroed = y[:, steps].detach().double().cpu()
+    # Rows: the Riemann points, then alpha = 0 (the baseline, for completeness), for every layer:
+    # one engine call, one backward pass (the rows are independent).
+    sites = [(name, (pos,), cache[name][0, pos]) for name in names]  # activations [d_mlp]
+    per_layer, y = integrated_gradients(model, tokens[None], sites, metric, steps, with_baseline=True,
+                                        batch_size=batch_size, progress=progress, desc="knowledge neurons")
+    attributions = torch.stack([a.cpu() for a in per_layer])
+    zeroed = y[:, steps].double().cpu()
 
     return KnowledgeNeuronResult(
         attributions=attributions, layers=layer_list, target=target_id, prompt=prompt_text, pos=pos,

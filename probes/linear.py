@@ -20,6 +20,9 @@ from typing import NamedTuple, Sequence
 import torch
 
 from interp import names as hook_names
+from interp.checks import resolve_pos
+from interp.tokens import cached_batches
+from models.transformer import Transformer
 from probes.subjects import last_subject_pos
 
 ROLES = ("last subject token", "last token")
@@ -76,26 +79,23 @@ def train_probe(x: torch.Tensor, labels: Sequence[str], *, l2: float = 1e-2, ste
     return LinearProbe(weight.detach(), bias.detach(), mean, std, classes)
 
 
-def residual_states(model, prompts: Sequence[str], positions: Sequence[int], batch_size: int = 512) -> torch.Tensor:
-    """[n_points, n, d_model]: the residual stream of each prompt at its position, entering each layer
-    and after the last (n_points = n_layers + 1)."""
+def residual_states(model: Transformer, prompts: Sequence[str], positions: Sequence[int], batch_size: int = 512) -> torch.Tensor:
+    """[n_points, n, d_model]: the residual stream of each prompt at its position (within the prompt's
+    own tokens; negatives count from its end), entering each layer and after the last (n_points = n_layers + 1)."""
     if len(prompts) != len(positions):
         raise ValueError(f"{len(prompts)} prompts but {len(positions)} positions")
     n = model.cfg.n_layers
     names = [hook_names.act_name("resid_pre", l) for l in range(n)] + [hook_names.act_name("resid_post", n - 1)]
     out = []
-    for lo in range(0, len(prompts), batch_size):
-        chunk = list(prompts[lo: lo + batch_size])
-        tokens, mask = model._tokenize(chunk)
-        with torch.no_grad():
-            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
-        rows = torch.arange(len(chunk))
-        pos = torch.as_tensor(list(positions[lo: lo + batch_size]))
+    for batch, cache in cached_batches(model, prompts, names, batch_size):
+        rows = torch.arange(len(batch.texts))
+        pos = torch.tensor([resolve_pos(p, int(n)) for p, n in
+                            zip(positions[batch.start: batch.start + len(rows)], batch.lengths)])
         out.append(torch.stack([cache[name][rows, pos] for name in names]))
     return torch.cat(out, dim=1)
 
 
-def role_positions(model, examples: Sequence[Example], role: str) -> list[int]:
+def role_positions(model: Transformer, examples: Sequence[Example], role: str) -> list[int]:
     """Each example's position of `role` ("last subject token" or "last token")."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -118,7 +118,7 @@ class ProbeCurve:
         return dict(vars(self))
 
 
-def probe_curve(model, train: Sequence[Example], test: Sequence[Example], role: str = "last subject token", *,
+def probe_curve(model: Transformer, train: Sequence[Example], test: Sequence[Example], role: str = "last subject token", *,
                 l2: float = 1e-2) -> ProbeCurve:
     """Train one probe per residual point on `train`, test on `test` (states at `role`)."""
     if not train or not test:

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
+from interp.progress import progress_bar
 from interp.results import LabelledResult
 from interp.tokens import token_text
+from models.transformer import Transformer
 from probes.causal_trace import DEFAULT_BATCH_SIZE, Answer, Kind, TraceResult, check_kind, prepare, trace_prepared
 from probes.subjects import CATEGORIES, Prompt, Subject, position_categories
 
@@ -21,7 +22,7 @@ from probes.subjects import CATEGORIES, Prompt, Subject, position_categories
 class AverageTrace(LabelledResult):
     """Causal tracing averaged over facts, positions grouped into ROME's categories.
 
-    indirect_effect: [n_layers, n_categories] mean over facts of (score - corrupted prob),
+    indirect_effect: [n_layers, n_categories] (the model's dtype) mean over facts of (score - corrupted prob),
     positions within a category averaged first; NaN where no fact has that category
     (e.g. "middle subject tokens" with two-token subjects). `values` is indirect_effect;
     axes ("layer", "category").
@@ -68,7 +69,7 @@ class AverageTrace(LabelledResult):
 
 
 def average_trace(
-    model,
+    model: Transformer,
     facts: Sequence[tuple[Prompt, Subject, Answer]],
     *,
     kind: Kind = "resid",
@@ -99,7 +100,7 @@ def average_trace(
     counts = [0] * len(CATEGORIES)
     traces: list[TraceResult] = []
     skipped: list[tuple[str, str, str]] = []
-    for i, (prompt, subject, answer) in enumerate(tqdm(triples, desc=f"average trace ({kind})", disable=not progress)):
+    for i, (prompt, subject, answer) in enumerate(progress_bar(triples, progress, desc=f"average trace ({kind})")):
         prep = prepare(model, prompt, subject, answer)
         if only_correct and prep.top_id != prep.answer_id:
             skipped.append((prompt if isinstance(prompt, str) else str(prep.str_tokens), prep.answer,
@@ -116,7 +117,7 @@ def average_trace(
     denom = torch.tensor([n if n else float("nan") for n in counts], dtype=torch.float64)
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else float("nan")  # noqa: E731
     return AverageTrace(
-        indirect_effect=(sums / denom).float(), categories=list(CATEGORIES), counts=counts,
+        indirect_effect=(sums / denom).to(model.embed.W_E.dtype), categories=list(CATEGORIES), counts=counts,
         total_effect=mean([t.total_effect for t in traces]), clean_prob=mean([t.clean_prob for t in traces]),
         corrupted_prob=mean([t.corrupted_prob for t in traces]), n_facts=len(traces), n_skipped=len(skipped),
         kind=kind, window=1 if kind == "resid" else window, skipped=skipped, traces=traces,

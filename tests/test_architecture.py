@@ -1,7 +1,7 @@
 """The layers import one way only, there is no import circle between files, and the CLI starts light.
 
 Layers, lowest first: the hook base (interp.names, interp.hooks, interp.cache, interp.factored, interp.checks,
-interp.words, interp.progress) < models <
+interp.words, interp.progress, interp.unembedding) < models <
 the rest of interp < probes < analyses. Every import between our files (type-only imports
 included) must go to the same layer or a lower one. `make test` also runs import-linter's
 contracts (.importlinter); this test is the exhaustive version: every module is placed by rule.
@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("interp", "models", "probes", "analyses")
 BASE = {"interp", "interp.names", "interp.hooks", "interp.cache", "interp.factored", "interp.checks", "interp.words",
-        "interp.progress"}
+        "interp.progress", "interp.unembedding"}
 LAYERS = ("hook base", "models", "interp", "probes", "analyses")
 
 

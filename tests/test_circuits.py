@@ -201,7 +201,7 @@ def test_a_plain_metric_gives_the_same_scores_as_a_batched_one(fw):
     def plain(logits):  # [batch, pos, d_vocab] -> scalar (on [rows, batch, ...] it would average the wrong axis)
         return (logits[..., -1, a] - logits[..., -1, c]).mean(0)
 
-    ours = attribute_edges(fw, *prompts, plain, method="exact", batch_rows=4, progress=False)
+    ours = attribute_edges(fw, *prompts, plain, method="exact", batch_size=4, progress=False)
     batched = attribute_edges(fw, *prompts, logit_diff(fw, "basketball", "swimming"), method="exact", progress=False)
     assert torch.allclose(ours.values, batched.values, atol=1e-4)
 

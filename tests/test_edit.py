@@ -13,7 +13,7 @@ from models import factworld, load
 from probes.edit import (
     Edit, EditCase, EditRequest, evaluate_edit, evaluate_edits, fine_tune, key_second_moment, memit, rome,
 )
-from probes.edit.requests import mean_key, mean_state
+from probes.edit import mean_key, mean_state
 from test_localise import FACTS, WORDS, build_stored_fact_model
 
 
@@ -155,7 +155,7 @@ def test_edit_saves_a_new_model_and_never_the_shipped_one(fw, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(FileExistsError):
         edit.save(fw, tmp_path / "full")
-    assert request.target == "soccer"
+    assert request.new_target == "soccer"
 
 
 # ============================================================ the fact world

@@ -59,7 +59,7 @@ def test_plans_equal_one_forward_per_row(arch, plan):
     src[:, 2:5] = torch.randint(0, 50, (2, 3), generator=gen)
     rows = mixed_rows()
     for metric in (metrics.logit_diff(model, [3, 4], [5, 6]), lambda logits: logits[..., 2].mean()):
-        out = run_patched(model, base, rows, metric, sources={"src": src}, plan=plan, max_rows=4)
+        out = run_patched(model, base, rows, metric, sources={"src": src}, plan=plan, batch_size=4)
         expected = reference(model, base, rows, metric, {"src": src})
         torch.testing.assert_close(out.values, expected, atol=1e-10, rtol=0)
         with torch.no_grad():

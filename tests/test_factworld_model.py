@@ -6,7 +6,8 @@ import pytest
 
 from models import factworld, load
 from models.factworld import checkpoint_dir
-from models.factworld.evaluate import evaluate, next_word_logits
+from models.factworld.evaluate import evaluate
+from models.transformer import last_token_logits
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_accuracy_targets_every_relation(model):
 
 def sport_probs(model, subject):
     prompts = [t.format(subject=subject) for t in factworld.templates("sport", heldout=True)]
-    return next_word_logits(model, prompts).softmax(-1)
+    return last_token_logits(model, prompts).softmax(-1)
 
 
 @pytest.mark.parametrize("subject,sport", [("Michael Jordan", "basketball"), ("Michael Phelps", "swimming")])

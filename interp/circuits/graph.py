@@ -21,6 +21,9 @@ from typing import Optional
 
 import torch
 
+from interp.checks import require_pre_norm
+from models import TransformerConfig
+
 
 @dataclass(frozen=True)
 class Node:
@@ -51,10 +54,8 @@ class Graph:
     upstream [U] Nodes, inputs [D] Inputs, edges [U, D] bool: which writer a reader reads.
     """
 
-    def __init__(self, cfg) -> None:
-        if cfg.norm_position != "pre":
-            raise ValueError("circuits need a pre-norm model: with post-norm the residual stream is renormalised "
-                             "after every block and is not a sum of the nodes' outputs")
+    def __init__(self, cfg: TransformerConfig) -> None:
+        require_pre_norm(cfg, "a circuit graph")
         self.cfg = cfg
         L, H, KV = cfg.n_layers, cfg.n_heads, cfg.n_kv_heads
         mlps = not cfg.attn_only

@@ -24,10 +24,12 @@ from typing import Any, Optional, Union
 
 import torch
 
+from interp.attribution.gradients import gradient_times_delta, riemann_alphas
 from interp.circuits.graph import Graph
 from interp.circuits.run import EdgeRun, Metric, row_metric
 from interp.metrics import metric_name
 from interp.tokens import paired_tokens
+from models import Transformer
 
 METHODS = ("eap", "eap-ig", "exact")
 
@@ -85,7 +87,7 @@ def _gradients(run: EdgeRun, metric: Metric, embed: Optional[torch.Tensor] = Non
     return grad
 
 
-def _exact(run: EdgeRun, metric: Metric, clean_value: float, batch_rows: int, progress: bool) -> torch.Tensor:
+def _exact(run: EdgeRun, metric: Metric, clean_value: float, batch_size: int, progress: bool) -> torch.Tensor:
     g = run.graph
     edges = g.edges.nonzero().tolist()
     one_edge = []
@@ -93,20 +95,20 @@ def _exact(run: EdgeRun, metric: Metric, clean_value: float, batch_rows: int, pr
         mask = torch.zeros_like(g.edges)
         mask[u, d] = True
         one_edge.append(mask)
-    values = run.metrics(one_edge, metric, batch_rows, progress=progress, desc="exact edge patching")
+    values = run.metrics(one_edge, metric, batch_size, progress=progress, desc="exact edge patching")
     scores = torch.full(g.edges.shape, float("nan"), dtype=torch.float64)
     for (u, d), v in zip(edges, values.tolist()):
         scores[u, d] = clean_value - v
     return scores
 
 
-def attribute_edges(model, clean, corrupted, metric: Metric, method: str = "eap", *, steps: int = 5,
-                    batch_rows: int = 256, progress: bool = True) -> EdgeScores:
+def attribute_edges(model: Transformer, clean, corrupted, metric: Metric, method: str = "eap", *, steps: int = 5,
+                    batch_size: int = 256, progress: bool = True) -> EdgeScores:
     """Score every edge of `model`'s graph (see the module docstring).
 
     clean / corrupted: prompts (texts or token ids [batch, pos]) of equal length; metric:
     logits [batch, pos, d_vocab] -> scalar (e.g. `interp.metrics.logit_diff`); steps: EAP-IG's
-    interpolation steps; batch_rows: rows x prompts per forward pass (exact).
+    interpolation steps; batch_size: sequences per forward pass (patched runs x prompts; exact).
     """
     if method not in METHODS:
         raise ValueError(f"unknown edge attribution method {method!r}; choose from {', '.join(METHODS)}")
@@ -123,14 +125,14 @@ def attribute_edges(model, clean, corrupted, metric: Metric, method: str = "eap"
         corrupted_value = float(row_metric(metric, run.corrupted_logits, 1)[0])
     diff = (run.outputs_clean - run.outputs_corrupted).double()  # [U, batch, pos, d_model]
     if method == "exact":
-        scores = _exact(run, metric, clean_value, batch_rows, progress)
+        scores = _exact(run, metric, clean_value, batch_size, progress)
     else:
         if method == "eap-ig":
             e_clean, e_corr = run.outputs_clean[0], run.outputs_corrupted[0]
-            alphas = torch.arange(1, steps + 1, dtype=e_clean.dtype) / steps
+            alphas = riemann_alphas(steps, e_clean.dtype)
             embed = torch.cat([e_corr + a * (e_clean - e_corr) for a in alphas])
             grad = _gradients(run, metric, embed=embed, rows=steps) / steps
-        scores = torch.einsum("ubpm,dbpm->ud", diff, grad.double()).cpu()
+        scores = gradient_times_delta(grad.double(), diff, pairwise=True).cpu()
         scores = scores.masked_fill(~graph.edges, float("nan"))
     seconds = time.perf_counter() - start
     info = {"steps": steps} if method == "eap-ig" else {}

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.circuits.graph import Graph
 from interp.circuits.run import EdgeRun, Metric
 from interp.circuits.scores import EdgeScores
+from interp.progress import progress_bar
 from interp.tokens import paired_tokens
+from models import Transformer
 
 Edge = tuple[str, str]
 ABLATIONS = ("corrupted", "mean")
@@ -53,7 +54,7 @@ class Faithfulness:
 class _Evaluator:
     """Faithfulness of many circuits on one prompt pair, rows batched."""
 
-    def __init__(self, model, clean, corrupted, metric: Metric, batch_rows: int = 256,
+    def __init__(self, model: Transformer, clean, corrupted, metric: Metric, batch_size: int = 256,
                  ablation: str = "corrupted") -> None:
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
@@ -63,12 +64,12 @@ class _Evaluator:
         if ablation == "mean":
             out = self.run.outputs_corrupted  # [U, batch, pos, d_model]
             self.run.outputs_corrupted = out.mean(1, keepdim=True).expand_as(out)
-        self.metric, self.batch_rows = metric, batch_rows
+        self.metric, self.batch_size = metric, batch_size
         self.full, self.empty = self.metrics([self.graph.edges.clone(), torch.zeros_like(self.graph.edges)]).tolist()
 
     def metrics(self, kept: Sequence[torch.Tensor]) -> torch.Tensor:
         """The metric with only each kept [U, D] edge set clean: [len(kept)]."""
-        return self.run.metrics([self.graph.edges & ~k for k in kept], self.metric, self.batch_rows)
+        return self.run.metrics([self.graph.edges & ~k for k in kept], self.metric, self.batch_size)
 
     def normalise(self, values: torch.Tensor) -> torch.Tensor:
         if self.full == self.empty:
@@ -81,14 +82,14 @@ class _Evaluator:
         return Faithfulness(float(self.normalise(torch.tensor(m))), m, self.full, self.empty, int(kept.sum()))
 
 
-def faithfulness(model, clean, corrupted, metric: Metric, circuit: Iterable[Edge], *,
+def faithfulness(model: Transformer, clean, corrupted, metric: Metric, circuit: Iterable[Edge], *,
                  ablation: str = "corrupted") -> Faithfulness:
     """How much of the clean-vs-corrupted metric difference the circuit's edges carry (module docstring)."""
     ev = _Evaluator(model, clean, corrupted, metric, ablation=ablation)
     return ev.result(ev.graph.mask(circuit))
 
 
-def faithfulness_curve(model, clean, corrupted, metric: Metric, scores: EdgeScores,
+def faithfulness_curve(model: Transformer, clean, corrupted, metric: Metric, scores: EdgeScores,
                        sizes: Optional[Sequence[int]] = None, *, ablation: str = "corrupted") -> list[tuple[int, float]]:
     """(n, faithfulness of the top-n edges by |score|) for each n of `sizes` (default: every n up to
     256, then doubling up to every edge), batched in a few forward passes."""
@@ -103,8 +104,8 @@ def faithfulness_curve(model, clean, corrupted, metric: Metric, scores: EdgeScor
     return list(zip(sizes, ev.normalise(ev.metrics(kept)).tolist()))
 
 
-def greedy_circuit(model, clean, corrupted, metric: Metric, scores: EdgeScores, n: int, *, candidates: int = 64,
-                   ablation: str = "corrupted", progress: bool = True) -> list[Edge]:
+def greedy_circuit(model: Transformer, clean, corrupted, metric: Metric, scores: EdgeScores, n: int, *,
+                   candidates: int = 64, ablation: str = "corrupted", progress: bool = True) -> list[Edge]:
     """n edges by greedy pruning: start from the `candidates` best-scored edges and drop, one at a
     time, the edge whose removal leaves the most faithful circuit (exact patched runs, batched),
     until n remain. (Adding edges one at a time from nothing does not work: one edge alone
@@ -113,7 +114,7 @@ def greedy_circuit(model, clean, corrupted, metric: Metric, scores: EdgeScores, 
         raise ValueError(f"n and candidates must be >= 1, got {n} and {candidates}")
     ev = _Evaluator(model, clean, corrupted, metric, ablation=ablation)
     chosen = [(u, d) for u, d, _ in scores.top(max(n, candidates))]
-    for _ in tqdm(range(len(chosen) - n), desc="greedy circuit", disable=not progress):
+    for _ in progress_bar(range(len(chosen) - n), progress, desc="greedy circuit"):
         values = ev.normalise(ev.metrics([ev.graph.mask(chosen[:i] + chosen[i + 1:]) for i in range(len(chosen))]))
         chosen.pop(int(values.argmax()))
     return chosen

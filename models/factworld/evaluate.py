@@ -4,18 +4,14 @@ on training templates and on held-out templates (never seen in training)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
+from interp.progress import progress_bar
+from interp.words import answer_token
 from models.factworld import facts, relations, templates
 from models.transformer import Transformer, last_token_logits
-
-
-def next_word_logits(model: Transformer, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
-    """Logits of the word after each prompt: [n_prompts, d_vocab] (prompts may differ in length)."""
-    return last_token_logits(model, prompts, batch_size)
 
 
 @dataclass
@@ -26,13 +22,16 @@ class Score:
 
 
 def score(model: Transformer, relation: str, heldout: bool, subjects: Optional[set[str]] = None) -> Score:
+    """Top-1 accuracy and mean answer probability over every (template, fact) prompt of a
+    relation (its training or held-out templates; optionally only some subjects)."""
     fs = [f for f in facts(relation) if subjects is None or f.subject in subjects]
+    ids = {f.object: answer_token(model, f.object) for f in fs}  # the toolkit's answer-word policy
     prompts, answers = [], []
     for template in templates(relation, heldout=heldout):
         for f in fs:
             prompts.append(template.format(subject=f.subject))
-            answers.append(model.to_single_token(f.object))
-    logits = next_word_logits(model, prompts)
+            answers.append(ids[f.object])
+    logits = last_token_logits(model, prompts)
     answers_t = torch.tensor(answers, device=logits.device)
     top1 = (logits.argmax(-1) == answers_t).float().mean().item()
     p = logits.softmax(-1).gather(1, answers_t[:, None]).mean().item()
@@ -42,7 +41,7 @@ def score(model: Transformer, relation: str, heldout: bool, subjects: Optional[s
 def evaluate(model: Transformer, progress: bool = True) -> dict:
     """{relation: {"train": Score, "heldout": Score}} as plain dicts."""
     report = {}
-    for relation in tqdm(relations(), desc="evaluating", disable=not progress):
+    for relation in progress_bar(relations(), progress, desc="evaluating"):
         report[relation] = {
             "train": asdict(score(model, relation, heldout=False)),
             "heldout": asdict(score(model, relation, heldout=True)),

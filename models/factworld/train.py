@@ -1,7 +1,12 @@
 """Train the fact-world model from scratch on CPU (deterministic given the seed).
 
-    interp train-factworld [--out DIR] [--steps N] [--seed S]
+    interp train-factworld --out DIR [--steps N] [--seed S]    # DIR new or empty
+    interp train-factworld --force [--steps N]                  # replace the shipped checkpoint
     python -m models.factworld.train ...
+
+Nothing is overwritten unless asked: `--out` must be a new or empty directory (or `--force`),
+and without `--out` only `--force` writes the shipped checkpoint folder, which the README,
+the tests and the results rely on. The checks run before training starts.
 
 The architecture follows the key-value picture of the FFN: GPT-2's layout with a
 ReLU MLP, so neuron n's key is W_in[:, n] (+ b_in[n]) and its value W_out[n, :],
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
+from interp.progress import progress_bar
+from models.checkpoint import check_empty_dir, check_not_shipped, save
 from models.config import TransformerConfig
 from models.factworld import checkpoint_dir
 from models.factworld.corpus import build_tokenizer, encode_batch, training_sentences
@@ -77,7 +83,8 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    torch.manual_seed(cfg.seed)
+    """Train a fact-world model from scratch. Deterministic given cfg.seed, which seeds the
+    initialisation and the batches through local generators (torch's global RNG is not touched)."""
     tokenizer = build_tokenizer()
     sentences = training_sentences()
     model = Transformer(model_config(cfg, tokenizer.vocab_size), tokenizer=tokenizer).train()
@@ -89,7 +96,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult(model)
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="training fact-world", disable=not progress)
+    bar = progress_bar(range(cfg.steps), progress, desc="training fact-world")
     for step in bar:
         idx = torch.randint(len(sentences), (cfg.batch_size,), generator=gen)
         tokens, mask = encode_batch(tokenizer, [sentences[i].text for i in idx.tolist()])
@@ -134,20 +141,35 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
-    p.add_argument("--out", type=Path, default=checkpoint_dir(), help="checkpoint directory (default: the shipped one)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="checkpoint directory, new or empty (required unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help=f"replace what is there; without --out, the shipped checkpoint {checkpoint_dir()}")
     for name, value in asdict(defaults).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     p.add_argument("--quiet", action="store_true")
 
 
+def output_dir(out: Optional[Path], force: bool = False) -> Path:
+    """Where `interp train-factworld` writes: `out` if it is new or empty (or `force`); without
+    `out`, the shipped checkpoint folder, only with `force`. A clear error otherwise."""
+    if out is None:
+        if not force:
+            raise ValueError(f"give --out DIR (a new or empty directory) for the trained model, or --force to "
+                             f"replace the shipped fact-world checkpoint {checkpoint_dir()}")
+        return checkpoint_dir()
+    if not force:
+        check_not_shipped(out)
+    return check_empty_dir(out, overwrite=force)
+
+
 def run(args: argparse.Namespace) -> int:
     from models.factworld.evaluate import evaluate, format_report
-    from models.loading import save
 
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
+    out = output_dir(args.out, args.force)  # before the training: nothing is lost to a refusal
     result = train(cfg, progress=not args.quiet)
-    out = Path(args.out)
-    save(result.model, out, allow_shipped=True)
+    save(result.model, out, overwrite=args.force, allow_shipped=args.force)
     plot_losses(result.losses, out / "loss_curve.png")
     report = evaluate(result.model, progress=not args.quiet)
     print(format_report(report))

@@ -19,6 +19,8 @@ from typing import Any, Iterator, Union
 
 import torch
 
+from models.transformer import Transformer
+
 
 @dataclass
 class Edit:
@@ -27,7 +29,7 @@ class Edit:
     info: dict[str, Any] = field(default_factory=dict)  # what was edited, where and how (JSON-ready)
     _originals: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
-    def _check(self, model) -> dict[str, torch.nn.Parameter]:
+    def _check(self, model: Transformer) -> dict[str, torch.nn.Parameter]:
         params = dict(model.named_parameters())
         for name, delta in self.deltas.items():
             if name not in params:
@@ -37,10 +39,10 @@ class Edit:
                                  f"parameter {list(params[name].shape)}")
         return params
 
-    def is_applied(self, model) -> bool:
+    def is_applied(self, model: Transformer) -> bool:
         return id(model) in self._originals
 
-    def apply(self, model) -> None:
+    def apply(self, model: Transformer) -> None:
         """Add the deltas to the model's weights (in place); refuses to apply twice."""
         if self.is_applied(model):
             raise RuntimeError("this edit is already applied to this model; revert it first")
@@ -51,7 +53,7 @@ class Edit:
                 params[name].add_(delta.to(params[name].dtype).to(params[name].device))
         self._originals[id(model)] = originals
 
-    def revert(self, model) -> None:
+    def revert(self, model: Transformer) -> None:
         """Put back the exact weights the model had before `apply`."""
         if not self.is_applied(model):
             raise RuntimeError("this edit is not applied to this model")
@@ -61,14 +63,14 @@ class Edit:
                 params[name].copy_(original)
 
     @contextlib.contextmanager
-    def applied(self, model) -> Iterator[Any]:
+    def applied(self, model: Transformer) -> Iterator[Transformer]:
         self.apply(model)
         try:
             yield model
         finally:
             self.revert(model)
 
-    def save(self, model, path: Union[str, Path]) -> Path:
+    def save(self, model: Transformer, path: Union[str, Path]) -> Path:
         """Write the edited model (a copy; `model` is not changed) to a new or empty directory,
         never the shipped fact-world checkpoint."""
         from models.loading import check_not_shipped, save

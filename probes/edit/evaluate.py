@@ -6,9 +6,9 @@
     report = evaluate_edits(model, cases, edits, fluency_texts)   # one edit per case, or one for all
 
 Per case, with the edit applied (the model is restored afterwards):
-  efficacy       the request's prompt: P(target) > P(old) ("score"), and target is top-1;
+  efficacy       the request's prompt: P(new target) > P(old) ("score"), and the new target is top-1;
   paraphrase     other prompts for the same fact (e.g. held-out templates): the same two;
-  neighbourhood  other subjects' prompts that must keep their answers: P(their answer) > P(target),
+  neighbourhood  other subjects' prompts that must keep their answers: P(their answer) > P(new target),
                  and their top-1 unchanged (only prompts the model got right before count);
   attribute      the subject's other facts: top-1 unchanged (those right before);
 and over all cases the fluency cost: the relative increase of the mean next-token loss on
@@ -24,8 +24,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from interp.tokens import answer_token
-from models.transformer import last_token_logits
+from interp.progress import progress_bar
+from interp.tokens import padded_batches
+from interp.words import answer_token
+from models.transformer import Transformer, last_token_logits
 from probes.edit.edit import Edit
 from probes.edit.requests import EditRequest
 
@@ -43,17 +45,17 @@ class EditCase:
 
 @dataclass
 class CaseScores:
-    efficacy: float  # score: P(target) > P(old), 0 or 1
+    efficacy: float  # score: P(new target) > P(old), 0 or 1
     efficacy_top1: float
     paraphrase: float  # share of paraphrases
     paraphrase_top1: float
-    neighbourhood: float  # share of neighbours with P(answer) > P(target)
+    neighbourhood: float  # share of neighbours with P(answer) > P(new target)
     neighbourhood_top1: float  # share of neighbours (right before) still right
     attribute_top1: float  # share of the subject's other facts (right before) still right
-    p_target: float  # P(target) on the request's prompt after the edit
+    p_new_target: float  # P(new target) on the request's prompt after the edit
 
 
-def _logits(model, prompts: Sequence[str]) -> torch.Tensor:
+def _logits(model: Transformer, prompts: Sequence[str]) -> torch.Tensor:
     if not prompts:
         return torch.zeros(0, model.cfg.d_vocab)
     with torch.no_grad():
@@ -64,7 +66,7 @@ def _share(x: torch.Tensor) -> float:
     return float(x.double().mean()) if x.numel() else float("nan")
 
 
-def _measure(model, case: EditCase) -> dict[str, torch.Tensor]:
+def _measure(model: Transformer, case: EditCase) -> dict[str, torch.Tensor]:
     """Logits of every prompt of the case (one pass)."""
     prompts = [case.request.prompt] + case.paraphrases + [p for p, _ in case.neighbours] + [p for p, _ in case.attributes]
     logits = _logits(model, prompts)
@@ -73,8 +75,8 @@ def _measure(model, case: EditCase) -> dict[str, torch.Tensor]:
     return {"request": logits[:1], "paraphrases": logits[a:b], "neighbours": logits[b:c], "attributes": logits[c:]}
 
 
-def _scores(model, case: EditCase, before: dict, after: dict) -> CaseScores:
-    target, old = answer_token(model, case.request.target), answer_token(model, case.old)
+def _scores(model: Transformer, case: EditCase, before: dict, after: dict) -> CaseScores:
+    new, old = answer_token(model, case.request.new_target), answer_token(model, case.old)
     req, para = after["request"], after["paraphrases"]
     n_ids = torch.tensor([answer_token(model, a) for _, a in case.neighbours], dtype=torch.long)
     a_ids = torch.tensor([answer_token(model, a) for _, a in case.attributes], dtype=torch.long)
@@ -83,18 +85,18 @@ def _scores(model, case: EditCase, before: dict, after: dict) -> CaseScores:
     right_a = before["attributes"].argmax(-1) == a_ids if len(a_ids) else torch.zeros(0, dtype=torch.bool)
     nb = after["neighbours"]
     return CaseScores(
-        efficacy=float(req[0, target] > req[0, old]),
-        efficacy_top1=float(req[0].argmax() == target),
-        paraphrase=_share(para[:, target] > para[:, old]),
-        paraphrase_top1=_share(para.argmax(-1) == target),
-        neighbourhood=_share(nb[rows_n, n_ids] > nb[:, target]) if len(n_ids) else float("nan"),
+        efficacy=float(req[0, new] > req[0, old]),
+        efficacy_top1=float(req[0].argmax() == new),
+        paraphrase=_share(para[:, new] > para[:, old]),
+        paraphrase_top1=_share(para.argmax(-1) == new),
+        neighbourhood=_share(nb[rows_n, n_ids] > nb[:, new]) if len(n_ids) else float("nan"),
         neighbourhood_top1=_share((nb.argmax(-1) == n_ids)[right_n]) if len(n_ids) else float("nan"),
         attribute_top1=_share((after["attributes"].argmax(-1) == a_ids)[right_a]) if len(a_ids) else float("nan"),
-        p_target=float(req[0].softmax(-1)[target]),
+        p_new_target=float(req[0].softmax(-1)[new]),
     )
 
 
-def evaluate_edit(model, case: EditCase, edit: Optional[Edit] = None) -> CaseScores:
+def evaluate_edit(model: Transformer, case: EditCase, edit: Optional[Edit] = None) -> CaseScores:
     """The case's scores with `edit` applied (None: the model as it is)."""
     before = _measure(model, case)
     if edit is None:
@@ -104,11 +106,11 @@ def evaluate_edit(model, case: EditCase, edit: Optional[Edit] = None) -> CaseSco
     return _scores(model, case, before, after)
 
 
-def mean_loss(model, texts: Sequence[str], batch_size: int = 256) -> float:
+def mean_loss(model: Transformer, texts: Sequence[str], batch_size: int = 256) -> float:
     """Mean next-token loss over the real tokens of `texts` (after the first)."""
     total, count = 0.0, 0
-    for lo in range(0, len(texts), batch_size):
-        tokens, mask = model._tokenize(list(texts[lo: lo + batch_size]))
+    for batch in padded_batches(model, texts, batch_size):
+        tokens, mask = batch.tokens, batch.mask
         with torch.no_grad():
             nll = model.loss_fn(model(tokens, attention_mask=mask).double(), tokens, mask, per_token=True)
         total += float(nll.sum())  # padding targets contribute 0
@@ -136,8 +138,8 @@ class EditReport:
         return asdict(self) | {"loss_increase_percent": self.loss_increase}
 
 
-def evaluate_edits(model, cases: Sequence[EditCase], edits: Sequence[Edit], fluency_texts: Sequence[str] = (), *,
-                   method: str = "") -> EditReport:
+def evaluate_edits(model: Transformer, cases: Sequence[EditCase], edits: Sequence[Edit],
+                   fluency_texts: Sequence[str] = (), *, method: str = "", progress: bool = True) -> EditReport:
     """Score `cases` with one edit each (`edits` as long as `cases`, each applied alone) or one edit
     for all (`edits` of length 1, e.g. MEMIT); see the module docstring."""
     if len(edits) not in (1, len(cases)):
@@ -154,12 +156,12 @@ def evaluate_edits(model, cases: Sequence[EditCase], edits: Sequence[Edit], flue
                 losses.append(mean_loss(model, fluency_texts))
         per_case = [_scores(model, c, b, a) for c, b, a in zip(cases, before, after)]
     else:
-        for case, edit in zip(cases, edits):
+        for case, edit in progress_bar(list(zip(cases, edits)), progress=progress, desc="evaluating edits"):
             per_case.append(evaluate_edit(model, case, edit))
             if fluency_texts:
                 with edit.applied(model):
                     losses.append(mean_loss(model, fluency_texts))
-    names = [f for f in CaseScores.__dataclass_fields__ if f != "p_target"]
+    names = [f for f in CaseScores.__dataclass_fields__ if f != "p_new_target"]
     means = {}
     for name in names:
         values = [getattr(s, name) for s in per_case if getattr(s, name) == getattr(s, name)]  # skip NaN

@@ -3,7 +3,9 @@ answers (negative log-likelihood over the prompts in their contexts), with every
 change kept within +- `max_change` (an L-infinity constraint). The model's parameters are never
 touched during training: the change is a separate tensor added through hooks.
 
-    edit = fine_tune(model, [EditRequest(...)], layer=0)
+    edit = fine_tune(model, [("Michael Jordan plays the sport of", "Michael Jordan", "soccer")], layer=0)
+
+Without `layer` it trains the layer the requests' causal traces pick most often (`traced_layers`).
 """
 
 from __future__ import annotations
@@ -14,27 +16,35 @@ from typing import Optional, Sequence
 import torch
 
 from interp import names as hook_names
+from models.transformer import Transformer
+from probes.edit.contexts import DEFAULT_PREFIXES, batch, contexts
 from probes.edit.edit import Edit
-from probes.edit.requests import EditRequest, batch, check_layer, check_request, contexts
-from probes.edit.rome import DEFAULT_PREFIXES
+from probes.edit.layers import traced_layers
+from probes.edit.requests import RequestLike, as_requests, check_layer, check_request
 
 
-def fine_tune(model, requests: Sequence[EditRequest], *, layer: int, prefixes: Sequence[str] = DEFAULT_PREFIXES,
-              rewrites: Optional[Sequence[Sequence[str]]] = None, steps: int = 25, lr: float = 5e-3,
-              max_change: float = 5e-3) -> Edit:
-    """FT-L on `requests` at MLP `layer` (see the module docstring)."""
+def fine_tune(model: Transformer, requests: Sequence[RequestLike], *, layer: Optional[int] = None,
+              prefixes: Sequence[str] = DEFAULT_PREFIXES, rewrites: Optional[Sequence[Sequence[str]]] = None,
+              steps: int = 25, lr: float = 5e-3, max_change: float = 5e-3, seed: int = 0) -> Edit:
+    """FT-L on `requests` (EditRequests or (prompt, subject, new_target) tuples) at MLP `layer`
+    (None: the traced layer, `traced_layers` with `seed`); see the module docstring."""
     start = time.perf_counter()
+    requests = as_requests(requests)
     if not requests:
         raise ValueError("no edit requests given")
-    layer = check_layer(model, layer)
-    ids = [check_request(model, r)[0] for r in requests]
-    texts, targets = [], []
+    if layer is not None:
+        layer = check_layer(model, layer)
+    checked = [check_request(model, r) for r in requests]
+    ids = [new_id for new_id, _ in checked]
+    if layer is None:
+        layer = traced_layers(model, requests, seed=seed, answers=[c for _, c in checked])[0][0]
+    texts, new_ids = [], []
     for r, t, rw in zip(requests, ids, rewrites or [()] * len(requests)):
         for text in contexts(r, prefixes, rw):
             texts.append(text)
-            targets.append(t)
+            new_ids.append(t)
     tokens, mask, last = batch(model, texts)
-    targets_t = torch.tensor(targets)
+    new_ids_t = torch.tensor(new_ids)
     name = hook_names.param_name("mlp.W_out", layer)
     weight = model.get_parameter(name)
     change = torch.zeros_like(weight, requires_grad=True)
@@ -52,7 +62,7 @@ def fine_tune(model, requests: Sequence[EditRequest], *, layer: int, prefixes: S
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         for _ in range(steps):
             logits = model(tokens, attention_mask=mask)
-            loss = -logits[torch.arange(len(texts)), last].log_softmax(-1)[torch.arange(len(texts)), targets_t].mean()
+            loss = -logits[torch.arange(len(texts)), last].log_softmax(-1)[torch.arange(len(texts)), new_ids_t].mean()
             loss_value = float(loss.detach())
             (change.grad,) = torch.autograd.grad(loss, [change])
             opt.step()

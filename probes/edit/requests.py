@@ -1,172 +1,104 @@
-"""What to edit, and the shared steps of every editing method: checking a request, the keys at
-the subject's last token (averaged over context prefixes), and the optimisation of the vector
-that, added to an MLP layer's output at that token, makes the model say the new target.
+"""What to edit: an `EditRequest` (the prompt, the subject inside it, and the answer the edit
+should make the model give, `new_target`), the ways a caller may write one, and the checks
+every editing method makes before touching anything.
 
     request = EditRequest("Michael Jordan plays the sport of", "Michael Jordan", "soccer")
+    as_request("Michael Jordan plays the sport of", "Michael Jordan", "soccer")   # the same
+    as_requests([("Michael Jordan plays the sport of", "Michael Jordan", "soccer"), ...])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
-from interp import names as hook_names
-from models.transformer import last_positions
-from interp.tokens import answer_token
-from probes.subjects import last_subject_pos, subject_span
+from interp.checks import IndexRangeError, resolve_layer
+from interp.words import answer_token
+from models.transformer import Transformer
+from probes.subjects import subject_span
 
 
 @dataclass(frozen=True)
 class EditRequest:
     prompt: str  # ends right before the answer
     subject: str  # text inside the prompt
-    target: str  # the new answer (one token)
+    new_target: str  # the answer the edit makes the model give (one token)
 
     def to_dict(self) -> dict:
-        return {"prompt": self.prompt, "subject": self.subject, "target": self.target}
+        return {"prompt": self.prompt, "subject": self.subject, "new_target": self.new_target}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EditRequest":
+        """The request `to_dict` wrote; files written before the rename, where the new answer was
+        saved as "target", read the same."""
+        if "new_target" in data:
+            new_target = data["new_target"]
+        elif "target" in data:
+            new_target = data["target"]
+        else:
+            raise KeyError(f"an edit request needs 'prompt', 'subject' and 'new_target'; got keys {sorted(data)}")
+        return cls(data["prompt"], data["subject"], new_target)
 
 
-def check_request(model, request: EditRequest) -> tuple[int, int]:
-    """(target id, current answer id); clear errors for a subject not in the prompt, a target
-    that is not one known token, or a target the model already gives."""
+RequestLike = Union[EditRequest, Sequence[str]]
+
+
+def as_request(request: Union[RequestLike, str], subject: Optional[str] = None,
+               new_target: Optional[str] = None) -> EditRequest:
+    """An EditRequest from one, from (prompt, subject, new_target), or from the three strings."""
+    if isinstance(request, EditRequest):
+        if subject is not None or new_target is not None:
+            raise TypeError("give an EditRequest, or prompt, subject and new_target, not both")
+        return request
+    if isinstance(request, str):
+        if subject is None or new_target is None:
+            raise TypeError("an edit needs the prompt, the subject inside it and the new target: "
+                            "rome(model, prompt, subject, new_target)")
+        return EditRequest(request, subject, new_target)
+    if subject is not None or new_target is not None:
+        raise TypeError("give an EditRequest or a (prompt, subject, new_target) tuple, not both")
+    items = tuple(request) if isinstance(request, (tuple, list)) else ()
+    if len(items) != 3 or not all(isinstance(x, str) for x in items):
+        raise TypeError(f"expected an EditRequest or (prompt, subject, new_target), got {request!r}")
+    return EditRequest(*items)
+
+
+def as_requests(requests: Sequence[RequestLike]) -> list[EditRequest]:
+    """EditRequests from a sequence of them or of (prompt, subject, new_target) tuples."""
+    if isinstance(requests, (EditRequest, str)):
+        raise TypeError("give a list of requests: memit(model, [(prompt, subject, new_target), ...])")
+    return [as_request(r) for r in requests]
+
+
+def check_request(model: Transformer, request: EditRequest) -> tuple[int, int]:
+    """(new target id, current answer id); clear errors for a subject not in the prompt, a new
+    target that is not one known token, or a new target the model already gives."""
     if not isinstance(request, EditRequest):
-        raise TypeError(f"expected an EditRequest(prompt, subject, target), got {request!r}")
+        raise TypeError(f"expected an EditRequest(prompt, subject, new_target), got {request!r}")
     subject_span(model, request.prompt, request.subject)  # raises, naming the prompt's tokens
     try:
-        target = answer_token(model, request.target)
+        new_target = answer_token(model, request.new_target)
     except (ValueError, KeyError) as e:
-        raise ValueError(f"the edit target {request.target!r} is not a single known token: {e}") from e
+        raise ValueError(f"the edit's new target {request.new_target!r} is not a single known token: {e}") from e
     with torch.no_grad():
         current = int(model(request.prompt)[0, -1].argmax())
-    if current == target:
-        raise ValueError(f"the model already answers {request.target!r} to {request.prompt!r}: nothing to edit")
-    return target, current
+    if current == new_target:
+        raise ValueError(f"the model already answers {request.new_target!r} to {request.prompt!r}: nothing to edit")
+    return new_target, current
 
 
-def check_layer(model, layer: int) -> int:
-    n = model.cfg.n_layers
-    if not isinstance(layer, int) or not -n <= layer < n:
-        raise ValueError(f"layer {layer!r} is out of range for a model with {n} layers")
+def check_layer(model: Transformer, layer: int) -> int:
+    """The MLP layer to edit in [0, n_layers) (negatives from the end): IndexRangeError (a
+    ValueError) outside the model, ValueError for a model without MLPs."""
+    try:
+        layer = resolve_layer(layer, model.cfg.n_layers, "edit layer")
+    except IndexRangeError as e:
+        raise IndexRangeError(f"out of range: {e}") from None
     if model.cfg.attn_only:
         raise ValueError("the model has no MLPs (attn_only): there is no key-value memory to edit")
-    return layer % n
+    return layer
 
 
-def contexts(request: EditRequest, prefixes: Sequence[str], rewrites: Sequence[str] = ()) -> list[str]:
-    """The prompt after each context prefix ("" keeps it as it is), then the `rewrites` (other
-    prompts about the subject that should give the new answer too)."""
-    return [f"{p} {request.prompt}" if p else request.prompt for p in prefixes] + list(rewrites)
-
-
-def batch(model, texts: Sequence[str]):
-    """(tokens [n, pos] right-padded, mask or None, last positions [n]) of texts."""
-    tokens, mask = model._tokenize(list(texts))
-    last = last_positions(tokens, mask)
-    return tokens, mask, last
-
-
-def subject_ends(model, texts: Sequence[str], subject: str) -> torch.Tensor:
-    """[n]: the position of the subject's last token in each text."""
-    return torch.tensor([last_subject_pos(model, t, subject) for t in texts])
-
-
-def mean_state(model, name: str, texts: Sequence[str], subject: str) -> torch.Tensor:
-    """Activation `name` at the subject's last token, averaged over `texts` (float64)."""
-    tokens, mask, _ = batch(model, texts)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name], return_type=None)
-    return cache[name][torch.arange(len(texts)), subject_ends(model, texts, subject)].double().mean(0)
-
-
-def mean_key(model, layer: int, texts: Sequence[str], subject: str) -> torch.Tensor:
-    """[d_mlp]: the layer's key (hook_post) at the subject's last token, averaged over `texts`."""
-    return mean_state(model, hook_names.act_name("post", layer), texts, subject)
-
-
-@dataclass
-class TargetVector:
-    delta: torch.Tensor  # [d_model]: added to the layer's output at the subject's last token
-    p_target: float  # mean P(target) over the contexts with delta added
-    steps: int
-    loss: float
-
-
-def optimise_delta(model, layer: int, request: EditRequest, target: int, prefixes: Sequence[str], *,
-                   rewrites: Sequence[str] = (), keep: Sequence[str] = (), hook: str = "mlp_out", steps: int = 40,
-                   lr: float = 0.5, kl_weight: float = 0.0625, decay: float = 0.5, stop_at: float = 0.99,
-                   seed: int = 0, through: Optional[torch.Tensor] = None) -> TargetVector:
-    """The vector delta that, added to `hook` (blocks.{layer}.hook_{hook}) at the subject's last
-    token of every context (the prompt after each prefix, and each of `rewrites`), maximises
-    log P(target) at the prompt's end (ROME's v* step), with a
-    KL term keeping the model's next-token distributions after the subject alone (what it says
-    about the subject in general) and after each prompt of `keep` (prompts whose answers must
-    not change, e.g. the subject's other relations), and a penalty on
-    |delta|^2 / |output|^2. Adam, at most `steps` steps, stopping once the mean P(target) exceeds
-    `stop_at`. The model's weights are not touched.
-
-    through: a vector u [d_mlp] (hook must be "mlp_out"): instead of adding delta at the subject's
-    token only, add (key . u) delta at every position, where key is the layer's hook_post there.
-    That is exactly the model with W_out + u delta^T, so delta is optimised through the rank-one
-    update itself (every context, and the KL prompts, see the edit as it will be applied)."""
-    texts = contexts(request, prefixes, rewrites)
-    kl_texts = [request.subject] + list(keep)
-    tokens, mask, last = batch(model, texts + kl_texts)
-    n = len(texts)
-    # Where delta goes without `through`: the subject's last token of every prompt that holds it.
-    at = [(i, int(e)) for i, e in enumerate(subject_ends(model, texts, request.subject))]
-    for i, text in enumerate(kl_texts):
-        try:
-            at.append((n + i, last_subject_pos(model, text, request.subject)))
-        except ValueError:
-            pass  # a prompt without the subject: the additive delta cannot reach it
-    rows, ends = torch.tensor([r for r, _ in at]), torch.tensor([e for _, e in at])
-    name = hook_names.act_name(hook, layer)
-    with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name])
-        base_kl = logits[torch.arange(n, n + len(kl_texts)), last[n:]].log_softmax(-1)
-        scale = cache[name][rows[:n], ends[:n]].double().norm(dim=-1).mean()
-    dtype = cache[name].dtype
-    torch.manual_seed(seed)
-    delta = torch.zeros(model.cfg.d_model, dtype=dtype, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=lr)
-
-    def add(x: torch.Tensor, hook) -> torch.Tensor:
-        x = x.clone()
-        x[rows, ends] = x[rows, ends] + delta
-        return x
-
-    seen: dict[str, torch.Tensor] = {}
-
-    def keep_key(x: torch.Tensor, hook) -> None:
-        seen["key"] = x
-
-    def add_through(x: torch.Tensor, hook) -> torch.Tensor:
-        return x + (seen["key"] @ through.to(x.dtype))[..., None] * delta
-
-    if through is not None:
-        if hook != "mlp_out":
-            raise ValueError("through= optimises a rank-one update of W_out: it needs hook='mlp_out'")
-        hooks = [(hook_names.act_name("post", layer), keep_key), (name, add_through)]
-    else:
-        hooks = [(name, add)]
-    p_target, loss_value, step = 0.0, float("nan"), 0
-    with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
-        for step in range(1, steps + 1):
-            logits = model(tokens, attention_mask=mask)
-            logp = logits[torch.arange(n), last[:n]].log_softmax(-1)[:, target]
-            new_kl = logits[torch.arange(n, n + len(kl_texts)), last[n:]].log_softmax(-1)
-            kl = torch.nn.functional.kl_div(new_kl, base_kl, log_target=True, reduction="batchmean")
-            loss = -logp.mean() + kl_weight * kl + decay * delta.double().pow(2).sum() / scale ** 2
-            p_target = float(logp.detach().exp().mean())
-            loss_value = float(loss.detach())
-            if p_target > stop_at:
-                break
-            (delta.grad,) = torch.autograd.grad(loss, [delta])  # the model's parameters get no .grad
-            opt.step()
-    return TargetVector(delta.detach().double(), p_target, step, loss_value)
-
-
-__all__ = ["EditRequest", "check_request", "check_layer", "contexts", "subject_ends", "mean_key", "mean_state",
-           "TargetVector", "optimise_delta", "batch"]
+__all__ = ["EditRequest", "RequestLike", "as_request", "as_requests", "check_request", "check_layer"]

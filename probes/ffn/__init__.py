@@ -16,20 +16,23 @@ everywhere (pos None: every position).
     validate(model, prompt, "basketball", ranked.sites, other_facts={...})   # ablate / amplify
 
 Modules: `values` (what a neuron writes, and the ranking of a fact's writers),
-`keys` (what a neuron reads: activations, key decomposition, AND detection),
-`interventions` (ablation and amplification with specificity), `localise` (the
-fewest neurons that carry a fact). Generic: prompts, answers and the other facts to
+`keys` (what a neuron reads: its key, bias and activations), `key_sources` (the key split
+by residual component or source token), `and_detection`, `triggers` (the prompts that fire
+a neuron), `layout` (position roles across prompts), `facts` (fact batches and their margins
+with sites ablated), `interventions` (ablation and amplification with specificity),
+`rankings` and `localise` (the fewest neurons that carry a fact). Generic: prompts, answers and the other facts to
 check come from the caller (the fact-world's live in `analyses`).
 """
 
-from probes.ffn.facts import ROLES, FactBatch, FactPrompt, Layout, prompt_layout
+from probes.ffn.facts import FactBatch, FactPrompt
+from probes.ffn.layout import ROLES, Layout, prompt_layout
 from probes.ffn.interventions import (
     Intervention, Validation, answer_stats, intervention_hooks, layer_means, mean_activations, validate,
 )
-from probes.ffn.keys import (
-    AndRow, Trigger, and_detection, check_neurons, key_by_source, key_decomposition, neuron_activations, neuron_bias,
-    related_subjects, trigger_examples,
-)
+from probes.ffn.and_detection import AndRow, and_detection, related_subjects
+from probes.ffn.key_sources import key_by_source, key_decomposition
+from probes.ffn.keys import check_neurons, neuron_activations, neuron_bias
+from probes.ffn.triggers import Trigger, trigger_examples
 from probes.ffn.localise import DEFAULT_METHOD, SUBJECT_ROLES, Localisation, LocalisationCheck, localise
 from probes.ffn.rankings import METHODS, SiteRanking, rank_sites, site_scores
 from probes.ffn.values import (

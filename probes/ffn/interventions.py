@@ -15,10 +15,11 @@ from typing import Optional, Sequence
 import torch
 
 from interp import names as hook_names
-from interp.sites import Neuron
-from interp.tokens import answer_token
-from models.transformer import last_token_logits
-from probes.ffn.facts import FactBatch, FactPrompt, accuracy, as_fact, prompt_layout
+from interp.sites import Neuron, zero_hooks
+from interp.tokens import answer_token, cached_batches
+from models.transformer import Transformer, last_token_logits
+from probes.ffn.facts import FactBatch, FactPrompt, accuracy, as_fact
+from probes.ffn.layout import prompt_layout
 from probes.ffn.units import Site, unit_width
 from probes.ffn.keys import check_neurons
 
@@ -33,6 +34,8 @@ def intervention_hooks(neurons: Sequence[Neuron], mode: str, means: Optional[dic
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "mean" and means is None:
         raise ValueError("mode='mean' needs means={Neuron: mean activation}")
+    if mode == "zero":
+        return zero_hooks([list(neurons)], every_row=True)
     by_layer: dict[int, list[Neuron]] = defaultdict(list)
     for n in neurons:
         by_layer[n.layer].append(n)
@@ -42,9 +45,7 @@ def intervention_hooks(neurons: Sequence[Neuron], mode: str, means: Optional[dic
             x = x.clone()
             for n in group:
                 idx = (Ellipsis, n.index) if n.pos is None else (slice(None), n.pos, n.index)
-                if mode == "zero":
-                    x[idx] = 0.0
-                elif mode == "mean":
+                if mode == "mean":
                     x[idx] = means[Neuron(n.layer, n.index)]
                 else:
                     x[idx] = x[idx] * factor
@@ -54,30 +55,27 @@ def intervention_hooks(neurons: Sequence[Neuron], mode: str, means: Optional[dic
     return hooks
 
 
-def mean_activations(model, neurons: Sequence[Neuron], prompts: Sequence[str]) -> dict[Neuron, float]:
+def mean_activations(model: Transformer, neurons: Sequence[Neuron], prompts: Sequence[str]) -> dict[Neuron, float]:
     """Each neuron's mean activation over all real tokens of `prompts`, keyed by Neuron(layer, index)."""
     means = layer_means(model, prompts)
     return {Neuron(n.layer, n.index): float(means[n.layer, n.index]) for n in check_neurons(model, neurons)}
 
 
-def layer_means(model, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+def layer_means(model: Transformer, prompts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
     """[n_layers, d_mlp]: every neuron's mean activation (hook_post) over all real tokens of `prompts`."""
     if not prompts:
         raise ValueError("layer_means needs at least one prompt")
     names = [hook_names.act_name("post", l) for l in range(model.cfg.n_layers)]
     total = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.float64)
     count = 0.0
-    for lo in range(0, len(prompts), batch_size):
-        with torch.no_grad():
-            tokens, mask = model._tokenize(list(prompts[lo: lo + batch_size]))
-            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
-        weight = (mask if mask is not None else torch.ones(tokens.shape)).double().to(cache[names[0]].device)
+    for batch, cache in cached_batches(model, prompts, names, batch_size):
+        weight = batch.real.double().to(cache[names[0]].device)
         total += torch.stack([torch.einsum("bp,bpn->n", weight, cache[n].double()) for n in names]).cpu()
         count += float(weight.sum())
     return total / count
 
 
-def answer_stats(model, facts: Sequence[FactPrompt], hooks: Sequence = (),
+def answer_stats(model: Transformer, facts: Sequence[FactPrompt], hooks: Sequence = (),
                  batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For each (prompt, answer): probability of the answer, its rank (0 = top-1) and whether it is top-1."""
     if not facts:
@@ -103,10 +101,6 @@ class Intervention:
     random_p_after: list[float]  # the same number of random neurons from the same layers, per draw
     random_rank_after: list[int]
 
-    @property
-    def p_change(self) -> float:
-        return self.p_after - self.p_before
-
 
 @dataclass
 class Validation:
@@ -126,11 +120,11 @@ class Validation:
 Pools = Optional[dict[tuple[int, Optional[int]], Sequence[int]]]
 
 
-def _pool(model, kind, layer: int, pos: Optional[int], pools: Pools) -> Sequence[int]:
+def _pool(model: Transformer, kind, layer: int, pos: Optional[int], pools: Pools) -> Sequence[int]:
     return pools[(layer, pos)] if pools is not None else range(unit_width(model, kind(layer, 0)))
 
 
-def random_like(model, sites: Sequence[Site], rng: random.Random, pools: Pools = None) -> list[Site]:
+def random_like(model: Transformer, sites: Sequence[Site], rng: random.Random, pools: Pools = None) -> list[Site]:
     """As many random units (neurons, or features) per (layer, position) as `sites` has there, none
     of them; drawn from pools[(layer, pos)] if given (e.g. the features active there), else from all."""
     counts = Counter((type(n), n.layer, n.pos) for n in sites)
@@ -145,7 +139,7 @@ def random_like(model, sites: Sequence[Site], rng: random.Random, pools: Pools =
     return out
 
 
-def can_draw_like(model, sites: Sequence[Site], pools: Pools = None) -> bool:
+def can_draw_like(model: Transformer, sites: Sequence[Site], pools: Pools = None) -> bool:
     """Whether `random_like` can draw a set like `sites` (at least as many other units everywhere
     as it has there; with no pools, at least twice as many units as it has)."""
     counts = Counter((type(n), n.layer, n.pos) for n in sites)
@@ -156,17 +150,17 @@ def can_draw_like(model, sites: Sequence[Site], pools: Pools = None) -> bool:
                for (_, layer, pos), c in counts.items())
 
 
-def specificity(model, other_facts: dict[str, Sequence], neurons: Sequence[Neuron], prompt: str,
+def specificity(model: Transformer, other_facts: dict[str, Sequence], neurons: Sequence[Neuron], prompt: str,
                 subject: Optional[str] = None) -> dict[str, dict[str, float]]:
     """Top-1 accuracy of each group of other facts before and after zero-ablating the neurons
-    (Neurons at a position of `prompt`: at the corresponding positions, see `probes.ffn.facts`)."""
+    (Neurons at a position of `prompt`: at the corresponding positions, see `probes.ffn.layout`)."""
     groups = {g: FactBatch.of(model, f) for g, f in other_facts.items()}
     source = prompt_layout(model, prompt, subject)
     before, after = accuracy(model, groups), accuracy(model, groups, neurons, source)
     return {g: {"n": len(groups[g]), "before": before[g], "after": after[g]} for g in before}
 
 
-def validate(model, prompt: str, target: str, neurons: Sequence[Neuron], *,
+def validate(model: Transformer, prompt: str, target: str, neurons: Sequence[Neuron], *,
              other_facts: dict[str, Sequence], subject: Optional[str] = None, n_random: int = 5, seed: int = 0,
              factor: float = 2.0, keep: float = 0.95) -> Validation:
     """Ablate (zero, mean) and amplify (x factor) the neurons (at their positions, or every
@@ -175,7 +169,7 @@ def validate(model, prompt: str, target: str, neurons: Sequence[Neuron], *,
 
     other_facts: {group: [(prompt, answer[, subject])]}; may be empty (no specificity check).
     Neurons with a position are ablated at the corresponding positions of the other facts
-    (`subject` gives this prompt's positions their roles; see `probes.ffn.facts`). Means for
+    (`subject` gives this prompt's positions their roles; see `probes.ffn.layout`). Means for
     "mean" ablation are taken over all tokens of the other facts' prompts (or of this prompt
     if there are none).
     """

@@ -1,7 +1,7 @@
 """Where a fact lives: the fewest MLP neuron sites (or transcoder features, `unit="feature"`
 with transcoders attached), at their positions, whose zero ablation
 moves the answer off top-1 while every other group of facts keeps >= 95% of its top-1
-accuracy (with the same sites ablated at the corresponding positions, see `probes.ffn.facts`).
+accuracy (with the same sites ablated at the corresponding positions, see `probes.ffn.layout`).
 
     loc = localise(model, "Michael Jordan plays the sport of", "basketball", subject="Michael Jordan",
                    other_facts={"same relation": [...], "other relations": [...]})
@@ -23,7 +23,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from interp.tokens import answer_token, one_prompt
-from probes.ffn.facts import ROLES, FactBatch, accuracy, prompt_layout
+from probes.ffn.facts import FactBatch, accuracy
+from probes.ffn.layout import ROLES, prompt_layout
 from probes.ffn.interventions import can_draw_like, layer_means, random_like
 from probes.ffn.rankings import SiteRanking, margins, rank_sites
 from probes.ffn.units import Site, check_unit

@@ -28,10 +28,10 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from interp.attribution import feature_logit_attribution
-from interp.engine import Patch, run_patched
+from interp.attribution import feature_logit_attribution, gradient_times_delta, integrated_gradients
 from interp.tokens import answer_token, one_prompt
-from probes.ffn.facts import answer_margins, zero_hooks
+from interp.sites import zero_hooks
+from probes.ffn.facts import answer_margins
 from probes.ffn.units import Site, check_unit, unit_names, unit_site
 from probes.ffn.values import neuron_contributions
 
@@ -64,9 +64,7 @@ def margins(model, tokens: torch.Tensor, target: int, rows: list[list[Site]]) ->
     one batched forward pass (rows of one prompt)."""
     if not rows:
         return torch.zeros(0, dtype=torch.float64)
-    n_pos = tokens.shape[-1]
-    hooks = zero_hooks([[(n.hook_name(), n.pos % n_pos, n.index) for n in row] for row in rows])
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+    with torch.no_grad(), model.hooks(fwd_hooks=zero_hooks(rows)):
         logits = model(tokens.reshape(1, -1).expand(len(rows), -1))
     return Margin(target)(logits)
 
@@ -105,7 +103,6 @@ def _integrated_gradients(model, tokens: torch.Tensor, target: int, steps: int, 
     names = unit_names(model, unit)
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens[None], names_filter=[n for n in names if n], return_type=None)
-    alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
 
     def logp(logits: torch.Tensor) -> torch.Tensor:
         return logits[:, -1].log_softmax(-1)[:, target].sum()
@@ -115,13 +112,8 @@ def _integrated_gradients(model, tokens: torch.Tensor, target: int, steps: int, 
         if name is None:
             out.append(None)
             continue
-        a = cache[name][0]
-        with torch.enable_grad():  # also the slicing: under no_grad the rows would lose their graph
-            scaled = (alphas.to(a.dtype)[:, None, None] * a[None]).requires_grad_(True)
-            rows = [[Patch(name, (), scaled[i])] for i in range(steps)]
-            y = run_patched(model, tokens[None], rows, logp, grad=True).values
-            (g,) = torch.autograd.grad(y.sum(), [scaled])
-        out.append(a.double() * g.double().mean(0))
+        (ig,), _ = integrated_gradients(model, tokens[None], [(name, (), cache[name][0])], logp, steps)
+        out.append(ig)
     return _stack(out)
 
 
@@ -157,13 +149,13 @@ def site_scores(model, prompt: Prompt, target: Union[str, int], method: str = "a
     if method in ("attribution", "mean"):
         acts, grads = _gradients(model, tokens, target_id, unit)
         if method == "attribution":
-            return (grads * acts).masked_fill(~torch.isfinite(acts), -torch.inf)  # no unit there: not ranked
+            return gradient_times_delta(grads, acts).masked_fill(~torch.isfinite(acts), -torch.inf)  # -inf: no unit
         if unit != "neuron":
             raise ValueError("method 'mean' ranks neurons only (its means are per neuron); use 'attribution' for features")
         if means is None or tuple(means.shape) != (model.cfg.n_layers, model.cfg.d_mlp):
             raise ValueError(f"method 'mean' needs means [n_layers, d_mlp] = {[model.cfg.n_layers, model.cfg.d_mlp]} "
                              f"(mean activations over reference prompts), got {None if means is None else list(means.shape)}")
-        return grads * (acts - means.double()[:, None, :])
+        return gradient_times_delta(grads, acts - means.double()[:, None, :])
     if method == "ig":
         return _integrated_gradients(model, tokens, target_id, steps, unit)
     raise ValueError(f"site_scores takes 'direct', 'attribution', 'mean' or 'ig'; got {method!r} (see METHODS)")

@@ -17,11 +17,13 @@ import torch
 
 from interp import names as hook_names
 from interp.attribution import direct_logit_attribution
-from interp.cache import frozen_norm
+from interp.checks import resolve_pos
 from interp.metrics import Tokens, token_ids
+from interp.unembedding import Readout
 from interp.sites import Neuron
 from interp.tokens import prompt_tokens, str_tokens, token_text
-from probes.ffn.keys import check_neurons
+from models import Transformer
+from probes.ffn.keys import check_neurons, single_prompt
 
 Prompt = Union[str, torch.Tensor]
 
@@ -36,18 +38,14 @@ class ValueProjection:
     suppressed: list[tuple[str, float]]
 
 
-def direction_logits(model, directions: torch.Tensor) -> torch.Tensor:
+def direction_logits(model: Transformer, directions: torch.Tensor) -> torch.Tensor:
     """directions [..., d_model] written to the residual stream -> [..., d_vocab]: their logits
-    through the final norm's centring and weight (scale 1) and the unembedding."""
-    cfg = model.cfg
+    through the final norm's centring and weight (scale 1) and the unembedding (`interp.unembedding`)."""
     with torch.no_grad():
-        directions = directions.detach().to(model.W_U.dtype)
-        if cfg.final_norm:
-            directions = frozen_norm(directions, 1.0, model.get_parameter("ln_final.w").detach(), cfg.norm == "layernorm")
-        return directions @ model.W_U.detach()
+        return Readout(model).logits(directions.detach().to(model.W_U.dtype))
 
 
-def ranked_tokens(model, logits: torch.Tensor, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+def ranked_tokens(model: Transformer, logits: torch.Tensor, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """The k highest and the k lowest entries of logits [d_vocab] as (token, value), most extreme first."""
     k = min(k, logits.numel())
     top, bottom = logits.topk(k), logits.topk(k, largest=False)
@@ -55,13 +53,13 @@ def ranked_tokens(model, logits: torch.Tensor, k: int) -> tuple[list[tuple[str, 
             [(token_text(model, i), float(v)) for v, i in zip(bottom.values, bottom.indices)])
 
 
-def value_logits(model, neuron: Neuron) -> torch.Tensor:
+def value_logits(model: Transformer, neuron: Neuron) -> torch.Tensor:
     """[d_vocab]: logit change per unit activation of the neuron, final-norm scale 1."""
     (neuron,) = check_neurons(model, [neuron])
     return direction_logits(model, model.get_parameter(hook_names.param_name("mlp.W_out", neuron.layer))[neuron.index])
 
 
-def value_projection(model, neuron: Neuron, k: int = 10) -> ValueProjection:
+def value_projection(model: Transformer, neuron: Neuron, k: int = 10) -> ValueProjection:
     """The k tokens the neuron's value promotes most, and the k it suppresses most."""
     return ValueProjection(check_neurons(model, [neuron])[0], *ranked_tokens(model, value_logits(model, neuron), k))
 
@@ -115,20 +113,18 @@ class RankedNeurons(list):
                 "explained": self.explained, "neurons": [n.to_dict() for n in self]}
 
 
-def neuron_contributions(model, prompt: Prompt, target: Tokens, counterfactual: Optional[Tokens] = None,
+def neuron_contributions(model: Transformer, prompt: Prompt, target: Tokens, counterfactual: Optional[Tokens] = None,
                          pos: int = -1) -> torch.Tensor:
-    """[n_layers, d_mlp]: each neuron's direct contribution to logit(target) (- logit(counterfactual))."""
-    return direct_logit_attribution(model, prompt_tokens(model, prompt)[:1], target, counterfactual, pos).neurons
+    """[n_layers, d_mlp]: each neuron's direct contribution to logit(target) (- logit(counterfactual)),
+    the mean over the prompts if several are given (as `direct_logit_attribution`)."""
+    return direct_logit_attribution(model, prompt_tokens(model, prompt), target, counterfactual, pos).neurons
 
 
-def fact_neurons(model, prompt: Prompt, target: Tokens, k: int = 20, *,
+def fact_neurons(model: Transformer, prompt: Prompt, target: Tokens, k: int = 20, *,
                  counterfactual: Optional[Tokens] = None, pos: int = -1, n_tokens: int = 5) -> RankedNeurons:
     """The k neurons that contribute most to the target's logit at `pos`, largest first."""
-    tokens = prompt_tokens(model, prompt)[:1]
-    n_pos = tokens.shape[1]
-    if not -n_pos <= pos < n_pos:
-        raise ValueError(f"pos {pos} is outside a prompt of {n_pos} tokens")
-    pos = pos % n_pos
+    tokens = single_prompt(model, prompt, "fact_neurons")[None]
+    pos = resolve_pos(pos, tokens.shape[1])
     dla = direct_logit_attribution(model, tokens, target, counterfactual, pos)
     contrib = dla.neurons
     order = contrib.flatten().argsort(descending=True)[:k]

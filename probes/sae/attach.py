@@ -17,6 +17,11 @@ before any hook added later on the same hook point: a later hook that edits the 
 (e.g. patching blocks.{l}.ln2.hook_normalized) changes the MLP output exactly (the error term
 absorbs it) but not hook_feature_acts. Edit the features, or the residual stream before the
 norm, to move them.
+
+The transcoder's own hooks are permanent, so `model.reset_hooks()` in the body leaves them in
+place. `model.reset_hooks(including_permanent=True)` removes them: the features are then no
+longer computed, and any hook added to a feature (or error) hook point afterwards, a feature
+patch or a cache of the features, raises a RuntimeError instead of silently never running.
 """
 
 from __future__ import annotations
@@ -28,8 +33,27 @@ import torch
 from torch import nn
 
 from interp import names as hook_names
-from interp.hooks import HookPoint
+from interp.hooks import HookFn, HookHandle, HookPoint
+from models.transformer import Transformer
 from probes.sae.dictionary import SparseDictionary
+
+
+class _TranscoderHookPoint(HookPoint):
+    """A hook point of an attached transcoder: it refuses new hooks once the transcoder's own
+    hooks on the model (which compute the features) have been removed, since they would never run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owners: list[HookHandle] = []  # the transcoder's hooks on the model's in_hook and out_hook
+
+    def add_hook(self, fn: HookFn, dir: str = "fwd", prepend: bool = False, is_permanent: bool = False) -> HookHandle:
+        gone = [h.hook_point.name for h in self.owners if not any(f is h.fn for f in h.hook_point._hooks[h.dir])]
+        if gone:
+            raise RuntimeError(
+                f"{self.name}: the attached transcoder's hooks on {', '.join(gone)} were removed (by "
+                "reset_hooks(including_permanent=True) inside `with attached(...)`?), so its features are no "
+                "longer computed and this hook would never run; leave the `with` and attach the transcoders again")
+        return super().add_hook(fn, dir=dir, prepend=prepend, is_permanent=is_permanent)
 
 
 class _Attached(nn.Module):
@@ -37,8 +61,8 @@ class _Attached(nn.Module):
 
     def __init__(self, dictionary: SparseDictionary) -> None:
         super().__init__()
-        self.hook_feature_acts = HookPoint()
-        self.hook_error = HookPoint()
+        self.hook_feature_acts = _TranscoderHookPoint()
+        self.hook_error = _TranscoderHookPoint()
         self.dictionary = [dictionary]  # a list: not registered as a submodule (its weights are not the model's)
 
     @property
@@ -56,7 +80,7 @@ def _layer_of(dictionary: SparseDictionary) -> int:
 
 
 @contextlib.contextmanager
-def attached(model, dictionaries: Sequence[SparseDictionary]) -> Iterator[None]:
+def attached(model: Transformer, dictionaries: Sequence[SparseDictionary]) -> Iterator[None]:
     """Attach transcoders as hook points (see the module docstring) for the body of the `with`."""
     layers = [_layer_of(d) for d in dictionaries]
     if len(set(layers)) != len(layers):
@@ -86,8 +110,10 @@ def attached(model, dictionaries: Sequence[SparseDictionary]) -> Iterator[None]:
                 return dictionary.decode(f, x).to(y.dtype) + error
 
             # Permanent: a model.reset_hooks() in the body leaves the transcoder in place.
-            handles += (model.add_hook(dictionary.in_hook, read, is_permanent=True)
-                        + model.add_hook(dictionary.out_hook, write, is_permanent=True))
+            own = (model.add_hook(dictionary.in_hook, read, is_permanent=True)
+                   + model.add_hook(dictionary.out_hook, write, is_permanent=True))
+            points.hook_feature_acts.owners = points.hook_error.owners = own
+            handles += own
         yield
     finally:
         for handle in handles:

@@ -32,12 +32,13 @@ from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from interp import names as hook_names
 from interp.cache import frozen_norm
-from interp.tokens import one_prompt, token_text
-from probes.ffn.keys import residual_sources
+from interp.checks import IndexRangeError, require_pre_norm, resolve_pos
+from interp.tokens import cached_batches, one_prompt, token_text
+from models.transformer import Transformer
+from probes.ffn.key_sources import residual_sources
 from probes.ffn.values import direction_logits, ranked_tokens
 from probes.sae.dictionary import SparseDictionary
 
@@ -51,8 +52,8 @@ def check_feature(dictionary: SparseDictionary, index: int) -> int:
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
         raise TypeError(f"a feature index is an int, got {type(index).__name__}")
     if not 0 <= index < n:
-        raise ValueError(f"feature index {index} is outside [0, {n}): the dictionary on {dictionary.in_hook} "
-                         f"has {n} features")
+        raise IndexRangeError(f"feature index {index} is outside [0, {n}): the dictionary on {dictionary.in_hook} "
+                              f"has {n} features")
     return int(index)
 
 
@@ -77,24 +78,21 @@ class Batch(NamedTuple):
     acts: torch.Tensor  # [batch, pos, n_features], 0 at padding
 
 
-def activation_batches(model, dictionary: SparseDictionary, texts: Sequence[str], *, batch_size: int = 512,
+def activation_batches(model: Transformer, dictionary: SparseDictionary, texts: Sequence[str], *, batch_size: int = 512,
                        progress: bool = True, desc: str = "feature activations") -> Iterator[Batch]:
     """The dictionary's feature activations over `texts`, one padded batch at a time (the
     forward pass stops after the block holding the dictionary's in_hook)."""
     stack, layer, _ = hook_names.split(dictionary.in_hook)
-    stop = {"stop_at_layer": layer + 1} if not stack and layer is not None else {}
-    with torch.no_grad():
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
-            tokens, mask = model._tokenize(list(texts[start: start + batch_size]))
-            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[dictionary.in_hook],
-                                            return_type=None, **stop)
+    stop = layer + 1 if not stack and layer is not None else None
+    for batch, cache in cached_batches(model, texts, [dictionary.in_hook], batch_size, stop_at_layer=stop,
+                                       progress=progress, desc=desc):
+        with torch.no_grad():
             acts = dictionary.encode(cache[dictionary.in_hook])
-            real = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
-            yield Batch(start, tokens, real, acts * real[..., None])
+        yield Batch(batch.start, batch.tokens, batch.real, acts * batch.real[..., None])
 
 
 # ============================================================ the value
-def feature_value_logits(model, dictionary: SparseDictionary) -> torch.Tensor:
+def feature_value_logits(model: Transformer, dictionary: SparseDictionary) -> torch.Tensor:
     """[n_features, d_vocab]: logit change per unit activation of each feature, its decoder row
     W_dec[f] read through the final norm (centring and weight, scale 1) and W_U."""
     if dictionary.cfg.d_out != model.cfg.d_model:
@@ -113,11 +111,12 @@ class _Read(NamedTuple):
     scale_hook: Optional[str]
 
 
-def _residual_read(model, hook: str) -> _Read:
+def _residual_read(model: Transformer, hook: str) -> _Read:
     cfg = model.cfg
     stack, layer, tail = hook_names.split(hook)
-    if stack or cfg.norm_position != "pre" or cfg.parallel_attn_mlp:
-        raise ValueError(f"key sources need a pre-norm decoder with sequential attention and MLP; {hook!r} of this "
+    require_pre_norm(cfg, "a feature's key sources")
+    if stack or cfg.parallel_attn_mlp:
+        raise ValueError(f"key sources need a decoder with sequential attention and MLP; {hook!r} of this "
                          "model is not one")
     n_mlp_of = (lambda n: 0) if cfg.attn_only else (lambda n: n)
     if layer is None and tail == "ln_final.hook_normalized" and cfg.final_norm:
@@ -133,7 +132,7 @@ def _residual_read(model, hook: str) -> _Read:
     return _Read(n_attn, n_mlp_of(n_mlp), hook_names.act_name("scale", layer, norm) if norm else None)
 
 
-def feature_key_sources(model, dictionary: SparseDictionary, index: int, prompt: Prompt,
+def feature_key_sources(model: Transformer, dictionary: SparseDictionary, index: int, prompt: Prompt,
                         pos: int = -1) -> dict[str, float]:
     """Feature `index`'s pre-activation at `pos` of one prompt split by source (see
     `residual_sources`), read through the norm of the dictionary's in_hook with this run's scale
@@ -142,10 +141,7 @@ def feature_key_sources(model, dictionary: SparseDictionary, index: int, prompt:
     index = check_feature(dictionary, index)
     read = _residual_read(model, dictionary.in_hook)
     tokens = one_prompt(model, prompt)[None]  # [1, pos]
-    n_pos = tokens.shape[1]
-    if not -n_pos <= pos < n_pos:
-        raise ValueError(f"pos {pos} is outside a prompt of {n_pos} tokens")
-    pos %= n_pos
+    pos = resolve_pos(pos, tokens.shape[1])
     words = [token_text(model, int(t)) for t in tokens[0]]
     key = dictionary.W_enc.detach()[:, index]  # [d_in]
     with torch.no_grad():
@@ -215,7 +211,7 @@ class FeatureDashboard:
         return {"label": self.label, "max_activation": self.max_activation, **out}
 
 
-def feature_dashboard(model, dictionary: SparseDictionary, index: int, texts: Union[str, Sequence[str]], *,
+def feature_dashboard(model: Transformer, dictionary: SparseDictionary, index: int, texts: Union[str, Sequence[str]], *,
                       k: int = 10, bins: int = 40, batch_size: int = 512, progress: bool = True) -> FeatureDashboard:
     """Feature `index` over every token of `texts` (see the module docstring): the k top
     contexts, the k tokens its value promotes and suppresses most, its key by source at the
@@ -255,7 +251,7 @@ def feature_dashboard(model, dictionary: SparseDictionary, index: int, texts: Un
                             len(texts), notes)
 
 
-def _top_contexts(model, texts: list[str], rows: list[tuple[torch.Tensor, torch.Tensor]], k: int) -> list[Context]:
+def _top_contexts(model: Transformer, texts: list[str], rows: list[tuple[torch.Tensor, torch.Tensor]], k: int) -> list[Context]:
     """The k (text, position) pairs with the highest positive activation; ties: earlier first.
     rows: per text, its tokens [pos] and the feature's activations [pos]."""
     text_of = torch.cat([torch.full((len(a),), i) for i, (_, a) in enumerate(rows)])  # [all tokens]
@@ -272,7 +268,7 @@ def _top_contexts(model, texts: list[str], rows: list[tuple[torch.Tensor, torch.
     return out
 
 
-def _pre_activation(model, dictionary: SparseDictionary, index: int, prompt: Prompt, pos: int) -> float:
+def _pre_activation(model: Transformer, dictionary: SparseDictionary, index: int, prompt: Prompt, pos: int) -> float:
     """The dictionary's pre-activation of feature `index` at `pos` of one prompt, from its own run."""
     with torch.no_grad():
         _, cache = model.run_with_cache(one_prompt(model, prompt)[None], names_filter=[dictionary.in_hook],
@@ -323,7 +319,7 @@ class FeatureTable:
                 "n_dead": self.n_dead, "features": [r.to_dict() for r in self.rows]}
 
 
-def feature_table(model, dictionary: SparseDictionary, texts: Union[str, Sequence[str]], *, batch_size: int = 512,
+def feature_table(model: Transformer, dictionary: SparseDictionary, texts: Union[str, Sequence[str]], *, batch_size: int = 512,
                   progress: bool = True) -> FeatureTable:
     """Every feature of the dictionary over every token of `texts`, streamed: how often it
     fires, its largest activation and where, and the token its value promotes most."""

@@ -20,10 +20,15 @@ b_pre is b_dec (the usual tied pre-encoder bias); a transcoder has its own b_pre
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
+
+from interp import names as hook_names
+from interp.checks import resolve_layer
+from models import Transformer
+from models.config import dtype_name
 
 ACTIVATIONS = ("relu", "topk", "batchtopk")
 
@@ -80,24 +85,22 @@ class SparseDictionary(nn.Module):
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def sae(cls, d: int, n_features: int, *, hook: str, **options) -> "SparseDictionary":
+    def sae(cls, d: int, n_features: int, *, hook: str, **options: Any) -> "SparseDictionary":
+        """An SAE of width `n_features` reconstructing the [..., d] activation at `hook`."""
         return cls(DictionaryConfig(d, d, n_features, in_hook=hook, out_hook=hook, kind="sae", **options))
 
     @classmethod
-    def transcoder(cls, model, layer: int, n_features: int, *, in_hook: Optional[str] = None,
-                   **options) -> "SparseDictionary":
+    def transcoder(cls, model: Transformer, layer: int, n_features: int, *, in_hook: Optional[str] = None,
+                   **options: Any) -> "SparseDictionary":
         """A transcoder for MLP `layer` of `model`: from the MLP's normalised input
-        (blocks.{layer}.ln2.hook_normalized, or `in_hook`) to blocks.{layer}.hook_mlp_out."""
-        from interp import names as hook_names
-
-        n = model.cfg.n_layers
-        if not -n <= layer < n:
-            raise ValueError(f"layer {layer} is out of range for a model with {n} layers")
-        layer %= n
+        (blocks.{layer}.ln2.hook_normalized, or `in_hook`) to blocks.{layer}.hook_mlp_out, in
+        the dtype of the model's weights (unless `dtype=` is given)."""
+        layer = resolve_layer(layer, model.cfg.n_layers)
         in_hook = in_hook or hook_names.act_name("normalized", layer, "ln2")
         d = model.cfg.d_model
+        options.setdefault("dtype", dtype_name(model.W_E.dtype))
         return cls(DictionaryConfig(d, d, n_features, in_hook=in_hook, out_hook=hook_names.act_name("mlp_out", layer),
-                                    kind="transcoder", dtype=model.cfg.dtype, **options))
+                                    kind="transcoder", **options))
 
     # ------------------------------------------------------------ the maps
     @property

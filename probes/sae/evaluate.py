@@ -26,6 +26,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from interp.tokens import padded_batches
+from models.transformer import Transformer
 from probes.sae.dictionary import SparseDictionary
 
 
@@ -79,7 +81,7 @@ def _recovered(clean: float, spliced: float, zero: float) -> float:
     return (zero - spliced) / (zero - clean) if zero != clean else float("nan")
 
 
-def evaluate_dictionary(model, dictionary: SparseDictionary, texts: Sequence[str], *,
+def evaluate_dictionary(model: Transformer, dictionary: SparseDictionary, texts: Sequence[str], *,
                         focus: Optional[Sequence[int]] = None, batch_size: int = 256) -> DictionaryScores:
     """See the module docstring. focus: per text, the index of one target token (its loss is
     read at the position before it)."""
@@ -92,10 +94,8 @@ def evaluate_dictionary(model, dictionary: SparseDictionary, texts: Sequence[str
     def zero(y: torch.Tensor, hook) -> torch.Tensor:
         return torch.zeros_like(y)
 
-    for lo in range(0, len(texts), batch_size):
-        chunk = list(texts[lo: lo + batch_size])
-        tokens, mask = model._tokenize(chunk)
-        real = (mask if mask is not None else torch.ones_like(tokens)).bool()
+    for batch in padded_batches(model, texts, batch_size):
+        lo, chunk, tokens, mask, real = batch.start, batch.texts, batch.tokens, batch.mask, batch.real
         store: dict = {}
         with torch.no_grad():
             clean, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[dictionary.out_hook])

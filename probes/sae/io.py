@@ -2,7 +2,8 @@
 file names and the tensor names W_enc, b_enc, W_dec, b_dec of SAELens' layout; b_pre, W_skip
 and threshold where this dictionary has them).
 
-    save_dictionary(tc, "dictionaries/L1")
+    save_dictionary(tc, "dictionaries/L1")                  # a new or empty directory
+    save_dictionary(tc, "dictionaries/L1", overwrite=True)  # replace what is there
     tc = load_dictionary("dictionaries/L1")
 """
 
@@ -10,19 +11,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
-
+from models.checkpoint import check_empty_dir, check_not_shipped_dictionaries, shipped_dictionaries
 from probes.sae.dictionary import DictionaryConfig, SparseDictionary
 
 CONFIG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 
 
-def save_dictionary(dictionary: SparseDictionary, path: Union[str, Path], extra: dict = None) -> Path:
-    """Write the dictionary (and `extra`, e.g. its training record, into cfg.json)."""
+def save_dictionary(dictionary: SparseDictionary, path: Union[str, Path], extra: Optional[dict] = None, *,
+                    overwrite: bool = False, allow_shipped: bool = False) -> Path:
+    """Write the dictionary (and `extra`, e.g. its training record, into cfg.json) into directory
+    `path`. A directory with something in it is refused unless `overwrite`, and the fact-world's
+    shipped transcoder folder unless `allow_shipped` (training them anew); both checks run
+    before anything is written."""
     from safetensors.torch import save_file
 
-    path = Path(path)
+    if not allow_shipped:
+        check_not_shipped_dictionaries(path)
+    path = check_empty_dir(path, overwrite)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().contiguous().cpu() for name, t in dictionary.state_dict().items()}
     save_file(tensors, str(path / WEIGHTS))
@@ -31,6 +38,7 @@ def save_dictionary(dictionary: SparseDictionary, path: Union[str, Path], extra:
 
 
 def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
+    """The dictionary (eval mode) that `save_dictionary` wrote into `path`."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -50,15 +58,13 @@ def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
 def load_transcoders(name_or_dir: Union[str, Path]) -> list[SparseDictionary]:
     """One dictionary per layer, in layer order, from a folder of L0, L1, ... subfolders;
     "factworld" is the set shipped with the fact-world model."""
-    from models.loading import shipped_dictionaries
-
     path = Path(name_or_dir)
     if not path.exists() and str(name_or_dir) == "factworld":
         path = shipped_dictionaries("factworld")
     layers = sorted((p for p in path.glob("L*") if p.is_dir() and p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
     if not layers:
         raise FileNotFoundError(f"no dictionaries (L0, L1, ... folders) in {path}"
-                                + ("; train them with `interp train-transcoders`" if str(name_or_dir) == "factworld" else ""))
+                                + ("; train them with `interp train-transcoders --force`" if str(name_or_dir) == "factworld" else ""))
     if [int(p.name[1:]) for p in layers] != list(range(len(layers))):
         raise ValueError(f"{path} has layer folders {[p.name for p in layers]}: expected L0 .. L{len(layers) - 1}")
     return [load_dictionary(p) for p in layers]

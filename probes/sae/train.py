@@ -1,10 +1,11 @@
-"""Training a sparse dictionary on activations streamed from a model, or on given pairs.
+"""Training a sparse dictionary on activations collected from a model, or on given pairs.
 
     record = train_dictionary(tc, activation_pairs(model, tc, texts), steps=3000)
     record.losses, record.dead_fraction, record.seconds
 
-Activations come from a shuffling buffer filled from the model over the corpus (real tokens
-only). Loss: the mean squared reconstruction error divided by the target's variance, plus
+`activation_pairs` runs the model over the corpus once and keeps every real token's (input,
+target) activations in memory (`max_tokens` bounds them); nothing is streamed. Training draws
+its batches from that buffer, reshuffled every epoch. Loss: the mean squared reconstruction error divided by the target's variance, plus
   - "relu": an L1 penalty on f times the decoder row norms (`l1`);
   - "topk" / "batchtopk": an auxiliary-k loss (Gao et al. 2024) that lets the `aux_k` dead
     features with the largest pre-activations reconstruct the residual, so dead features
@@ -19,26 +20,23 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
-
+from interp.progress import progress_bar
+from interp.tokens import cached_batches
+from models.transformer import Transformer
 from probes.sae.dictionary import SparseDictionary
 
 
-def activation_pairs(model, dictionary: SparseDictionary, texts: Sequence[str], *, batch_size: int = 256,
+def activation_pairs(model: Transformer, dictionary: SparseDictionary, texts: Sequence[str], *, batch_size: int = 256,
                      max_tokens: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs [n, d_in], targets [n, d_out]) at every real token of `texts`: the dictionary's
-    in_hook and out_hook activations."""
+    in_hook and out_hook activations, all held in memory (at most `max_tokens` rows if given)."""
     names = sorted({dictionary.in_hook, dictionary.out_hook})
     xs, ys = [], []
     count = 0
-    for lo in range(0, len(texts), batch_size):
-        tokens, mask = model._tokenize(list(texts[lo: lo + batch_size]))
-        with torch.no_grad():
-            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=None)
-        real = mask.reshape(-1).bool() if mask is not None else torch.ones(tokens.numel(), dtype=torch.bool)
-        xs.append(cache[dictionary.in_hook].reshape(tokens.numel(), -1)[real])
-        ys.append(cache[dictionary.out_hook].reshape(tokens.numel(), -1)[real])
-        count += int(real.sum())
+    for batch, cache in cached_batches(model, texts, names, batch_size):
+        xs.append(cache[dictionary.in_hook][batch.real])
+        ys.append(cache[dictionary.out_hook][batch.real])
+        count += int(batch.real.sum())
         if max_tokens is not None and count >= max_tokens:
             break
     x, y = torch.cat(xs), torch.cat(ys)
@@ -88,7 +86,7 @@ def train_dictionary(dictionary: SparseDictionary, data: tuple[torch.Tensor, tor
     start = time.perf_counter()
     batches = _batches(x_all.shape[0], batch_size, g)
     with torch.enable_grad():
-        for step in tqdm(range(steps), desc=f"training {cfg.kind} ({cfg.out_hook})", disable=not progress):
+        for step in progress_bar(range(steps), progress, desc=f"training {cfg.kind} ({cfg.out_hook})"):
             idx = next(batches)
             x, y = x_all[idx], y_all[idx]
             pre = dictionary.pre_acts(x)

@@ -1,0 +1,54 @@
+"""Where an edit reads the model: the prompt in its contexts (after each prefix, and the
+rewrites), and activations at the subject's last token, averaged over those contexts (the
+key k* of ROME and MEMIT is `mean_key`).
+
+    texts = contexts(request, ("", "in fact ,"))
+    key = mean_key(model, layer, texts, request.subject)        # [d_mlp], float64
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from interp import names as hook_names
+from interp.tokens import padded_batches
+from models.transformer import Transformer
+from probes.edit.requests import EditRequest
+from probes.subjects import last_subject_pos
+
+DEFAULT_PREFIXES = ("",)  # the prompt as it is
+
+
+def contexts(request: EditRequest, prefixes: Sequence[str], rewrites: Sequence[str] = ()) -> list[str]:
+    """The prompt after each context prefix ("" keeps it as it is), then the `rewrites` (other
+    prompts about the subject that should give the new target too)."""
+    return [f"{p} {request.prompt}" if p else request.prompt for p in prefixes] + list(rewrites)
+
+
+def batch(model: Transformer, texts: Sequence[str]) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """(tokens [n, pos] right-padded, mask or None, last positions [n]) of texts."""
+    b = next(padded_batches(model, texts, len(texts)))
+    return b.tokens, b.mask, b.last
+
+
+def subject_ends(model: Transformer, texts: Sequence[str], subject: str) -> torch.Tensor:
+    """[n]: the position of the subject's last token in each text."""
+    return torch.tensor([last_subject_pos(model, t, subject) for t in texts])
+
+
+def mean_state(model: Transformer, name: str, texts: Sequence[str], subject: str) -> torch.Tensor:
+    """Activation `name` at the subject's last token, averaged over `texts` (float64)."""
+    tokens, mask, _ = batch(model, texts)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name], return_type=None)
+    return cache[name][torch.arange(len(texts)), subject_ends(model, texts, subject)].double().mean(0)
+
+
+def mean_key(model: Transformer, layer: int, texts: Sequence[str], subject: str) -> torch.Tensor:
+    """[d_mlp]: the layer's key (hook_post) at the subject's last token, averaged over `texts`."""
+    return mean_state(model, hook_names.act_name("post", layer), texts, subject)
+
+
+__all__ = ["DEFAULT_PREFIXES", "contexts", "batch", "subject_ends", "mean_state", "mean_key"]

@@ -14,16 +14,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from matplotlib.figure import Figure
 
 from interp import Neuron
 
+if TYPE_CHECKING:
+    from models import Transformer
+    from probes.ffn import Localisation
+
 SUBJECT_SITES = 40  # the subject-only localisation may use more sites: a stored fact is spread over many
 
 
-def anatomy(model, prompt: str, target: str, subject: str, first_only: str, last_only: str, *,
+def anatomy(model: Transformer, prompt: str, target: str, subject: str, first_only: str, last_only: str, *,
             others: Optional[dict], n_keys: int = 3, n_heads: int = 3, out=None, plot=None) -> dict:
     """Print the six parts; return their numbers (a JSON-ready dict); save OUT/chain if `out` is given."""
     from probes import ffn
@@ -98,7 +102,8 @@ def anatomy(model, prompt: str, target: str, subject: str, first_only: str, last
     return report
 
 
-def localisation(model, prompt: str, target: str, subject: Optional[str], others: Optional[dict], report: dict):
+def localisation(model: Transformer, prompt: str, target: str, subject: Optional[str], others: Optional[dict],
+                 report: dict) -> Optional[Localisation]:
     """Print and record the localisation anywhere and at the subject's tokens only; None (and a
     note) when the target is not the model's answer."""
     from probes import ffn
@@ -133,7 +138,7 @@ def localisation(model, prompt: str, target: str, subject: Optional[str], others
     return loc
 
 
-def chain_figure(model, tokens: list[str], report: dict, loc, ext, out, plot, target: str) -> list:
+def chain_figure(model: Transformer, tokens: list[str], report: dict, loc, ext, out, plot, target: str) -> list:
     """Positions across, layers down. In each cell, its sites: AND keys (orange), subject sites whose
     values the heads carry to the answer (green), last-position writers (blue), localised sites
     (red); the top heads as arrows from the subject's last token to the last position."""

@@ -8,7 +8,7 @@
 Scores every edge of the model's graph (`interp.circuits.attribute_edges`) by the logit
 difference ANSWER - COUNTERFACTUAL, computes the faithfulness of the top-n edges for every n
 (every edge outside patched to the corrupted run's value), and draws the circuit: the
-smallest top-n reaching --target faithfulness (default 0.9), or --edges N, or with --greedy N
+smallest top-n reaching --faithfulness F (default 0.9), or --edges N, or with --greedy N
 the N edges kept by greedy pruning. The curve covers every n up to 256 (then doubling). Writes
   OUT/circuit.png / .svg / .json   the circuit (edges, scores, faithfulness)
   OUT/faithfulness.png / .json     the faithfulness-vs-edges curve
@@ -37,9 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["eap", "eap-ig", "exact"], default="eap-ig")
     p.add_argument("--steps", type=int, default=5, help="EAP-IG's interpolation steps")
     p.add_argument("--edges", type=int, default=None, help="draw the top N edges (default: the smallest top-n "
-                                                            "reaching --target)")
+                                                            "reaching --faithfulness)")
     p.add_argument("--greedy", type=int, default=None, metavar="N", help="draw the N edges kept by greedy pruning")
-    p.add_argument("--target", type=float, default=0.9, help="faithfulness the drawn circuit should reach")
+    p.add_argument("--faithfulness", "--target", dest="faithfulness", type=float, default=0.9,
+                   help="faithfulness the drawn circuit should reach (--target: the old name)")
     p.add_argument("--compare", action="store_true", help="also score with the other methods and compare to exact")
     p.add_argument("--ablation", choices=["corrupted", "mean"], default="corrupted",
                    help="what edges outside the circuit carry: each prompt's corrupted value, or the mean over "
@@ -70,15 +71,16 @@ def _curve_figure(curves: dict, target: float, outputs: Outputs) -> None:
 def circuit_of_pair(model: ModelArg = "factworld", clean: str = CLEAN, corrupted: str = CORRUPTED,
                     answer: str = ANSWER, counterfactual: str = COUNTERFACTUAL, *, method: str = "eap-ig",
                     steps: int = 5, edges: Optional[int] = None, greedy: Optional[int] = None,
-                    target: float = 0.9, compare: bool = False, ablation: str = "corrupted",
+                    faithfulness: float = 0.9, compare: bool = False, ablation: str = "corrupted",
                     induction: bool = False, out: Optional[Union[str, Path]] = None, progress: bool = True,
                     dtype: Optional[str] = None) -> AnalysisResult:
     """Edge scores of the pair by logit(answer) - logit(counterfactual), the faithfulness curve,
     and the circuit drawn: `edges` top edges, or `greedy` edges by greedy pruning, or the
-    smallest top-n reaching `target` faithfulness. induction=True: instead of the model and
+    smallest top-n reaching `faithfulness`. induction=True: instead of the model and
     prompts, train the 2-layer induction model and use its repeated-token pair. `results` holds
     the `EdgeScores` ("scores"), the circuit's `Faithfulness` and the chosen edges."""
-    from interp.circuits import attribute_edges, faithfulness
+    from interp.circuits import attribute_edges
+    from interp.circuits import faithfulness as circuit_faithfulness
 
     outputs = Outputs(out)
     if induction:
@@ -103,12 +105,12 @@ def circuit_of_pair(model: ModelArg = "factworld", clean: str = CLEAN, corrupted
         outputs.json("methods.json", report["methods"])
     shown = [(n, f) for n, f in curves[method] if n & (n - 1) == 0 or n == scores.graph.n_edges]
     print("faithfulness of the top n edges: " + ", ".join(f"{n}: {f:.2f}" for n, f in shown))
-    chosen, how = _choose(model, pair, metric, scores, curves[method], method, edges, greedy, target, ablation,
-                          progress)
-    faith = faithfulness(model, *pair, metric, chosen, ablation=ablation)
+    chosen, how = _choose(model, pair, metric, scores, curves[method], method, edges, greedy, faithfulness,
+                          ablation, progress)
+    faith = circuit_faithfulness(model, *pair, metric, chosen, ablation=ablation)
     scored = [(u, d, scores.score(u, d)) for u, d in chosen]
     title = f"{clean!r} -> {answer} vs {corrupted!r}: {how}, faithfulness {faith.value:.2f}"
-    _draw(scores, scored, title, curves, target, outputs)
+    _draw(scores, scored, title, curves, faithfulness, outputs)
     report["circuit"] = {"how": how, "faithfulness": faith.value, "metric": faith.metric, "full": faith.full,
                          "empty": faith.empty,
                          "edges": [{"upstream": u, "downstream": d, "score": s} for u, d, s in scored]}
@@ -187,7 +189,7 @@ def _draw(scores, scored: list, title: str, curves: dict, target: float, outputs
 def run(args: argparse.Namespace) -> int:
     return circuit_of_pair(args.model, args.clean, args.corrupted, args.answer, args.counterfactual,
                            method=args.method, steps=args.steps, edges=args.edges, greedy=args.greedy,
-                           target=args.target, compare=args.compare, ablation=args.ablation,
+                           faithfulness=args.faithfulness, compare=args.compare, ablation=args.ablation,
                            induction=args.induction, out=args.out, progress=not args.quiet, dtype=args.dtype).rc
 
 

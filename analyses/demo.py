@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
 from analyses.common import AnalysisResult
+
+if TYPE_CHECKING:
+    from models import Transformer
 
 PROMPTS = [
     "Michael Jordan plays the sport of",
@@ -27,7 +30,7 @@ PROMPTS = [
 ]
 
 
-def top_next_words(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+def top_next_words(model: Transformer, prompt: str, k: int = 5) -> list[tuple[str, float]]:
     """The k most likely next words after `prompt`, with probabilities."""
     from interp.words import token_text
 

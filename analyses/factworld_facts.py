@@ -18,12 +18,12 @@ import torch
 
 from interp.progress import progress_bar
 from interp.results import write_json
-from models import factworld
+from models import Transformer, factworld
 from probes.ffn import DEFAULT_METHOD, ROLES, FactBatch, FactPrompt, layer_means, localise
 from probes.ffn.units import site_from_label
 
 
-def is_factworld(model) -> bool:
+def is_factworld(model: Union[Transformer, str, Path]) -> bool:
     """Whether `model` reads the fact world: the name "factworld", or a model whose tokenizer
     is the fact world's word vocabulary (so its facts and templates can be tokenised)."""
     if isinstance(model, (str, Path)):
@@ -173,7 +173,7 @@ def relation_facts(relation: str, include_none: bool = False, limit: Optional[in
     return [f for f in factworld.facts(relation) if include_none or f.object != "none"][:limit]
 
 
-def relation_view(model, relation: str, *, method: str = DEFAULT_METHOD, max_sites: int = 20, template: int = 0,
+def relation_view(model: Transformer, relation: str, *, method: str = DEFAULT_METHOD, max_sites: int = 20, template: int = 0,
                   include_none: bool = False, limit: Optional[int] = None, n_random: int = 5,
                   roles: Optional[Sequence[str]] = None, progress: bool = True, unit: str = "neuron") -> RelationView:
     """Localise every fact of a relation (`probes.ffn.localise`, positions and all; only at

@@ -35,7 +35,8 @@ SORTS = ("frequency", "max", "index")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("layer", type=int, help="the MLP layer whose transcoder to read")
     p.add_argument("index", type=int, nargs="?", help="one feature: write its dashboard")
-    p.add_argument("--dictionaries", default="factworld", help="a folder of L0, L1, ... dictionaries")
+    p.add_argument("--transcoders", "--dictionaries", dest="transcoders", default="factworld",
+                   help="'factworld' (shipped) or a folder of L0, L1, ... transcoders (--dictionaries: the old name)")
     p.add_argument("--limit", type=int, default=None, help="only the first N people's prompts")
     p.add_argument("-k", type=int, default=10, help="top contexts and value tokens in a dashboard")
     p.add_argument("--sort", choices=SORTS, default="frequency", help="order of the table (default frequency)")
@@ -57,7 +58,7 @@ def corpus(limit: Optional[int] = None) -> list[str]:
 
 
 def layer_features(model: ModelArg = "factworld", layer: int = 0, index: Optional[int] = None, *,
-                   dictionaries: Union[str, Path] = "factworld", limit: Optional[int] = None, k: int = 10,
+                   transcoders: Union[str, Path] = "factworld", limit: Optional[int] = None, k: int = 10,
                    sort: str = "frequency", show: int = 30, batch_size: int = 512,
                    out: Optional[Union[str, Path]] = None, progress: bool = True,
                    dtype: Optional[str] = None) -> AnalysisResult:
@@ -72,7 +73,7 @@ def layer_features(model: ModelArg = "factworld", layer: int = 0, index: Optiona
         raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
     start = time.perf_counter()
     model = as_model(model, dtype)
-    transcoders = load_transcoders(dictionaries)
+    transcoders = load_transcoders(transcoders)
     layer = resolve_layer(layer, len(transcoders), "transcoder layer")
     texts = corpus(limit)
     if not texts:
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.checks import IndexRangeError
 
     try:
-        return layer_features(args.model, args.layer, args.index, dictionaries=args.dictionaries, limit=args.limit,
+        return layer_features(args.model, args.layer, args.index, transcoders=args.transcoders, limit=args.limit,
                               k=args.k, sort=args.sort, show=args.show, batch_size=args.batch_size, out=args.out,
                               progress=not args.quiet, dtype=args.dtype).rc
     except IndexRangeError as e:  # a clean command-line error, no traceback

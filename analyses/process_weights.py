@@ -68,9 +68,12 @@ def process_and_save(model: ModelArg, *, out: Union[str, Path], fold_value_biase
 
 
 def run(args: argparse.Namespace) -> int:
-    return process_and_save(args.model, out=args.out, fold_value_biases=args.fold_value_biases, fold_ln=args.fold_ln,
-                            center_writing_weights=args.center_writing_weights, center_unembed=args.center_unembed,
-                            force=args.force, dtype=args.dtype).rc
+    try:
+        return process_and_save(args.model, out=args.out, fold_value_biases=args.fold_value_biases,
+                                fold_ln=args.fold_ln, center_writing_weights=args.center_writing_weights,
+                                center_unembed=args.center_unembed, force=args.force, dtype=args.dtype).rc
+    except (FileExistsError, NotADirectoryError, ValueError) as e:  # a clean command-line error: nothing was written
+        raise SystemExit(f"interp process-weights: {e}") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

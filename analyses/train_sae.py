@@ -116,10 +116,13 @@ def _hook_width(model, hook: str, text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return train_sae(args.model, hook=args.hook, out=args.out, features=args.features, activation=args.activation,
-                     k=args.k, l1=args.l1, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                     tokens=args.tokens, texts=args.texts, seed=args.seed, force=args.force,
-                     progress=not args.quiet, dtype=args.dtype).rc
+    try:
+        return train_sae(args.model, hook=args.hook, out=args.out, features=args.features, activation=args.activation,
+                         k=args.k, l1=args.l1, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         tokens=args.tokens, texts=args.texts, seed=args.seed, force=args.force,
+                         progress=not args.quiet, dtype=args.dtype).rc
+    except (FileExistsError, NotADirectoryError) as e:  # a clean command-line error: nothing was written
+        raise SystemExit(f"interp train-sae: {e}") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

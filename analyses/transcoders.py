@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 from matplotlib.figure import Figure
@@ -29,14 +29,20 @@ from analyses.common import (
     AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for,
 )
 
+if TYPE_CHECKING:
+    from models import Transformer
+    from probes.sae import SparseDictionary
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dictionaries", default="factworld", help="a folder of L0, L1, ... dictionaries")
+    p.add_argument("--transcoders", "--dictionaries", dest="transcoders", default="factworld",
+                   help="'factworld' (shipped) or a folder of L0, L1, ... transcoders (--dictionaries: the old name)")
     add_model_arguments(p)
     add_out_argument(p, "results/transcoders")
 
 
-def spliced_accuracy(model, transcoders, prompts: list[str], answers: list[str]) -> tuple[float, float]:
+def spliced_accuracy(model: Transformer, transcoders: Sequence[SparseDictionary], prompts: list[str],
+                     answers: list[str]) -> tuple[float, float]:
     """(clean, all-spliced) top-1 accuracy on the prompts."""
     from interp.words import answer_tokens
     from models.transformer import last_token_logits
@@ -50,9 +56,9 @@ def spliced_accuracy(model, transcoders, prompts: list[str], answers: list[str])
     return float(clean.double().mean()), float(spliced.double().mean())
 
 
-def judge_transcoders(model: ModelArg = "factworld", *, dictionaries: Union[str, Path] = "factworld",
+def judge_transcoders(model: ModelArg = "factworld", *, transcoders: Union[str, Path] = "factworld",
                       out: Optional[Union[str, Path]] = None, dtype: Optional[str] = None) -> AnalysisResult:
-    """The transcoders of a fact-world model (`dictionaries`: "factworld" or a folder of L0, L1,
+    """The transcoders of a fact-world model (`transcoders`: "factworld" or a folder of L0, L1,
     ...) judged per layer, spliced in all at once, and as subject / fact features against the
     MLP neurons (see the module docstring)."""
     from analyses.train_transcoders import held_out
@@ -60,7 +66,7 @@ def judge_transcoders(model: ModelArg = "factworld", *, dictionaries: Union[str,
 
     model = as_model(model, dtype)
     outputs = Outputs(out)
-    transcoders = load_transcoders(dictionaries)
+    transcoders = load_transcoders(transcoders)
     report: dict = {"layers": _per_layer(model, transcoders, *held_out(model))}
     report["all_spliced"] = _all_spliced(model, transcoders)
     report["subject_features"] = _subject_features(model, transcoders)
@@ -170,7 +176,7 @@ def _figure(report: dict) -> Figure:
 
 
 def run(args: argparse.Namespace) -> int:
-    return judge_transcoders(args.model, dictionaries=args.dictionaries, out=args.out, dtype=args.dtype).rc
+    return judge_transcoders(args.model, transcoders=args.transcoders, out=args.out, dtype=args.dtype).rc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

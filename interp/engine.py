@@ -149,6 +149,10 @@ def _repeat(inputs: tuple, n: int) -> tuple:
     return tuple(x.repeat(n, *[1] * (x.dim() - 1)) for x in inputs)
 
 
+def _shapes(inputs: tuple) -> Any:
+    return tuple(inputs[0].shape) if len(inputs) == 1 else [tuple(x.shape) for x in inputs]
+
+
 def _stack(values: list) -> torch.Tensor:
     if not values:
         return torch.zeros(0, dtype=torch.float64)
@@ -174,8 +178,8 @@ class _Runner:
             v = tuple(x.to(self.device) for x in _as_inputs(v))
             if len(v) != len(inputs) or any(a.dim() != b.dim() or a.shape[1:] != b.shape[1:] or a.shape[0] != v[0].shape[0]
                                              or a.shape[0] not in (1, self.B) for a, b in zip(v, inputs)):
-                raise ValueError(f"source run {k!r} has input shape {[tuple(a.shape) for a in v]}; the base run is "
-                                 f"{[tuple(b.shape) for b in inputs]} (give [B or 1, ...])")
+                raise ValueError(f"source run {k!r} has token shape {_shapes(v)}; the base run is {_shapes(inputs)} "
+                                 "(give [B or 1, pos])")
             runs[k] = v
         return runs
 

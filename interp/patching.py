@@ -359,7 +359,7 @@ def sweep_cells(model, base, kind: SiteKind, metric: Metric, value: Any, sources
             for u in range(n_units) if n_units else [None]:
                 cells.append((li,) + ((pi,) if p is not None else ()) + ((u,) if u is not None else ()))
                 rows.append([Patch(name, kind.index(len(first) + 1, p, u), value)])
-    out = run_patched(model, base, rows, metric, sources=sources, max_rows=batch_size, plan=plan,
+    out = run_patched(model, base, rows, metric, sources=sources, batch_size=batch_size, plan=plan,
                       progress=progress, desc=desc)
     # Filled in the loop's order (layer, pos, unit), then put in the site's axis order.
     loop_axes = [a for a in ("layer", "pos", kind.unit_axis) if a in kind.axes]

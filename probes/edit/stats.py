@@ -132,7 +132,7 @@ def _compute(model: Transformer, layer: int, batches: Sequence[Batch], max_token
     with progress_bar(total=max_tokens, progress=progress, desc=f"key statistics, layer {layer}", unit="tok") as bar:
         for tokens, mask in batches:
             with torch.no_grad():
-                _, c = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name], return_type=None)
+                _, c = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name], stop_at_layer=layer + 1)
             keys = c[name].double().reshape(-1, d_mlp)
             if mask is not None:
                 keys = keys[mask.reshape(-1).bool()]

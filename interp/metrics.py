@@ -7,6 +7,7 @@ score many patched runs at once (`at`): the sweeps then compute the logits of
 that position only, which is where most of their speed comes from.
 
     ld = logit_diff(model, "basketball", "swimming")      # answer - counterfactual
+    answer_margin(logits[:, -1], target_ids, other_ids)   # the same margin on any logits (RUNNER_UP: vs the best other)
     ld(logits)                                            # scalar
     p = probability(model, "basketball")
     r = normalized(ld, clean_value, corrupted_value)      # (x - corrupted) / (clean - corrupted)
@@ -15,16 +16,17 @@ that position only, which is where most of their speed comes from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
 from interp.tokens import answer_tokens
+from models import Transformer
 
 Tokens = Union[int, str, Sequence[Union[int, str]], torch.Tensor]
 
 
-def token_ids(tokens: Tokens, model=None) -> torch.Tensor:
+def token_ids(tokens: Tokens, model: Optional[Transformer] = None) -> torch.Tensor:
     """Token ids [n] from ids, words (needs `model`; the answer-token policy of
     `interp.tokens.answer_token`: " " + word when that is one token, else the word), or a mix."""
     if isinstance(tokens, torch.Tensor):
@@ -38,13 +40,45 @@ def token_ids(tokens: Tokens, model=None) -> torch.Tensor:
     return answer_tokens(model, items)
 
 
-def _select(logits_at: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """logits_at [..., batch, d_vocab], ids [batch] or [1] -> [..., batch]."""
+RUNNER_UP = "runner-up"
+
+
+def _ids_like(ids: Union[int, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    """Token ids broadcast to logits[..., 0], with a trailing axis for `gather`."""
+    ids = torch.as_tensor(ids, device=logits.device).long()
+    return ids.expand(logits.shape[:-1])[..., None]
+
+
+def answer_margin(logits: torch.Tensor, target: Union[int, torch.Tensor],
+                  other: Union[None, int, str, torch.Tensor] = None) -> torch.Tensor:
+    """The margin of an answer over a counterfactual, logit(target) - logit(other), at every row of
+    logits [..., d_vocab] -> [...]: the one implementation (metrics, attribution, FFN probes).
+
+    target, other: token ids (an int, or ids broadcastable to logits[..., 0], e.g. one per prompt);
+    other=None: no counterfactual (the target's logit itself); other=RUNNER_UP ("runner-up"): the
+    largest logit of any other token (> 0 exactly when the target is the unique top-1)."""
+    t = _ids_like(target, logits)
+    picked = logits.gather(-1, t)[..., 0]
+    if other is None:
+        return picked
+    if isinstance(other, str):
+        if other != RUNNER_UP:
+            raise ValueError(f"other must be token ids, None or {RUNNER_UP!r}, got {other!r}")
+        return picked - logits.scatter(-1, t, -torch.inf).max(-1).values
+    return picked - logits.gather(-1, _ids_like(other, logits))[..., 0]
+
+
+def _batch_ids(ids: torch.Tensor, logits_at: torch.Tensor) -> torch.Tensor:
+    """ids [batch] or [1] for logits_at [..., batch, d_vocab] (a clear error for any other count)."""
     batch = logits_at.shape[-2]
     if ids.numel() not in (1, batch):
         raise ValueError(f"{ids.numel()} token ids for a batch of {batch} prompts: give one id, or one per prompt")
-    ids = ids.to(logits_at.device).expand(batch)
-    return logits_at[..., torch.arange(batch, device=logits_at.device), ids]
+    return ids.reshape(-1).to(logits_at.device).expand(batch)
+
+
+def _select(logits_at: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """logits_at [..., batch, d_vocab], ids [batch] or [1] -> [..., batch]."""
+    return answer_margin(logits_at, _batch_ids(ids, logits_at))
 
 
 @dataclass
@@ -68,7 +102,7 @@ class LogitDiff(_PositionMetric):
     name: str = "logit difference"
 
     def at(self, logits_at: torch.Tensor) -> torch.Tensor:
-        diff = _select(logits_at, self.answer) - _select(logits_at, self.counterfactual)
+        diff = answer_margin(logits_at, _batch_ids(self.answer, logits_at), _batch_ids(self.counterfactual, logits_at))
         return diff.mean(-1)
 
 
@@ -118,17 +152,17 @@ class Normalized:
         return self._norm(self.metric.at(logits_at))
 
 
-def logit_diff(model, answer: Tokens, counterfactual: Tokens, pos: int = -1) -> LogitDiff:
+def logit_diff(model: Transformer, answer: Tokens, counterfactual: Tokens, pos: int = -1) -> LogitDiff:
     """logit[answer] - logit[counterfactual] at `pos`, mean over the batch (one token per prompt, or one for all)."""
     return LogitDiff(pos, token_ids(answer, model), token_ids(counterfactual, model))
 
 
-def probability(model, answer: Tokens, pos: int = -1) -> Probability:
+def probability(model: Transformer, answer: Tokens, pos: int = -1) -> Probability:
     """Softmax probability of the answer at `pos`, mean over the batch."""
     return Probability(pos, token_ids(answer, model))
 
 
-def log_prob(model, answer: Tokens, pos: int = -1) -> LogProb:
+def log_prob(model: Transformer, answer: Tokens, pos: int = -1) -> LogProb:
     """Log-softmax of the answer at `pos`, mean over the batch."""
     return LogProb(pos, token_ids(answer, model))
 
@@ -142,7 +176,7 @@ class Logit(_PositionMetric):
         return _select(logits_at, self.answer).mean(-1)
 
 
-def logit(model, answer: Tokens, pos: int = -1) -> Logit:
+def logit(model: Transformer, answer: Tokens, pos: int = -1) -> Logit:
     """The answer's logit at `pos`, mean over the batch."""
     return Logit(pos, token_ids(answer, model))
 
@@ -171,5 +205,5 @@ def scalar(value) -> float:
 
 __all__ = [
     "LogitDiff", "Probability", "LogProb", "Logit", "Normalized", "logit_diff", "probability", "log_prob", "logit",
-    "normalized", "token_ids", "metric_name", "is_positional",
+    "normalized", "token_ids", "metric_name", "is_positional", "answer_margin", "RUNNER_UP",
 ]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from interp import names as hook_names
+from interp.checks import resolve_pos, resolve_positions
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,11 @@ def normalize_index(index: tuple, name: str, n_pos: int) -> tuple:
         return index
     i = index[d]
     if isinstance(i, int):
-        if not -n_pos <= i < n_pos:
-            raise IndexError(f"patch at {name}: position {i} is outside a prompt of {n_pos} tokens")
-        i = i % n_pos
+        i = resolve_pos(i, n_pos, f"patch at {name}: position")
     elif isinstance(i, slice):
         i = slice(*i.indices(n_pos)) if i != slice(None) else i
     else:
-        i = [int(p) % n_pos for p in i]
+        i = resolve_positions([int(p) for p in i], n_pos, f"patch at {name}: position")
     return index[:d] + (i,) + index[d + 1:]
 
 
@@ -106,13 +105,27 @@ def _as_tensor(value: Any, dtype: torch.dtype, device) -> torch.Tensor:
     return v.to(device=device, dtype=dtype)
 
 
+def _hashable(index: tuple) -> tuple:
+    """An index as a dict key (slices and lists are not hashable)."""
+    return tuple(("slice", i.start, i.stop, i.step) if isinstance(i, slice) else
+                 ("list", tuple(i)) if isinstance(i, list) else i for i in index)
+
+
+def _unhashable(key: tuple) -> tuple:
+    return tuple(slice(*i[1:]) if isinstance(i, tuple) and i[0] == "slice" else
+                 list(i[1]) if isinstance(i, tuple) and i[0] == "list" else i for i in key)
+
+
 def _spread_values(group: list, n_copies: int, B: int, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
     """Numbers or tensors for the patched slices, written into zeros shaped like the activation:
-    [1, B, *act] when every patch of the group carries the same value, else [n_copies, B, *act]."""
+    [1, B, *act] when every patch of the group carries the same value (written at each patch's
+    index: each copy's mask selects its own), else [n_copies, B, *act]."""
     value = group[0][1].value
     if all(p.value is value for _, p in group):
         spread = torch.zeros(1, B, *shape, dtype=dtype, device=device)
-        spread[0][(slice(None),) + group[0][1].index] = _as_tensor(value, dtype, device)
+        v = _as_tensor(value, dtype, device)
+        for index in dict.fromkeys(_hashable(p.index) for _, p in group):
+            spread[0][(slice(None),) + _unhashable(index)] = v
         return spread
     spread = torch.zeros(n_copies, B, *shape, dtype=dtype, device=device)
     index = group[0][1].index

@@ -27,14 +27,17 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from interp import names as hook_names
+from interp.checks import resolve_layers, resolve_positions
 from interp.engine import FromRun, Patch, run_patched
 from interp.metrics import metric_name
 from interp.results import LabelledResult
 from interp.sites import Feature
 from interp.tokens import PromptLengthError, paired_tokens, pos_labels, prompt_tokens, str_tokens
+from models import EncoderDecoder, Transformer
 
 Prompts = Union[str, Sequence[str], torch.Tensor, tuple]
 Metric = Callable[[torch.Tensor], torch.Tensor]
+Model = Union[Transformer, EncoderDecoder]
 
 DIRECTIONS = ("denoise", "noise")
 ABLATIONS = ("zero", "mean", "resample")
@@ -140,10 +143,6 @@ class PatchResult(LabelledResult):
         return self.clean_value
 
     @property
-    def baseline(self) -> Optional[float]:
-        return self.base_value
-
-    @property
     def title(self) -> str:
         return f"{self.method}: {self.site} ({self.direction}), {self.metric_name}"
 
@@ -179,29 +178,7 @@ def axis_labels(axes: Sequence[str], layers: Sequence[int], positions: Sequence[
 
 
 # ============================================================ the sweep
-def positions_of(positions: Optional[Sequence[int]], n_pos: int) -> list[int]:
-    """Positions in [0, n_pos), negatives counted from the end; a clear error if out of range."""
-    if positions is None:
-        return list(range(n_pos))
-    out = []
-    for p in positions:
-        if not -n_pos <= p < n_pos:
-            raise ValueError(f"position {p} is outside a prompt of {n_pos} tokens")
-        out.append(p % n_pos)
-    return out
-
-
-def layers_of(n_layers: int, layers: Optional[Sequence[int]]) -> list[int]:
-    """Layers in [0, n_layers), negatives counted from the end; a clear error if out of range."""
-    if layers is None:
-        return list(range(n_layers))
-    try:
-        return [hook_names.resolve_layer(l, n_layers) for l in layers]
-    except IndexError as e:
-        raise ValueError(str(e)) from None
-
-
-def site_layers(model, kind: SiteKind, n_layers: int, layers: Optional[Sequence[int]], stack: str = "",
+def site_layers(model: Model, kind: SiteKind, n_layers: int, layers: Optional[Sequence[int]], stack: str = "",
                 attn: str = "attn") -> list[int]:
     """The layers a sweep over `kind` covers: `layers` (checked), else every layer; for feature
     sites every layer with an attached transcoder (a clear error if there is none)."""
@@ -210,10 +187,10 @@ def site_layers(model, kind: SiteKind, n_layers: int, layers: Optional[Sequence[
         if not layers:
             raise ValueError(f"no transcoder is attached, so there are no {kind.act} hooks: run inside "
                              "`with probes.sae.attached(model, transcoders):`")
-    return layers_of(n_layers, layers)
+    return resolve_layers(layers, n_layers)
 
 
-def _check_site(model, stack: str, kind: SiteKind) -> None:
+def _check_site(model: Model, stack: str, kind: SiteKind) -> None:
     if kind.act == "resid_mid" and hook_names.act_name("resid_mid", 0, stack=stack) not in model.hook_dict:
         raise ValueError("site 'resid_mid' does not exist in a model with parallel attention and MLP")
 
@@ -222,8 +199,53 @@ def _as_inputs(x: Prompts) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor) else (x,)
 
 
+def _check_options(model: Model, stack: str, kind: SiteKind, direction: str, ablation: Optional[str],
+                   batch_size: Optional[int], corrupted: Optional[Prompts]) -> bool:
+    """Clear errors for bad options; returns whether the model is decoder-only (one token input)."""
+    _check_site(model, stack, kind)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if ablation is not None and ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS} or None, got {ablation!r}")
+    if ablation is not None and direction != "denoise":
+        raise ValueError("an ablation always runs the clean prompt; leave direction at its default")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    decoder_only = not stack and hasattr(model, "to_tokens")
+    if not decoder_only and (ablation is not None or corrupted is None):
+        raise ValueError("on models with several inputs, sweep supports denoising and noising with corrupted "
+                         "inputs (no ablations)")
+    if ablation is None and corrupted is None:
+        raise ValueError("patching needs corrupted prompts (or choose an ablation: 'zero', 'mean', 'resample')")
+    return decoder_only
+
+
+def _as_model_inputs(model: Model, clean: Prompts, corrupted: Optional[Prompts], decoder_only: bool) -> tuple:
+    """(clean, corrupted) as token ids (decoder-only) or tuples of input tensors, checked to line up."""
+    if decoder_only:
+        clean_in = prompt_tokens(model, clean, "clean prompts")
+        return clean_in, (paired_tokens(model, clean, corrupted)[1] if corrupted is not None else None)
+    clean_in, corrupted_in = _as_inputs(clean), _as_inputs(corrupted)
+    for i, (c, k) in enumerate(zip(clean_in, corrupted_in)):
+        if c.shape != k.shape:
+            raise PromptLengthError(f"input {i}: clean shape {tuple(c.shape)} differs from corrupted {tuple(k.shape)}")
+    return clean_in, corrupted_in
+
+
+def _patched_run(model: Model, clean_in: Any, corrupted_in: Any, direction: str, ablation: Optional[str],
+                 reference: Optional[Prompts], seed: int) -> tuple[Any, Any, dict]:
+    """(base run, patch value, sources) for a direction or an ablation."""
+    if ablation is None:
+        base, source = (corrupted_in, clean_in) if direction == "denoise" else (clean_in, corrupted_in)
+        return base, FromRun("source"), {"source": source}
+    if ablation == "zero":
+        return clean_in, 0.0, {}
+    return clean_in, FromRun("source"), {"source": lambda names: _reference_activations(
+        model, names, clean_in, reference, ablation, seed)}
+
+
 def sweep(
-    model,
+    model: Model,
     clean: Prompts,
     corrupted: Optional[Prompts],
     metric: Metric,
@@ -246,63 +268,29 @@ def sweep(
         names them otherwise). For models with several inputs (the encoder-decoder),
         tuples of input tensors, and sites prefixed by their stack
         ("decoder.cross_attn.head_z_by_pos", "encoder.resid_pre").
-    metric: logits [batch, pos, d_vocab] -> scalar. Metrics from interp.metrics
-        are fastest (only the position they read is unembedded).
+    metric: logits [batch, pos, d_vocab] -> scalar. Metrics from interp.metrics read one
+        position; for a plain function the positions it reads are found on the base run;
+        either way only those positions are unembedded.
     site: one of SITES (see the module doc and README for axes).
     direction: "denoise" (clean into corrupted) or "noise" (corrupted into clean).
     ablation: "zero", "mean" or "resample": run the clean prompt and patch in
         zeros / the mean over `reference` prompts / a `reference` prompt chosen
         at random per clean prompt (seeded). `reference` defaults to `corrupted`.
     layers, positions: restrict the sweep (default all; negative values count from the end).
-    batch_size: rows per forward pass (patches x prompts); default: as many as fit in
+    batch_size: sequences per forward pass (patches x prompts); default: as many as fit in
         512 MiB, grouped by the engine's cost model.
     plan: force the engine's strategy ("fused" or "resumed"); default: the cheaper.
     """
     stack, attn, kind = parse_site(site)
-    _check_site(model, stack, kind)
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if ablation is not None and ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be one of {ABLATIONS} or None, got {ablation!r}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    decoder_only = not stack and hasattr(model, "to_tokens")
-    if not decoder_only and (ablation is not None or corrupted is None):
-        raise ValueError("on models with several inputs, sweep supports denoising and noising with corrupted "
-                         "inputs (no ablations)")
-
+    decoder_only = _check_options(model, stack, kind, direction, ablation, batch_size, corrupted)
     with torch.no_grad():
-        if decoder_only:
-            clean_in = prompt_tokens(model, clean, "clean prompts")
-            corrupted_in = paired_tokens(model, clean, corrupted)[1] if corrupted is not None else None
-        else:
-            clean_in, corrupted_in = _as_inputs(clean), _as_inputs(corrupted)
-            for i, (c, k) in enumerate(zip(clean_in, corrupted_in)):
-                if c.shape != k.shape:
-                    raise PromptLengthError(f"input {i}: clean shape {tuple(c.shape)} differs from corrupted "
-                                            f"{tuple(k.shape)}")
-        if ablation is None:
-            if corrupted_in is None:
-                raise ValueError("patching needs corrupted prompts (or choose an ablation: 'zero', 'mean', 'resample')")
-            base, source = (corrupted_in, clean_in) if direction == "denoise" else (clean_in, corrupted_in)
-        else:
-            if direction != "denoise":
-                raise ValueError("an ablation always runs the clean prompt; leave direction at its default")
-            base, source = clean_in, None
-
-        value, sources = FromRun("source"), {}
-        if ablation is None:
-            sources["source"] = source
-        elif ablation == "zero":
-            value = 0.0
-        else:
-            sources["source"] = lambda names: _reference_activations(
-                model, names, base, corrupted if reference is None else reference, ablation, seed)
+        clean_in, corrupted_in = _as_model_inputs(model, clean, corrupted, decoder_only)
+        base, value, sources = _patched_run(model, clean_in, corrupted_in, direction, ablation,
+                                            corrupted if reference is None else reference, seed)
         cells = sweep_cells(model, base, kind, metric, value, sources, stack=stack, attn=attn, layers=layers,
                             positions=positions, batch_size=batch_size, plan=plan, progress=progress,
                             desc=f"patching {site}")
-        values, out = cells.values, cells.out
-
+    out = cells.out
     if ablation is not None:
         clean_value, corrupted_value = out.base_value, None
     elif direction == "denoise":
@@ -311,7 +299,7 @@ def sweep(
         clean_value, corrupted_value = out.base_value, out.source_values["source"]
     tokens = str_tokens(model, clean_in) if decoder_only else [str(p) for p in range(cells.n_pos)]
     return PatchResult(
-        values, kind.axes, axis_labels(kind.axes, cells.layer_ids, cells.pos_ids, cells.n_units, tokens), site,
+        cells.values, kind.axes, axis_labels(kind.axes, cells.layer_ids, cells.pos_ids, cells.n_units, tokens), site,
         ablation or direction, metric_name(metric), clean_value, corrupted_value, tokens,
     )
 
@@ -329,7 +317,7 @@ class Cells:
     n_pos: int
 
 
-def sweep_cells(model, base, kind: SiteKind, metric: Metric, value: Any, sources: dict, *, stack: str = "",
+def sweep_cells(model: Model, base: Any, kind: SiteKind, metric: Metric, value: Any, sources: dict, *, stack: str = "",
                 attn: str = "attn", layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None,
                 batch_size: Optional[int] = None, plan: Optional[str] = None, progress: bool = False,
                 desc: str = "patching") -> Cells:
@@ -349,7 +337,7 @@ def sweep_cells(model, base, kind: SiteKind, metric: Metric, value: Any, sources
     first = _activation_shape(model, base, names[0], kind) if decoder_only else \
         _activation_shapes(model, base, names)[names[0]]
     n_pos = first[kind.pos_dim - 1]
-    pos_ids = positions_of(positions, n_pos)
+    pos_ids = resolve_positions(positions, n_pos)
     n_units = first[kind.unit_dim - 1] if kind.unit_dim is not None else 0
     sources = {k: (v(names) if callable(v) else v) for k, v in sources.items()}
 
@@ -371,7 +359,7 @@ def sweep_cells(model, base, kind: SiteKind, metric: Metric, value: Any, sources
     return Cells(values, out, layer_ids, pos_ids, n_units, n_pos)
 
 
-def sweep_hooked(model, clean: Sequence[torch.Tensor], corrupted: Sequence[torch.Tensor], metric: Metric, site: str,
+def sweep_hooked(model: Model, clean: Sequence[torch.Tensor], corrupted: Sequence[torch.Tensor], metric: Metric, site: str,
                  *, direction: str = "denoise", layers: Optional[Sequence[int]] = None,
                  positions: Optional[Sequence[int]] = None, batch_size: Optional[int] = None,
                  progress: bool = True) -> PatchResult:
@@ -384,7 +372,7 @@ def sweep_hooked(model, clean: Sequence[torch.Tensor], corrupted: Sequence[torch
                  positions=positions, batch_size=batch_size, progress=progress)
 
 
-def _activation_shape(model, tokens: torch.Tensor, name: str, kind: SiteKind) -> tuple:
+def _activation_shape(model: Transformer, tokens: torch.Tensor, name: str, kind: SiteKind) -> tuple:
     """The shape (without batch) of a decoder-only model's activation at a site's hook, from its config."""
     cfg, n_pos = model.cfg, tokens.shape[1]
     if kind.act in ("z", "q"):
@@ -400,7 +388,7 @@ def _activation_shape(model, tokens: torch.Tensor, name: str, kind: SiteKind) ->
     return (n_pos, cfg.d_model)
 
 
-def _activation_shapes(model, base, names: list[str]) -> dict[str, tuple]:
+def _activation_shapes(model: Model, base: Any, names: list[str]) -> dict[str, tuple]:
     """Shapes (without batch) of the activations at `names`, from one run of the first prompt."""
     shapes: dict[str, tuple] = {}
 
@@ -413,7 +401,7 @@ def _activation_shapes(model, base, names: list[str]) -> dict[str, tuple]:
     return {n: shapes[model.normalize_name(n)] for n in names}
 
 
-def _reference_activations(model, names: list[str], base: torch.Tensor, reference: Optional[Prompts],
+def _reference_activations(model: Transformer, names: list[str], base: torch.Tensor, reference: Optional[Prompts],
                            ablation: str, seed: int) -> dict[str, torch.Tensor]:
     """Mean ([1, ...]) or resampled ([B, ...]) activations of reference prompts at `names`."""
     if reference is None:
@@ -431,4 +419,4 @@ def _reference_activations(model, names: list[str], base: torch.Tensor, referenc
 
 
 __all__ = ["sweep", "sweep_hooked", "parse_site", "PatchResult", "PromptLengthError", "SITES", "SiteKind",
-           "prompt_tokens", "paired_tokens", "axis_labels", "layers_of", "site_layers", "positions_of"]
+           "prompt_tokens", "paired_tokens", "axis_labels", "site_layers"]

@@ -55,8 +55,9 @@ class LabelledResult:
 
     @property
     def baseline(self) -> Optional[float]:
-        """The value meaning "no effect"; None when the values are effects themselves."""
-        return None
+        """The value meaning "no effect": the unpatched run's metric (`base_value`) for results that
+        have one; None when the values are effects themselves."""
+        return getattr(self, "base_value", None)
 
     @property
     def effect(self) -> torch.Tensor:

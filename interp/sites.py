@@ -34,6 +34,8 @@ import torch
 from interp import names as hook_names
 from interp.checks import IndexRangeError
 from interp.hooks import HookFn, HookPoint
+from models.transformer import Transformer
+from models.transformer import Transformer
 
 Value = Union[torch.Tensor, float]
 KV_ACTS = ("k", "v", "rot_k")
@@ -249,7 +251,7 @@ class Feature(_Unit):
         return hook_names.act_name(self._act(act), self.layer)
 
     @staticmethod
-    def attached_layers(model) -> list[int]:
+    def attached_layers(model: Transformer) -> list[int]:
         """The layers of `model` that have a transcoder attached (so Feature sites exist there)."""
         return [l for l in range(model.cfg.n_layers) if hook_names.act_name("feature_acts", l) in model.hook_dict]
 

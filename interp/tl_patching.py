@@ -20,11 +20,12 @@ import torch
 
 from interp.engine import FromRun
 from interp.patching import SITES, sweep_cells
+from models import Transformer
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _patch(site: str, model: Any, corrupted_tokens: torch.Tensor, clean_cache: Any, patching_metric: Metric,
+def _patch(site: str, model: Transformer, corrupted_tokens: torch.Tensor, clean_cache: Any, patching_metric: Metric,
            **kwargs: Any) -> torch.Tensor:
     if kwargs:
         raise TypeError(f"unsupported argument(s) {sorted(kwargs)}: these functions take (model, corrupted_tokens, "
@@ -48,7 +49,7 @@ def _patch(site: str, model: Any, corrupted_tokens: torch.Tensor, clean_cache: A
 
 
 def _variant(site: str, tl_shape: str) -> Callable[..., torch.Tensor]:
-    def patch(model: Any, corrupted_tokens: torch.Tensor, clean_cache: Any, patching_metric: Metric,
+    def patch(model: Transformer, corrupted_tokens: torch.Tensor, clean_cache: Any, patching_metric: Metric,
               **kwargs: Any) -> torch.Tensor:
         return _patch(site, model, corrupted_tokens, clean_cache, patching_metric, **kwargs)
 
@@ -78,14 +79,14 @@ def _kv_heads_padded(values: torch.Tensor, n_heads: int) -> torch.Tensor:
     return torch.nn.functional.pad(values, (0, n_heads - values.shape[-1]))
 
 
-def get_act_patch_block_every(model: Any, corrupted_tokens: torch.Tensor, clean_cache: Any,
+def get_act_patch_block_every(model: Transformer, corrupted_tokens: torch.Tensor, clean_cache: Any,
                               metric: Metric) -> torch.Tensor:
     """resid_pre, attn_out and mlp_out patched by layer and position: [3, n_layers, pos]."""
     return torch.stack([f(model, corrupted_tokens, clean_cache, metric) for f in
                         (get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out)])
 
 
-def get_act_patch_attn_head_all_pos_every(model: Any, corrupted_tokens: torch.Tensor, clean_cache: Any,
+def get_act_patch_attn_head_all_pos_every(model: Transformer, corrupted_tokens: torch.Tensor, clean_cache: Any,
                                           metric: Metric) -> torch.Tensor:
     """Each head's output, query, key, value and pattern, all positions: [5, n_layers, n_heads]."""
     fns = (get_act_patch_attn_head_out_all_pos, get_act_patch_attn_head_q_all_pos, get_act_patch_attn_head_k_all_pos,
@@ -94,7 +95,7 @@ def get_act_patch_attn_head_all_pos_every(model: Any, corrupted_tokens: torch.Te
     return torch.stack([_kv_heads_padded(v, model.cfg.n_heads) for v in out])
 
 
-def get_act_patch_attn_head_by_pos_every(model: Any, corrupted_tokens: torch.Tensor, clean_cache: Any,
+def get_act_patch_attn_head_by_pos_every(model: Transformer, corrupted_tokens: torch.Tensor, clean_cache: Any,
                                          metric: Metric) -> torch.Tensor:
     """Each head's output, query, key, value and pattern by position: [5, n_layers, pos, n_heads]
     (the pattern's [layer, head, pos] turned to [layer, pos, head] to stack, as TransformerLens)."""

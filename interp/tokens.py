@@ -46,7 +46,7 @@ def _describe(prompts: Prompts, i: int) -> str:
     return repr(list(prompts)[i])
 
 
-def prompt_tokens(model, prompts: Prompts, what: str = "prompts") -> torch.Tensor:
+def prompt_tokens(model: Transformer, prompts: Prompts, what: str = "prompts") -> torch.Tensor:
     """Token ids [batch, pos] for prompts that must all have the same length (else PromptLengthError)."""
     if isinstance(prompts, torch.Tensor):
         tokens = prompts[None] if prompts.dim() == 1 else prompts
@@ -62,7 +62,7 @@ def prompt_tokens(model, prompts: Prompts, what: str = "prompts") -> torch.Tenso
     return torch.stack(rows)
 
 
-def paired_tokens(model, clean: Prompts, corrupted: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+def paired_tokens(model: Transformer, clean: Prompts, corrupted: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean and corrupted token ids [batch, pos], checked to line up position by position."""
     c, k = prompt_tokens(model, clean, "clean prompts"), prompt_tokens(model, corrupted, "corrupted prompts")
     if c.shape[0] != k.shape[0]:
@@ -79,7 +79,7 @@ def paired_tokens(model, clean: Prompts, corrupted: Prompts) -> tuple[torch.Tens
     return c, k
 
 
-def one_prompt(model, prompt: Union[str, torch.Tensor]) -> torch.Tensor:
+def one_prompt(model: Transformer, prompt: Union[str, torch.Tensor]) -> torch.Tensor:
     """One prompt -> token ids [pos]: text (tokenised with the model's BOS default) or ids [pos] / [1, pos]."""
     if isinstance(prompt, str):
         return model.to_tokens(prompt)[0]
@@ -141,7 +141,7 @@ def cached_batches(model: Transformer, texts: Sequence[str], names: Sequence[str
 
 
 # ============================================================ labels
-def str_tokens(model, tokens: torch.Tensor) -> list[str]:
+def str_tokens(model: Transformer, tokens: torch.Tensor) -> list[str]:
     """The tokens of one prompt ([pos], or the first row of [batch, pos]) as text, or as ids without a tokenizer."""
     row = tokens[0] if tokens.dim() == 2 else tokens
     if model.tokenizer is None:

@@ -12,6 +12,7 @@ from typing import Sequence, Union
 import torch
 
 from interp.tokens import one_prompt, str_tokens, token_text
+from models.transformer import Transformer
 
 Prompt = Union[str, torch.Tensor]
 Subject = Union[str, tuple[int, int]]
@@ -22,7 +23,7 @@ CATEGORIES = (
 )
 
 
-def encode(model, text: str, what: str) -> list[int]:
+def encode(model: Transformer, text: str, what: str) -> list[int]:
     """Token ids of a piece of text (no BOS), with an error naming what it is."""
     if model.tokenizer is None:
         raise ValueError(f"the model has no tokenizer: give the {what} as token positions / ids, not text {text!r}")
@@ -37,7 +38,7 @@ def _occurrences(haystack: Sequence[int], needle: Sequence[int]) -> list[int]:
     return [i for i in range(len(haystack) - n + 1) if list(haystack[i:i + n]) == list(needle)]
 
 
-def find_subject(model, tokens: torch.Tensor, subject: str) -> tuple[int, int, str]:
+def find_subject(model: Transformer, tokens: torch.Tensor, subject: str) -> tuple[int, int, str]:
     """(start, end, prefix): the subject's token span [start, end) in tokens [pos], and the
     text prefix ("" or " ") whose tokenisation matched (BPE tokens depend on a leading space)."""
     ids = [int(t) for t in tokens]
@@ -73,7 +74,7 @@ def find_subject(model, tokens: torch.Tensor, subject: str) -> tuple[int, int, s
     return start, end, prefix
 
 
-def subject_span(model, prompt: Prompt, subject: str) -> tuple[int, int]:
+def subject_span(model: Transformer, prompt: Prompt, subject: str) -> tuple[int, int]:
     """Token positions [start, end) of `subject` in the model's tokens of `prompt`.
 
     Positions index the model's token sequence [pos] (including the BOS token the
@@ -85,12 +86,12 @@ def subject_span(model, prompt: Prompt, subject: str) -> tuple[int, int]:
     return start, end
 
 
-def last_subject_pos(model, prompt: Prompt, subject: str) -> int:
+def last_subject_pos(model: Transformer, prompt: Prompt, subject: str) -> int:
     """Position of the subject's last token (``subject_span(...)[1] - 1``)."""
     return subject_span(model, prompt, subject)[1] - 1
 
 
-def resolve_span(model, tokens: torch.Tensor, subject: Subject) -> tuple[int, int, str]:
+def resolve_span(model: Transformer, tokens: torch.Tensor, subject: Subject) -> tuple[int, int, str]:
     """(start, end, prefix) of a subject given as text or as a span (start, end) of positions."""
     if isinstance(subject, str):
         return find_subject(model, tokens, subject)
@@ -100,7 +101,7 @@ def resolve_span(model, tokens: torch.Tensor, subject: Subject) -> tuple[int, in
     return start, end, ""
 
 
-def has_bos(model, prompt: Prompt, tokens: torch.Tensor) -> bool:
+def has_bos(model: Transformer, prompt: Prompt, tokens: torch.Tensor) -> bool:
     """Whether position 0 is a BOS token the model prepended (not part of the text)."""
     if isinstance(prompt, str):
         return bool(model.default_prepend_bos)

@@ -7,13 +7,13 @@ up to the true logit difference.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
 from interp import names as hook_names
 from interp.checks import require_pre_norm, resolve_pos
-from interp.metrics import Tokens, token_ids
+from interp.metrics import Tokens, answer_margin, token_ids
 from interp.patching import Prompts, axis_labels
 from interp.unembedding import Readout, final_norm, final_scale, unembed_directions
 from interp.results import LabelledResult
@@ -156,9 +156,7 @@ class AnswerReadout:
             acts[b] * (self.unit_norms[b](W) @ self.direction[b]) for b in range(self.batch)])
 
     def logit_diff(self) -> float:
-        picked = self.logits[torch.arange(self.batch), self.pos, self.a_ids]
-        if self.c_ids is not None:
-            picked = picked - self.logits[torch.arange(self.batch), self.pos, self.c_ids]
+        picked = answer_margin(self.logits[torch.arange(self.batch), self.pos], self.a_ids, self.c_ids)
         return float(picked.double().mean())
 
     def names(self, model: Transformer) -> tuple[str, Optional[str]]:

@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
+from interp.metrics import RUNNER_UP, answer_margin
 from interp.sites import Neuron, zero_hooks
 from interp.tokens import answer_token, padded_batches
 from models.transformer import Transformer
@@ -125,9 +126,7 @@ class FactBatch:
 def answer_margins(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
     """logits [n, d_vocab], answer ids [n] -> [n] float64: logit(answer) - the largest other logit
     (> 0 exactly when the answer is the unique top-1)."""
-    logits = logits.double()
-    answers = answers.reshape(-1, 1).to(logits.device)
-    return logits.gather(1, answers)[:, 0] - logits.scatter(1, answers, -torch.inf).max(-1).values
+    return answer_margin(logits.double(), answers.reshape(-1).to(logits.device), RUNNER_UP)
 
 
 def accuracy(model: Transformer, groups: dict[str, FactBatch], sites: Sequence[Neuron] = (),

@@ -23,6 +23,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from interp.tokens import answer_token, one_prompt
+from models.transformer import Transformer
 from probes.ffn.facts import FactBatch, accuracy
 from probes.ffn.layout import ROLES, prompt_layout
 from probes.ffn.interventions import can_draw_like, layer_means, random_like
@@ -73,11 +74,11 @@ class Localisation:
                 "reason": self.reason, "left_out": [s.label for s in self.left_out]}
 
 
-def _groups(model, other_facts: Optional[Others]) -> dict[str, FactBatch]:
+def _groups(model: Transformer, other_facts: Optional[Others]) -> dict[str, FactBatch]:
     return {g: FactBatch.of(model, f) for g, f in (other_facts or {}).items()}
 
 
-def _smallest_k(model, prefix: torch.Tensor, sites: list[Site], groups: dict, base: dict, source, keep: float):
+def _smallest_k(model: Transformer, prefix: torch.Tensor, sites: list[Site], groups: dict, base: dict, source, keep: float):
     """(k, reason, the groups' accuracy after, the first k that moved the answer but cost too much or None)."""
     reason, after, failed = "", None, None
     for j in range(1, len(sites) + 1):
@@ -98,7 +99,7 @@ def _smallest_k(model, prefix: torch.Tensor, sites: list[Site], groups: dict, ba
     return None, reason, after, failed
 
 
-def _active_features(model, tokens: torch.Tensor, sites) -> dict:
+def _active_features(model: Transformer, tokens: torch.Tensor, sites) -> dict:
     """{(layer, pos): the features active there in this prompt}: random features drawn from all 512
     would mostly be silent (TopK keeps ~32), and zeroing a silent feature does nothing."""
     names = sorted({s.hook_name() for s in sites})
@@ -107,7 +108,7 @@ def _active_features(model, tokens: torch.Tensor, sites) -> dict:
     return {(s.layer, s.pos): cache[s.hook_name()][0, s.pos].nonzero().flatten().tolist() for s in sites}
 
 
-def localise(model, prompt: str, target: str, *, max_sites: int = 20, method: str = DEFAULT_METHOD,
+def localise(model: Transformer, prompt: str, target: str, *, max_sites: int = 20, method: str = DEFAULT_METHOD,
              other_facts: Optional[Others] = None, subject: Optional[str] = None, keep: float = 0.95,
              n_random: int = 5, seed: int = 0, candidates: int = 64, means: Optional[torch.Tensor] = None,
              roles: Optional[Sequence[str]] = None, repairs: int = 3,

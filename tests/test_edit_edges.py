@@ -226,12 +226,12 @@ def test_other_models_are_asked_for_a_corpus(tmp_path, monkeypatch):
 # ============================================================ interp evaluate-edits
 def test_evaluate_edits_command_and_function(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["evaluate-edits", "--method", "ft", "-n", "2", "--layer", "0", "--fluency", "10", "--seed", "3",
+    assert main(["evaluate-edits", "--method", "ft", "-n", "1", "--layer", "0", "--fluency", "10", "--seed", "3",
                  "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "evaluate_edits.json").read_text())
-    assert report["n_cases"] == 2 and report["layers"] == [0, 0] and len(report["cases"]) == 2
+    assert report["n_cases"] == 1 and report["layers"] == [0] and len(report["cases"]) == 1
     assert "efficacy" in capsys.readouterr().out
-    result = evaluate_random_edits(method="ft", n=2, layer=0, fluency=10, seed=3, progress=False)
+    result = evaluate_random_edits(method="ft", n=1, layer=0, fluency=10, seed=3, progress=False)
     assert isinstance(result.results["report"], EditReport) and result.files == []
     assert result["cases"] == report["cases"] and result["means"] == report["means"]
     assert 0.0 <= result["means"]["efficacy"] <= 100.0

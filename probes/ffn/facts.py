@@ -17,6 +17,7 @@ import dataclasses
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
+from torch.nn.modules import module as torch_module
 
 from interp.metrics import RUNNER_UP, answer_margin
 from interp.sites import Neuron, zero_hooks
@@ -45,8 +46,12 @@ def as_fact(f: Union[FactPrompt, Sequence[str]]) -> FactPrompt:
 def model_state(model: Transformer) -> Optional[tuple]:
     """What a model's outputs depend on besides its input, as a key to cache them by: the model
     object, train / eval mode and every parameter's storage, version (bumped by in-place edits),
-    dtype and device. None while any hook is attached (its effect cannot be keyed)."""
+    dtype and device. None while any hook is attached, to a hook point or as a torch module hook
+    (its effect cannot be keyed)."""
     if any(hp.has_hooks for hp in model.hook_dict.values()):
+        return None
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or any(
+            m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
         return None
     params = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
     return (id(model), model.training, params)

@@ -15,7 +15,7 @@ from typing import Sequence, Union
 import torch
 
 from interp import names as hook_names
-from interp.checks import IndexRangeError, resolve_index, resolve_layer
+from interp.checks import IndexRangeError, resolve_index, resolve_layer, resolve_pos
 from interp.sites import Neuron
 from interp.tokens import one_prompt, prompt_tokens
 from models.transformer import Transformer
@@ -87,8 +87,9 @@ def neuron_activations(model: Transformer, prompts: Union[Prompt, Sequence[str]]
     names = sorted({hook_names.act_name(act, n.layer) for n in neurons})
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
-    return torch.stack([cache[hook_names.act_name(act, n.layer)][:, pos if n.pos is None else n.pos, n.index]
-                        for n in neurons], dim=-1)
+    n_pos = tokens.shape[1]
+    return torch.stack([cache[hook_names.act_name(act, n.layer)][:, resolve_pos(pos if n.pos is None else n.pos, n_pos),
+                                                                   n.index] for n in neurons], dim=-1)
 
 
 __all__ = ["check_neurons", "single_prompt", "layer_biases", "neuron_bias", "neuron_activations"]

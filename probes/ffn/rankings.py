@@ -30,6 +30,7 @@ import torch
 
 from interp.attribution import feature_logit_attribution, gradient_times_delta, integrated_gradients
 from interp.tokens import answer_token, one_prompt
+from interp.checks import resolve_positions
 from interp.sites import zero_hooks
 from probes.ffn.facts import answer_margins
 from models.transformer import Transformer
@@ -170,10 +171,7 @@ def _only(scores: torch.Tensor, positions: Optional[Sequence[int]], exclude: Seq
     if positions is None:
         return scores
     keep = torch.zeros(scores.shape[1], dtype=torch.bool)
-    for p in positions:
-        if not -scores.shape[1] <= p < scores.shape[1]:
-            raise ValueError(f"position {p} is outside the prompt's {scores.shape[1]} tokens")
-        keep[p] = True
+    keep[resolve_positions(list(positions), scores.shape[1])] = True
     return scores.masked_fill(~keep[None, :, None], -torch.inf)
 
 

@@ -177,8 +177,9 @@ class _Runner:
                 self.source_acts[k] = {self.model.normalize_name(n): a for n, a in v.items()}
                 continue
             v = tuple(x.to(self.device) for x in _as_inputs(v))
-            if len(v) != len(inputs) or any(a.dim() != b.dim() or a.shape[1:] != b.shape[1:] or a.shape[0] != v[0].shape[0]
-                                             or a.shape[0] not in (1, self.B) for a, b in zip(v, inputs)):
+            if len(v) != len(inputs) or any(a.dim() != b.dim() or a.shape[1:] != b.shape[1:]
+                                             or a.shape[0] != v[0].shape[0] or a.shape[0] not in (1, self.B)
+                                             for a, b in zip(v, inputs)):
                 raise ValueError(f"source run {k!r} has token shape {_shapes(v)}; the base run is {_shapes(inputs)} "
                                  "(give [B or 1, pos])")
             runs[k] = v
@@ -200,7 +201,8 @@ class _Resuming(_Runner):
                  progress: bool, desc: str) -> None:
         self.model, self.m, self.plan, self.progress, self.desc = model, m, plan, progress, desc
         self.inputs = m.inputs(base)
-        self.B, self.n_pos, self.n_layers, self.device = self.inputs[0].shape[0], m.n_pos(self.inputs), m.n_layers, m.device
+        self.B, self.n_pos = self.inputs[0].shape[0], m.n_pos(self.inputs)
+        self.n_layers, self.device = m.n_layers, m.device
         self.aligned = m.resumes_positions
         self.reader = Reader(metric, self.n_pos, self.B)
         self.batch_size = batch_size

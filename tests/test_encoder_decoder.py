@@ -352,7 +352,8 @@ def reversal():
 
     test = reversal_data(500, torch.Generator().manual_seed(1))
     model = make_model(seed=0)
-    record = train(model, steps=300, seed=0, exclude=as_set(*test[:2]), progress=False)
+    # 200 steps (was 300): final loss 0.025, held-out exact 98%, mirror scores 0.73 / 0.66, at 2/3 of the time
+    record = train(model, steps=200, seed=0, exclude=as_set(*test[:2]), progress=False)
     return model, test, record
 
 
@@ -361,7 +362,7 @@ def test_reversal_is_learned(reversal):
 
     model, (src, src_mask, tgt), record = reversal
     assert sum(record["losses"][-20:]) / 20 < 0.05 < record["losses"][0]
-    acc = greedy_accuracy(model, src, src_mask, tgt)  # 100% seen with seed 0
+    acc = greedy_accuracy(model, src, src_mask, tgt)  # 98% seen with seed 0 (100% after 300 steps)
     assert acc["exact"] >= 0.9, acc
     # Spot check one held-out example by hand.
     n = int(src_mask[0].sum())

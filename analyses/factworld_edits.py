@@ -13,6 +13,7 @@ import random
 from typing import Optional
 
 from models import factworld
+from models.factworld.corpus import default_corpus
 from probes.edit import EditCase, EditRequest
 from probes.ffn import related_subjects
 
@@ -89,7 +90,7 @@ def random_edits(n: int, *, relation: str = "sport", seed: int = 0, known_by=Non
 def stats_texts(n: int = 20_000, seed: int = 0) -> list[str]:
     """Training sentences for the key statistics (a seeded sample; the default is the shipped
     model's `default_corpus`)."""
-    return factworld.default_corpus(n, seed)
+    return default_corpus(n, seed)
 
 
 def fluency_texts(n: int = 200, seed: int = 1, exclude: Optional[set] = None) -> list[str]:

@@ -29,8 +29,8 @@ import torch
 from matplotlib.figure import Figure
 
 from analyses.common import (
-    ANSWER, CLEAN, CORRUPTED, COUNTERFACTUAL, AnalysisResult, ModelArg, Outputs, add_model_arguments,
-    add_out_argument, add_pair_arguments, as_model, main_for,
+    ANSWER, CLEAN, CORRUPTED, COUNTERFACTUAL, AnalysisResult, ModelArg, Outputs, add_batch_size_argument,
+    add_model_arguments, add_out_argument, add_pair_arguments, as_model, main_for,
 )
 
 
@@ -38,12 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_pair_arguments(p)
     p.add_argument("--top", type=int, default=4, help="how many top heads' attention patterns to show")
+    add_batch_size_argument(p, None, "patched runs (default: as the engine chooses)")
     add_out_argument(p, "results/heads")
 
 
 def head_attribution(model: ModelArg = "factworld", *, clean: str = CLEAN, corrupted: str = CORRUPTED,
                      answer: str = ANSWER, counterfactual: str = COUNTERFACTUAL, top: int = 4,
-                     out: Optional[Union[str, Path]] = None, progress: bool = True,
+                     batch_size: Optional[int] = None, out: Optional[Union[str, Path]] = None, progress: bool = True,
                      dtype: Optional[str] = None) -> AnalysisResult:
     """Direct logit attribution (clean prompt) and head-output patching (clean into corrupted)
     of every head, and the attention of the `top` heads by either; `results` holds the
@@ -56,7 +57,7 @@ def head_attribution(model: ModelArg = "factworld", *, clean: str = CLEAN, corru
     outputs = Outputs(out)
     metric = metrics.logit_diff(model, answer, counterfactual)
     dla = direct_logit_attribution(model, clean, answer, counterfactual)
-    patched = sweep(model, clean, corrupted, metric, "head_z", progress=progress).normalized()
+    patched = sweep(model, clean, corrupted, metric, "head_z", batch_size=batch_size, progress=progress).normalized()
 
     fig = Figure(figsize=(11, 0.5 * model.cfg.n_layers + 2.5), layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -106,7 +107,7 @@ def _print(dla, patched, chosen: list[tuple[int, int]], answer: str, counterfact
 
 def run(args: argparse.Namespace) -> int:
     return head_attribution(args.model, clean=args.clean, corrupted=args.corrupted, answer=args.answer,
-                            counterfactual=args.counterfactual, top=args.top, out=args.out,
+                            counterfactual=args.counterfactual, top=args.top, batch_size=args.batch_size, out=args.out,
                             progress=not args.quiet, dtype=args.dtype).rc
 
 

@@ -207,6 +207,7 @@ class _Resuming(_Runner):
         self.reader = Reader(metric, self.n_pos, self.B)
         self.batch_size = batch_size
         self.source_acts = {}
+        self._planned: Optional[tuple] = None
         self.base_patches = [self._norm_patch(p) for p in base_patches]
         self.token_sources = self._split_sources(sources, self.inputs)
         self.n_sources = sum(v[0].shape[0] for v in self.token_sources.values())
@@ -261,7 +262,8 @@ class _Resuming(_Runner):
             return self.plan
         costs = self._costs()
         prep = costs.chunk(self.B + self.n_sources, 0, 0)
-        resumed = prep + sum(costs.chunk(len(c.rows) * self.B, c.layer, c.pos) for c in self._chunks(live, costs))
+        self._planned = (self.reader.sizes(), self._chunks(live, costs))  # reused unless probing changes the sizes
+        resumed = prep + sum(costs.chunk(len(c.rows) * self.B, c.layer, c.pos) for c in self._planned[1])
         fused = sum(costs.chunk(len(c.rows) * self.B + self.B + self.n_sources, 0, 0) for c in self._fused_chunks(live))
         return "fused" if fusable and fused <= resumed else "resumed"
 
@@ -348,7 +350,10 @@ class _Resuming(_Runner):
     def _run_resumed(self) -> dict[int, Any]:
         m, reader = self.m, self.reader
         resume = self._keep_base_run()
-        chunks = self._chunks(self._live(), self._costs())  # the metric's positions are known now
+        if self._planned is not None and self._planned[0] == reader.sizes():
+            chunks = self._planned[1]
+        else:  # the metric's positions are known now
+            chunks = self._chunks(self._live(), self._costs())
         values: dict[int, Any] = {}
         for chunk in progress_bar(chunks, self.progress, desc=self.desc, leave=False):
             copies = [self.rows[i].patches for i in chunk.rows]

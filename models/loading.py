@@ -54,7 +54,8 @@ def load(name_or_path: str | Path, dtype: Optional[str] = None, cache_dir: Optio
     """
     name = str(name_or_path)
     if name == "factworld":
-        from models.factworld import checkpoint_dir, default_corpus
+        from models.factworld import checkpoint_dir
+        from models.factworld.corpus import default_corpus
 
         ckpt = checkpoint_dir()
         if not (ckpt / "config.json").exists():

@@ -111,7 +111,8 @@ def test_a_transcoder_learns_the_layer0_mlp(fw):
 
     texts = stats_texts(1500)
     tc = SparseDictionary.transcoder(fw, 0, 512, activation="topk", k=16, seed=0)
-    train_dictionary(tc, activation_pairs(fw, tc, texts), steps=300, batch_size=512, progress=False)
+    # 150 steps: variance explained 0.94 (0.97 after 300), well above the 0.8 asked, at half the time
+    train_dictionary(tc, activation_pairs(fw, tc, texts), steps=150, batch_size=512, progress=False)
     scores = evaluate_dictionary(fw, tc.eval(), stats_texts(100, seed=9))
     assert scores.l0 == pytest.approx(16, abs=0.5)
     assert scores.variance_explained > 0.8

@@ -88,17 +88,6 @@ def templates(relation: str, heldout: Optional[bool] = None) -> list[str]:
     return list(t["heldout"] if heldout else t["train"])
 
 
-def default_corpus(n: int = 20_000, seed: int = 0) -> list[str]:
-    """A seeded sample of `n` training sentences: the corpus that statistics over the model's
-    inputs default to (editing's key statistics; `models.load("factworld")` sets it as
-    `model.default_corpus`)."""
-    import random
-
-    from models.factworld.corpus import training_sentences
-
-    return [s.text for s in random.Random(seed).sample(training_sentences(), n)]
-
-
 def openers() -> list[str]:
     """Sentence openers prepended to training templates ("in fact ,", ...); "" is none."""
     return list(_templates()["openers"])

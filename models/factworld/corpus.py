@@ -42,6 +42,15 @@ def training_sentences() -> list[Sentence]:
     return out
 
 
+def default_corpus(n: int = 20_000, seed: int = 0) -> list[str]:
+    """A seeded sample of `n` training sentences: the corpus that statistics over the model's
+    inputs default to (editing's key statistics; `models.load("factworld")` sets it as
+    `model.default_corpus`)."""
+    import random
+
+    return [s.text for s in random.Random(seed).sample(training_sentences(), n)]
+
+
 def build_tokenizer() -> WordTokenizer:
     """Vocabulary: specials, then every word of every template (held-out ones too, so they
     can be tokenized for evaluation), opener, subject and object."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Optional, Sequence, Union
 
 import torch
 
@@ -261,7 +261,8 @@ class Feature(_Unit):
 
 
 # ============================================================ zero ablation of units
-def zero_hooks(per_row: Any, act: Optional[str] = None, *, every_row: bool = False) -> list[tuple[str, HookFn]]:
+def zero_hooks(per_row: Sequence[Sequence["_Unit"]], act: Optional[str] = None, *,
+               every_row: bool = False) -> list[tuple[str, HookFn]]:
     """The one zero ablation of neurons and features: hooks that set activation[row, pos, index]
     to 0 for each unit (`Neuron` / `Feature`) of each row of `per_row` (a unit without a position:
     at every position), one hook per hook name. every_row: `per_row` holds one list of units,
@@ -273,10 +274,10 @@ def zero_hooks(per_row: Any, act: Optional[str] = None, *, every_row: bool = Fal
             if not isinstance(u, _Unit):
                 raise TypeError(f"zero_hooks ablates neurons or features, got {u!r}")
             by_hook.setdefault(u.hook_name(act), []).append((-1 if every_row else row, u))
-    return [(name, _zeroing(name, entries)) for name, entries in by_hook.items()]
+    return [(name, _zeroing(name, entries, act)) for name, entries in by_hook.items()]
 
 
-def _zeroing(name: str, entries: list[tuple[int, "_Unit"]]) -> HookFn:
+def _zeroing(name: str, entries: list[tuple[int, "_Unit"]], act: Optional[str]) -> HookFn:
     """The hook of `zero_hooks` for one hook name: (row, or -1 for every row; unit) pairs."""
     exact = [(row, u.pos, u.index) for row, u in entries if row >= 0 and u.pos is not None]
     at = torch.tensor(exact, dtype=torch.long).reshape(-1, 3).T
@@ -287,11 +288,12 @@ def _zeroing(name: str, entries: list[tuple[int, "_Unit"]]) -> HookFn:
         x = x.clone()
         if at.shape[1]:
             rows, pos, index = at[0], at[1] + n_pos * (at[1] < 0), at[2]
-            if bool((rows >= n_rows).any() or (pos < 0).any() or (pos >= n_pos).any() or (index >= width).any()):
+            if bool((rows >= n_rows).any() or (pos < 0).any() or (pos >= n_pos).any() or (index >= width).any()
+                    or (index < 0).any()):
                 raise IndexRangeError(f"{name}: a zeroed unit lies outside the activation [{n_rows}, {n_pos}, {width}]")
             x[rows.to(x.device), pos.to(x.device), index.to(x.device)] = 0.0
         for row, u in rest:
-            u._check_write(x, None, hook)
+            u._check_write(x, act, hook)
             x[slice(None) if row < 0 else row, slice(None) if u.pos is None else u.pos, u.index] = 0.0
         return x
 

@@ -32,8 +32,8 @@ activation zeroed at ``pos``) as ``steps`` grows; the Riemann-sum error shrinks 
 `completeness_gap` needs no model.
 
 Speed: the ``steps`` scaled copies are rows of `interp.engine.run_patched` (``batch_size``
-rows per forward pass; `interp.attribution.integrated_gradients`), resumed from the cached residual stream entering layer ``l`` at
-position ``pos``, and only the last position is unembedded. One backward pass per layer
+rows per forward pass; `interp.attribution.integrated_gradients`), resumed from the cached
+residual stream entering layer ``l`` at position ``pos``, and only the last position is unembedded. One backward pass per layer
 gives the gradient for every neuron of that layer. Parameters' ``.grad`` are never
 touched, and no hook stays attached, also when an error is raised.
 """

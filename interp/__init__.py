@@ -13,8 +13,7 @@ line stay light: nothing here loads the model code.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from interp.exports import lazy_exports
 
 _EXPORTS = {
     # the hook base
@@ -71,11 +70,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'interp' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports("interp", _EXPORTS)

@@ -9,6 +9,7 @@ import torch
 from einops import rearrange
 
 from interp.names import param_name
+from models.hf_import import GPT2_SAME_LAYOUT
 from models.transformer import Transformer
 
 
@@ -43,11 +44,8 @@ def _gpt2_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
             [rearrange(p[o + f"attn.W_{X}"], "h m k -> m (h k)") for X in "QKV"], dim=1)
         sd[t + "attn.c_attn.bias"] = torch.cat([rearrange(p[o + f"attn.b_{X}"], "h k -> (h k)") for X in "QKV"])
         sd[t + "attn.c_proj.weight"] = rearrange(p[o + "attn.W_O"], "h k m -> (h k) m")
-        sd[t + "attn.c_proj.bias"] = p[o + "attn.b_O"]
-        for ours, theirs in [("ln1", "ln_1"), ("ln2", "ln_2")]:
-            sd[t + f"{theirs}.weight"], sd[t + f"{theirs}.bias"] = p[o + f"{ours}.w"], p[o + f"{ours}.b"]
-        sd[t + "mlp.c_fc.weight"], sd[t + "mlp.c_fc.bias"] = p[o + "mlp.W_in"], p[o + "mlp.b_in"]
-        sd[t + "mlp.c_proj.weight"], sd[t + "mlp.c_proj.bias"] = p[o + "mlp.W_out"], p[o + "mlp.b_out"]
+        for ours, theirs in GPT2_SAME_LAYOUT:
+            sd[t + theirs] = p[o + ours]
     sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"] = p["ln_final.w"], p["ln_final.b"]
     sd["lm_head.weight"] = p["embed.W_E"] if cfg.tie_embeddings else p["unembed.W_U"].T
     return {k: v.contiguous() for k, v in sd.items()}

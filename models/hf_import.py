@@ -39,6 +39,12 @@ def _gpt2_config(hf_cfg: Any, dtype: str) -> TransformerConfig:
     )
 
 
+# Per-block weights stored in the same layout by GPT-2 (HF's Conv1D keeps x @ W) and by us: (ours, HF's).
+GPT2_SAME_LAYOUT = [("attn.b_O", "attn.c_proj.bias"), ("ln1.w", "ln_1.weight"), ("ln1.b", "ln_1.bias"),
+                    ("ln2.w", "ln_2.weight"), ("ln2.b", "ln_2.bias"), ("mlp.W_in", "mlp.c_fc.weight"),
+                    ("mlp.b_in", "mlp.c_fc.bias"), ("mlp.W_out", "mlp.c_proj.weight"), ("mlp.b_out", "mlp.c_proj.bias")]
+
+
 def _gpt2_weights(hf_model: Any, cfg: TransformerConfig) -> dict[str, torch.Tensor]:
     sd = {k: v.detach() for k, v in hf_model.state_dict().items()}
     d, h = cfg.d_model, cfg.n_heads
@@ -50,11 +56,8 @@ def _gpt2_weights(hf_model: Any, cfg: TransformerConfig) -> dict[str, torch.Tens
             w[o + f"attn.W_{X}"] = rearrange(qkv_w[:, i * d : (i + 1) * d], "m (h k) -> h m k", h=h)
             w[o + f"attn.b_{X}"] = rearrange(qkv_b[i * d : (i + 1) * d], "(h k) -> h k", h=h)
         w[o + "attn.W_O"] = rearrange(sd[p + "attn.c_proj.weight"], "(h k) m -> h k m", h=h)
-        w[o + "attn.b_O"] = sd[p + "attn.c_proj.bias"]
-        for ours, theirs in [("ln1", "ln_1"), ("ln2", "ln_2")]:
-            w[o + f"{ours}.w"], w[o + f"{ours}.b"] = sd[p + f"{theirs}.weight"], sd[p + f"{theirs}.bias"]
-        w[o + "mlp.W_in"], w[o + "mlp.b_in"] = sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"]
-        w[o + "mlp.W_out"], w[o + "mlp.b_out"] = sd[p + "mlp.c_proj.weight"], sd[p + "mlp.c_proj.bias"]
+        for ours, theirs in GPT2_SAME_LAYOUT:
+            w[o + ours] = sd[p + theirs]
     w["ln_final.w"], w["ln_final.b"] = sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"]
     if not cfg.tie_embeddings:
         w["unembed.W_U"] = sd["lm_head.weight"].T

@@ -12,8 +12,7 @@ probes.logit_lens import logit_lens`.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from interp.exports import lazy_exports
 
 _EXPORTS = {
     # FFN key-value neurons and localisation
@@ -61,11 +60,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'probes' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports("probes", _EXPORTS)

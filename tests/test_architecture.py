@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("interp", "models", "probes", "analyses")
 BASE = {"interp", "interp.names", "interp.hooks", "interp.cache", "interp.factored", "interp.checks", "interp.words",
-        "interp.progress", "interp.unembedding"}
+        "interp.progress", "interp.exports", "interp.unembedding"}
 LAYERS = ("hook base", "models", "interp", "probes", "analyses")
 
 

@@ -1,5 +1,6 @@
 # make test  : create .venv, install the project (pinned by constraints.txt), run the test suite
 # make demo  : same set-up, then the main job on the shipped model
+# make docs  : the documentation site (mkdocs, warnings are errors) into site/
 # make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight; the editing benchmark)
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: test demo bench install clean
+.PHONY: test demo docs bench install browser clean
 
 install: $(STAMP)
 
@@ -20,12 +21,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# The browser tests and the demo's screenshots drive Debian's Chromium (no browser download).
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: $(STAMP) browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+demo: $(STAMP) browser
 	$(VENV)/bin/interp demo
+
+docs: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,docs]"
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
@@ -35,4 +45,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.circuits
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

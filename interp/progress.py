@@ -3,12 +3,19 @@
 `progress_bar(iterable, progress=True, ...)` is tqdm's bar, off when `progress` is False
 and off whenever the environment says `TQDM_DISABLE=1` (tqdm honours that variable only
 when nobody passes `disable` explicitly, so every bar in the toolkit goes through here).
+
+Because every bar goes through here, long work can also be watched and cancelled from
+outside (the explorer app does): inside `with watching(callback):` each bar made in that
+thread calls `callback(done, total, desc)` at its start and after every step, drawn or not;
+the callback may raise `Cancelled` to stop the work there.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from tqdm.auto import tqdm
 
@@ -19,11 +26,57 @@ def progress_disabled(progress: bool = True) -> bool:
     return (not progress) or env not in ("", "0", "false", "no")
 
 
+Watcher = Callable[[int, Optional[int], str], None]
+_local = threading.local()
+
+
+class Cancelled(RuntimeError):
+    """Raised by a watcher (see `watching`) to stop long work at its next step."""
+
+
+@contextmanager
+def watching(callback: Watcher) -> Iterator[None]:
+    """Within the block, every progress bar made in this thread reports to
+    `callback(done, total, desc)`: once when it starts (done=0), then after each step.
+    Nested blocks stack; the previous watcher is back on exit."""
+    previous = getattr(_local, "watcher", None)
+    _local.watcher = callback
+    try:
+        yield
+    finally:
+        _local.watcher = previous
+
+
+class _WatchedBar(tqdm):
+    """A tqdm bar that also reports every step to a watcher (even when it draws nothing)."""
+
+    def __init__(self, *args: Any, watcher: Watcher, **kwargs: Any) -> None:
+        self._watcher, self._done = watcher, 0
+        super().__init__(*args, **kwargs)
+        self._watcher(0, self.total, self.desc or "")
+
+    def __iter__(self):
+        for item in super().__iter__():
+            yield item
+            self._done += 1
+            self._watcher(self._done, self.total, self.desc or "")
+
+    def update(self, n: float = 1) -> Optional[bool]:
+        out = super().update(n)
+        self._done += int(n)
+        self._watcher(self._done, self.total, self.desc or "")
+        return out
+
+
 def progress_bar(iterable: Optional[Iterable] = None, progress: bool = True, **kwargs: Any) -> tqdm:
-    """tqdm(iterable, **kwargs), disabled when `progress` is False or TQDM_DISABLE is set."""
+    """tqdm(iterable, **kwargs), disabled when `progress` is False or TQDM_DISABLE is set; inside
+    `watching(...)` it also reports each step to the watcher."""
     if "disable" in kwargs:
         raise TypeError("progress_bar takes progress=..., not disable=...")
+    watcher = getattr(_local, "watcher", None)
+    if watcher is not None:
+        return _WatchedBar(iterable, disable=progress_disabled(progress), watcher=watcher, **kwargs)
     return tqdm(iterable, disable=progress_disabled(progress), **kwargs)
 
 
-__all__ = ["progress_bar", "progress_disabled"]
+__all__ = ["Cancelled", "progress_bar", "progress_disabled", "watching"]

@@ -59,3 +59,12 @@ def arch(request):
 @pytest.fixture
 def tokens():
     return torch.randint(0, 50, (3, 9), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless system Chromium for the session's browser tests (interp.views.browser)."""
+    from interp.views.browser import Browser
+
+    with Browser() as b:
+        yield b

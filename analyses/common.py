@@ -75,6 +75,16 @@ class Outputs:
         self.files.append(path)
         return path
 
+    def view(self, name: str, viewable: Any) -> Optional[Path]:
+        """The interactive view of a result (anything with `to_view()`, or a `View`) as FOLDER/name.html:
+        one self-contained page beside the PNG (nothing without a folder)."""
+        if self.folder is None:
+            return None
+        view = viewable.to_view() if hasattr(viewable, "to_view") else viewable
+        path = view.save_html(self.folder / f"{name}.html")
+        self.files.append(path)
+        return path
+
     def figure(self, fig: "Figure", name: str) -> list[Path]:
         """Save `fig` as FOLDER/name.png and .svg (nothing without a folder)."""
         if self.folder is None:

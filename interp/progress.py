@@ -50,21 +50,28 @@ def watching(callback: Watcher) -> Iterator[None]:
 class _WatchedBar(tqdm):
     """A tqdm bar that also reports every step to a watcher (even when it draws nothing)."""
 
-    def __init__(self, *args: Any, watcher: Watcher, **kwargs: Any) -> None:
-        self._watcher, self._done = watcher, 0
-        super().__init__(*args, **kwargs)
-        self._watcher(0, self.total, self.desc or "")
+    def __init__(self, iterable: Optional[Iterable] = None, *args: Any, watcher: Watcher, **kwargs: Any) -> None:
+        # a disabled tqdm keeps neither total nor desc: remember them here
+        total = kwargs.get("total")
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self._watcher, self._done, self._total, self._desc = watcher, 0, total, kwargs.get("desc") or ""
+        super().__init__(iterable, *args, **kwargs)
+        self._report()
+
+    def _report(self) -> None:
+        self._watcher(self._done, self._total, self._desc)
 
     def __iter__(self):
         for item in super().__iter__():
             yield item
             self._done += 1
-            self._watcher(self._done, self.total, self.desc or "")
+            self._report()
 
     def update(self, n: float = 1) -> Optional[bool]:
         out = super().update(n)
         self._done += int(n)
-        self._watcher(self._done, self.total, self.desc or "")
+        self._report()
         return out
 
 

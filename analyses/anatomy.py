@@ -9,7 +9,8 @@
      logit in what each head writes from the subject positions (`probes.recall.attribute_extraction`);
   4. the last-position writers (direct contribution, `probes.ffn.fact_neurons`);
   5. the localisation (`probes.ffn.localise`) with its random baseline;
-  6. one figure of the chain: positions across, layers down, the sites as dots and the heads as arrows.
+  6. one figure of the chain: positions across, layers down, the sites as dots and the heads as arrows
+     (OUT/chain.png, .svg), and the same as an interactive page (OUT/chain.html, `chain_view`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 from interp import Neuron
 
 if TYPE_CHECKING:
+    from interp.views import View
     from models import Transformer
     from probes.ffn import Localisation
 
@@ -99,6 +101,7 @@ def anatomy(model: Transformer, prompt: str, target: str, subject: str, first_on
     loc = localisation(model, prompt, target, subject, others, report)
     if out is not None and plot is not None:
         chain_figure(model, tokens, report, loc, ext, out, plot, target)
+        chain_view(report, target, model.cfg.n_layers).save_html(out / "chain.html")
     return report
 
 
@@ -138,10 +141,99 @@ def localisation(model: Transformer, prompt: str, target: str, subject: Optional
     return loc
 
 
+# The kinds of sites in the chain, in drawing order: colour, legend name, what its number is.
+CHAIN_KINDS = {
+    "and_key": ("#d6604d", "AND key", "activation for the full subject (first-only / last-only in the details)"),
+    "carried": ("#1b7837", "carried value", "logit(target) that later heads carry to the last position"),
+    "writer": ("#2166ac", "last-position writer", "direct contribution to logit(target)"),
+    "localised": ("#b2182b", "localised site", "ranking score (greedy: the margin left once it and the ones "
+                                               "before are zeroed)"),
+    "subject_sites": ("#8c510a", "subject-only sites", "sites of the localisation limited to the subject's tokens"),
+}
+HEAD_COLOUR = "#542788"
+
+
+def _site(label: str):
+    """A Neuron or Feature from its label."""
+    from interp import Feature
+
+    try:
+        return Neuron.from_label(label)
+    except ValueError:
+        return Feature.from_label(label)
+
+
+def chain_sites(report: dict) -> list[dict]:
+    """The sites of the chain figure and view, in drawing order: one dict per dot with its `kind`
+    (a key of CHAIN_KINDS), `label`, `layer`, `pos`, `index`, `score` (the number the report holds
+    for it), `text` (the figure's annotation) and `colour`. Positions default to the last one."""
+    n_pos = len(report["tokens"])
+    at = report["subject_span"][1] - 1
+    items: list[dict] = []
+
+    def add(kind: str, label: str, score: float, text: str, **extra) -> None:
+        site = _site(label)
+        pos = n_pos - 1 if site.pos is None else site.pos
+        items.append({"kind": kind, "label": label, "layer": site.layer, "pos": pos, "index": site.index,
+                      "score": float(score), "text": f"{site.UNIT[0].upper()}{site.index} {text}",
+                      "colour": CHAIN_KINDS[kind][0], **extra})
+
+    for k in report["and_keys"]:
+        a = k["activation"]
+        add("and_key", k["neuron"] + f"@{at}", a[0], f"AND {a[0]:.1f}/{a[1]:.1f}/{a[2]:.1f}",
+            activation={"full": a[0], "first_only": a[1], "last_only": a[2]})
+    for label, v in report["values"]["strongest_moved"][:3]:
+        add("carried", label, v, f"carried {v:+.2f}")
+    for label, v in report["writers"][:3]:
+        add("writer", label, v, f"writes {v:+.2f}")
+    loc = report.get("localisation") or {}
+    if loc.get("k"):
+        ranked = dict(zip(loc["ranking"]["sites"], loc["ranking"]["scores"]))
+        roles = (loc.get("validation") or {}).get("roles") or []
+        for j, label in enumerate(loc["sites"]):
+            add("localised", label, ranked.get(label, float("nan")), "ablated", method=loc["method"],
+                role=roles[j] if j < len(roles) else "")
+    at_subject = report.get("localisation_at_subject") or {}
+    if at_subject.get("k"):
+        per_cell: dict[tuple[int, int], list[str]] = {}
+        for label in at_subject["sites"]:
+            site = _site(label)
+            per_cell.setdefault((site.layer, site.pos), []).append(label)
+        for (layer, pos), labels in per_cell.items():
+            items.append({"kind": "subject_sites", "label": f"{len(labels)} subject-only sites at L{layer}@{pos}",
+                          "layer": layer, "pos": pos, "index": None, "score": float(len(labels)),
+                          "text": f"{len(labels)} subject-only sites", "colour": CHAIN_KINDS["subject_sites"][0],
+                          "sites": labels})
+    return items
+
+
+def chain_heads(report: dict) -> list[dict]:
+    """The heads of the chain: each with its `label`, `layer`, `head`, `attention`, `logit`,
+    `top_token`, the arrow's `source` (the subject's last token) and `dest` (the last position), its
+    `slot` among its layer's heads and `y`, its height in layer units (a block's heads act before its
+    MLP: between rows)."""
+    at, n_pos = report["subject_span"][1] - 1, len(report["tokens"])
+    per_layer: dict[int, int] = {}
+    heads = []
+    for h in report["heads"]:
+        layer, head = (int(x) for x in h["head"][1:].split("H"))
+        j = per_layer.get(layer, 0)
+        per_layer[layer] = j + 1
+        heads.append({"label": h["head"], "layer": layer, "head": head, "attention": float(h["attention"]),
+                      "logit": float(h["logit"]), "top_token": h["top_token"], "source": at, "dest": n_pos - 1,
+                      "slot": j, "y": layer - 0.5 + 0.1 * j})
+    return heads
+
+
+def _chain_title(tokens: list[str], target: str) -> str:
+    return f"the recall chain of {' '.join(tokens[1:])!r} -> {target}"
+
+
 def chain_figure(model: Transformer, tokens: list[str], report: dict, loc, ext, out, plot, target: str) -> list:
     """Positions across, layers down. In each cell, its sites: AND keys (orange), subject sites whose
     values the heads carry to the answer (green), last-position writers (blue), localised sites
-    (red); the top heads as arrows from the subject's last token to the last position."""
+    (red); the top heads as arrows from the subject's last token to the last position. The sites and
+    heads are `chain_sites` and `chain_heads` of the report, as in `chain_view`."""
     n_layers, n_pos = model.cfg.n_layers, len(tokens)
     fig = Figure(figsize=(max(8.0, 1.45 * n_pos), 1.6 * n_layers + 1.6), layout="constrained")
     ax = fig.subplots()
@@ -150,49 +242,20 @@ def chain_figure(model: Transformer, tokens: list[str], report: dict, loc, ext, 
     ax.set_xticks(range(n_pos), tokens)
     ax.set_yticks(range(n_layers), [f"MLP {l}" for l in range(n_layers)])
     ax.grid(alpha=0.2)
-    at = report["subject_span"][1] - 1
     cells: dict[tuple[int, int], list[tuple[str, str]]] = {}
-
-    def add(label: str, text: str, colour: str) -> None:
-        site = Neuron.from_label(label)
-        pos = n_pos - 1 if site.pos is None else site.pos
-        cells.setdefault((site.layer, pos), []).append((f"N{site.index} {text}", colour))
-
-    for k in report["and_keys"]:
-        a = k["activation"]
-        add(k["neuron"] + f"@{at}", f"AND {a[0]:.1f}/{a[1]:.1f}/{a[2]:.1f}", "#d6604d")
-    for label, v in report["values"]["strongest_moved"][:3]:
-        add(label, f"carried {v:+.2f}", "#1b7837")
-    for label, v in report["writers"][:3]:
-        add(label, f"writes {v:+.2f}", "#2166ac")
-    if loc is not None and loc.k:
-        for site in loc.sites:
-            add(site.label, "ablated", "#b2182b")
-    at_subject = report.get("localisation_at_subject") or {}
-    if at_subject.get("k"):
-        per_cell: dict[tuple[int, int], int] = {}
-        for label in at_subject["sites"]:
-            site = Neuron.from_label(label)
-            per_cell[(site.layer, site.pos)] = per_cell.get((site.layer, site.pos), 0) + 1
-        for (layer, pos), count in per_cell.items():
-            cells.setdefault((layer, pos), []).append(
-                (f"{count} subject-only sites", "#8c510a"))
+    for item in chain_sites(report):
+        cells.setdefault((item["layer"], item["pos"]), []).append((item["text"], item["colour"]))
     for (layer, pos), lines in cells.items():
         colours = {c for _, c in lines}
         ax.scatter([pos], [layer], s=120, color=lines[0][1] if len(colours) == 1 else "#777777", zorder=3)
         for j, (text, colour) in enumerate(lines[:6]):
             ax.text(pos + 0.08, layer - 0.12 + 0.13 * j, text, fontsize=6.5, color=colour, va="center")
-    per_layer: dict[int, int] = {}
-    for h in report["heads"]:
-        layer, head = (int(x) for x in h["head"][1:].split("H"))
-        j = per_layer.get(layer, 0)
-        per_layer[layer] = j + 1
-        y = layer - 0.5 + 0.1 * j  # a block's heads act before its MLP
-        ax.annotate("", xy=(n_pos - 1, y), xytext=(at, y),
-                    arrowprops=dict(arrowstyle="->", color="#542788", lw=0.8 + 2.5 * max(0.0, min(1.0, h["attention"]))))
-        ax.text(at + 0.1, y - 0.04, f"head L{layer}H{head}: attn {h['attention']:.2f}, {target} {h['logit']:+.2f}",
-                fontsize=6.5, color="#542788")
-    ax.set_title(f"the recall chain of {' '.join(tokens[1:])!r} -> {target}", fontsize=10)
+    for h in chain_heads(report):
+        ax.annotate("", xy=(h["dest"], h["y"]), xytext=(h["source"], h["y"]),
+                    arrowprops=dict(arrowstyle="->", color=HEAD_COLOUR, lw=0.8 + 2.5 * max(0.0, min(1.0, h["attention"]))))
+        ax.text(h["source"] + 0.1, h["y"] - 0.04, f"head {h['label']}: attn {h['attention']:.2f}, {target} "
+                f"{h['logit']:+.2f}", fontsize=6.5, color=HEAD_COLOUR)
+    ax.set_title(_chain_title(tokens, target), fontsize=10)
     flips = f"{loc.validation.random_flips}/{len(loc.validation.random_margins)}" if loc is not None and loc.k else "-"
     ax.set_xlabel(f"orange: AND keys (activation for the full / first-only / last-only subject); green: subject sites "
                   f"whose output later heads carry to logit({target}); purple: heads (attention to the subject, "
@@ -202,4 +265,33 @@ def chain_figure(model: Transformer, tokens: list[str], report: dict, loc, ext, 
     return plot.save(fig, out / "chain")
 
 
-__all__ = ["anatomy", "chain_figure"]
+def chain_view(report: dict, target: str, n_layers: int) -> View:
+    """The recall chain as an interactive page (kind "chain"): the anatomy `report`'s sites
+    (`chain_sites`) as dots at (layer, position) sized by their number, its heads (`chain_heads`)
+    as arrows from the subject's last token to the last position; hover for a site's numbers,
+    click for its details. The same numbers as `chain_figure`."""
+    from interp.views import View
+
+    tokens = report["tokens"]
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int (the model's layers), got {n_layers!r}")
+    items, heads = chain_sites(report), chain_heads(report)
+    bad = [i["label"] for i in items if not 0 <= i["layer"] < n_layers] + \
+          [h["label"] for h in heads if not 0 <= h["layer"] < n_layers]
+    if bad:
+        raise ValueError(f"sites outside the model's {n_layers} layers: {bad}")
+    loc = report.get("localisation") or {}
+    check = loc.get("validation") or {}
+    data = {"tokens": tokens, "n_layers": n_layers, "target": target, "subject_span": report["subject_span"],
+            "sites": items, "heads": heads, "head_colour": HEAD_COLOUR,
+            "kinds": {k: {"colour": c, "name": n, "score": s} for k, (c, n, s) in CHAIN_KINDS.items()},
+            "localisation": {"k": loc.get("k"), "method": loc.get("method"), "reason": loc.get("reason"),
+                             "skipped": loc.get("skipped"), "margin_before": check.get("margin_before"),
+                             "margin_after": check.get("margin_after"), "random_flips": check.get("random_flips"),
+                             "random_draws": len(check.get("random_margins") or [])}}
+    notes = ["dots: sites at (layer, position), sized by their number within their kind; arrows: heads moving the "
+             "subject to the last position (width: attention). Hover for numbers, click for details."]
+    return View("chain", data, title=_chain_title(tokens, target), notes=notes)
+
+
+__all__ = ["CHAIN_KINDS", "anatomy", "chain_figure", "chain_heads", "chain_sites", "chain_view"]

@@ -11,6 +11,9 @@ difference ANSWER - COUNTERFACTUAL, computes the faithfulness of the top-n edges
 smallest top-n reaching --faithfulness F (default 0.9), or --edges N, or with --greedy N
 the N edges kept by greedy pruning. The curve covers every n up to 256 (then doubling). Writes
   OUT/circuit.png / .svg / .json   the circuit (edges, scores, faithfulness)
+  OUT/circuit.html                 the interactive graph: every edge above a |score| slider (starting at the
+                                   circuit's weakest edge), pan / zoom, a panel per node (a head's: its
+                                   attention on the clean prompt)
   OUT/faithfulness.png / .json     the faithfulness-vs-edges curve
   OUT/edges.json                   every edge's score
   OUT/methods.json                 with --compare: each method's time and agreement with exact
@@ -78,7 +81,8 @@ def circuit_of_pair(model: ModelArg = "factworld", clean: str = CLEAN, corrupted
     and the circuit drawn: `edges` top edges, or `greedy` edges by greedy pruning, or the
     smallest top-n reaching `faithfulness`. induction=True: instead of the model and
     prompts, train the 2-layer induction model and use its repeated-token pair. `results` holds
-    the `EdgeScores` ("scores"), the circuit's `Faithfulness` and the chosen edges."""
+    the `EdgeScores` ("scores"), the circuit's `Faithfulness`, the chosen edges and the
+    `Circuit` ("circuit": Viewable, `.show()` / `.save_html(path)`: the interactive graph)."""
     from interp.circuits import attribute_edges
     from interp.circuits import faithfulness as circuit_faithfulness
 
@@ -111,6 +115,7 @@ def circuit_of_pair(model: ModelArg = "factworld", clean: str = CLEAN, corrupted
     scored = [(u, d, scores.score(u, d)) for u, d in chosen]
     title = f"{clean!r} -> {answer} vs {corrupted!r}: {how}, faithfulness {faith.value:.2f}"
     _draw(scores, scored, title, curves, faithfulness, outputs)
+    view = _view(model, pair, scores, scored, faith, curves[method], title, outputs)
     report["circuit"] = {"how": how, "faithfulness": faith.value, "metric": faith.metric, "full": faith.full,
                          "empty": faith.empty,
                          "edges": [{"upstream": u, "downstream": d, "score": s} for u, d, s in scored]}
@@ -121,7 +126,8 @@ def circuit_of_pair(model: ModelArg = "factworld", clean: str = CLEAN, corrupted
         print(f"  {u:>7} -> {d:<9} {s:+.3f}")
     if out is not None:
         print(f"Figures and JSON in {out}/")
-    return AnalysisResult("circuit", report, outputs.files, {"scores": scores, "faithfulness": faith, "edges": chosen})
+    return AnalysisResult("circuit", report, outputs.files, {"scores": scores, "faithfulness": faith, "edges": chosen,
+                                                             "circuit": view})
 
 
 def _induction(progress: bool) -> tuple:
@@ -184,6 +190,19 @@ def _draw(scores, scored: list, title: str, curves: dict, target: float, outputs
 
     outputs.files += plot_circuit(scores.graph, scored, outputs.folder / "circuit", title=title) or []
     _curve_figure(curves, target, outputs)
+
+
+def _view(model, pair, scores, scored: list, faith, curve: list, title: str, outputs: Outputs):
+    """The circuit as a `Circuit` (Viewable; a head's panel shows its attention on the clean
+    prompt), written as OUT/circuit.html when there is a folder."""
+    from interp.circuits import Circuit, head_node_views
+    from interp.tokens import paired_tokens
+
+    clean_tokens, _ = paired_tokens(model, *pair)
+    circuit = Circuit(scores, scored, faith, curve, title, head_node_views(model, clean_tokens))
+    if outputs.folder is not None:
+        outputs.files.append(circuit.save_html(outputs.folder / "circuit.html"))
+    return circuit
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,10 @@ at --layer, or at the layer a causal trace picks (the MLP whose output at the su
 token restores the answer most), and stated. Then a before / after table: the edited prompt,
 the relation's training templates, its held-out templates (never trained on), the neighbours
 (people sharing a name token, people with the old answer) and the subject's other relations.
-OUT/edit.json and OUT/edit.png; --save DIR writes the edited model to a new directory. The model
+OUT/edit.json and OUT/edit.png; OUT/edit.html, every prompt's top token and probability, P(new
+target) and P(old answer) before and after, sortable and filtered by group, with the efficacy,
+paraphrase and specificity scores on top (`probes.edit.evaluate.EditComparison`,
+`results["comparison"]`); --save DIR writes the edited model to a new directory. The model
 in memory is restored bit-identically at the end (checked).
 
 `interp evaluate-edits` (`evaluate_random_edits`): N random facts of a relation the model
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
 METHODS = ("rome", "memit", "ft")
 SHOWN = ("Michael Phelps", "Alexis Jordan")  # the canonical contrasts, printed when they are neighbours
+KEEP_GROUPS = ("neighbours keep theirs", "other relations keep theirs")  # the table's groups that keep their answers
+PARAPHRASE_GROUPS = ("held-out templates",)  # the paraphrase score's prompts: never trained on, never optimised on
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -137,6 +142,7 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     the `Edit` ("edit") and the `EditCase` ("case"); the model is restored bit-identically."""
     from analyses import factworld_edits as fe
     from probes.edit import EditRequest, check_request, choose_layer
+    from probes.edit.evaluate import compare_edit
 
     _check_factworld(model, "interp edit")
     if method not in METHODS:
@@ -158,6 +164,8 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     with edit.applied(model):
         after = {g: _top1_share(model, pairs) for g, pairs in groups.items()}
         saved = edit.save(model, save) if save else None
+    comparison = compare_edit(model, edit, request, case.old, groups, keep=KEEP_GROUPS, paraphrases=PARAPHRASE_GROUPS,
+                              method=method, layer=layer)
     restored = all(torch.equal(p, before_weights[n]) for n, p in model.named_parameters())
     if not restored:
         raise RuntimeError("the weights differ from the original after the edit was reverted")
@@ -166,12 +174,15 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     table["neighbours keep theirs"]["changed"] = _neighbour_changes(groups, before, after)[1]
     info = {k: v for k, v in edit.info.items() if k not in ("seconds", "shares")}  # the JSON is reproducible
     report = {"request": request.to_dict(), "old": case.old, "method": method, "layer": layer, "why_layer": why,
-              "delta_norm": edit.norm(), "info": info, "table": table, "restored": restored}
+              "delta_norm": edit.norm(), "info": info, "table": table, "restored": restored,
+              "scores": comparison.scores, "prompts": [r.to_dict() for r in comparison.rows]}
     outputs = Outputs(out)
     outputs.json("edit.json", report)
     if out is not None:
         outputs.figure(_figure(groups, before, after, subject, case.old, new_target, method, layer), "edit")
-    results = {"edit": edit, "case": case, "groups": groups, "before": before, "after": after, "saved": saved}
+        outputs.files.append(comparison.save_html(outputs.folder / "edit.html"))
+    results = {"edit": edit, "case": case, "groups": groups, "before": before, "after": after, "saved": saved,
+               "comparison": comparison}
     return AnalysisResult("edit", report, outputs.files, results)
 
 
@@ -218,6 +229,8 @@ def _print_edit(result: AnalysisResult) -> None:
     print(f"neighbours: {len(people) - len(changed)} of {len(people)} unchanged"
           + (f" (changed: {'; '.join(changed)})" if changed else "")
           + "; " + ", ".join(f"{n}: {was} -> {now}" for n, was, now in shown))
+    names = {"efficacy_top1": "efficacy (top-1)", "paraphrase_top1": "paraphrase (top-1)", "specificity": "specificity"}
+    print("scores: " + ", ".join(f"{n} {r['scores'][k]:.0f} %" for k, n in names.items() if k in r["scores"]))
     print("weights restored bit-identically after the edit: yes")
     print(f"edit computed in {edit.info.get('seconds', float('nan')):.2f} s")
 
@@ -232,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(str(e)) from None
     _print_edit(result)
-    print(f"Plot and JSON in {args.out}/")
+    print(f"Plot, page (edit.html) and JSON in {args.out}/")
     return result.rc
 
 

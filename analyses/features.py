@@ -119,6 +119,7 @@ def _dashboard(model, transcoder, layer: int, index: int, texts: list[str], k: i
     if outputs.folder is not None:
         png = plot_dashboard(dash, outputs.folder / f"{dash.label}.png")
         outputs.files.append(png)
+        outputs.view(dash.label, dash)
     print(f"feature {dash.label}: fires on {dash.frequency:.2%} of {dash.n_tokens} tokens ({dash.n_texts} prompts), "
           f"max {dash.max_activation:.3f}")
     for c in dash.top_examples:

@@ -7,12 +7,12 @@
   - the anatomy (`analyses.anatomy`): the AND keys at the subject's last token with each key
     split by source token, what their values write through the later heads, the heads that
     move it to the last position, the last-position writers, the localisation (positions and
-    all) with its random baseline, and the chain figure (OUT/chain);
+    all) with its random baseline, and the chain figure (OUT/chain; OUT/chain.html interactive);
   - the details: neurons ranked by direct contribution at the last position, the AND test there,
     the key decomposition of the top neuron, trigger examples, value projections, knowledge
     neurons (integrated gradients) and their overlap, ablation (zero, mean) and amplification
     (x2) of the top neurons against random neurons, with the other facts' accuracy.
-Plots: OUT/chain, OUT/contributions_and_ablation, OUT/keys; every number in OUT/probe.json.
+Plots: OUT/chain (and the page OUT/chain.html), OUT/contributions_and_ablation, OUT/keys; every number in OUT/probe.json.
 (`interp probe-relation` localises every fact of a relation: `analyses.probe_relation`.)
 """
 
@@ -138,7 +138,7 @@ def probe_fact(model: ModelArg = "factworld", prompt: str = CLEAN, target: Optio
         report["anatomy"] = anatomy(model, prompt, fact.target, fact.subject, fact.first_only, fact.last_only,
                                     others=fact.others, out=outputs.folder, plot=plot)
         if out is not None:
-            outputs.files += [outputs.folder / f"chain.{ext}" for ext in ("png", "svg")]
+            outputs.files += [outputs.folder / f"chain.{ext}" for ext in ("png", "svg", "html")]
         print("\nDetails\n")
     else:
         from analyses.anatomy import localisation

@@ -5,7 +5,10 @@ A result has `values` (a tensor), `axes` (its axis names, e.g. ("layer", "pos",
 `baseline`: the value that means "no effect" (the unpatched run's metric for a
 patching sweep, the corrupted probability for a causal trace), or None when the
 values are effects already (attributions). On top of that every result has the
-same tools: `effect`, `top(k)`, `label_of`, `to_dict`, `save_json` and `plot`.
+same tools: `effect`, `top(k)`, `label_of`, `to_dict`, `save_json`, `plot` (a matplotlib
+figure) and its interactive view (`interp.views.Viewable`): `to_view()`, `show()` (inline in
+Jupyter, else in the web browser), `save_html(path)` (one self-contained, offline file) and
+`_repr_html_` (heatmap or bars, chosen from the axes by `interp.views.results.result_view`).
 
 Subclasses are dataclasses that hold their own fields and say what else goes
 into their JSON (`_extra_dict`).
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+
+from interp.views.page import View, Viewable
 
 
 def _json_safe(x: Any) -> Any:
@@ -40,7 +45,7 @@ def write_json(path: Union[str, Path], data: Any) -> Path:
     return path
 
 
-class LabelledResult:
+class LabelledResult(Viewable):
     """Base of every result type (see the module docstring). Subclasses provide the
     attributes values, axes, labels, title, metric_name and baseline (fields or
     properties) and may extend `_extra_dict`."""
@@ -97,6 +102,13 @@ class LabelledResult:
         from interp.plot import plot_result
 
         return plot_result(self, **kwargs)
+
+    def to_view(self, *, title: Optional[str] = None, tokens: Optional[list[str]] = None) -> View:
+        """The interactive view (a heatmap with hover, normalised toggle and colour bar, or
+        sorted bars with a top-k control; see `interp.views.results.result_view`)."""
+        from interp.views.results import result_view
+
+        return result_view(self, title=title, tokens=tokens)
 
 
 __all__ = ["LabelledResult", "write_json"]

@@ -17,6 +17,7 @@ from interp.exports import lazy_exports
 _EXPORTS = {
     # FFN key-value neurons and localisation
     "fact_neurons": "probes.ffn",
+    "neuron_dashboard": "probes.ffn",
     "neuron_contributions": "probes.ffn",
     "value_projection": "probes.ffn",
     "key_decomposition": "probes.ffn",

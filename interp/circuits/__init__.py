@@ -5,6 +5,7 @@ exact path patching), circuit selection and faithfulness.
     scores = attribute_edges(model, clean, corrupted, metric, method="eap")
     scores.top(10)                                   # [(upstream, downstream, score), ...]
     faithfulness(model, clean, corrupted, metric, top_edges(scores, 20)).value
+    circuit_view(scores.graph, scores, top_edges(scores, 20)).save_html("circuit.html")  # interactive
 """
 
 from interp.circuits.graph import Graph, Input, Node
@@ -13,6 +14,8 @@ from interp.circuits.scores import METHODS, EdgeScores, attribute_edges
 from interp.circuits.select import (
     Faithfulness, edges_above, faithfulness, faithfulness_curve, greedy_circuit, top_edges,
 )
+from interp.circuits.view import Circuit, circuit_view, head_node_views
 
 __all__ = ["Graph", "Node", "Input", "EdgeRun", "attribute_edges", "EdgeScores", "METHODS", "top_edges", "edges_above",
-           "faithfulness", "faithfulness_curve", "greedy_circuit", "Faithfulness"]
+           "faithfulness", "faithfulness_curve", "greedy_circuit", "Faithfulness",
+           "Circuit", "circuit_view", "head_node_views"]

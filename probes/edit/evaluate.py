@@ -14,19 +14,24 @@ Per case, with the edit applied (the model is restored afterwards):
 and over all cases the fluency cost: the relative increase of the mean next-token loss on
 `fluency_texts`. Aggregates are means over cases in percent; `score` is the harmonic mean of
 efficacy, paraphrase and neighbourhood scores (as ROME reports).
+
+`compare_edit(model, edit, request, old, groups, keep=...)` is the prompt-by-prompt view of one
+edit: each prompt's top token and probability, P(new target) and P(old answer) before and after,
+with the scores on top; an `EditComparison` (`to_view()`, `show()`, `save_html`: kind "edit").
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from statistics import harmonic_mean
-from typing import Optional, Sequence
+from typing import Collection, Mapping, Optional, Sequence
 
 import torch
 
 from interp.progress import progress_bar
+from interp.views import View, Viewable
 from interp.tokens import padded_batches
-from interp.words import answer_token
+from interp.words import answer_token, token_text
 from models.transformer import Transformer, last_token_logits
 from probes.edit.edit import Edit
 from probes.edit.requests import EditRequest
@@ -173,4 +178,173 @@ def evaluate_edits(model: Transformer, cases: Sequence[EditCase], edits: Sequenc
                       [asdict(s) | {"request": c.request.to_dict()} for c, s in zip(cases, per_case)])
 
 
-__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "EditReport", "mean_loss", "METRICS"]
+
+
+
+# ============================================================ one edit, prompt by prompt
+@dataclass
+class PromptChange:
+    """One prompt before and after an edit. `role`: "new" (it should now give the new target) or
+    "keep" (it should keep `expected`, its answer). Probabilities are of the next token."""
+
+    group: str
+    role: str
+    prompt: str
+    expected: str  # the answer that counts as right after the edit
+    top_before: str
+    p_top_before: float
+    top_after: str
+    p_top_after: float
+    p_new_before: float  # P(the request's new target)
+    p_new_after: float
+    p_old_before: float  # P(the old answer of the edited fact)
+    p_old_after: float
+    p_expected_before: float
+    p_expected_after: float
+    right_before: bool  # the top token is the expected answer
+    right_after: bool
+
+    @property
+    def status(self) -> str:
+        """"intended" (a "new" prompt now gives the new target), "missed" (it does not), "changed"
+        (a "keep" prompt's top token changed) or "kept"."""
+        if self.role == "new":
+            return "intended" if self.right_after else "missed"
+        return "changed" if self.top_after != self.top_before else "kept"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"status": self.status}
+
+
+@dataclass
+class EditComparison(Viewable):
+    """Every prompt of an edit before and after (`rows`, grouped), with the scores (`scores`, in
+    percent): efficacy on the request's prompt, paraphrase on the `paraphrase_groups`, specificity on
+    the "keep" prompts, and the fluency loss when it was measured."""
+
+    request: EditRequest
+    old: str
+    method: str
+    rows: list[PromptChange]
+    paraphrase_groups: list[str] = field(default_factory=list)
+    layer: Optional[int] = None
+    loss_before: float = float("nan")
+    loss_after: float = float("nan")
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(r.group for r in self.rows))
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """efficacy / efficacy_top1 (the request's prompt: P(new) > P(old); the new target top-1),
+        paraphrase / paraphrase_top1 (the same over the paraphrase groups), neighbourhood (keep
+        prompts with P(their answer) > P(new)), specificity (keep prompts right before and still right
+        after), loss_increase (fluency, relative, when measured); all in percent, NaN without prompts."""
+        def share(flags: list[bool]) -> float:
+            return 100 * sum(flags) / len(flags) if flags else float("nan")
+
+        req = [r for r in self.rows if r.role == "new" and r.prompt == self.request.prompt][:1]
+        para = [r for r in self.rows if r.role == "new" and r.group in self.paraphrase_groups
+                and r.prompt != self.request.prompt]
+        keep = [r for r in self.rows if r.role == "keep"]
+        out = {"efficacy": share([r.p_new_after > r.p_old_after for r in req]),
+               "efficacy_top1": share([r.right_after for r in req]),
+               "paraphrase": share([r.p_new_after > r.p_old_after for r in para]),
+               "paraphrase_top1": share([r.right_after for r in para]),
+               "neighbourhood": share([r.p_expected_after > r.p_new_after for r in keep]),
+               "specificity": share([r.right_after for r in keep if r.right_before])}
+        if self.loss_before == self.loss_before:  # measured
+            out["loss_increase"] = 100 * (self.loss_after / self.loss_before - 1)
+        return out
+
+    def group_shares(self) -> dict[str, dict[str, float]]:
+        """group -> {"before", "after"}: the share of its prompts whose top token is the right answer."""
+        out = {}
+        for g in self.groups:
+            rows = [r for r in self.rows if r.group == g]
+            out[g] = {"before": sum(r.right_before for r in rows) / len(rows),
+                      "after": sum(r.right_after for r in rows) / len(rows)}
+        return out
+
+    def to_dict(self) -> dict:
+        return {"request": self.request.to_dict(), "old": self.old, "method": self.method, "layer": self.layer,
+                "paraphrase_groups": list(self.paraphrase_groups), "loss_before": self.loss_before,
+                "loss_after": self.loss_after, "scores": self.scores, "rows": [r.to_dict() for r in self.rows]}
+
+    def to_view(self) -> View:
+        """Kind "edit": the scores on top, then a sortable table of every prompt (filter by group);
+        green where a prompt now gives the new target, red where a prompt that should keep its answer
+        changed its top token."""
+        where = f", MLP {self.layer}" if self.layer is not None else ""
+        title = (f"{self.method.upper()} edit: {self.request.prompt!r} {self.old} -> {self.request.new_target}"
+                 f"{where}")
+        data = {"request": self.request.to_dict(), "old": self.old, "method": self.method, "layer": self.layer,
+                "scores": self.scores, "groups": self.groups, "paraphrase_groups": list(self.paraphrase_groups),
+                "shares": self.group_shares(), "rows": [r.to_dict() for r in self.rows]}
+        notes = [f"P(new) is P({self.request.new_target!r}), P(old) is P({self.old!r}); green: the new target is now "
+                 "top-1 where it should be; red: a prompt that should keep its answer changed its top token."]
+        return View("edit", data, title=title, notes=notes)
+
+
+def _probabilities(model: Transformer, prompts: Sequence[str]) -> torch.Tensor:
+    """[n_prompts, d_vocab] next-token probabilities (float64)."""
+    return last_token_logits(model, list(prompts)).double().softmax(-1)
+
+
+def _answer_id(model: Transformer, word: str) -> int:
+    """The answer's token id, or -1 for an answer that is not one token (its probability is NaN)."""
+    try:
+        return answer_token(model, word)
+    except ValueError:
+        return -1
+
+
+def compare_edit(model: Transformer, edit: Edit, request: EditRequest, old: str,
+                 groups: Mapping[str, Sequence[tuple[str, str]]], *, keep: Collection[str] = (),
+                 paraphrases: Optional[Collection[str]] = None, fluency_texts: Sequence[str] = (),
+                 method: Optional[str] = None, layer: Optional[int] = None) -> EditComparison:
+    """Every prompt of `groups` ({group: [(prompt, the answer that counts as right after the edit),
+    ...]}) before and with `edit` applied (the model is restored): its top token and probability,
+    P(request.new_target), P(`old`) and P(its answer). Groups named in `keep` should keep their
+    answers; the others should now give the new target. `paraphrases`: the groups the paraphrase
+    score is over (default: every group that should change, without the request's own prompt).
+    `fluency_texts`: measure the mean next-token loss on them before and after."""
+    if not groups or not all(len(pairs) for pairs in groups.values()):
+        raise ValueError("compare_edit needs at least one group, each with at least one (prompt, answer)")
+    unknown = [g for g in list(keep) + list(paraphrases or ()) if g not in groups]
+    if unknown:
+        raise ValueError(f"groups {unknown} are not among the given groups {list(groups)}")
+    if paraphrases is not None and set(paraphrases) & set(keep):
+        raise ValueError(f"a group cannot both keep its answers and be a paraphrase: {sorted(set(paraphrases) & set(keep))}")
+    pairs = [(g, p, a) for g, items in groups.items() for p, a in items]
+    prompts = [p for _, p, _ in pairs]
+    new_id, old_id = _answer_id(model, request.new_target), _answer_id(model, old)
+    expected = torch.tensor([_answer_id(model, a) for _, _, a in pairs])
+    before = _probabilities(model, prompts)
+    loss_before = mean_loss(model, fluency_texts) if fluency_texts else float("nan")
+    with edit.applied(model):
+        after = _probabilities(model, prompts)
+        loss_after = mean_loss(model, fluency_texts) if fluency_texts else float("nan")
+
+    def at(probs: torch.Tensor, ids: torch.Tensor) -> list[float]:
+        got = probs.gather(-1, ids.clamp(min=0)[:, None])[:, 0]
+        return torch.where(ids >= 0, got, torch.full_like(got, float("nan"))).tolist()
+
+    n = len(pairs)
+    top_b, top_a = before.max(-1), after.max(-1)
+    col = {"new_b": at(before, torch.full((n,), new_id)), "new_a": at(after, torch.full((n,), new_id)),
+           "old_b": at(before, torch.full((n,), old_id)), "old_a": at(after, torch.full((n,), old_id)),
+           "exp_b": at(before, expected), "exp_a": at(after, expected)}
+    rows = [PromptChange(g, "keep" if g in keep else "new", p, a, token_text(model, int(top_b.indices[i])),
+                         float(top_b.values[i]), token_text(model, int(top_a.indices[i])), float(top_a.values[i]),
+                         col["new_b"][i], col["new_a"][i], col["old_b"][i], col["old_a"][i], col["exp_b"][i],
+                         col["exp_a"][i], bool(top_b.indices[i] == expected[i]), bool(top_a.indices[i] == expected[i]))
+            for i, (g, p, a) in enumerate(pairs)]
+    if paraphrases is None:
+        paraphrases = [g for g in groups if g not in keep and any(p != request.prompt for p, _ in groups[g])]
+    return EditComparison(request, old, method or edit.method, rows, list(paraphrases), layer, loss_before, loss_after)
+
+
+__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "EditReport", "mean_loss", "METRICS",
+           "PromptChange", "EditComparison", "compare_edit"]

@@ -20,9 +20,13 @@ Modules: `values` (what a neuron writes, and the ranking of a fact's writers),
 by residual component or source token), `and_detection`, `triggers` (the prompts that fire
 a neuron), `layout` (position roles across prompts), `facts` (fact batches and their margins
 with sites ablated), `interventions` (ablation and amplification with specificity),
-`rankings` and `localise` (the fewest neurons that carry a fact). Generic: prompts, answers and the other facts to
-check come from the caller (the fact-world's live in `analyses`).
+`rankings` and `localise` (the fewest neurons that carry a fact), `dashboard` (a neuron's dashboard:
+`neuron_dashboard`, imported on first use since it builds on probes.sae, which builds on this
+package). Generic: prompts, answers and the other facts to check come from the caller (the
+fact-world's live in `analyses`).
 """
+
+from interp.exports import lazy_exports
 
 from probes.ffn.facts import FactBatch, FactPrompt
 from probes.ffn.layout import ROLES, Layout, prompt_layout
@@ -46,5 +50,9 @@ __all__ = [
     "and_detection", "AndRow", "trigger_examples", "Trigger", "related_subjects", "intervention_hooks",
     "mean_activations", "answer_stats", "validate", "Validation", "Intervention", "FactPrompt", "localise",
     "Localisation", "LocalisationCheck", "DEFAULT_METHOD", "SUBJECT_ROLES", "ROLES", "FactBatch", "Layout", "prompt_layout",
-    "layer_means", "METHODS", "SiteRanking", "rank_sites", "site_scores",
+    "layer_means", "METHODS", "SiteRanking", "rank_sites", "site_scores", "neuron_dashboard",
 ]
+
+# imported on first use (`from probes.ffn import neuron_dashboard` works as for the others)
+_LAZY = {"neuron_dashboard": "probes.ffn.dashboard"}
+__getattr__, __dir__ = lazy_exports("probes.ffn", _LAZY)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from interp import names as hook_names
 from interp.cache import frozen_norm
 from interp.checks import IndexRangeError, require_pre_norm, resolve_pos
 from interp.tokens import cached_batches, one_prompt, token_text
+from interp.views.page import View, Viewable
 from models.transformer import Transformer
 from probes.ffn.key_sources import residual_sources
 from probes.ffn.values import direction_logits, ranked_tokens
@@ -57,10 +58,11 @@ def check_feature(dictionary: SparseDictionary, index: int) -> int:
     return int(index)
 
 
-def _texts(texts: Union[str, Sequence[str]]) -> list[str]:
+def check_texts(texts: Union[str, Sequence[str]]) -> list[str]:
+    """The texts as a non-empty list (one string is one text); a clear error for none."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
-        raise ValueError("no texts given: a feature's activations are read over at least one text")
+        raise ValueError("no texts given: a dashboard reads its unit's activations over at least one text")
     return texts
 
 
@@ -182,10 +184,15 @@ class Context:
 
 
 @dataclass
-class FeatureDashboard:
+class FeatureDashboard(Viewable):
+    """One unit's dashboard: a dictionary's feature (unit "feature", label "L1F134") or an MLP
+    neuron (unit "neuron", label "L1N7", from `probes.ffn.neuron_dashboard`). `show()` /
+    `save_html(path)` / inline in Jupyter: the interactive view (kind "dashboard");
+    `plot_dashboard` draws the same as a PNG."""
+
     layer: Optional[int]
     index: int
-    hook: str  # the dictionary's in_hook
+    hook: str  # where the activations are read: the dictionary's in_hook, or the neuron's mlp.hook_post
     top_examples: list[Context]  # highest activation first; only where the feature fires
     value_top: list[tuple[str, float]]  # tokens the value promotes most, logit per unit activation
     value_bottom: list[tuple[str, float]]  # ... and suppresses most (most negative first)
@@ -196,10 +203,12 @@ class FeatureDashboard:
     n_tokens: int
     n_texts: int
     notes: list[str] = field(default_factory=list)
+    unit: str = "feature"  # "feature" or "neuron"
 
     @property
     def label(self) -> str:
-        return f"F{self.index}" if self.layer is None else f"L{self.layer}F{self.index}"
+        letter = "N" if self.unit == "neuron" else "F"
+        return f"{letter}{self.index}" if self.layer is None else f"L{self.layer}{letter}{self.index}"
 
     @property
     def max_activation(self) -> float:
@@ -210,6 +219,46 @@ class FeatureDashboard:
         out["top_examples"] = [asdict(c) | {"token": c.token} for c in self.top_examples]
         return {"label": self.label, "max_activation": self.max_activation, **out}
 
+    def to_view(self) -> View:
+        """The interactive dashboard (kind "dashboard", drawn by interp/views/static/dashboard.js)."""
+        contexts = [{"text": c.text, "tokens": c.tokens, "pos": c.pos, "activation": c.activation,
+                     "activations": c.activations} for c in self.top_examples]
+        data = {"unit": self.unit, "label": self.label, "layer": self.layer, "index": self.index, "hook": self.hook,
+                "frequency": self.frequency, "max_activation": self.max_activation, "n_tokens": self.n_tokens,
+                "n_texts": self.n_texts, "contexts": contexts,
+                "value_top": [[t, v] for t, v in self.value_top], "value_bottom": [[t, v] for t, v in self.value_bottom],
+                # pairs, not an object: the sources keep their order (tokens by position, then the rest)
+                "key_sources": None if self.key_sources is None else [[s, v] for s, v in self.key_sources.items()],
+                "key_pre_activation": self.key_pre_activation, "histogram": self.histogram}
+        return View("dashboard", data, notes=list(self.notes))
+
+
+class UnitActivations(NamedTuple):
+    """One unit (feature or neuron) over every token of some texts."""
+
+    examples: list[Context]  # the k top contexts, highest first, only where it fires (> 0)
+    histogram: dict[str, list]  # of the activations > 0 (see `_histogram`)
+    frequency: float  # fraction of the tokens where it fires
+    n_tokens: int
+
+
+def unit_activations(model: Transformer, texts: list[str], batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                     k: int, bins: int) -> UnitActivations:
+    """Summarise one unit from `batches` of (tokens [batch, pos], real [batch, pos] (not padding,
+    real tokens first), activations [batch, pos]) covering `texts` in order: top contexts,
+    histogram and frequency, as every dashboard shows them."""
+    rows, nonzero, n_tokens = [], [], 0
+    for tokens, real, acts in batches:
+        acts = acts.clone()  # [batch, pos]: not a view that would keep every unit alive
+        n_tokens += int(real.sum())
+        nonzero.append(acts[(acts > 0) & real])
+        for b in range(acts.shape[0]):
+            n = int(real[b].sum())
+            rows.append((tokens[b, :n], acts[b, :n]))
+    fired = torch.cat(nonzero)
+    return UnitActivations(_top_contexts(model, texts, rows, k), _histogram(fired, bins), fired.numel() / n_tokens,
+                           n_tokens)
+
 
 def feature_dashboard(model: Transformer, dictionary: SparseDictionary, index: int, texts: Union[str, Sequence[str]], *,
                       k: int = 10, bins: int = 40, batch_size: int = 512, progress: bool = True) -> FeatureDashboard:
@@ -219,19 +268,13 @@ def feature_dashboard(model: Transformer, dictionary: SparseDictionary, index: i
     Activations are computed in batches of `batch_size` texts, with a progress bar unless
     progress=False."""
     index = check_feature(dictionary, index)
-    texts = _texts(texts)
-    rows, nonzero, n_tokens = [], [], 0
-    for batch in activation_batches(model, dictionary, texts, batch_size=batch_size, progress=progress,
-                                    desc=f"feature {index}"):
-        acts = batch.acts[..., index].clone()  # [batch, pos]: not a view that would keep every feature alive
-        n_tokens += int(batch.real.sum())
-        nonzero.append(acts[acts > 0])
-        for b in range(acts.shape[0]):
-            n = int(batch.real[b].sum())
-            rows.append((batch.tokens[b, :n], acts[b, :n]))
-    fired = torch.cat(nonzero)
+    texts = check_texts(texts)
+    batches = ((b.tokens, b.real, b.acts[..., index]) for b in
+               activation_batches(model, dictionary, texts, batch_size=batch_size, progress=progress,
+                                  desc=f"feature {index}"))
+    summary = unit_activations(model, texts, batches, k, bins)
     notes = []
-    examples = _top_contexts(model, texts, rows, k)
+    examples = summary.examples
     key_sources = key_pre = None
     if examples:
         try:
@@ -247,8 +290,8 @@ def feature_dashboard(model: Transformer, dictionary: SparseDictionary, index: i
         value_top, value_bottom = [], []
         notes.append(f"no value logits: {e}")
     return FeatureDashboard(dictionary_layer(dictionary), index, dictionary.in_hook, examples, value_top, value_bottom,
-                            key_sources, key_pre, _histogram(fired, bins), fired.numel() / n_tokens, n_tokens,
-                            len(texts), notes)
+                            key_sources, key_pre, summary.histogram, summary.frequency, summary.n_tokens, len(texts),
+                            notes)
 
 
 def _top_contexts(model: Transformer, texts: list[str], rows: list[tuple[torch.Tensor, torch.Tensor]], k: int) -> list[Context]:
@@ -323,7 +366,7 @@ def feature_table(model: Transformer, dictionary: SparseDictionary, texts: Union
                   progress: bool = True) -> FeatureTable:
     """Every feature of the dictionary over every token of `texts`, streamed: how often it
     fires, its largest activation and where, and the token its value promotes most."""
-    texts = _texts(texts)
+    texts = check_texts(texts)
     n = dictionary.cfg.n_features
     fires = torch.zeros(n, dtype=torch.long)
     best = torch.zeros(n, dtype=dictionary.W_enc.dtype)
@@ -383,7 +426,7 @@ def plot_dashboard(dash: FeatureDashboard, path: Union[str, Path], n_sources: in
     ax_hist.set_title(f"nonzero activations: fires on {dash.frequency:.2%} of {dash.n_tokens} tokens")
     ax_hist.set_xlabel("activation")
     ax_hist.set_ylabel("tokens")
-    fig.suptitle(f"feature {dash.label} ({dash.hook})")
+    fig.suptitle(f"{dash.unit} {dash.label} ({dash.hook})")
     return plot.save(fig, path, formats=("png",))[0]
 
 
@@ -399,7 +442,7 @@ def _draw_examples(ax, dash: FeatureDashboard, width: int = 14, cell_chars: int 
     from matplotlib.patches import Rectangle
 
     if not dash.top_examples:
-        _empty(ax, "the feature never fires on these texts")
+        _empty(ax, f"the {dash.unit} never fires on these texts")
         return
     cmap, top, used = colormaps["Blues"], dash.max_activation, 1
     for r, c in enumerate(dash.top_examples):
@@ -422,6 +465,7 @@ def _draw_examples(ax, dash: FeatureDashboard, width: int = 14, cell_chars: int 
     ax.set_title(f"top {len(dash.top_examples)} contexts (shade: activation / max {top:.3g}; box: the top token)")
 
 
-__all__ = ["check_feature", "dictionary_layer", "Batch", "activation_batches", "feature_value_logits",
-           "feature_key_sources", "Context", "FeatureDashboard", "feature_dashboard",
+__all__ = ["check_feature", "check_texts", "dictionary_layer", "Batch", "activation_batches", "feature_value_logits",
+           "feature_key_sources", "Context", "FeatureDashboard", "UnitActivations", "unit_activations",
+           "feature_dashboard",
            "FeatureRow", "FeatureTable", "feature_table", "plot_dashboard"]

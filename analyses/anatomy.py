@@ -251,8 +251,9 @@ def chain_figure(model: Transformer, tokens: list[str], report: dict, loc, ext, 
         for j, (text, colour) in enumerate(lines[:6]):
             ax.text(pos + 0.08, layer - 0.12 + 0.13 * j, text, fontsize=6.5, color=colour, va="center")
     for h in chain_heads(report):
+        width = 0.8 + 2.5 * max(0.0, min(1.0, h["attention"]))
         ax.annotate("", xy=(h["dest"], h["y"]), xytext=(h["source"], h["y"]),
-                    arrowprops=dict(arrowstyle="->", color=HEAD_COLOUR, lw=0.8 + 2.5 * max(0.0, min(1.0, h["attention"]))))
+                    arrowprops=dict(arrowstyle="->", color=HEAD_COLOUR, lw=width))
         ax.text(h["source"] + 0.1, h["y"] - 0.04, f"head {h['label']}: attn {h['attention']:.2f}, {target} "
                 f"{h['logit']:+.2f}", fontsize=6.5, color=HEAD_COLOUR)
     ax.set_title(_chain_title(tokens, target), fontsize=10)

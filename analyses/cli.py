@@ -21,6 +21,7 @@
     interp process-weights MODEL --out DIR --fold-value-biases|--keep-value-biases [--no-fold-ln] [--force]
     interp circuit [CLEAN CORRUPTED ANSWER COUNTERFACTUAL] [--method eap|eap-ig|exact] [--edges N] [--compare]
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
+    interp serve [--model factworld|DIR] [--port N] [--host H]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`, a thin wrapper over
 the module's Python function (e.g. `analyses.patch.patch_pair`, returning an
@@ -75,6 +76,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "edge attribution (EAP, EAP-IG, exact path patching) and the circuit of a prompt pair"),
     "translate": ("analyses.translate", "add_arguments", "run",
                   "train the 2017 encoder-decoder to reverse sequences and show its cross-attention"),
+    "serve": ("analyses.serve", "add_arguments", "run",
+              "the local explorer app in the web browser (binds 127.0.0.1; no authentication)"),
 }
 
 

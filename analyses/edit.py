@@ -180,7 +180,7 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     outputs.json("edit.json", report)
     if out is not None:
         outputs.figure(_figure(groups, before, after, subject, case.old, new_target, method, layer), "edit")
-        outputs.files.append(comparison.save_html(outputs.folder / "edit.html"))
+        outputs.view("edit", comparison)
     results = {"edit": edit, "case": case, "groups": groups, "before": before, "after": after, "saved": saved,
                "comparison": comparison}
     return AnalysisResult("edit", report, outputs.files, results)

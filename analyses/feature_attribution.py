@@ -65,6 +65,7 @@ def feature_attribution(model: ModelArg = "factworld", prompt: str = CLEAN, answ
         outputs.figure(plot.top_k_bar(torch.tensor([s for _, s in ranked]), [label for label, _ in ranked],
                                       k=len(ranked), title=f"features: direct attribution ({prompt!r})",
                                       xlabel=target), "feature_attribution")
+        outputs.view("feature_attribution", result)
     if json_path is not None:
         outputs.files.append(Outputs(Path(json_path).parent).json(Path(json_path).name, report))
     print(f"{prompt!r}: direct attribution to logit({result.answer})"

@@ -52,6 +52,7 @@ def head_attribution(model: ModelArg = "factworld", *, clean: str = CLEAN, corru
     from interp import metrics, plot
     from interp.attribution import direct_logit_attribution
     from interp.patching import sweep
+    from interp.views import attention_patterns
 
     model = as_model(model, dtype)
     outputs = Outputs(out)
@@ -67,6 +68,8 @@ def head_attribution(model: ModelArg = "factworld", *, clean: str = CLEAN, corru
                             colorbar_label="normalised restoration")
     fig.suptitle(f"{clean!r} vs {corrupted!r}")
     head_plots = outputs.figure(fig, "heads")
+    outputs.view("dla", dla)
+    outputs.view("head_patching", patched)
 
     # Attention of the heads that matter most by either measure.
     n_heads = model.cfg.n_heads
@@ -78,6 +81,7 @@ def head_attribution(model: ModelArg = "factworld", *, clean: str = CLEAN, corru
     tokens = model.to_str_tokens(clean)
     pattern_plots = outputs.figure(plot.attention_patterns(patterns, tokens=tokens,
                                                            titles=[f"L{l}H{h}" for l, h in chosen]), "patterns")
+    outputs.view("patterns", attention_patterns(model, clean))
     neuron_labels = [f"L{l}N{n}" for l in range(model.cfg.n_layers) for n in range(model.cfg.d_mlp)]
     neuron_plots = outputs.figure(plot.top_k_bar(dla.neurons.flatten(), neuron_labels, k=20,
                                                  title="neurons: direct logit attribution (clean)",

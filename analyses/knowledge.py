@@ -62,6 +62,7 @@ def knowledge_neuron_report(model: ModelArg = "factworld", prompt: str = CLEAN, 
     outputs = Outputs(out)
     outputs.json("knowledge_neurons.json", report)
     outputs.figure(plot.plot_result(result), "knowledge_neurons")
+    outputs.view("knowledge_neurons", result)
     if json_path is not None:
         outputs.files.append(Outputs(Path(json_path).parent).json(Path(json_path).name, report))
     print(f"{result.prompt!r} -> {result.target_str!r}: {output} {result.full_output:.4f}; top {k} knowledge "

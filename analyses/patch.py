@@ -68,6 +68,7 @@ def patch_pair(model: ModelArg = "factworld", *, clean: str = CLEAN, corrupted: 
         agree = agreement(estimate, result, k=10)
         restored = result.normalized()
         paths = outputs.figure(plot.plot_result(restored), site)
+        outputs.view(site, restored)
         outputs.json(f"{site}.json", {"activation_patching": result.to_dict(), "attribution_patching": estimate.to_dict(),
                                       "normalised": restored.to_dict(), "agreement": vars(agree)})
         summary.update(clean_value=result.clean_value, corrupted_value=result.corrupted_value)

@@ -12,7 +12,8 @@
     the key decomposition of the top neuron, trigger examples, value projections, knowledge
     neurons (integrated gradients) and their overlap, ablation (zero, mean) and amplification
     (x2) of the top neurons against random neurons, with the other facts' accuracy.
-Plots: OUT/chain (and the page OUT/chain.html), OUT/contributions_and_ablation, OUT/keys; every number in OUT/probe.json.
+Plots: OUT/chain (and its page OUT/chain.html), OUT/contributions_and_ablation, OUT/keys; the numbers in
+OUT/probe.json.
 (`interp probe-relation` localises every fact of a relation: `analyses.probe_relation`.)
 """
 

@@ -92,6 +92,7 @@ def _one_trace(model, prompt: str, subject: str, answer: str, kind: str, corrupt
     paths = outputs.figure(plot.layer_pos_heatmap(result.values, tokens=result.labels["pos"], title=result.title,
                                                   colorbar_label=result.metric_name), name)
     outputs.json(f"{name}.json", result.to_dict())
+    outputs.view(name, result)
     peak = result.indirect_effect.flatten().argmax()
     layer, pos = divmod(int(peak), result.scores.shape[1])
     summary[name] = {"clean_prob": result.clean_prob, "corrupted_prob": result.corrupted_prob,
@@ -114,6 +115,7 @@ def _knockout(model, prompt: str, subject: str, answer: str, window: int, output
                                         ylabel="blocked edges into the last position",
                                         colorbar_label="change in P(answer), %"), "knockout")
     outputs.json("knockout.json", knock.to_dict())
+    outputs.view("knockout", knock)
     summary["knockout"] = {"change_percent": dict(zip(knock.labels["sources"], knock.values.tolist())),
                            "plots": [str(p) for p in paths]}
     for source, row in zip(knock.labels["sources"], knock.values.tolist()):
@@ -137,6 +139,7 @@ def _average(model, relation: str, window: int, noise: float, samples: int, prog
                                             ylabel="layer", colorbar_label="average indirect effect"),
                                f"average_{kind}")
         outputs.json(f"average_{kind}.json", avg.to_dict())
+        outputs.view(f"average_{kind}", avg)
         summary[f"average_{kind}"] = {"plots": [str(p) for p in paths], **avg.to_dict()}
         results[f"average_{kind}"] = avg
         print(f"average {kind}: " + "; ".join(

@@ -70,7 +70,8 @@ def test_analysis_function_returns_its_numbers_and_writes_only_when_asked(fw, tm
                    progress=False)
     assert torch.equal(result.results["resid_pre"].values, direct.values)
     written = patch_pair(fw, sites=["resid_pre"], progress=False, out=tmp_path / "out")
-    assert {p.name for p in written.files} == {"resid_pre.png", "resid_pre.svg", "resid_pre.json", "summary.json"}
+    assert {p.name for p in written.files} == {"resid_pre.png", "resid_pre.svg", "resid_pre.html", "resid_pre.json",
+                                            "summary.json"}
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(written.report))
     with pytest.raises(ValueError, match="no sites"):
         patch_pair(fw, sites=[])

@@ -103,7 +103,7 @@ def test_nav_lists_every_page_once_and_only_pages_that_exist():
 
 
 def test_method_pages_are_in_the_order_their_examples_run():
-    from tests.test_readme import METHOD_PAGES
+    from test_readme import METHOD_PAGES
 
     nav = nav_entries()
     assert [entry for entry in nav if entry in METHOD_PAGES] == METHOD_PAGES
@@ -135,3 +135,44 @@ def test_api_pages_document_modules_that_exist():
     for module in ("interp.patching", "interp.views", "probes.ffn", "probes.edit", "probes.sae",
                    "interp.circuits", "models"):
         assert module in documented, module
+
+
+def test_search_worker_polyfill_is_ours():
+    """mkdocs-material's `offline` plugin would load a Worker polyfill from unpkg.com unless
+    extra.polyfills already names one whose path holds "iframe-worker": ours, in docs/assets/."""
+    text = CONFIG.read_text()
+    polyfills = re.search(r"^extra:\n  polyfills:\n((?:    - .*\n)+)", text, re.M).group(1)
+    names = re.findall(r"- (\S+)", polyfills)
+    assert names == ["assets/iframe-worker-shim.js"] and (DOCS / names[0]).is_file()
+    assert "http" not in (DOCS / names[0]).read_text().split("*/", 1)[1]
+
+
+def test_search_worker_polyfill_runs_a_worker_from_file(tmp_path, browser):
+    """On a file:// page (where Chromium refuses `new Worker(url)`) the polyfill runs the worker's
+    script: messages go both ways, listeners and onmessage both hear them, nothing is fetched."""
+    shim = (DOCS / "assets" / "iframe-worker-shim.js").read_text()
+    (tmp_path / "shim.js").write_text(shim)
+    (tmp_path / "worker.js").write_text(
+        "var seen = 0;\n"
+        "addEventListener('message', function (e) { seen += 1; postMessage({answer: e.data.x * 2 + 2, seen: seen}); });\n")
+    (tmp_path / "page.html").write_text("""<!doctype html><html><head><script src="shim.js"></script></head><body>
+<div class="interp-view" id="v"></div>
+<script>
+  var v = document.getElementById("v"), heard = [];
+  var w = new Worker("worker.js");
+  w.onmessage = function (e) { heard.push("onmessage " + e.data.answer); };
+  w.addEventListener("message", function (e) {
+    heard.push("listener " + e.data.answer + " " + e.data.seen);
+    if (heard.length === 4) { v.textContent = heard.join("; "); v.setAttribute("data-rendered", ""); }
+  });
+  w.postMessage({x: 20});   // sent before the worker's script has loaded: queued
+  setTimeout(function () { w.postMessage({x: 1}); }, 50);
+</script></body></html>""")
+    page = browser.open(tmp_path / "page.html")
+    try:
+        assert page.evaluate("window.Worker.name") == "FrameWorker"
+        heard = page.inner_text("#v").split("; ")
+        assert sorted(heard) == sorted(["onmessage 42", "listener 42 1", "onmessage 4", "listener 4 2"])
+        assert browser.problems(page) == []
+    finally:
+        page.context.close()

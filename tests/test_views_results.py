@@ -172,7 +172,8 @@ def test_large_neuron_sweep_renders_and_hovers(browser, tmp_path):
     values = torch.randn(n_layers, n_pos, d_mlp, generator=torch.Generator().manual_seed(0))
     labels = {"layer": [f"L{l}" for l in range(n_layers)], "pos": [f"w{i} ({i})" for i in range(n_pos)],
               "neuron": [f"N{n}" for n in range(d_mlp)]}
-    r = PatchResult(values, ("layer", "pos", "neuron"), labels, "neuron_post_by_pos", "denoise", "logit diff", 3.0, -1.0)
+    r = PatchResult(values, ("layer", "pos", "neuron"), labels, "neuron_post_by_pos", "denoise", "logit diff",
+                    3.0, -1.0)
     page = open_result(browser, r, tmp_path / "big.html")
     page.locator("select.iv-heatmap-mode").select_option("row:7")
     assert page.locator("canvas.iv-heatmap-cells").get_attribute("data-rows") == str(d_mlp)
@@ -237,3 +238,30 @@ def test_knowledge_neuron_bars_name_the_position(browser, model, tmp_path):
     labels = [lab for lab, _ in bar_rows(page)]
     assert sorted(labels) == sorted(lab for lab, _ in rows) and labels != [lab for lab, _ in rows]
     page.context.close()
+
+
+def test_average_trace_nan_cells_and_total_effect_normalisation(browser, tmp_path):
+    from probes.trace_average import AverageTrace
+
+    ie = torch.tensor([[0.1, float("nan"), 0.3], [0.0, float("nan"), -0.2]])
+    avg = AverageTrace(ie, ["first subject", "middle subject", "last subject"], [5, 0, 5], 0.5, 0.8, 0.3, 5, 0,
+                       "mlp", 1)
+    page = open_result(browser, avg, tmp_path / "avg.html")
+    st = hover_cell(page, 1, 1)
+    assert st["label"] == "L1 middle subject" and math.isnan(float(st["value"])) and "n/a" in st["text"]
+    assert pixel(page, 1, 1) == [221, 221, 221]  # NaN is grey, not a colour
+    page.locator("input.iv-heatmap-normalised").check()
+    st = hover_cell(page, 0, 2)
+    assert float(st["value"]) == pytest.approx(f32(0.3) / 0.5, rel=1e-6)  # fraction of the total effect
+    page.context.close()
+
+
+def test_feature_attribution_is_bars_over_features():
+    from interp.attribution.features import FeatureLogitAttribution
+
+    fla = FeatureLogitAttribution(torch.tensor([[0.5, -2.0, 0.1]]), torch.zeros(1), torch.zeros(1), [2],
+                                  ["a", "b"], "x", None)
+    view = fla.to_view()
+    assert view.kind == "bars"
+    group = view.data["groups"][0]
+    assert group["labels"] == {"layer": ["L2"], "feature": ["F0", "F1", "F2"]} and group["suffix"] == ""

@@ -223,7 +223,7 @@ MICHAEL_JORDAN = [
         print("edited layer:", edit.info["layer"])
         with edit.applied(model):
             print("after the edit:", answer(prompt))
-            print("a paraphrase:", answer("the sport played by Michael Jordan is"))
+            print("a held-out paraphrase:", answer("Michael Jordan is famous for the sport of"))
             print("Michael Phelps:", answer(other))
         print("after the revert:", answer(prompt))
         print("weights bit-identical:", all(torch.equal(p, before[name]) for name, p in model.named_parameters()))
@@ -248,8 +248,9 @@ MICHAEL_JORDAN = [
     """),
     md("""
         At "Jordan", layer 0's feature 258 fires for Michael Jordan but not for Michael Phelps
-        or Alexis Jordan. Its dashboard says what it really is: its top contexts are the first
-        name before *other* surnames, and its value promotes surnames.
+        or Alexis Jordan: a candidate "Michael Jordan" feature. Its dashboard says otherwise: it
+        fires on a few percent of all tokens, most strongly in other people's sentences, and its
+        value promotes surnames (Edwards, Darwin, Newton), not a sport.
     """),
     code("""
         acts = transcoders[0].encode(cache[transcoders[0].in_hook])[0, 2]
@@ -708,6 +709,24 @@ EDITING = [
               f"neighbourhood top-1 {scores.neighbourhood_top1:.2f}, attributes top-1 {scores.attribute_top1:.2f}")
     """),
     md("""
+        The default edit moves the prompt, two of the three held-out paraphrases and the
+        neighbours, but it misses *"the sport played by Michael Jordan is"* and moves some of his
+        other facts. The subject's layer-0 representation carries all his attributes, so a value
+        change made for one context leaks. The benchmark's settings (README, "Editing facts")
+        optimise the value over the 24 training templates and every sentence opener, and keep
+        his country and occupation fixed with a KL term:
+    """),
+    code("""
+        from models import factworld
+
+        careful = rome(model, prompt, "Michael Jordan", "soccer", prefixes=factworld.openers(),
+                       rewrites=fe.rewrite_prompts("Michael Jordan", "sport"), keep=fe.keep_prompts("Michael Jordan", "sport"),
+                       progress=False, **fe.ROME_SETTINGS)
+        careful_scores = evaluate_edit(model, case, careful)
+        print(f"efficacy top-1 {careful_scores.efficacy_top1:.2f}, paraphrase top-1 {careful_scores.paraphrase_top1:.2f}, "
+              f"neighbourhood top-1 {careful_scores.neighbourhood_top1:.2f}, attributes top-1 {careful_scores.attribute_top1:.2f}")
+    """),
+    md("""
         ## Reverting
 
         Outside the `with` the model is the original again, bit for bit. `edit.apply(model)` /
@@ -740,7 +759,7 @@ EDITING = [
         with batch.applied(model):
             for r in requests:
                 print(f"{r.prompt!r:40} -> {answer(r.prompt)} (asked for {r.new_target})")
-        print("reverted:", answer(requests[1].prompt))
+        print("reverted: Serena Williams ->", answer(requests[1].prompt))
     """),
 ]
 
@@ -833,8 +852,9 @@ FEATURES = [
         Where it fires over the fact world's prompts (each token shaded by the activation), what
         its decoder row promotes and suppresses, what its key reads at the top context, and how
         often it fires. Layer 0's feature 258 fires for Michael Jordan at "Jordan" and not for
-        Michael Phelps or Alexis Jordan, yet its dashboard shows it fires most on other first
-        names before a surname: it is a name-position feature, not a Michael Jordan feature.
+        Michael Phelps or Alexis Jordan, yet its dashboard shows it firing on a few percent of
+        all tokens, most strongly in other people's sentences, with a value that promotes
+        surnames: a feature of name positions, not a Michael Jordan feature.
     """),
     code("""
         from probes.sae import feature_dashboard
@@ -842,7 +862,7 @@ FEATURES = [
 
         texts = corpus(limit=60)                              # every fact prompt of the first 60 people
         dash = feature_dashboard(model, tc, 258, texts, k=10, progress=False)
-        print(f"{dash.label}: fires on {dash.frequency:.1%} of {dash.n_tokens} tokens; top context {dash.top_examples[0].marked}")
+        print(f"{dash.label}: fires on {dash.frequency:.1%} of {dash.n_tokens} tokens; top context {dash.top_examples[0].marked()!r}")
         print("its value promotes:", [t for t, _ in dash.value_top[:3]])
         dash.to_view()
     """),
@@ -877,15 +897,15 @@ FEATURES = [
     md("""
         ## Training a dictionary
 
-        A small transcoder for layer 0 on 1,000 training sentences, for a few hundred steps
-        (the shipped ones trained for 3,000 steps on 150,000 tokens). The same calls train an
+        A small transcoder for layer 0 (256 features, 16 active) on 500 training sentences, for
+        100 steps: a few seconds (the shipped ones trained for 3,000 steps on 150,000 tokens). The same calls train an
         SAE on any `[batch, pos, d]` hook (`SparseDictionary.sae(d, n_features, hook=...)`).
     """),
     code("""
         from probes.sae import SparseDictionary, activation_pairs, train_dictionary
 
         small = SparseDictionary.transcoder(model, 0, 256, activation="topk", k=16)
-        record = train_dictionary(small, activation_pairs(model, small, fe.stats_texts(1000)), steps=200, progress=False)
+        record = train_dictionary(small, activation_pairs(model, small, fe.stats_texts(500)), steps=100, progress=False)
         small_scores = evaluate_dictionary(model, small.eval(), held_out)
         print(f"trained: L0 {small_scores.l0:.1f}, variance explained {small_scores.variance_explained:.3f}")
     """),
@@ -963,15 +983,15 @@ CIRCUITS = [
             print(f"  top {n:>2}: {faithfulness(model, prompt, other, metric, top_edges(exact, n)).value:.2f}")
     """),
     md("""
-        Greedy pruning starts from the 64 best-scored edges and drops, one at a time, the edge
-        whose removal keeps the circuit most faithful: a better small circuit than the top 20 by
-        score. (Adding edges from nothing does not work: one edge carries nothing until a whole
+        Greedy pruning starts from the best-scored edges (here the top 36) and drops, one at a
+        time, the edge whose removal keeps the circuit most faithful: a better small circuit than
+        the top 20 by score. (Adding edges from nothing does not work: one edge carries nothing until a whole
         path from the embedding to the logits is clean.)
     """),
     code("""
         from interp.circuits import greedy_circuit
 
-        greedy = greedy_circuit(model, prompt, other, metric, exact, 20, progress=False)
+        greedy = greedy_circuit(model, prompt, other, metric, exact, 20, candidates=needed, progress=False)
         print(f"greedy 20 edges: faithfulness {faithfulness(model, prompt, other, metric, greedy).value:.2f}")
     """),
     md("""

@@ -176,7 +176,8 @@ def bars_data(result: Any, tokens: Optional[Sequence[str]] = None, k: int = DEFA
 
 
 def _is_direct_logit_attribution(result: Any) -> bool:
-    return all(isinstance(getattr(result, a, None), torch.Tensor) for a in ("heads", "neurons", "attn_bias", "mlp_bias"))
+    parts = ("heads", "neurons", "attn_bias", "mlp_bias")
+    return all(isinstance(getattr(result, a, None), torch.Tensor) for a in parts)
 
 
 def dla_bars_data(result: Any, k: int = DEFAULT_K) -> dict[str, Any]:

@@ -316,7 +316,8 @@ def compare_edit(model: Transformer, edit: Edit, request: EditRequest, old: str,
     if unknown:
         raise ValueError(f"groups {unknown} are not among the given groups {list(groups)}")
     if paraphrases is not None and set(paraphrases) & set(keep):
-        raise ValueError(f"a group cannot both keep its answers and be a paraphrase: {sorted(set(paraphrases) & set(keep))}")
+        both = sorted(set(paraphrases) & set(keep))
+        raise ValueError(f"a group cannot both keep its answers and be a paraphrase: {both}")
     pairs = [(g, p, a) for g, items in groups.items() for p, a in items]
     prompts = [p for _, p, _ in pairs]
     new_id, old_id = _answer_id(model, request.new_target), _answer_id(model, old)

@@ -1,7 +1,7 @@
 /* The explorer page: talks to the app's JSON API and draws every result with the package's
    views (InterpViews.mount). Each tab is its own session (X-Interp-Session header), so an edit
    made here is applied only around this tab's computations.
-   DOM hooks for tests: body[data-ready]; #iv-top[data-top-token][data-top-prob];
+   DOM hooks for tests: body[data-ready], body[data-busy] while the prompt's views compute; #iv-top[data-top-token][data-top-prob];
    #iv-error[data-error]; #iv-job[data-status][data-job]; #iv-job-result[data-values][data-kind];
    #iv-edits[data-count]; #iv-dashboard[data-unit][data-layer][data-index]. */
 (function () {
@@ -55,6 +55,7 @@
     clearError();
     var text = prompt();
     $("iv-busy").textContent = "computing...";
+    document.body.setAttribute("data-busy", "1");
     return api("POST", "/api/predict", { prompt: text, k: 10 }).then(function (r) {
       $("iv-tokens").textContent = "tokens: " + r.tokens.map(IV.token).join(" | ");
       show($("iv-top"), r);
@@ -67,7 +68,7 @@
     }).then(function (r) {
       show($("iv-attention"), r);
       return runDla();
-    }).catch(showError).then(function () { $("iv-busy").textContent = ""; });
+    }).catch(showError).then(function () { $("iv-busy").textContent = ""; document.body.removeAttribute("data-busy"); });
   }
 
   function runDla() {

@@ -14,6 +14,14 @@
   var IV = window.InterpViews;
   var MAX_K = 500, TRACK = 420;
 
+  /* Labels of several axes as one name: tags join ("L1" + "H3" -> "L1H3"), others take a space
+     ("L1" + "last subject" -> "L1 last subject"). */
+  var TAG = /^[A-Za-z]-?\d+$/, ENDS_IN_TAG = /(^|[^A-Za-z])[A-Za-z]-?\d+$/;
+  function joinLabels(a, b) {
+    if (!a) return b;
+    return a + (TAG.test(b) && (TAG.test(a) || ENDS_IN_TAG.test(a)) ? "" : " ") + b;
+  }
+
   function prepare(g) {
     var arr = IV.array(g.values), n = arr.data.length, base = +g.baseline || 0;
     var key = new Float64Array(n);
@@ -34,7 +42,7 @@
         g.axes.forEach(function (a, d) {
           var s = arr.strides[d], i = Math.floor(rest / s);
           rest -= i * s;
-          if (a === "pos") pos = g.labels[a][i]; else name += g.labels[a][i];
+          if (a === "pos") pos = g.labels[a][i]; else name = joinLabels(name, g.labels[a][i]);
         });
         return (pos === null ? name : (name ? name + " @ " + pos : pos)) + (g.suffix || "");
       }

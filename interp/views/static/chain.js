@@ -97,7 +97,8 @@
     var tip = IV.tooltip(wrap);
 
     var defs = IV.svg("defs", null, IV.svg("marker", { id: "iv-chain-arrow-" + Math.random().toString(36).slice(2),
-      viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" },
+      viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 10, markerHeight: 10, markerUnits: "userSpaceOnUse",
+      orient: "auto-start-reverse" },
       IV.svg("path", { d: "M0,0 L10,5 L0,10 z", fill: data.head_colour || "#542788" })));
     svg.appendChild(defs);
     var markerId = defs.firstChild.getAttribute("id");

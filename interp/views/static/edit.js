@@ -113,6 +113,7 @@
         return IV.el("td", attrs, IV.fmt(v, 4));
       }
       attrs["data-value"] = v;
+      if (key === "prompt" || key === "group") attrs.style = "white-space:nowrap";
       if (key === "prompt") {
         var text = String(v), subj = req.subject, at = subj ? text.indexOf(subj) : -1;
         if (at >= 0) return IV.el("td", attrs, text.slice(0, at), IV.el("b", null, subj), text.slice(at + subj.length));

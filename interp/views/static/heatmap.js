@@ -22,6 +22,14 @@
   var MAX_UNIT_OPTIONS = 64;  // one option per unit only for up to this many units
   var LUT_SIZE = 511;
 
+  /* Labels of several axes as one name: tags join ("L1" + "H3" -> "L1H3"), others take a space
+     ("L1" + "last subject" -> "L1 last subject"). */
+  var TAG = /^[A-Za-z]-?\d+$/, ENDS_IN_TAG = /(^|[^A-Za-z])[A-Za-z]-?\d+$/;
+  function joinLabels(a, b) {
+    if (!a) return b;
+    return a + (TAG.test(b) && (TAG.test(a) || ENDS_IN_TAG.test(a)) ? "" : " ") + b;
+  }
+
   function colourTable() {
     var lut = new Uint8ClampedArray(LUT_SIZE * 3);
     for (var i = 0; i < LUT_SIZE; i++) {
@@ -43,16 +51,16 @@
     var sx = strides[X], nR = shape[R], nX = shape[X], out = [];
     var rl = L[ax[R]], xl = L[ax[X]];
     if (nR * nX <= MAX_ALL_ROWS) {
-      out.push({ value: "all", label: "all " + ax[X] + "s as rows (" + rl[0] + xl[0] + ", ...)", rows: nR * nX,
+      out.push({ value: "all", label: "all " + ax[X] + "s as rows (" + joinLabels(rl[0], xl[0]) + ", ...)", rows: nR * nX,
         rowName: ax[R] + ", " + ax[X], group: nX,
-        rowLabel: function (r) { return rl[Math.floor(r / nX)] + xl[r % nX]; },
+        rowLabel: function (r) { return joinLabels(rl[Math.floor(r / nX)], xl[r % nX]); },
         offset: function (r, c) { return Math.floor(r / nX) * sr + (r % nX) * sx + c * sc; } });
     }
     for (var a = 0; a < nR; a++) {
       (function (a) {
         out.push({ value: "row:" + a, label: ax[R] + " " + rl[a] + " (rows: " + ax[X] + "s)", rows: nX,
           rowName: ax[X] + " of " + rl[a],
-          rowLabel: function (r) { return rl[a] + xl[r]; },
+          rowLabel: function (r) { return joinLabels(rl[a], xl[r]); },
           offset: function (r, c) { return a * sr + r * sx + c * sc; } });
       })(a);
     }
@@ -61,7 +69,7 @@
         (function (x) {
           out.push({ value: "unit:" + x, label: ax[X] + " " + xl[x] + " (rows: " + ax[R] + "s)", rows: nR,
             rowName: ax[R] + " (" + xl[x] + ")",
-            rowLabel: function (r) { return rl[r] + xl[x]; },
+            rowLabel: function (r) { return joinLabels(rl[r], xl[x]); },
             offset: function (r, c) { return r * sr + x * sx + c * sc; } });
         })(x);
       }
@@ -78,7 +86,7 @@
     var name = "", pos = null;
     data.axes.forEach(function (a, d) {
       var l = data.labels[a][index[d]];
-      if (d === data.pos_axis) pos = l; else name += l;
+      if (d === data.pos_axis) pos = l; else name = joinLabels(name, l);
     });
     return pos === null ? name : (name ? name + " @ " + pos : pos);
   }
@@ -168,6 +176,7 @@
       var cw = Math.max(6, Math.min(56, Math.floor(760 / nC)));
       var ch = nR <= 40 ? 24 : nR <= 150 ? 12 : nR <= 1500 ? 5 : 3;
       if (nR * ch > MAX_CANVAS) ch = Math.max(1, Math.floor(MAX_CANVAS / nR));
+      if (nC * cw > MAX_CANVAS) cw = Math.max(1, Math.floor(MAX_CANVAS / nC));
       state.cw = cw; state.ch = ch;
 
       // the cells: one pixel each, scaled up without smoothing

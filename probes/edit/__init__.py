@@ -22,7 +22,9 @@ contexts, states at the subject's last token), `optimise` (the vector an edit wr
 
 from probes.edit.contexts import DEFAULT_PREFIXES, contexts, mean_key, mean_state
 from probes.edit.edit import Edit
-from probes.edit.evaluate import CaseScores, EditCase, EditReport, evaluate_edit, evaluate_edits, mean_loss
+from probes.edit.evaluate import (
+    CaseScores, EditCase, EditComparison, EditReport, PromptChange, compare_edit, evaluate_edit, evaluate_edits, mean_loss,
+)
 from probes.edit.finetune import fine_tune
 from probes.edit.layers import choose_layer, traced_layers
 from probes.edit.memit import memit
@@ -33,5 +35,5 @@ from probes.edit.stats import cache_dir, default_corpus, hooks_attached, key_sec
 
 __all__ = ["Edit", "EditRequest", "as_request", "as_requests", "check_request", "check_layer", "rome", "memit",
            "fine_tune", "choose_layer", "traced_layers", "EditCase", "CaseScores", "EditReport", "evaluate_edit",
-           "evaluate_edits", "mean_loss", "key_second_moment", "cache_dir", "default_corpus", "hooks_attached",
+           "evaluate_edits", "mean_loss", "EditComparison", "PromptChange", "compare_edit", "key_second_moment", "cache_dir", "default_corpus", "hooks_attached",
            "DEFAULT_PREFIXES", "contexts", "mean_key", "mean_state", "TargetVector", "optimise_delta"]

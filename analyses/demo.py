@@ -6,7 +6,9 @@ Top-5 next words for three prompts, the anatomy and FFN probe of Michael Jordan 
 basketball (`interp probe`: AND keys at the subject, the heads that move it, the
 writers, the position-aware localisation, the chain figure), then the cross-check
 against HF and TransformerLens, and last one ROME edit (Michael Jordan -> soccer, checked
-on held-out paraphrases and neighbours) and its revert (`interp edit`).
+on held-out paraphrases and neighbours) and its revert (`interp edit`), and last the gallery
+of interactive views (`interp views`: one offline page and one screenshot per kind of view,
+under results/views/).
 """
 
 from __future__ import annotations
@@ -70,12 +72,24 @@ def demo(*, out: Optional[Union[str, Path]] = "results") -> AnalysisResult:
     print(report.table(by_family=True))
     print("\nRewriting the fact: ROME edit of Michael Jordan -> soccer, measured on held-out paraphrases and "
           "neighbours, then reverted (interp edit; results/edit/)\n")
-    from analyses.edit import main as edit_main
+    from analyses.anatomy import chain_view
+    from analyses.edit import _print_edit, edit_fact
+    from analyses.views import view_gallery
 
-    edit_out = str(Path(out or "results") / "edit")
-    edited = edit_main(["Michael Jordan plays the sport of", "soccer", "--quiet", "--out", edit_out])
-    return AnalysisResult("demo", {"predictions": predictions, "crosscheck": report.to_dict(), "edit_rc": edited},
-                          probe.files, {"probe": probe, "crosscheck": report}, passed=report.passed and edited == 0)
+    edit_out = Path(out or "results") / "edit"
+    edited = edit_fact(model, "Michael Jordan plays the sport of", "soccer", progress=False, out=edit_out)
+    _print_edit(edited)
+    print(f"Plot, page (edit.html) and JSON in {edit_out}/")
+    views_out = Path(out or "results") / "views"
+    print(f"\nThe interactive views (one offline HTML page each, and a screenshot): {views_out}/\n")
+    gallery = view_gallery(model, out=views_out, progress=False,
+                           given={"recall_chain": chain_view(probe.report["anatomy"], "basketball", cfg.n_layers),
+                                  "edit": edited.results["comparison"]})
+    return AnalysisResult("demo", {"predictions": predictions, "crosscheck": report.to_dict(), "edit_rc": edited.rc,
+                                   "views": gallery.report},
+                          probe.files + edited.files + gallery.files,
+                          {"probe": probe, "crosscheck": report, "edit": edited, "views": gallery},
+                          passed=report.passed and edited.passed)
 
 
 def run(args: argparse.Namespace) -> int:

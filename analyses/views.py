@@ -80,20 +80,46 @@ def _builders(model, progress: bool) -> dict[str, Callable[[], object]]:
         index = int(cache["blocks.0.mlp.hook_post"][0, 2].argmax())
         return neuron_dashboard(model, 0, index, corpus(limit=100), k=8, progress=progress)
 
+    def recall_chain():
+        from analyses.anatomy import chain_view
+        from analyses.probe import probe_fact
+
+        probe = probe_fact(model, target=ANSWER, progress=False, out=None)
+        return chain_view(probe.report["anatomy"], ANSWER, model.cfg.n_layers)
+
+    def edit():
+        from analyses.edit import edit_fact
+
+        return edit_fact(model, CLEAN, "soccer", progress=progress).results["comparison"]
+
+    def circuit():
+        from interp.circuits import attribute_edges, circuit_view, head_node_views, top_edges
+
+        scores = attribute_edges(model, CLEAN, CORRUPTED, metric, method="eap-ig", progress=progress)
+        return circuit_view(scores.graph, scores, top_edges(scores, 36),
+                            node_views=head_node_views(model, model.to_tokens(CLEAN)),
+                            title="Michael Jordan vs Michael Phelps: edge attribution (EAP-IG)")
+
     builders = {"patching": patching, "head_patching": head_patching, "causal_trace": causal_trace,
                 "direct_logit_attribution": dla_heads, "attention": attention, "logit_lens": logit_lens,
-                "feature_dashboard": feature_dashboard, "neuron_dashboard": neuron_dashboard}
+                "feature_dashboard": feature_dashboard, "neuron_dashboard": neuron_dashboard,
+                "recall_chain": recall_chain, "edit": edit, "circuit": circuit}
     return builders
 
 
 def view_gallery(model: ModelArg = "factworld", *, out: Union[str, Path] = "results/views", screenshots: bool = True,
-                 only: Optional[Sequence[str]] = None, progress: bool = True,
+                 only: Optional[Sequence[str]] = None, given: Optional[dict] = None, progress: bool = True,
                  dtype: Optional[str] = None) -> AnalysisResult:
     """Write OUT/NAME.html (and OUT/NAME.png with `screenshots`) for every view; `results` maps a
-    name to its View."""
+    name to its View. `given`: name -> a result or View already computed (the demo passes its
+    recall chain and edit), used instead of computing that view again."""
     model = as_model(model, dtype)
     outputs = Outputs(out)
     builders = _builders(model, progress)
+    for name, made in (given or {}).items():
+        if name not in builders:
+            raise ValueError(f"unknown view {name!r}; the gallery has {sorted(builders)}")
+        builders[name] = (lambda m: (lambda: m))(made)
     if only:
         unknown = sorted(set(only) - set(builders))
         if unknown:
@@ -124,7 +150,7 @@ def _screenshots(outputs: Outputs, report: dict) -> None:
             page = browser.open(row["html"])
             row["load_ms"] = 1000 * (time.perf_counter() - start)
             png = Path(row["html"]).with_suffix(".png")
-            page.screenshot(path=str(png), full_page=True)
+            page.locator(".interp-view").first.screenshot(path=str(png))
             problems = browser.problems(page)
             page.context.close()
             if problems:

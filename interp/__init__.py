@@ -62,6 +62,8 @@ _EXPORTS = {
     "faithfulness": "interp.circuits",
     "faithfulness_curve": "interp.circuits",
     "greedy_circuit": "interp.circuits",
+    "circuit_view": "interp.circuits",
+    "Circuit": "interp.circuits",
     # a first look at a prompt, and the cross-check
     "test_prompt": "interp.explore",
     "crosscheck_model": "interp.crosscheck",

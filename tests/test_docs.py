@@ -130,8 +130,16 @@ def test_api_pages_document_modules_that_exist():
     for page in sorted((DOCS / "api").glob("*.md")):
         for module in re.findall(r"^::: ([\w.]+)\s*$", page.read_text(), re.M):
             documented[module] = page.name
-            base = ROOT / Path(*module.split("."))
-            assert base.with_suffix(".py").is_file() or (base / "__init__.py").is_file(), module
+            parts = module.split(".")
+            for n in range(len(parts), 0, -1):  # the longest prefix that is a module; the rest names an object in it
+                base = ROOT / Path(*parts[:n])
+                source = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+                if source.is_file():
+                    break
+            else:
+                raise AssertionError(f"{page.name}: no module for {module}")
+            for name in parts[n:]:
+                assert re.search(rf"^(def|class) {name}\b", source.read_text(), re.M), (page.name, module)
     for module in ("interp.patching", "interp.views", "probes.ffn", "probes.edit", "probes.sae",
                    "interp.circuits", "models"):
         assert module in documented, module

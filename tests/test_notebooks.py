@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,10 +47,16 @@ BUILD = load_build()
 NAMES = list(BUILD.NOTEBOOKS)
 
 
-def checkout_state() -> str:
-    """git's view of the working tree (tracked changes and untracked files, ignored ones too)."""
-    return subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--", "."],
-                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
+def checkout_state() -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every file where a run could leave something by default: the analyses'
+    results/, the shipped model's folder, and docs/notebooks/ (bytecode caches left out)."""
+    state = {}
+    for folder in (ROOT / "results", ROOT / "models" / "factworld", NB_DIR):
+        for path in folder.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                st = path.stat()
+                state[str(path.relative_to(ROOT))] = (st.st_mtime_ns, st.st_size)
+    return state
 
 
 def kernel_spec_manager(folder: Path):

@@ -153,6 +153,10 @@ def test_dashboards(client, factworld_model):
     _, cache = model.run_with_cache(CLEAN, names_filter=["blocks.1.attn.hook_pattern"])
     assert torch.equal(torch.tensor(head["pattern"]), cache["blocks.1.attn.hook_pattern"][0, 2])
     assert head["views"][0]["kind"] == "attention"
+    from interp.attribution import direct_logit_attribution
+
+    dla = direct_logit_attribution(model, CLEAN, "basketball")
+    assert head["attribution"] == float(dla.heads[1, 2])
     neuron = client.post("/api/dashboard", json={"unit": "neuron", "layer": 1, "index": 7, "prompt": CLEAN},
                          headers=H("a")).json()
     assert neuron["views"][0] == neuron_dashboard(model, 1, 7, TEXTS, progress=False).to_view().payload()

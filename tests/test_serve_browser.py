@@ -120,7 +120,19 @@ def test_the_explorer_in_a_browser(browser, server, model):
                      progress=False)
     assert torch.equal(shown.to(expected.values.dtype), expected.values)
     assert page.get_attribute("#iv-job-result .interp-view", "data-kind") == "heatmap"
-    assert page.query_selector("#iv-job-result .interp-view[data-rendered]") is not None
+    # ... and the heatmap shows them: hover cells, read the cell's index and value from its status line
+    canvas = page.query_selector("#iv-job-result canvas.iv-heatmap-cells")
+    canvas.scroll_into_view_if_needed()
+    box, cw, ch = canvas.bounding_box(), float(canvas.get_attribute("data-cell-width")), \
+        float(canvas.get_attribute("data-cell-height"))
+    seen = set()
+    for r, c in [(0, 0), (5, 6), (7, 6), (int(canvas.get_attribute("data-rows")) - 1, 2)]:
+        page.mouse.move(box["x"] + (c + 0.5) * cw, box["y"] + (r + 0.5) * ch)
+        status = page.query_selector("#iv-job-result .iv-heatmap-status")
+        index = tuple(int(i) for i in status.get_attribute("data-index").split(","))
+        assert float(status.get_attribute("data-raw")) == float(expected.values[index].float())
+        seen.add(index)
+    assert len(seen) == 4
 
     # bad input: the library's message on the page, nothing changed
     short = "Michael Phelps plays sport of"

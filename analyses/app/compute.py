@@ -113,57 +113,24 @@ def predict(model, data: Any) -> dict:
 
 
 def attention(model, data: Any) -> dict:
-    """Every head's attention pattern on the prompt (the package's attention view when it exists)."""
-    from interp import names as hook_names
-    from interp.tokens import one_prompt, str_tokens
+    """Every head's attention pattern on the prompt (`interp.views.attention.attention_patterns`)."""
+    from interp.views.attention import attention_patterns
 
     p = Params(data, ["prompt"])
-    prompt = p.text("prompt")
-    tokens = one_prompt(model, prompt)
-    try:
-        from interp.views.attention import attention_patterns
-    except ImportError:
-        attention_patterns = None
-    if attention_patterns is not None:
-        view = attention_patterns(model, prompt)
-        return {"views": [view.payload() if hasattr(view, "payload") else own_view(view)]}
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    names = [hook_names.act_name("pattern", l) for l in range(n_layers)]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens[None], names_filter=names, return_type=None)
-    words = str_tokens(model, tokens)
-    rows, sites = [], []
-    for l in range(n_layers):
-        pattern = cache[names[l]][0]  # [head, q_pos, k_pos]
-        for h in range(n_heads):
-            rows.append([f"L{l}H{h}"] + pattern[h, -1].tolist())
-            sites.append({"unit": "head", "layer": l, "index": h})
-    cols = ["head"] + [f"{w} ({i})" for i, w in enumerate(words)]
-    return {"views": [table("attention from the last position (click a head for its pattern)", cols, rows)]}
+    return {"views": [attention_patterns(model, p.text("prompt")).payload()]}
 
 
 def logit_lens_view(model, data: Any) -> dict:
-    from interp.words import token_text
+    """`probes.logit_lens.logit_lens` at one position (default the last)."""
     from probes.logit_lens import logit_lens
 
     p = Params(data, ["prompt", "pos"])
-    result = logit_lens(model, p.text("prompt"), pos=p.integer("pos", -1))
-    view = own_view(result)
-    if view is not None:
-        return {"views": [view]}
-    labels, logits = result
-    probs = logits.double().softmax(-1)
-    rows = []
-    for label, row in zip(labels, probs):
-        top = row.topk(5)
-        words = [token_text(model, int(i)) for i in top.indices]
-        rows.append([label, words[0], float(top.values[0]), ", ".join(f"{w} {float(v):.3f}" for w, v in
-                                                                       zip(words[1:], top.values[1:]))])
-    return {"views": [table("logit lens", ["state", "top token", "probability", "next 4"], rows)]}
+    return {"views": [result_view(logit_lens(model, p.text("prompt"), pos=p.integer("pos", -1)))]}
 
 
 def dla(model, data: Any) -> dict:
-    """Direct logit attribution per head and per layer, to the top token or a given answer."""
+    """Direct logit attribution per head, neuron and layer, to the top token or a given answer
+    (minus an optional counterfactual)."""
     from interp.attribution import direct_logit_attribution
 
     p = Params(data, ["prompt", "answer", "counterfactual"])
@@ -172,32 +139,8 @@ def dla(model, data: Any) -> dict:
     if answer is None:
         answer = top_tokens(model, prompt, 1)["top"][0]["id"]
     result = direct_logit_attribution(model, prompt, answer, p.text("counterfactual", None))
-    heads = result.head_result()
-    n_layers, n_heads = result.heads.shape
-    order = result.heads.flatten().abs().argsort(descending=True).tolist()
-    rows, sites = [], []
-    for i in order:
-        l, h = divmod(int(i), n_heads)
-        rows.append([f"L{l}H{h}", float(result.heads[l, h])])
-        sites.append({"unit": "head", "layer": l, "index": h})
-    layer_rows = [[f"L{l}", float(result.attn[l]), float(result.mlp[l])] for l in range(n_layers)]
-    neuron_rows, neuron_sites = [], []
-    for l, n in _top_pairs(result.neurons, 15):
-        neuron_rows.append([f"L{l}N{n}", float(result.neurons[l, n])])
-        neuron_sites.append({"unit": "neuron", "layer": l, "index": n})
-    notes = [f"logit {result.metric_name[len('direct logit attribution to '):]}: {result.logit_diff:.4f} "
-             f"(sum of parts {result.total():.4f})"]
-    view = own_view(result)
-    views = [view] if view is not None else [
-        table(f"{result.title}: heads (click one for its dashboard)", ["head", "attribution"], rows, notes=notes),
-        table("per layer", ["layer", "attention", "MLP"], layer_rows),
-        table("top neurons (click one for its dashboard)", ["neuron", "attribution"], neuron_rows)]
-    return {"views": views, "answer": result.answer, "heads": result.heads.tolist(), "logit_diff": result.logit_diff}
-
-
-def _top_pairs(x: torch.Tensor, k: int) -> list[tuple[int, int]]:
-    flat = x.flatten().abs().argsort(descending=True)[:k]
-    return [(int(i) // x.shape[1], int(i) % x.shape[1]) for i in flat]
+    return {"views": [result_view(result)], "answer": result.answer, "heads": result.heads.tolist(),
+            "logit_diff": result.logit_diff}
 
 
 def dashboard(state, model, data: Any) -> dict:
@@ -220,26 +163,23 @@ def dashboard(state, model, data: Any) -> dict:
 
 
 def _head_dashboard(model, layer: int, head: int, prompt: str) -> dict:
+    """The head's attention pattern on the prompt, with its direct logit attribution to the top token."""
     from interp import names as hook_names
+    from interp.attribution import direct_logit_attribution
     from interp.tokens import one_prompt, str_tokens
+    from interp.views.attention import attention_heads
 
     tokens = one_prompt(model, prompt)
     name = hook_names.act_name("pattern", layer)
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens[None], names_filter=[name], return_type=None)
     pattern = cache[name][0, head]  # [q_pos, k_pos]
-    words = str_tokens(model, tokens)
-    try:
-        from interp.views.attention import attention_heads
-    except ImportError:
-        attention_heads = None
-    if attention_heads is not None:
-        view = attention_heads(pattern[None], words, [f"L{layer}H{head}"], title=f"head L{layer}H{head}")
-        return {"views": [view.payload()], "pattern": pattern.tolist()}
-    cols = ["query \\ key"] + [f"{w} ({i})" for i, w in enumerate(words)]
-    rows = [[f"{w} ({q})"] + pattern[q].tolist() for q, w in enumerate(words)]
-    return {"views": [table(f"head L{layer}H{head}: attention pattern", cols, rows)],
-            "pattern": pattern.tolist()}
+    top = top_tokens(model, prompt, 1)["top"][0]
+    attribution = float(direct_logit_attribution(model, prompt, top["id"]).heads[layer, head])
+    view = attention_heads(pattern[None], str_tokens(model, tokens), [f"L{layer}H{head}"],
+                           title=f"head L{layer}H{head}").payload()
+    view["notes"].append(f"direct logit attribution to the top token {top['token']!r}: {attribution:+.4f}")
+    return {"views": [view], "pattern": pattern.tolist(), "attribution": attribution}
 
 
 def _neuron_dashboard(state, model, layer: int, index: int, prompt: Optional[str]) -> dict:

@@ -1,6 +1,6 @@
 """A circuit as a figure: layers bottom to top (embed, then each layer's heads and MLP, then
 logits), nodes as boxes, each head's query / key / value inputs as ports at the bottom of its
-box, edges with width by |score| and colour by sign (red: supports the clean behaviour)."""
+box, edges with width by |score| and colour by sign (blue: supports the clean behaviour, red: against it, as in the interactive view)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def plot_circuit(graph: Graph, edges: Sequence[tuple[str, str, float]], path: Un
         x1 += PORTS.get(target.kind, 0.0)
         ax.annotate("", xy=(x1, y1 - 0.18), xytext=(x0, y0 + 0.18), zorder=1,
                     arrowprops={"arrowstyle": "-|>", "lw": 0.5 + 4.5 * abs(score) / biggest,
-                                "color": "#b2182b" if score > 0 else "#2166ac", "alpha": 0.8,
+                                "color": "#2166ac" if score > 0 else "#b2182b", "alpha": 0.8,
                                 "shrinkA": 0, "shrinkB": 0, "connectionstyle": "arc3,rad=0.08"})
         if target.kind in PORTS:
             ax.text(x1, y1 - 0.26, target.kind, ha="center", va="top", fontsize=6, color="#555", zorder=3)
@@ -66,7 +66,7 @@ def plot_circuit(graph: Graph, edges: Sequence[tuple[str, str, float]], path: Un
     ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     ax.axis("off")
-    ax.set_title(title or f"circuit: {len(edges)} edges (red: supports the clean answer, width: |score|)", fontsize=9)
+    ax.set_title(title or f"circuit: {len(edges)} edges (blue: supports the clean answer, width: |score|)", fontsize=9)
     return plot.save(fig, path)
 
 

@@ -77,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
     warning = network_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)
+    from analyses.app import LOOPBACK_HOSTS
+
     model = as_model(args.model, args.dtype)
-    app = create_app(model, name=str(args.model))
+    app = create_app(model, name=str(args.model), allowed_hosts=LOOPBACK_HOSTS if not warning else None)
     print(f"interp explorer ({args.model}) at {url(args.host, args.port)}  (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -95,6 +95,18 @@ def test_host_warning_and_url():
     assert url("127.0.0.1", 8765) == "http://127.0.0.1:8765/"
 
 
+def test_only_json_bodies_and_allowed_hosts(client, factworld_model):
+    """A page of another site can send neither a JSON body (the browser would ask first) nor a
+    request under another Host name (DNS rebinding) and get an answer."""
+    r = client.post("/api/predict", content=b'{"prompt": "Michael Jordan"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]
+    guarded = create_app(factworld_model, texts=TEXTS, transcoders=None, allowed_hosts=["127.0.0.1"])
+    with TestClient(guarded, base_url="http://127.0.0.1:8765") as ok:
+        assert ok.get("/api/info").status_code == 200
+    with TestClient(guarded, base_url="http://evil.example:8765") as evil:
+        assert evil.get("/api/info").status_code == 400
+
+
 def test_page_and_assets_are_served(client):
     from interp.views import assets
 

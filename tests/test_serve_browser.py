@@ -14,7 +14,7 @@ import pytest
 import torch
 import uvicorn
 
-from analyses.app import create_app
+from analyses.app import LOOPBACK_HOSTS, create_app
 from interp import metrics
 from interp.patching import sweep
 from probes.edit.stats import hooks_attached
@@ -38,7 +38,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(model):
-    app = create_app(model, texts=[CLEAN, CORRUPTED], transcoders=None)
+    app = create_app(model, texts=[CLEAN, CORRUPTED], transcoders=None, allowed_hosts=LOOPBACK_HOSTS)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)

@@ -16,13 +16,18 @@ from analyses.app.jobs import Jobs
 from analyses.app.state import AppState
 
 
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
 def create_app(model: Any, *, name: Optional[str] = None, texts: Optional[list[str]] = None,
-               transcoders: Any = "auto") -> Any:
+               transcoders: Any = "auto", allowed_hosts: Optional[list[str]] = None) -> Any:
     """The explorer for `model` (a `models.Transformer`, or a name `models.load` takes).
 
     texts: prompts the neuron and feature dashboards read (default: the fact world's prompts
     for the fact-world model, none else). transcoders: per-layer dictionaries for feature
-    dashboards, a folder or "factworld"; "auto": the shipped ones for the fact-world model."""
+    dashboards, a folder or "factworld"; "auto": the shipped ones for the fact-world model.
+    allowed_hosts: the Host names the app answers (others get 400: no DNS rebinding onto a
+    loopback server); None: any (`interp serve` passes LOOPBACK_HOSTS when bound to loopback)."""
     from starlette.applications import Starlette
 
     from analyses.app.routes import make_routes
@@ -46,10 +51,16 @@ def create_app(model: Any, *, name: Optional[str] = None, texts: Optional[list[s
             transcoders = None
     state = AppState(model, name=label, texts=texts, transcoders=transcoders)
     jobs = Jobs(state)
-    app = Starlette(routes=make_routes(state, jobs))
+    middleware = []
+    if allowed_hosts is not None:
+        from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    app = Starlette(routes=make_routes(state, jobs), middleware=middleware)
     app.state.interp = state
     app.state.jobs = jobs
     return app
 
 
-__all__ = ["create_app", "AppState", "Jobs"]
+__all__ = ["create_app", "AppState", "Jobs", "LOOPBACK_HOSTS"]

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,9 +54,13 @@ def bad_request(err: BaseException) -> JSON:
 
 
 async def body(request: Request) -> Any:
+    """The JSON body ({} when empty). Only Content-Type application/json is read: a page of another
+    site cannot send that without the browser asking first (CORS), which this app never allows."""
     raw = await request.body()
     if not raw:
         return {}
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise ValueError("send the request body as JSON, with Content-Type: application/json")
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:

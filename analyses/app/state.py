@@ -10,7 +10,6 @@ another tab sees, and between computations the model holds its original weights.
 from __future__ import annotations
 
 import threading
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
@@ -65,10 +64,6 @@ class AppState:
             if sid not in self._sessions:
                 self._sessions[sid] = Session(sid)
             return self._sessions[sid]
-
-    @staticmethod
-    def new_session_id() -> str:
-        return uuid.uuid4().hex
 
     @contextmanager
     def computing(self, sid: Optional[str]) -> Iterator[Transformer]:

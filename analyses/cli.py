@@ -22,6 +22,7 @@
     interp circuit [CLEAN CORRUPTED ANSWER COUNTERFACTUAL] [--method eap|eap-ig|exact] [--edges N] [--compare]
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
     interp serve [--model factworld|DIR] [--port N] [--host H]
+    interp views [--out results/views] [--only NAME ...] [--no-screenshots]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`, a thin wrapper over
 the module's Python function (e.g. `analyses.patch.patch_pair`, returning an
@@ -76,6 +77,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "edge attribution (EAP, EAP-IG, exact path patching) and the circuit of a prompt pair"),
     "translate": ("analyses.translate", "add_arguments", "run",
                   "train the 2017 encoder-decoder to reverse sequences and show its cross-attention"),
+    "views": ("analyses.views", "add_arguments", "run",
+              "one offline HTML page and one screenshot per kind of interactive view, on the shipped model"),
     "serve": ("analyses.serve", "add_arguments", "run",
               "the local explorer app in the web browser (binds 127.0.0.1; no authentication)"),
 }

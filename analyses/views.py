@@ -40,11 +40,11 @@ def _builders(model, progress: bool) -> dict[str, Callable[[], object]]:
 
     metric = metrics.logit_diff(model, ANSWER, COUNTERFACTUAL)
 
-    def patching():
-        return sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", progress=progress).normalized()
-
-    def head_patching():
+    def patching():  # the README's picture
         return sweep(model, CLEAN, CORRUPTED, metric, "head_z_by_pos", progress=progress).normalized()
+
+    def resid_patching():
+        return sweep(model, CLEAN, CORRUPTED, metric, "resid_pre", progress=progress).normalized()
 
     def causal_trace():
         return trace(model, CLEAN, "Michael Jordan", ANSWER, kind="mlp", progress=progress)
@@ -100,7 +100,7 @@ def _builders(model, progress: bool) -> dict[str, Callable[[], object]]:
                             node_views=head_node_views(model, model.to_tokens(CLEAN)),
                             title="Michael Jordan vs Michael Phelps: edge attribution (EAP-IG)")
 
-    builders = {"patching": patching, "head_patching": head_patching, "causal_trace": causal_trace,
+    builders = {"patching": patching, "resid_patching": resid_patching, "causal_trace": causal_trace,
                 "direct_logit_attribution": dla_heads, "attention": attention, "logit_lens": logit_lens,
                 "feature_dashboard": feature_dashboard, "neuron_dashboard": neuron_dashboard,
                 "recall_chain": recall_chain, "edit": edit, "circuit": circuit}

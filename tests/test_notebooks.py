@@ -168,14 +168,35 @@ def test_notebook_runs_without_errors(executed, name):
     assert all(c.execution_count is not None for c in code_cells(nb))
 
 
+def view_outputs(nb) -> list[tuple[str, str]]:
+    """(cell id, html) of every output that is an interp view."""
+    return [(c.id, o.data["text/html"]) for c in code_cells(nb) for o in c.outputs
+            if o.output_type in ("execute_result", "display_data") and 'class="interp-view"' in o.get("data", {}).get("text/html", "")]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_shows_an_interactive_view(executed, name):
-    nb, _ = executed[name]
-    views = [c.id for c in code_cells(nb) for o in c.outputs
-             if o.output_type in ("execute_result", "display_data") and 'class="interp-view"' in o.get("data", {}).get("text/html", "")]
+    views = view_outputs(executed[name][0])
     assert views, f"{name} shows no interp view"
-    assert all('InterpViews.mount' in o.data["text/html"] for c in code_cells(nb) for o in c.outputs
-               if o.output_type in ("execute_result", "display_data") and 'class="interp-view"' in o.get("data", {}).get("text/html", ""))
+    assert all("InterpViews.mount" in html for _, html in views)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_views_render_together_in_a_browser(executed, name, browser, tmp_path):
+    """Every view of the notebook, one after the other on one page as in Jupyter's output area,
+    renders without an error or a network request."""
+    views = view_outputs(executed[name][0])
+    body = "\n".join(f'<div class="output" data-cell="{cell}">{html}</div>' for cell, html in views)
+    page_path = tmp_path / f"{name}.html"
+    page_path.write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{body}</body></html>')
+    page = browser.open(page_path)
+    try:
+        page.wait_for_function(
+            "n => document.querySelectorAll('.interp-view[data-rendered]').length >= n", arg=len(views), timeout=30_000)
+        assert page.locator(".interp-view").count() >= len(views)
+        assert browser.problems(page) == []
+    finally:
+        page.context.close()
 
 
 # ============================================================ the numbers they print

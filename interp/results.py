@@ -17,31 +17,19 @@ into their JSON (`_extra_dict`).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-from interp.views.page import View, Viewable
-
-
-def _json_safe(x: Any) -> Any:
-    """NaN -> None (JSON has no NaN), recursively through lists, tuples and dicts."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    return x
+from interp.views.page import View, Viewable, json_ready
 
 
 def write_json(path: Union[str, Path], data: Any) -> Path:
-    """Write `data` as indented JSON (NaN as null), creating parent directories."""
+    """Write `data` as indented JSON (NaN and inf as null, tensors as lists), creating parent directories."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_safe(data), indent=1))
+    path.write_text(json.dumps(json_ready(data, arrays="lists"), indent=1))
     return path
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from analyses.app.views import labelled_json, own_view, plain, result_view, table
+from analyses.app.views import labelled_json, plain, result_view, table
 
 MISSING = object()
 
@@ -188,8 +188,7 @@ def _neuron_dashboard(state, model, layer: int, index: int, prompt: Optional[str
 
     texts = ([prompt] if prompt else []) + [t for t in state.texts if t != prompt]
     dash = neuron_dashboard(model, layer, index, texts, progress=False)
-    return {"views": [own_view(dash) or table(f"neuron {dash.label}", ["activation", "context"],
-                                              [[c.activation, c.marked()] for c in dash.top_examples])]}
+    return {"views": [result_view(dash)]}
 
 
 def _feature_dashboard(state, model, layer: int, index: int) -> dict:
@@ -202,8 +201,7 @@ def _feature_dashboard(state, model, layer: int, index: int) -> dict:
                          "fact-world model (its shipped transcoders) or give create_app(transcoders=DIR)")
     layer = resolve_layer(layer, len(state.transcoders), "transcoder layer")
     dash = feature_dashboard(model, state.transcoders[layer], index, state.texts, k=10, progress=False)
-    return {"views": [own_view(dash) or table(f"feature {dash.label}", ["activation", "context"],
-                                              [[c.activation, c.marked()] for c in dash.top_examples])]}
+    return {"views": [result_view(dash)]}
 
 
 # ============================================================ jobs: params -> work(model)
@@ -267,8 +265,8 @@ def localise_job(data: Any) -> Work:
             v = loc.validation
             notes.append(f"margin {v.margin_before:+.3f} -> {v.margin_after:+.3f}; random draws that also flip it: "
                          f"{v.random_flips} of {len(v.random_margins)}")
-        view = own_view(loc) or table(f"localisation of {target!r} (click a neuron for its dashboard)",
-                                      ["site", "layer", "neuron", "position", "role"], rows, notes=notes)
+        view = table(f"localisation of {target!r} (click a neuron for its dashboard)",
+                     ["site", "layer", "neuron", "position", "role"], rows, notes=notes)
         return {"views": [view], "k": loc.k, "sites": [s.label for s in loc.sites],
                 "localisation": plain(loc.to_dict())}
 
@@ -297,7 +295,7 @@ def edit_job(data: Any) -> Work:
         before = top_tokens(model, prompt, 5)
         with edit.applied(model):
             after = top_tokens(model, prompt, 5)
-        view = own_view(comparison_) or comparison([prompt], [before], [after], f"ROME at layer {edit.info['layer']}")
+        view = result_view(comparison_)
         return edit, {"views": [view], "layer": edit.info["layer"], "before": before["top"], "after": after["top"]}
 
     return work

@@ -60,18 +60,22 @@ def encode_array(values: Union[torch.Tensor, np.ndarray, Sequence[float]]) -> di
     return {"dtype": "f32", "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
 
 
-def _json_ready(x: Any) -> Any:
-    """Tensors -> encoded arrays, NaN / inf -> None, tuples -> lists, recursively."""
+def json_ready(x: Any, *, arrays: str = "encoded") -> Any:
+    """Plain JSON, recursively: NaN / inf -> None, tuples -> lists, numpy scalars -> numbers, and
+    tensors / arrays -> `encode_array` (arrays="encoded", what views carry) or exact nested
+    lists (arrays="lists", for numbers a reader compares)."""
     if isinstance(x, (torch.Tensor, np.ndarray)):
-        return encode_array(x)
+        if arrays == "encoded":
+            return encode_array(x)
+        return json_ready(x.tolist(), arrays=arrays)
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, (np.floating, np.integer)):
-        return _json_ready(x.item())
+        return json_ready(x.item(), arrays=arrays)
     if isinstance(x, dict):
-        return {str(k): _json_ready(v) for k, v in x.items()}
+        return {str(k): json_ready(v, arrays=arrays) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
+        return [json_ready(v, arrays=arrays) for v in x]
     return x
 
 
@@ -97,7 +101,7 @@ class View:
 
     def payload(self) -> dict[str, Any]:
         """{"kind", "title", "notes", "data"} as plain JSON (what the explorer app sends, too)."""
-        return {"kind": self.kind, "title": self.title, "notes": list(self.notes), "data": _json_ready(self.data)}
+        return {"kind": self.kind, "title": self.title, "notes": list(self.notes), "data": json_ready(self.data)}
 
     def fragment(self) -> str:
         """A <div> with its data, style and scripts: works inline in a notebook, and repeated on
@@ -179,4 +183,4 @@ class Viewable:
         return self.to_view().fragment()
 
 
-__all__ = ["View", "Viewable", "assets", "encode_array", "kinds", "show", "static_scripts"]
+__all__ = ["View", "Viewable", "assets", "encode_array", "json_ready", "kinds", "show", "static_scripts"]

@@ -13,7 +13,7 @@
 (function () {
   "use strict";
   var IV = window.InterpViews;
-  var BLUE = "rgb(33,102,172)", RED = "rgb(178,24,43)";
+  var BLUE = IV.color(1, 1), RED = IV.color(-1, 1);  // the ends of the shared diverging scale
   var SX = 120, SY = 60, BW = 76, BH = 24, PAD = 46, MAX_W = 860, MAX_H = 720;
 
   IV.register("graph", function (root, data) {

@@ -17,7 +17,15 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from tqdm.auto import tqdm
+import importlib.util
+
+from tqdm.auto import tqdm as _auto_tqdm
+from tqdm.std import tqdm
+
+# In Jupyter, tqdm.auto draws a widget bar, which needs ipywidgets (without it tqdm warns on
+# every bar). Text bars are used instead where ipywidgets is missing, and always for a bar that
+# draws nothing.
+_WIDGETS = importlib.util.find_spec("ipywidgets") is not None
 
 
 def progress_disabled(progress: bool = True) -> bool:
@@ -80,10 +88,12 @@ def progress_bar(iterable: Optional[Iterable] = None, progress: bool = True, **k
     `watching(...)` it also reports each step to the watcher."""
     if "disable" in kwargs:
         raise TypeError("progress_bar takes progress=..., not disable=...")
+    disabled = progress_disabled(progress)
     watcher = getattr(_local, "watcher", None)
     if watcher is not None:
-        return _WatchedBar(iterable, disable=progress_disabled(progress), watcher=watcher, **kwargs)
-    return tqdm(iterable, disable=progress_disabled(progress), **kwargs)
+        return _WatchedBar(iterable, disable=disabled, watcher=watcher, **kwargs)
+    bar = tqdm if (disabled or not _WIDGETS) else _auto_tqdm
+    return bar(iterable, disable=disabled, **kwargs)
 
 
 __all__ = ["Cancelled", "progress_bar", "progress_disabled", "watching"]

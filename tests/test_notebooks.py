@@ -107,7 +107,9 @@ def executed(tmp_path_factory):
     results = asyncio.run(_execute_all(tmp_path_factory.mktemp("notebooks")))
     total = time.perf_counter() - start
     print("notebook run times: " + ", ".join(f"{n} {s:.1f} s" for n, (_, s) in results.items()) + f"; all {total:.1f} s")
-    assert checkout_state() == before, "running the notebooks wrote into the checkout"
+    after = checkout_state()
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert changed == [], f"running the notebooks wrote into the checkout: {changed}"
     return results
 
 

@@ -623,13 +623,15 @@ PATCHING = [
 # ====================================================================================== 4
 EDITING = [
     md("""
-        # Editing facts: ROME and MEMIT
+        # Editing facts: ROME, FT-L and MEMIT
 
         If an MLP is a key-value memory, the strongest evidence of where a fact lives is to
         change it there. **ROME** (Meng et al. 2022) makes a rank-one update to one layer's
         `W_out`, so that the subject's key maps to a new value; **MEMIT** (Meng et al. 2023)
-        edits many facts at once. An `Edit` holds the weight deltas: `edit.applied(model)`
-        applies it for the body of a `with` and restores the weights bit for bit on exit.
+        edits many facts at once; **FT-L**, fine-tuning one layer under a bound on each weight's
+        change, is the baseline they are compared with. An `Edit` holds the weight deltas:
+        `edit.applied(model)` applies it for the body of a `with` and restores the weights bit
+        for bit on exit.
 
         We then *evaluate* an edit the way CounterFact does: does the new answer hold on the
         prompt (efficacy), on paraphrases never seen in training, and does it leave the
@@ -740,6 +742,27 @@ EDITING = [
         edit.revert(model)
         print("reverted:", answer(prompt))
         print("weights bit-identical:", all(torch.equal(p, original[name]) for name, p in model.named_parameters()))
+    """),
+    md("""
+        ## The baseline: constrained fine-tuning (FT-L)
+
+        ROME's own baseline fine-tunes one layer's `W_out` on the new fact, with every weight's
+        change clamped to ±`max_change` (an L∞ bound, 5e-3 by default). The change is held
+        apart from the model's parameters and added through hooks while applied.
+    """),
+    code("""
+        from probes.edit import fine_tune
+
+        ft = fine_tune(model, [(prompt, "Michael Jordan", "soccer")])
+        ft_scores = evaluate_edit(model, case, ft)
+        print(f"FT-L: efficacy top-1 {ft_scores.efficacy_top1:.2f}, P(soccer) {ft_scores.p_new_target:.3f}, "
+              f"neighbourhood top-1 {ft_scores.neighbourhood_top1:.2f}")
+    """),
+    md("""
+        Under that bound FT-L is specific (the neighbours keep their answers) but too weak to
+        move this fact. Over 200 random fact-world edits it reaches 68.5% efficacy, against
+        ROME's 94.5% (README, "Editing facts"): a rank-one change aimed at the subject's key
+        does what a small change spread over the whole layer cannot.
     """),
     md("""
         ## Many facts at once with MEMIT

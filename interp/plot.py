@@ -16,7 +16,6 @@ symmetric limits, so that the colour of "no effect" is always white.
 from __future__ import annotations
 
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -28,13 +27,14 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from interp.labels import AXIS_TAGS, display_token, position_labels, tagged
+
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 
 MAX_TICKS = 40            # more labels than this on one axis are thinned out
 MAX_HEATMAP_AXIS = 400    # longer axes are shown as a top-k bar chart instead
 POSITIVE_COLOR = "#2166ac"  # the blue end of RdBu (high values)
 NEGATIVE_COLOR = "#b2182b"  # the red end of RdBu (low values)
-_AXIS_TAGS = {"layer": "L", "head": "H", "neuron": "N"}
 _IMAGE_SUFFIXES = {"png", "svg", "pdf", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp"}
 
 
@@ -64,34 +64,6 @@ def _check_labels(labels: Optional[Sequence[Any]], n: int, what: str) -> list[st
     if len(labels) != n:
         raise ValueError(f"{what}: expected {n} labels (the data's length along that axis), got {len(labels)}")
     return labels
-
-
-def _display_token(tok: str) -> str:
-    """A token printable on one line: newlines and tabs escaped."""
-    return tok.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-
-
-def _position_labels(tokens: Sequence[str]) -> list[str]:
-    """Column labels "tok (i)" so that repeated tokens stay distinguishable. Labels that
-    already end in a position, like "Jordan (2)" from a result's labels, are kept."""
-    out = []
-    for i, tok in enumerate(tokens):
-        tok = _display_token(str(tok))
-        if re.search(r" \(\d+\)$", tok):
-            out.append(tok)
-        else:
-            out.append(str(i) if tok == str(i) else f"{tok} ({i})")
-    return out
-
-
-def _tagged(axis: str, label: str) -> str:
-    """`label` of a known axis with its letter: layer "3" -> "L3"; "L3" or "embed" stay as they are."""
-    tag = _AXIS_TAGS.get(axis)
-    if tag is not None and label.lstrip("-").isdigit():
-        return f"{tag}{label}"
-    if tag is None and label.lstrip("-").isdigit():
-        return f"{axis}={label}"
-    return label
 
 
 # --------------------------------------------------------------------------- layout helpers
@@ -198,8 +170,8 @@ def layer_head_heatmap(values: ArrayLike, *, title: str = "", colorbar_label: st
     layers) replace the default indices; digit labels get their "L"/"H" prefix.
     """
     arr = _as_2d(values)
-    rows = [_tagged("layer", s) for s in _check_labels(layer_labels, arr.shape[0], "layer labels")]
-    cols = [_tagged("head", s) for s in _check_labels(head_labels, arr.shape[1], "head labels")]
+    rows = [tagged("layer", s) for s in _check_labels(layer_labels, arr.shape[0], "layer labels")]
+    cols = [tagged("head", s) for s in _check_labels(head_labels, arr.shape[1], "head labels")]
     return heatmap(arr, row_labels=rows, col_labels=cols, title=title, xlabel="head", ylabel="layer",
                    colorbar_label=colorbar_label, center=center, cmap=cmap, ax=ax)
 
@@ -210,8 +182,8 @@ def layer_pos_heatmap(values: ArrayLike, *, tokens: Sequence[str], title: str = 
     """Heatmap of `values` [n_layers, n_pos]; columns labelled "tok (i)", rotated."""
     arr = _as_2d(values)
     tokens = _check_labels(tokens, arr.shape[1], "tokens")
-    rows = [_tagged("layer", s) for s in _check_labels(layer_labels, arr.shape[0], "layer labels")]
-    return heatmap(arr, row_labels=rows, col_labels=_position_labels(tokens), title=title, xlabel="position",
+    rows = [tagged("layer", s) for s in _check_labels(layer_labels, arr.shape[0], "layer labels")]
+    return heatmap(arr, row_labels=rows, col_labels=position_labels(tokens), title=title, xlabel="position",
                    ylabel="layer", colorbar_label=colorbar_label, center=center, cmap=cmap, ax=ax,
                    rotate_col_labels=True)
 
@@ -293,7 +265,7 @@ def attention_patterns(patterns: Union[ArrayLike, Sequence[ArrayLike]], *, token
         raise ValueError("no attention patterns to plot")
     titles = _check_labels(titles, len(panels), "titles") if titles is not None else \
         [f"head {i}" for i in range(len(panels))]
-    tokens = [_display_token(str(t)) for t in tokens]
+    tokens = [display_token(str(t)) for t in tokens]
     for p in panels:
         _check_labels(tokens, p.shape[1], "tokens (one per key position)")
         if p.shape[0] > p.shape[1]:
@@ -305,7 +277,7 @@ def attention_patterns(patterns: Union[ArrayLike, Sequence[ArrayLike]], *, token
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(len(panels))]
     for ax, pattern, title in zip(axes, panels, titles):
         image = ax.imshow(pattern, cmap=cmap, vmin=0.0, vmax=1.0, aspect="equal", interpolation="nearest")
-        labels = _position_labels(tokens)
+        labels = position_labels(tokens)
         _label_axis_ticks(ax, labels[len(labels) - pattern.shape[0]:], labels, rotate_cols=True)
         ax.set_title(title)
         ax.set_xlabel("key")
@@ -329,8 +301,8 @@ def _result_labels(result: Any, axes: tuple[str, ...], shape: tuple[int, ...],
 def _display_labels(axis: str, labels: Sequence[str]) -> list[str]:
     """Tick labels for one axis of a result: "tok (i)" for "pos", "L3"/"H2"/"N7" for numbered axes."""
     if axis == "pos":
-        return _position_labels(labels)
-    return [_tagged(axis, label) if axis in _AXIS_TAGS else label for label in labels]
+        return position_labels(labels)
+    return [tagged(axis, label) if axis in AXIS_TAGS else label for label in labels]
 
 
 def _flat_label(axes: tuple[str, ...], labels: Mapping[str, Sequence[str]], index: tuple[int, ...]) -> str:
@@ -339,11 +311,11 @@ def _flat_label(axes: tuple[str, ...], labels: Mapping[str, Sequence[str]], inde
     for axis, i in zip(axes, index):
         label = labels[axis][i]
         if axis == "pos":
-            pos = f"@{i}" if label == str(i) else f"@{i} '{_display_token(label)}'"
-        elif not name or axis in _AXIS_TAGS:
-            name += _tagged(axis, label)
+            pos = f"@{i}" if label == str(i) else f"@{i} '{display_token(label)}'"
+        elif not name or axis in AXIS_TAGS:
+            name += tagged(axis, label)
         else:
-            name += f" {_tagged(axis, label)}"
+            name += f" {tagged(axis, label)}"
     return name + pos
 
 
@@ -399,10 +371,10 @@ def _layer_head_by_pos(arr: np.ndarray, labels: Mapping[str, Sequence[str]], *, 
                        metric: str) -> Figure:
     """[n_layers, n_pos, n_heads] -> heatmap with rows L0H0, L0H1, ..., columns positions."""
     n_layers, n_pos, n_heads = arr.shape
-    rows = [_tagged("layer", labels["layer"][l]) + _tagged("head", labels["head"][h])
+    rows = [tagged("layer", labels["layer"][l]) + tagged("head", labels["head"][h])
             for l in range(n_layers) for h in range(n_heads)]
     grid = arr.transpose(0, 2, 1).reshape(n_layers * n_heads, n_pos)
-    return heatmap(grid, row_labels=rows, col_labels=_position_labels(labels["pos"]), title=title,
+    return heatmap(grid, row_labels=rows, col_labels=position_labels(labels["pos"]), title=title,
                    xlabel="position", ylabel="layer, head", colorbar_label=metric, rotate_col_labels=True)
 
 

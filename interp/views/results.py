@@ -25,37 +25,19 @@ the cell recovers; for the others effect / max |effect|. The view says which.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Optional, Sequence
 
 import torch
 
+from interp.labels import position_labels, tagged
 from interp.views.page import View
 
-AXIS_TAGS = {"layer": "L", "head": "H", "neuron": "N", "feature": "F"}
 UNIT_AXES = ("neuron", "feature")  # 2-D results over these are shown as bars
 DEFAULT_K = 20
 GAP_EPS = 1e-12
 
 
 # --------------------------------------------------------------------------- labels
-
-def _tagged(axis: str, label: str) -> str:
-    """A numbered axis' label with its letter: layer "3" -> "L3" (labels like "L3" stay)."""
-    tag = AXIS_TAGS.get(axis)
-    if label.lstrip("-").isdigit():
-        return f"{tag}{label}" if tag else f"{axis}={label}"
-    return label
-
-
-def _position_labels(tokens: Sequence[Any]) -> list[str]:
-    """"tok (i)" per position (newlines escaped); labels already ending in " (i)" are kept."""
-    out = []
-    for i, tok in enumerate(tokens):
-        tok = str(tok).replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-        out.append(tok if re.search(r" \(\d+\)$", tok) else f"{tok} ({i})")
-    return out
-
 
 def display_labels(result: Any, tokens: Optional[Sequence[str]] = None) -> dict[str, list[str]]:
     """Per-axis display labels of `result` (indices where it has none), checked against its
@@ -70,7 +52,7 @@ def display_labels(result: Any, tokens: Optional[Sequence[str]] = None) -> dict[
             labels = [str(i) for i in range(n)]
         if len(labels) != n:
             raise ValueError(f"{what}: expected {n} labels (the result's length along {axis!r}), got {len(labels)}")
-        out[axis] = _position_labels(labels) if axis == "pos" else [_tagged(axis, str(s)) for s in labels]
+        out[axis] = position_labels(labels) if axis == "pos" else [tagged(axis, str(s)) for s in labels]
     return out
 
 
@@ -82,7 +64,7 @@ def _position_suffix(result: Any, axes: Sequence[str]) -> str:
     if not -len(tokens) <= pos < len(tokens):
         return ""
     pos = pos % len(tokens)
-    return f" @ {_position_labels(tokens)[pos]}"
+    return f" @ {position_labels(tokens)[pos]}"
 
 
 # --------------------------------------------------------------------------- numbers

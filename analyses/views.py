@@ -109,10 +109,11 @@ def _builders(model, progress: bool) -> dict[str, Callable[[], object]]:
 
 def view_gallery(model: ModelArg = "factworld", *, out: Union[str, Path] = "results/views", screenshots: bool = True,
                  only: Optional[Sequence[str]] = None, given: Optional[dict] = None, progress: bool = True,
-                 dtype: Optional[str] = None) -> AnalysisResult:
+                 browser=None, dtype: Optional[str] = None) -> AnalysisResult:
     """Write OUT/NAME.html (and OUT/NAME.png with `screenshots`) for every view; `results` maps a
     name to its View. `given`: name -> a result or View already computed (the demo passes its
-    recall chain and edit), used instead of computing that view again."""
+    recall chain and edit), used instead of computing that view again. `browser`: an open
+    `interp.views.browser.Browser` to take the screenshots with (default: one of its own)."""
     model = as_model(model, dtype)
     outputs = Outputs(out)
     builders = _builders(model, progress)
@@ -133,7 +134,7 @@ def view_gallery(model: ModelArg = "factworld", *, out: Union[str, Path] = "resu
         path = outputs.view(name, view)
         report[name] = {"kind": view.kind, "title": view.title, "html": str(path), "html_bytes": path.stat().st_size}
     if screenshots:
-        _screenshots(outputs, report)
+        _screenshots(outputs, report, browser)
     outputs.json("views.json", report)
     for name, row in report.items():
         shot = f", drawn in {row['load_ms']:.0f} ms" if "load_ms" in row else ""
@@ -141,10 +142,12 @@ def view_gallery(model: ModelArg = "factworld", *, out: Union[str, Path] = "resu
     return AnalysisResult("views", report, outputs.files, views)
 
 
-def _screenshots(outputs: Outputs, report: dict) -> None:
+def _screenshots(outputs: Outputs, report: dict, browser=None) -> None:
+    from contextlib import nullcontext
+
     from interp.views.browser import Browser
 
-    with Browser() as browser:
+    with (nullcontext(browser) if browser is not None else Browser()) as browser:
         for name, row in report.items():
             start = time.perf_counter()
             page = browser.open(row["html"])

@@ -11,6 +11,7 @@ independently (plain forward passes, hand-written hooks and weight edits).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import importlib.util
 import json
@@ -104,7 +105,11 @@ def executed(tmp_path_factory):
     """{name: (executed notebook, seconds)}: every notebook run once, PARALLEL kernels at a time."""
     before = checkout_state()
     start = time.perf_counter()
-    results = asyncio.run(_execute_all(tmp_path_factory.mktemp("notebooks")))
+    # In a thread of its own: Playwright's sync API (the `browser` fixture) keeps an event loop
+    # running in the main thread once it has started, and asyncio.run refuses to nest.
+    folder = tmp_path_factory.mktemp("notebooks")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        results = pool.submit(asyncio.run, _execute_all(folder)).result()
     total = time.perf_counter() - start
     print("notebook run times: " + ", ".join(f"{n} {s:.1f} s" for n, (_, s) in results.items()) + f"; all {total:.1f} s")
     after = checkout_state()

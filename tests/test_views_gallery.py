@@ -15,9 +15,10 @@ def _png_size(path):
     return struct.unpack(">II", data[16:24])
 
 
-def test_gallery_pages_and_screenshots(tmp_path):
+def test_gallery_pages_and_screenshots(tmp_path, browser):
     out = tmp_path / "views"
-    result = view_gallery("factworld", out=out, only=["resid_patching", "logit_lens"], progress=False)
+    result = view_gallery("factworld", out=out, only=["resid_patching", "logit_lens"], progress=False,
+                          browser=browser)
     assert set(result.report) == {"resid_patching", "logit_lens"}
     for name in result.report:
         html = (out / f"{name}.html").read_text()

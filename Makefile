@@ -35,7 +35,7 @@ demo: $(STAMP) browser
 
 docs: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,docs]"
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"

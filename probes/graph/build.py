@@ -1,0 +1,384 @@
+"""Build the attribution graph of one prompt over transcoders (circuit-tracer's method).
+
+    tcs = load_transcoders("factworld")
+    graph = attribution_graph(model, "Michael Jordan plays the sport of", tcs)
+    graph.adjacency[graph.target_node(0)]           # direct effects on the top logit
+    target = logit_difference_target(model, "basketball", "football", prompt=...)
+    graph = attribution_graph(model, prompt, tcs, targets=[target])
+
+How (see probes.graph.replacement for the frozen local replacement model):
+  1. One forward pass of `batch_size` copies of the prompt through the replacement model gives
+     the feature activations (active = nonzero), pre-activations, errors (MLP output minus the
+     transcoder's output), token embeddings, and the differentiable graph of the frozen model.
+  2. Targets: the logit targets (below) and the active features, one row of the adjacency each.
+     A backward pass handles `batch_size` rows at once, row b's direction injected in copy b: a
+     logit target's vector at the final residual stream after ln_final (last position), a feature
+     (l, p, f)'s encoder column W_enc[:, f] at transcoder l's input at position p (so it flows
+     back through the frozen ln2 into the residual stream).
+  3. From the gradients g_l at each MLP output and g_emb at the token embeddings:
+        A[t, feature (l, p, f)] = a * (W_dec[f] . g_l[p])
+        A[t, error (l, p)]      = e[l, p] . g_l[p]
+        A[t, token p]           = embed[p] . g_emb[p]    (W_E[token], times any embedding scale)
+     Positions before `zero_positions` (BOS) have no feature nodes and zero error vectors: what
+     their MLPs write is part of the constants, as are biases and position embeddings.
+`values` are each feature's pre-activation (b_enc included) and each target's value (its vector
+applied to ln_final's output at the last position), NaN for errors and tokens; so
+`graph.constants` (values minus row sums) is the part no node explains.
+
+Logit targets (`targets=`):
+  * None: circuit-tracer's choice: the most probable next tokens until their cumulative
+    probability reaches `desired_logit_prob`, at most `max_n_logits`; probabilities are the
+    model's, not renormalised. Each vector is W_U[:, v] - W_U.mean(1) (the demeaned logit:
+    logit_v - mean(logits), b_U excluded).
+  * a list of words (read with interp.words.answer_token: a word gets its leading space) or token
+    ids (same vector, prob = the model's probability), and/or `Target` objects (their vector used
+    as given; see `logit_difference_target`).
+
+`max_feature_nodes`: if set and below the number of active features, only that many features
+get rows, chosen greedily as circuit-tracer does: the target rows first, then repeatedly the
+unvisited features of highest influence on the targets through the rows computed so far
+(weights: the targets' probabilities, or 1 each if they are all 0), `batch_size` at a time. Only
+the chosen features are nodes; the other active features' columns are dropped, so their direct
+effects are neither edges nor errors: they move into `constants`.
+
+The adjacency is in the model's dtype (float64 for a double model: exact to rounding), on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional, Sequence, Union
+
+import torch
+from einops import einsum
+
+from interp.progress import progress_bar
+from interp.words import answer_token
+from models import Transformer
+from probes.graph.graph import AttributionGraph, Target
+from probes.graph.replacement import ReplacementRun, check_transcoders, frozen_parameters, replacement_forward
+from probes.sae.dictionary import SparseDictionary
+
+TargetSpec = Union[str, int, Target]
+
+
+# ============================================================ targets
+def _token_label(model: Transformer, token: int) -> str:
+    return model.tokenizer.token_str(token) if model.tokenizer is not None else str(token)
+
+
+def demeaned_unembedding(model: Transformer, token: int) -> torch.Tensor:
+    """[d_model] W_U[:, token] - W_U.mean(1): the direction whose product with ln_final's output is
+    logit_token - mean(logits) (b_U excluded)."""
+    W_U = model.W_U.detach()
+    return W_U[:, token]
+
+
+def logit_difference_target(model: Transformer, answer: Union[str, int], counterfactual: Union[str, int], *,
+                            prompt: Optional[Union[str, torch.Tensor]] = None) -> Target:
+    """A custom target: logit(answer) - logit(counterfactual), i.e. vector W_U[:, a] - W_U[:, b]
+    applied to ln_final's output at the last position (the difference of the b_U entries is a
+    constant left out). Its `prob` (its weight in influence and pruning) is 0, unless `prompt`
+    is given: then the model's probability of the answer after the prompt."""
+    a, b = answer_token(model, answer), answer_token(model, counterfactual)
+    if a == b:
+        raise ValueError(f"answer {answer!r} and counterfactual {counterfactual!r} are the same token ({a})")
+    prob = 0.0
+    if prompt is not None:
+        with torch.no_grad():
+            logits = model(_prompt_tokens(model, prompt)[None])[0, -1]
+        prob = float(logits.double().softmax(-1)[a])
+    W_U = model.W_U.detach()
+    return Target(label=f"{_token_label(model, a)} - {_token_label(model, b)}", token=None, prob=prob,
+                  vector=(W_U[:, a] - W_U[:, b]).clone())
+
+
+def _explicit_targets(model: Transformer, targets) -> list[Union[int, Target]]:
+    """Token ids and Target objects, checked (before any forward pass)."""
+    if isinstance(targets, (str, int, Target)) or (isinstance(targets, torch.Tensor) and targets.dim() == 0):
+        targets = [targets]
+    if isinstance(targets, torch.Tensor):
+        targets = targets.tolist()
+    if not isinstance(targets, (list, tuple)) or len(targets) == 0:
+        raise ValueError("targets must be None (automatic), or a non-empty list of words, token ids and Target "
+                         f"objects; got {targets!r}")
+    out: list[Union[int, Target]] = []
+    d = model.cfg.d_model
+    for i, t in enumerate(targets):
+        if isinstance(t, Target):
+            v = t.vector
+            if not isinstance(v, torch.Tensor) or v.shape != (d,) or not bool(torch.isfinite(v).all()):
+                raise ValueError(f"targets[{i}] ({t.label!r}): vector must be a finite tensor [d_model={d}], got "
+                                 f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+            if not 0.0 <= float(t.prob) <= 1.0:
+                raise ValueError(f"targets[{i}] ({t.label!r}): prob must be in [0, 1], got {t.prob}")
+            out.append(t)
+        elif isinstance(t, (str, int)) and not isinstance(t, bool):
+            out.append(answer_token(model, t))
+        else:
+            raise TypeError(f"targets[{i}] is a {type(t).__name__}: give words, token ids or Target objects")
+    ids = [t for t in out if isinstance(t, int)]
+    if len(set(ids)) != len(ids):
+        dup = sorted({t for t in ids if ids.count(t) > 1})
+        raise ValueError(f"targets name token(s) {dup} more than once")
+    return out
+
+
+def _salient_tokens(probs: torch.Tensor, max_n_logits: int, desired_logit_prob: float) -> list[int]:
+    """circuit-tracer's auto choice: the top tokens until cumulative prob >= desired, at most max_n_logits."""
+    top_p, top_i = probs.topk(min(max_n_logits, probs.numel()))
+    cutoff = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(desired_logit_prob, dtype=top_p.dtype))) + 1
+    return top_i[: min(cutoff, top_p.numel())].tolist()
+
+
+def _finish_targets(model: Transformer, run: ReplacementRun, specs, max_n_logits: int,
+                    desired_logit_prob: float) -> list[Target]:
+    probs = run.logits[-1].double().softmax(-1)
+    if specs is None:
+        specs = _salient_tokens(probs, max_n_logits, desired_logit_prob)
+    dtype, device = model.W_E.dtype, model.device
+    out = []
+    for t in specs:
+        if isinstance(t, Target):
+            out.append(Target(t.label, t.token, float(t.prob), t.vector.detach().to(device=device, dtype=dtype)))
+        else:
+            out.append(Target(_token_label(model, t), t, float(probs[t]), demeaned_unembedding(model, t).to(dtype)))
+    return out
+
+
+# ============================================================ input checks
+def _prompt_tokens(model: Transformer, prompt) -> torch.Tensor:
+    """[pos] token ids of a text (BOS prepended as the model does) or of ids [pos] / [1, pos]."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        return model.to_tokens(prompt)[0]
+    if isinstance(prompt, torch.Tensor):
+        ids = prompt[0] if prompt.dim() == 2 and prompt.shape[0] == 1 else prompt
+        if ids.dim() != 1 or ids.numel() == 0 or ids.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f"a prompt given as token ids must be an integer tensor [pos] or [1, pos], got "
+                             f"{tuple(prompt.shape)} {prompt.dtype}")
+        if ids.min() < 0 or ids.max() >= model.cfg.d_vocab:
+            raise ValueError(f"token ids must be in [0, {model.cfg.d_vocab}); got [{int(ids.min())}, {int(ids.max())}]")
+        return ids.long().to(model.device)
+    raise TypeError(f"prompt must be a string or token ids, got {type(prompt).__name__}")
+
+
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+# ============================================================ rows of the adjacency
+class _Rows:
+    """Computes adjacency rows (over the columns [active features | errors | tokens]) by batched
+    backward passes through one replacement run."""
+
+    def __init__(self, run: ReplacementRun, transcoders: Sequence[SparseDictionary], feats: torch.Tensor,
+                 zero_positions: int) -> None:
+        self.run, self.tcs, self.feats = run, transcoders, feats
+        dtype = run.embed.dtype
+        self.n_layers, self.n_pos = len(transcoders), run.embed.shape[1]
+        # Output vectors: activation x decoder row per active feature, errors (zeroed before
+        # zero_positions), token embeddings.
+        self.layer_idx = [(feats[:, 0] == l).nonzero().flatten() for l in range(self.n_layers)]
+        self.decoders = []
+        for l, idx in enumerate(self.layer_idx):
+            pos, f = feats[idx, 1], feats[idx, 2]
+            a = run.activations[l][pos, f]
+            self.decoders.append(a[:, None] * transcoders[l].W_dec.detach().to(dtype)[f])  # [n_l, d_model]
+        self.errors = torch.stack(run.errors).clone()  # [layer, pos, d_model]
+        self.errors[:, :zero_positions] = 0
+        self.embed = run.embed[0].detach()  # [pos, d_model]
+        self.batch = run.embed.shape[0]
+
+    @property
+    def n_cols(self) -> int:
+        return self.feats.shape[0] + (self.n_layers + 1) * self.n_pos
+
+    def compute(self, specs: list) -> torch.Tensor:
+        """[len(specs), n_cols] rows; a spec is ("target", vector [d_model]) or ("feature", l, p, f)."""
+        run, B = self.run, self.batch
+        if not 0 < len(specs) <= B:
+            raise AssertionError(len(specs))
+        dtype = run.embed.dtype
+        objective = torch.zeros((), dtype=dtype, device=run.embed.device)
+        final_inject = torch.zeros(B, run.final.shape[-1], dtype=dtype, device=run.embed.device)
+        layer_inject: dict[int, torch.Tensor] = {}
+        for b, spec in enumerate(specs):
+            if spec[0] == "target":
+                final_inject[b] = spec[1]
+            else:
+                _, l, p, f = spec
+                if l not in layer_inject:
+                    layer_inject[l] = torch.zeros_like(run.x_in[l])
+                layer_inject[l][b, p] = self.tcs[l].W_enc.detach()[:, f].to(dtype)
+        if any(s[0] == "target" for s in specs):
+            objective = objective + (run.final[:, -1] * final_inject).sum()
+        for l, inject in layer_inject.items():
+            objective = objective + (run.x_in[l] * inject).sum()
+        inputs = [run.embed] + run.mlp_out
+        grads = torch.autograd.grad(objective, inputs, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+        g_emb, g_mlp = grads[0], grads[1:]
+        feat_cols = torch.zeros(B, self.feats.shape[0], dtype=dtype, device=run.embed.device)
+        for l, idx in enumerate(self.layer_idx):
+            if idx.numel():
+                g = g_mlp[l][:, self.feats[idx, 1]]  # [batch, n_l, d_model]
+                feat_cols[:, idx] = einsum(g, self.decoders[l], "batch s d, s d -> batch s")
+        err_cols = einsum(torch.stack(g_mlp), self.errors, "layer batch pos d, layer pos d -> batch layer pos")
+        tok_cols = einsum(g_emb, self.embed, "batch pos d, pos d -> batch pos")
+        rows = torch.cat([feat_cols, err_cols.flatten(1), tok_cols], dim=1)  # "batch layer pos -> batch (layer pos)"
+        return rows[: len(specs)].detach().cpu()
+
+
+def _partial_influence(rows: torch.Tensor, row_cols: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[n_cols] influence of each column on the weighted target rows through the rows known so far
+    (circuit-tracer's compute_partial_influences): rows [k, n_cols], normalised by their absolute
+    sums; row_cols [k] the column of each row's own node (-1 for targets); weights [k]."""
+    norm = rows.abs() / rows.abs().sum(1, keepdim=True).clamp_min(1e-10)
+    has_col = row_cols >= 0
+    current, total = weights.clone(), torch.zeros(rows.shape[1], dtype=rows.dtype)
+    for _ in range(128):
+        if not bool((current > 1e-8).any()):
+            break
+        spread = current @ norm
+        total += spread
+        current = torch.zeros_like(current)
+        current[has_col] = spread[row_cols[has_col]]
+    return total
+
+
+# ============================================================ the graph
+def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], transcoders: Sequence[SparseDictionary], *,
+                      targets: Optional[Union[Sequence[TargetSpec], TargetSpec]] = None, max_n_logits: int = 10,
+                      desired_logit_prob: float = 0.95, max_feature_nodes: Optional[int] = None, batch_size: int = 64,
+                      zero_positions: int = 1, progress: bool = True) -> AttributionGraph:
+    """The attribution graph of `prompt` (text or token ids [pos]) over `transcoders` (one per
+    layer); see the module docstring. The model is left as it was (no hooks, same requires_grad)."""
+    started = time.perf_counter()
+    tokens = _prompt_tokens(model, prompt)
+    tcs = check_transcoders(model, transcoders)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    max_n_logits = _check_int(max_n_logits, "max_n_logits", 1)
+    if max_feature_nodes is not None:
+        _check_int(max_feature_nodes, "max_feature_nodes", 0)
+    if isinstance(desired_logit_prob, bool) or not isinstance(desired_logit_prob, (int, float)) or not (
+            0 < desired_logit_prob <= 1):
+        raise ValueError(f"desired_logit_prob must be a number in (0, 1], got {desired_logit_prob!r}")
+    n_pos = int(tokens.shape[0])
+    if isinstance(zero_positions, bool) or not isinstance(zero_positions, int) or not 0 <= zero_positions < n_pos:
+        raise ValueError(f"zero_positions must be an integer in [0, {n_pos}) for this {n_pos}-token prompt, got "
+                         f"{zero_positions!r}")
+    specs = None if targets is None else _explicit_targets(model, targets)
+
+    with torch.enable_grad(), frozen_parameters(model, *tcs):
+        run = replacement_forward(model, tokens, tcs, batch=batch_size)
+        graph_targets = _finish_targets(model, run, specs, max_n_logits, desired_logit_prob)
+        # Active features, sorted by (layer, pos, index); none before zero_positions.
+        found = []
+        for l, a in enumerate(run.activations):
+            pos, idx = (a[zero_positions:] != 0).nonzero(as_tuple=True)
+            found.append(torch.stack([torch.full_like(pos, l), pos + zero_positions, idx], 1))
+        feats = torch.cat(found).cpu()
+        n_active = feats.shape[0]
+        n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
+        rows = _Rows(run, tcs, feats.to(model.device), zero_positions)
+        bar = progress_bar(total=len(graph_targets) + n_rows, desc="attribution graph", progress=progress)
+        try:
+            target_rows = []
+            for i in range(0, len(graph_targets), batch_size):
+                chunk = [("target", t.vector) for t in graph_targets[i: i + batch_size]]
+                target_rows.append(rows.compute(chunk))
+                bar.update(len(chunk))
+            target_rows = torch.cat(target_rows)
+            feature_rows, selected = _feature_rows(rows, feats, n_rows, target_rows, graph_targets, batch_size, bar)
+        finally:
+            bar.close()
+        act_all, pre_all = _feature_values(run, feats)
+        target_values = torch.stack([t.vector for t in graph_targets]) @ run.final[0, -1].detach()
+        del run, rows
+
+    columns = torch.cat([selected, torch.arange(n_active, n_active + (len(tcs) + 1) * n_pos)])
+    n_sel, n_targets = selected.numel(), len(graph_targets)
+    n_nodes = n_sel + (len(tcs) + 1) * n_pos + n_targets
+    dtype = model.W_E.dtype
+    adjacency = torch.zeros(n_nodes, n_nodes, dtype=dtype)
+    adjacency[:n_sel, : columns.numel()] = feature_rows[:, columns]
+    adjacency[n_nodes - n_targets:, : columns.numel()] = target_rows[:, columns]
+    values = torch.full((n_nodes,), math.nan, dtype=dtype)
+    values[:n_sel] = pre_all[selected]
+    values[n_nodes - n_targets:] = target_values.cpu()
+    return AttributionGraph(
+        prompt=prompt if isinstance(prompt, str) else (model.to_string(tokens) if model.tokenizer is not None else ""),
+        token_ids=tokens.cpu(),
+        tokens=(model.to_str_tokens(tokens) if model.tokenizer is not None else [str(int(t)) for t in tokens]),
+        n_layers=len(tcs), features=feats[selected], activations=act_all[selected],
+        targets=[Target(t.label, t.token, t.prob, t.vector.detach().cpu()) for t in graph_targets],
+        adjacency=adjacency, values=values, zero_positions=zero_positions,
+        transcoders=[_describe(tc) for tc in tcs],
+        settings=dict(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
+                      max_feature_nodes=max_feature_nodes, batch_size=batch_size, n_active_features=n_active,
+                      dtype=str(dtype).removeprefix("torch."), seconds=round(time.perf_counter() - started, 3)))
+
+
+def _feature_values(run: ReplacementRun, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n_active] activations and pre-activations of the active features (CPU)."""
+    acts = torch.zeros(feats.shape[0], dtype=run.embed.dtype)
+    pres = torch.zeros_like(acts)
+    for l in range(len(run.activations)):
+        idx = (feats[:, 0] == l).nonzero().flatten()
+        pos, f = feats[idx, 1], feats[idx, 2]
+        acts[idx] = run.activations[l].cpu()[pos, f]
+        pres[idx] = run.pre_acts[l].cpu()[pos, f]
+    return acts, pres
+
+
+def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: torch.Tensor, targets: list[Target],
+                  batch_size: int, bar) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of `n_rows` active features ([n_rows, n_cols], in ascending feature order) and which
+    features they are ([n_rows] indices into feats): all of them in order, or (n_rows below the
+    number of active features) chosen greedily by influence (module docstring)."""
+    n_active = feats.shape[0]
+    if n_rows == 0:
+        return torch.zeros(0, rows.n_cols, dtype=target_rows.dtype), torch.zeros(0, dtype=torch.long)
+    if n_rows == n_active:
+        order = torch.arange(n_active)
+        done = []
+        for i in range(0, n_active, batch_size):
+            chunk = order[i: i + batch_size]
+            done.append(rows.compute([("feature", *(int(v) for v in feats[j])) for j in chunk]))
+            bar.update(len(chunk))
+        return torch.cat(done), order
+    weights = torch.tensor([t.prob for t in targets], dtype=target_rows.dtype)
+    if not bool((weights > 0).any()):
+        weights = torch.ones_like(weights)
+    known, known_cols, known_w = [target_rows], [torch.full((len(targets),), -1)], [weights]
+    visited = torch.zeros(n_active, dtype=torch.bool)
+    picked: list[torch.Tensor] = []
+    while int(visited.sum()) < n_rows:
+        influence = _partial_influence(torch.cat(known), torch.cat(known_cols), torch.cat(known_w))[:n_active]
+        influence[visited] = -math.inf
+        ranked = influence.argsort(descending=True, stable=True)
+        chunk = ranked[: min(batch_size, n_rows - int(visited.sum()))]
+        known.append(rows.compute([("feature", *(int(v) for v in feats[j])) for j in chunk]))
+        known_cols.append(chunk)
+        known_w.append(torch.zeros(len(chunk), dtype=weights.dtype))
+        visited[chunk] = True
+        picked.append(chunk)
+        bar.update(len(chunk))
+    picked_all = torch.cat(picked)
+    order = picked_all.argsort()
+    return torch.cat(known[1:])[order], picked_all[order]
+
+
+def _describe(tc: SparseDictionary) -> str:
+    """"blocks.0.ln2.hook_normalized -> blocks.0.hook_mlp_out (512 topk k=32)"."""
+    c = tc.cfg
+    kind = c.activation + (f" k={c.k}" if c.activation != "relu" else "") + (" skip" if tc.W_skip is not None else "")
+    return f"{tc.in_hook} -> {tc.out_hook} ({c.n_features} {kind})"
+
+
+__all__ = ["attribution_graph", "logit_difference_target", "demeaned_unembedding"]

@@ -326,6 +326,22 @@ def test_max_feature_nodes_picks_features_greedily_by_influence(random_case):
     rows = torch.cat([keep, torch.arange(full.target_nodes.start, full.n_nodes)])
     assert torch.allclose(small.adjacency[value_rows(small)], full.adjacency[rows][:, cols], atol=1e-10)
     assert torch.equal(small.values[value_rows(small)], full.values[rows])
+    # Two chunks: the second is the B unvisited features of highest influence through the rows
+    # known after the first (targets and first chunk): w ((I - N)^-1 - I), N the known rows normalised.
+    two = attribution_graph(model, tokens, tcs, targets=[t.token for t in full.targets], batch_size=B,
+                            max_feature_nodes=2 * B, progress=False)
+    known = torch.zeros(full.n_nodes, dtype=torch.bool)
+    known[keep] = True
+    known[full.target_nodes] = True
+    N = torch.where(known[:, None], full.adjacency.abs() / full.adjacency.abs().sum(1, keepdim=True).clamp_min(1e-10),
+                    torch.zeros(()))
+    weights = torch.zeros(full.n_nodes, dtype=torch.float64)
+    weights[full.target_nodes] = w
+    eye = torch.eye(full.n_nodes, dtype=torch.float64)
+    influence = (weights @ (torch.linalg.inv(eye - N) - eye))[: full.n_features]
+    influence[keep] = -math.inf
+    second = set(influence.argsort(descending=True)[:B].tolist())
+    assert {full.feature_node(*f) for f in two.features.tolist()} == best | second
     # Several chunks: the number asked for, each a real active feature.
     more = attribution_graph(model, tokens, tcs, targets=[t.token for t in full.targets], batch_size=B,
                              max_feature_nodes=3 * B + 1, progress=False)

@@ -255,12 +255,12 @@ def test_frozen_mode_gives_the_direct_effects(arch, skip):
     clean = base.clean_logits[-1] - base.clean_logits[-1].mean()
     targets = clean.topk(3).indices.tolist()
     worst = 0.0
-    for layer in (0, 1):
+    last = tokens.shape[1] - 1
+    # layer 0 before the last position (its effect goes through attention, the layer-1 norm and skip
+    # path) and at it; the last layer at the last position (nothing else reaches the logits)
+    for layer, first, stop in ((0, 1, last), (0, last, last + 1), (1, last, last + 1)):
         acts = base.clean_activations[layer]
         assert int((acts[1:] > 0).sum()) > 10  # the random transcoders are not trivial
-        # layer 0: a feature before the last position (its effect goes through attention, the
-        # layer-1 norm and skip path); the last layer: one at the last position (nothing else reaches the logits)
-        first, stop = (1, acts.shape[0] - 1) if layer == 0 else (acts.shape[0] - 1, acts.shape[0])
         pos, s = divmod(int(acts[first:stop].argmax()), acts.shape[1])
         pos += first
         a_s = float(acts[pos, s])
@@ -274,7 +274,7 @@ def test_frozen_mode_gives_the_direct_effects(arch, skip):
         print(f"{arch} skip={skip} L{layer}F{s}@{pos} (a={a_s:.3f}): edges to the top-3 targets "
               f"{[round(e, 5) for e in edge.tolist()]}, largest gap so far {worst:.1e}")
         assert float(edge.abs().max()) > 1e-3
-        if layer == 0:  # free mode: the layer-1 features depend on s, so the effect is not the direct one
+        if layer == 0 and pos < last:  # free mode: the layer-1 features depend on s, so the effect is not the direct one
             for freeze in (True, False):
                 free = feature_intervention(model, tokens, tcs, [zero(layer, pos, s)], freeze_attention=freeze)
                 expected, x1 = _free_by_hand(model, tokens, tcs[0].W_dec[s].detach(), a_s, pos, freeze)

@@ -9,7 +9,8 @@ ours. It builds circuit-tracer's TransformerLens-backend ReplacementModel from
 
 runs `circuit_tracer.attribute` once to warm up and then `--repeats` times, timed, and writes
 
-  --out FILE.pt      the graph (circuit-tracer's own Graph.to_pt)
+  --out FILE.pt      the graph (circuit-tracer's own Graph.to_pt; loading it needs circuit-tracer)
+  FILE.plain.pt      the same graph as tensors and plain Python (torch.load(weights_only=True))
   FILE.json          (or --json) timings, node counts, replacement / completeness scores,
                      pruned node counts, the logit targets, the versions used.
 
@@ -55,7 +56,6 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
-ACTIVATIONS = ("relu", "topk", "jumprelu")  # jumprelu: a threshold stored in the files
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--relu-before-topk", action="store_true",
+                   help="for activation topk: ReLU, then top-k (our TopK) instead of circuit-tracer's TopK")
     p.add_argument("--verbose", action="store_true", help="circuit-tracer's phase timings (logged to stderr)")
     p.add_argument("--lazy-decoder", action="store_true",
                    help="read decoder rows from the files on demand (circuit-tracer's default; off here)")
@@ -120,7 +122,22 @@ def load_tokenizer(model_dir: Path):
                                        add_bos_token=True, **specials)
 
 
-def load_transcoder_set(tc_dir: Path, device: str, dtype: torch.dtype, lazy_decoder: bool):
+class ReLUTopK(torch.nn.Module):
+    """ReLU, then the k largest kept: f = topk(relu(pre)) (our TopK). circuit-tracer's TopK skips the
+    ReLU; the two differ only where fewer than k pre-activations are positive."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        from circuit_tracer.transcoder.activation_functions import TopK
+
+        self.topk = TopK(k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.topk(torch.relu(x))
+
+
+def load_transcoder_set(tc_dir: Path, device: str, dtype: torch.dtype, lazy_decoder: bool,
+                        relu_before_topk: bool = False):
     """circuit-tracer's TranscoderSet from a local per-layer directory; returns (set, config, activation)."""
     import yaml
     from circuit_tracer.transcoder.activation_functions import JumpReLU, TopK
@@ -151,10 +168,12 @@ def load_transcoder_set(tc_dir: Path, device: str, dtype: torch.dtype, lazy_deco
         if "k" not in config:
             raise ValueError(f"{tc_dir}/config.yaml: activation topk needs k")
         for tc in transcoders:
-            tc.activation_function = TopK(int(config["k"]))
+            tc.activation_function = (ReLUTopK if relu_before_topk else TopK)(int(config["k"]))
     elif activation not in (None, "relu"):
         raise ValueError(f"{tc_dir}/config.yaml: activation {activation!r}; allowed: relu, topk (or absent)")
-    loaded = "topk" if activation == "topk" else (
+    if relu_before_topk and activation != "topk":
+        raise ValueError(f"--relu-before-topk needs a topk transcoder set; {tc_dir} is {activation or 'relu'}")
+    loaded = ("relu_topk" if relu_before_topk else "topk") if activation == "topk" else (
         "jumprelu" if isinstance(transcoders[0].activation_function, JumpReLU) else "relu")
     return transcoders, config, loaded
 
@@ -217,6 +236,17 @@ def pruned_counts(graph, node_threshold: float = 0.8, edge_threshold: float = 0.
             "nodes": int(mask.sum()), "edges": int(res.edge_mask.sum())}
 
 
+def plain_graph(graph) -> dict:
+    """The graph as tensors and plain Python only (torch.load(..., weights_only=True) reads it
+    without circuit-tracer installed: Graph.to_pt pickles circuit-tracer classes)."""
+    return {"input_string": graph.input_string, "input_tokens": graph.input_tokens.cpu(),
+            "adjacency_matrix": graph.adjacency_matrix.cpu(), "active_features": graph.active_features.cpu(),
+            "selected_features": graph.selected_features.cpu(), "activation_values": graph.activation_values.cpu(),
+            "logit_token_ids": graph.logit_token_ids.cpu(), "logit_tokens": [lt.token_str for lt in graph.logit_targets],
+            "logit_probabilities": graph.logit_probabilities.cpu(), "vocab_size": int(graph.vocab_size),
+            "n_layers": int(graph.cfg.n_layers), "scan": graph.scan if isinstance(graph.scan, (str, type(None))) else list(graph.scan)}
+
+
 @torch.no_grad()
 def model_check(model, hf_model, tokens: torch.Tensor) -> float:
     """Max |logit difference| between the replacement model (TransformerLens) and the HF model."""
@@ -241,7 +271,8 @@ def main(argv=None) -> dict:
 
     dtype = DTYPES[args.dtype]
     t0 = time.perf_counter()
-    transcoders, tc_config, activation = load_transcoder_set(args.transcoders, args.device, dtype, args.lazy_decoder)
+    transcoders, tc_config, activation = load_transcoder_set(args.transcoders, args.device, dtype, args.lazy_decoder,
+                                                           args.relu_before_topk)
     model, hf_model = build_replacement_model(args.model, transcoders, args.device, dtype)
     load_s = time.perf_counter() - t0
     tokens = model.ensure_tokenized(args.prompt)
@@ -262,12 +293,14 @@ def main(argv=None) -> dict:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     graph.to_pt(str(args.out))
+    plain_path = args.out.with_suffix(".plain.pt")
+    torch.save(plain_graph(graph), str(plain_path))
     replacement, completeness = compute_graph_scores(graph)
     vals = graph.activation_values
     report = {
         "peer": "circuit-tracer", "backend": "transformerlens",
         "model": str(args.model.resolve()), "transcoders": str(args.transcoders.resolve()),
-        "transcoder_activation": activation, "topk_k": tc_config.get("k") if activation == "topk" else None,
+        "transcoder_activation": activation, "topk_k": tc_config.get("k") if "topk" in activation else None,
         "feature_input_hook": tc_config["feature_input_hook"], "feature_output_hook": tc_config["feature_output_hook"],
         "prompt": args.prompt, "input_tokens": graph.input_tokens.tolist(),
         "str_tokens": [model.tokenizer.decode([int(t)]) for t in graph.input_tokens],
@@ -286,7 +319,7 @@ def main(argv=None) -> dict:
                     "mean": sum(times) / len(times), "min": min(times)},
         "versions": {name: version(name) for name in ("circuit-tracer", "transformer-lens", "transformers", "torch")}
         | {"python": platform.python_version()},
-        "graph_file": str(args.out.resolve()),
+        "graph_file": str(args.out.resolve()), "plain_graph_file": str(plain_path.resolve()),
     }
     leaked = our_packages_imported()
     if leaked:

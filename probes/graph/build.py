@@ -72,7 +72,7 @@ def demeaned_unembedding(model: Transformer, token: int) -> torch.Tensor:
     """[d_model] W_U[:, token] - W_U.mean(1): the direction whose product with ln_final's output is
     logit_token - mean(logits) (b_U excluded)."""
     W_U = model.W_U.detach()
-    return W_U[:, token]
+    return W_U[:, token] - W_U.mean(1)
 
 
 def logit_difference_target(model: Transformer, answer: Union[str, int], counterfactual: Union[str, int], *,

@@ -191,7 +191,7 @@ class AttributionGraph(Viewable):
 
     # ------------------------------------------------------------ files and views
     def save(self, path: Union[str, Path], *, overwrite: bool = False) -> Path:
-        """Write the graph to `path` (.pt); probes.graph.io."""
+        """Write the graph to `path` (.pt, readable with torch.load(weights_only=True)); probes.graph.io.save_graph."""
         from probes.graph.io import save_graph
 
         return save_graph(self, path, overwrite=overwrite)

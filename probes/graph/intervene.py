@@ -41,6 +41,7 @@ anything is attached.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -167,6 +168,16 @@ def _by_layer(model: Transformer, transcoders: Sequence[SparseDictionary]) -> di
     return out
 
 
+def _integer(x: Any) -> Optional[int]:
+    """x as a Python int (int, numpy or 0-d torch integer), else None (bools are not indices)."""
+    if isinstance(x, bool):
+        return None
+    try:
+        return operator.index(x)
+    except TypeError:
+        return None
+
+
 def _normalise_slice(sl: slice, n_prompt: int) -> slice:
     """Negative bounds counted from the end of the prompt (so they stay put while generating)."""
     for b in (sl.start, sl.stop, sl.step):
@@ -189,10 +200,13 @@ def _checked(items: Sequence[Any], model: Transformer, by_layer: dict[int, Spars
             raise ValueError(f"{iv.label}: no transcoder for layer {layer} (transcoders given for layers "
                              f"{sorted(by_layer)})")
         n_features = by_layer[layer].cfg.n_features
-        if isinstance(iv.index, bool) or not isinstance(iv.index, int) or not 0 <= iv.index < n_features:
+        index = _integer(iv.index)
+        if index is None:
+            raise TypeError(f"{iv.label}: a feature index is an int, got {iv.index!r}")
+        if not 0 <= index < n_features:
             raise IndexRangeError(f"{iv.label}: feature index {iv.index!r} out of range, the layer-{layer} transcoder "
                                   f"has {n_features} features (valid: 0..{n_features - 1})")
-        pos = iv.pos
+        pos = iv.pos if iv.pos is None or isinstance(iv.pos, slice) or _integer(iv.pos) is None else _integer(iv.pos)
         if pos is None:
             pos = slice(None)
         if isinstance(pos, slice):
@@ -209,7 +223,7 @@ def _checked(items: Sequence[Any], model: Transformer, by_layer: dict[int, Spars
         value = iv.value
         if not callable(value) and not isinstance(value, (int, float, torch.Tensor)):
             raise TypeError(f"{iv.label}: a value is a number, a tensor or a function of the activation")
-        out.append(Intervention(layer, pos, iv.index, value))
+        out.append(Intervention(layer, pos, index, value))
     return out
 
 
@@ -287,7 +301,7 @@ def _frozen_mlp_hooks(model: Transformer, by_layer: dict[int, SparseDictionary],
             seen["x"] = x
 
         def write(y: torch.Tensor, hook, seen=seen, d=d, delta=delta, x_clean=cache[d.in_hook]) -> torch.Tensor:
-            out = cache[hook.name] + 0.5 * delta.to(y.dtype)
+            out = cache[hook.name] + delta.to(y.dtype)
             if d.W_skip is not None:  # the skip path is linear: its change is part of the direct effects
                 out = out + ((seen.pop("x") - x_clean).to(d.W_skip.dtype) @ d.W_skip).to(y.dtype)
             return out

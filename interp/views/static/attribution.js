@@ -39,56 +39,7 @@
   /* Pan (drag) and zoom (wheel) of `svg` through its viewBox; full = {x, y, w, h} the whole
      drawing, home the initial view. Returns {zoom(factor), reset() (home), fit() (all), dragged()}: dragged() is true right after a drag (so its click opens
      nothing). The same approach as graph.js; a candidate for core.js. */
-  function panZoom(svg, full, home, onMove) {
-    var vb = { x: home.x, y: home.y, w: home.w, h: home.h }, drag = null, moved = false;
-    function set() {
-      svg.setAttribute("viewBox", [vb.x, vb.y, vb.w, vb.h].map(function (v) { return +v.toFixed(2); }).join(" "));
-    }
-    function zoomAt(cx, cy, factor) {
-      var w = Math.max(full.w / 60, Math.min(full.w * 8, vb.w * factor)), f = w / vb.w;
-      vb = { x: cx - (cx - vb.x) * f, y: cy - (cy - vb.y) * f, w: vb.w * f, h: vb.h * f };
-      set();
-    }
-    svg.addEventListener("wheel", function (ev) {
-      ev.preventDefault();
-      var r = svg.getBoundingClientRect();
-      zoomAt(vb.x + (ev.clientX - r.left) / r.width * vb.w, vb.y + (ev.clientY - r.top) / r.height * vb.h,
-        Math.exp(Math.max(-1, Math.min(1, ev.deltaY * 0.0015))));
-    }, { passive: false });
-    svg.addEventListener("mousedown", function (ev) {
-      if (ev.button !== 0) return;
-      ev.preventDefault();
-      var r = svg.getBoundingClientRect();
-      drag = { cx: ev.clientX, cy: ev.clientY, x: vb.x, y: vb.y, k: vb.w / r.width };
-      moved = false;
-      window.addEventListener("mousemove", onDrag);
-      window.addEventListener("mouseup", endDrag);
-    });
-    function onDrag(ev) {
-      if (!drag) return;
-      var dx = ev.clientX - drag.cx, dy = ev.clientY - drag.cy;
-      if (Math.abs(dx) + Math.abs(dy) > 3) moved = true;
-      if (!moved) return;
-      if (onMove) onMove();
-      svg.style.cursor = "grabbing";
-      vb.x = drag.x - dx * drag.k; vb.y = drag.y - dy * drag.k;
-      set();
-    }
-    function endDrag() {
-      drag = null;
-      svg.style.cursor = "grab";
-      window.removeEventListener("mousemove", onDrag);
-      window.removeEventListener("mouseup", endDrag);
-      setTimeout(function () { moved = false; }, 0);
-    }
-    set();
-    return {
-      zoom: function (factor) { zoomAt(vb.x + vb.w / 2, vb.y + vb.h / 2, factor); },
-      reset: function () { vb = { x: home.x, y: home.y, w: home.w, h: home.h }; set(); },
-      fit: function () { vb = { x: full.x, y: full.y, w: full.w, h: full.h }; set(); },
-      dragged: function () { return moved; }
-    };
-  }
+
 
   /* A node's outline as a path (one element per node): circle, diamond, square or label box. */
   function shape(kind, x, y, w) {
@@ -185,7 +136,7 @@
     var wrap = IV.el("div", { class: "iv-attr-wrap", style: "position:relative;display:flex;gap:10px;align-items:flex-start;flex-wrap:wrap" }, svg, side);
     root.appendChild(wrap);
     var tip = IV.tooltip(wrap);
-    zoomer = panZoom(svg, { x: 0, y: 0, w: W, h: H }, { x: 0, y: 0, w: dispW / scale, h: H }, tip.hide);
+    zoomer = IV.panZoom(svg, { x: 0, y: 0, w: W, h: H }, { x: 0, y: 0, w: dispW / scale, h: H }, tip.hide, 60);
 
     /* Grid: row names on the left, token labels along the bottom. */
     for (var r = 0; r < nRows; r++) {

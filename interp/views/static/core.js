@@ -150,6 +150,62 @@
     return IV.el("label", { class: "iv-control" }, label + " ", input, " ", out);
   };
 
+  /* Pan (drag) and zoom (wheel; zoom(f) for buttons) an SVG through its viewBox. full: the
+     drawing's box {x, y, w, h}; home: the box shown first and on reset(); onMove: called when a
+     drag starts moving (e.g. to hide a tooltip); maxZoom: how far in (full.w / maxZoom). Returns
+     {zoom(f), reset(), fit(), dragged()}: dragged() is true during the click that ends a drag. */
+  IV.panZoom = function (svg, full, home, onMove, maxZoom) {
+    var vb = { x: home.x, y: home.y, w: home.w, h: home.h }, drag = null, moved = false;
+    maxZoom = maxZoom || 40;
+    function set() {
+      svg.setAttribute("viewBox", [vb.x, vb.y, vb.w, vb.h].map(function (v) { return +v.toFixed(2); }).join(" "));
+    }
+    function zoomAt(cx, cy, factor) {  // factor < 1 zooms in, around user point (cx, cy)
+      var w = Math.max(full.w / maxZoom, Math.min(full.w * 8, vb.w * factor)), f = w / vb.w;
+      vb = { x: cx - (cx - vb.x) * f, y: cy - (cy - vb.y) * f, w: vb.w * f, h: vb.h * f };
+      set();
+    }
+    svg.addEventListener("wheel", function (ev) {
+      ev.preventDefault();
+      var r = svg.getBoundingClientRect();
+      zoomAt(vb.x + (ev.clientX - r.left) / r.width * vb.w, vb.y + (ev.clientY - r.top) / r.height * vb.h,
+        Math.exp(Math.max(-1, Math.min(1, ev.deltaY * 0.0015))));
+    }, { passive: false });
+    svg.addEventListener("mousedown", function (ev) {
+      if (ev.button !== 0) return;
+      ev.preventDefault();
+      var r = svg.getBoundingClientRect();
+      drag = { cx: ev.clientX, cy: ev.clientY, x: vb.x, y: vb.y, k: vb.w / r.width };
+      moved = false;
+      window.addEventListener("mousemove", onDrag);
+      window.addEventListener("mouseup", endDrag);
+    });
+    function onDrag(ev) {
+      if (!drag) return;
+      var dx = ev.clientX - drag.cx, dy = ev.clientY - drag.cy;
+      if (Math.abs(dx) + Math.abs(dy) > 3) moved = true;
+      if (!moved) return;
+      if (onMove) onMove();
+      svg.style.cursor = "grabbing";
+      vb.x = drag.x - dx * drag.k; vb.y = drag.y - dy * drag.k;
+      set();
+    }
+    function endDrag() {
+      drag = null;
+      svg.style.cursor = "grab";
+      window.removeEventListener("mousemove", onDrag);
+      window.removeEventListener("mouseup", endDrag);
+      setTimeout(function () { moved = false; }, 0);  // the click that ends a drag opens nothing
+    }
+    set();
+    return {
+      zoom: function (factor) { zoomAt(vb.x + vb.w / 2, vb.y + vb.h / 2, factor); },
+      reset: function () { vb = { x: home.x, y: home.y, w: home.w, h: home.h }; set(); },
+      fit: function () { vb = { x: full.x, y: full.y, w: full.w, h: full.h }; set(); },
+      dragged: function () { return moved; }
+    };
+  };
+
   /* A small "key: value" table from [[key, value], ...]. */
   IV.kvTable = function (rows) {
     return IV.el("table", { class: "iv-table iv-kv" }, rows.map(function (r) {

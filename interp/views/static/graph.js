@@ -44,7 +44,7 @@
     function py(y) { return PAD + BH / 2 + (maxY - y) * SY; }
     var W = 2 * PAD + BW + (maxX - minX) * SX, H = 2 * PAD + BH + (maxY - minY) * SY;
     var scale = Math.min(1, MAX_W / W, MAX_H / H);
-    var full = { x: 0, y: 0, w: W, h: H }, vb = { x: 0, y: 0, w: W, h: H };
+    var full = { x: 0, y: 0, w: W, h: H }, zoomer;
 
     var geometry = {};
     function pathOf(k) {
@@ -86,15 +86,16 @@
     }
     var controls = IV.el("div", { class: "iv-controls" },
       IV.el("label", { class: "iv-control" }, "|score| \u2265 ", slider, " ", box), count,
-      zoomButton("+", "iv-graph-zoom-in", function () { zoomAt(vb.x + vb.w / 2, vb.y + vb.h / 2, 1 / 1.25); }),
-      zoomButton("\u2212", "iv-graph-zoom-out", function () { zoomAt(vb.x + vb.w / 2, vb.y + vb.h / 2, 1.25); }),
-      zoomButton("reset", "iv-graph-reset", function () { vb = { x: full.x, y: full.y, w: full.w, h: full.h }; setViewBox(); }),
+      zoomButton("+", "iv-graph-zoom-in", function () { zoomer.zoom(1 / 1.25); }),
+      zoomButton("\u2212", "iv-graph-zoom-out", function () { zoomer.zoom(1.25); }),
+      zoomButton("reset", "iv-graph-reset", function () { zoomer.reset(); }),
       faith);
     root.appendChild(controls);
 
     /* The drawing and the side panel. */
     var svg = IV.svg("svg", { class: "iv-graph-svg", width: Math.round(W * scale), height: Math.round(H * scale),
       style: "border:1px solid #e3e3e3;background:#fff;cursor:grab;user-select:none;touch-action:none;flex:none" });
+    zoomer = IV.panZoom(svg, full, full, function () { tip.hide(); }, 40);
     var edgeLayer = IV.svg("g", { class: "iv-graph-edges" }), nodeLayer = IV.svg("g", { class: "iv-graph-nodes" });
     svg.appendChild(edgeLayer); svg.appendChild(nodeLayer);
     var panel = IV.el("div", { class: "iv-panel iv-graph-panel", style: "flex:1 1 320px;min-width:280px;max-width:560px;display:none;overflow:auto" });
@@ -115,7 +116,7 @@
             "text-anchor": "middle", "font-size": 8, fill: "#777", "pointer-events": "none" }, p));
         });
       }
-      g.addEventListener("click", function () { if (!dragged) openPanel(j); });
+      g.addEventListener("click", function () { if (!zoomer.dragged()) openPanel(j); });
       nodeLayer.appendChild(g);
       return { g: g, rect: rect };
     });
@@ -189,49 +190,6 @@
       tip.hide();
     });
 
-    /* Pan and zoom through the viewBox. */
-    function setViewBox() {
-      svg.setAttribute("viewBox", [vb.x, vb.y, vb.w, vb.h].map(function (v) { return +v.toFixed(2); }).join(" "));
-    }
-    function zoomAt(cx, cy, factor) {  // factor < 1 zooms in, around user point (cx, cy)
-      var w = Math.max(full.w / 40, Math.min(full.w * 8, vb.w * factor)), f = w / vb.w;
-      vb = { x: cx - (cx - vb.x) * f, y: cy - (cy - vb.y) * f, w: vb.w * f, h: vb.h * f };
-      setViewBox();
-    }
-    svg.addEventListener("wheel", function (ev) {
-      ev.preventDefault();
-      var r = svg.getBoundingClientRect();
-      var cx = vb.x + (ev.clientX - r.left) / r.width * vb.w, cy = vb.y + (ev.clientY - r.top) / r.height * vb.h;
-      zoomAt(cx, cy, Math.exp(Math.max(-1, Math.min(1, ev.deltaY * 0.0015))));
-    }, { passive: false });
-    var drag = null, dragged = false;
-    svg.addEventListener("mousedown", function (ev) {
-      if (ev.button !== 0) return;
-      ev.preventDefault();
-      var r = svg.getBoundingClientRect();
-      drag = { cx: ev.clientX, cy: ev.clientY, x: vb.x, y: vb.y, k: vb.w / r.width };
-      dragged = false;
-      svg.style.cursor = "grabbing";
-      window.addEventListener("mousemove", onDrag);
-      window.addEventListener("mouseup", endDrag);
-    });
-    function onDrag(ev) {
-      if (!drag) return;
-      var dx = ev.clientX - drag.cx, dy = ev.clientY - drag.cy;
-      if (Math.abs(dx) + Math.abs(dy) > 3) dragged = true;
-      if (!dragged) return;
-      tip.hide();
-      vb.x = drag.x - dx * drag.k; vb.y = drag.y - dy * drag.k;
-      setViewBox();
-    }
-    function endDrag() {
-      drag = null;
-      svg.style.cursor = "grab";
-      window.removeEventListener("mousemove", onDrag);
-      window.removeEventListener("mouseup", endDrag);
-      setTimeout(function () { dragged = false; }, 0);  // the click that ends a drag opens nothing
-    }
-
     /* A node's panel: its edges in and out, and its own view. */
     function edgeTable(list, other) {
       var rows = list.map(function (k) {
@@ -279,7 +237,6 @@
 
     slider.value = sliderValue(threshold);
     box.value = String(threshold);
-    setViewBox();
     redraw();
   });
 })();

@@ -23,6 +23,7 @@
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
     interp serve [--model factworld|DIR] [--port N] [--host H]
     interp views [--out results/views] [--only NAME ...] [--no-screenshots]
+    interp graph ["PROMPT"] [--target W ...] [--transcoders factworld|DIR] [--node-threshold T] [--out DIR]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`, a thin wrapper over
 the module's Python function (e.g. `analyses.patch.patch_pair`, returning an
@@ -77,6 +78,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "edge attribution (EAP, EAP-IG, exact path patching) and the circuit of a prompt pair"),
     "translate": ("analyses.translate", "add_arguments", "run",
                   "train the 2017 encoder-decoder to reverse sequences and show its cross-attention"),
+    "graph": ("analyses.graph", "add_arguments", "run",
+              "the attribution graph of a prompt over transcoders: pruned, saved, drawn and as a browser page"),
     "views": ("analyses.views", "add_arguments", "run",
               "one offline HTML page and one screenshot per kind of interactive view, on the shipped model"),
     "serve": ("analyses.serve", "add_arguments", "run",

@@ -73,8 +73,8 @@ def test_setting_a_feature_to_its_own_value_changes_nothing(fw, tcs, clean_acts)
         assert own > 0.5
         for mode in ("free", "frozen"):
             # the value as a number (read in another run: equal up to float32 rounding) ...
-            res = feature_intervention(fw, PROMPT, tcs, [(layer, JORDAN, f, own), set_to(Feature(layer, f, JORDAN), own)],
-                                       mode=mode)
+            ivs = [(layer, JORDAN, f, own), set_to(Feature(layer, f, JORDAN), own)]
+            res = feature_intervention(fw, PROMPT, tcs, ivs, mode=mode)
             assert (res.logits - bases[mode].logits).abs().max() < 1e-5
             assert float(res.activations[layer][JORDAN, f]) == own
             # ... and as the op x1 on the run's own activation: bit for bit
@@ -138,6 +138,7 @@ def test_bad_input_is_refused_and_the_model_is_unchanged(fw, tcs):
         (tcs, [(1, slice(9, None), 5, 0.0)], IndexRangeError, "select none"),
         (tcs, [(9, 2, 5, 0.0)], IndexRangeError, "layer 9 does not exist"),
         (tcs, [(1, 2, 5)], TypeError, "an intervention is"),
+        (tcs, [(1, True, 5, 0.0)], TypeError, "a position is"),
         (tcs, [(1, 2, 5, "big")], TypeError, "a value is"),
     ]
     for dictionaries, ivs, error, match in cases:
@@ -274,7 +275,7 @@ def test_frozen_mode_gives_the_direct_effects(arch, skip):
         print(f"{arch} skip={skip} L{layer}F{s}@{pos} (a={a_s:.3f}): edges to the top-3 targets "
               f"{[round(e, 5) for e in edge.tolist()]}, largest gap so far {worst:.1e}")
         assert float(edge.abs().max()) > 1e-3
-        if layer == 0 and pos < last:  # free mode: the layer-1 features depend on s, so the effect is not the direct one
+        if layer == 0 and pos < last:  # free mode: the layer-1 features depend on s, the effect is not the direct one
             for freeze in (True, False):
                 free = feature_intervention(model, tokens, tcs, [zero(layer, pos, s)], freeze_attention=freeze)
                 expected, x1 = _free_by_hand(model, tokens, tcs[0].W_dec[s].detach(), a_s, pos, freeze)

@@ -275,7 +275,12 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
     specs = None if targets is None else _explicit_targets(model, targets)
 
     with torch.enable_grad(), frozen_parameters(model, *tcs):
-        run = replacement_forward(model, tokens, tcs, batch=batch_size)
+        # A backward pass needs no more copies than the most rows one batch can have.
+        most_targets = max_n_logits if specs is None else len(specs)
+        most_features = sum(tc.cfg.n_features for tc in tcs) * (n_pos - zero_positions)
+        if max_feature_nodes is not None:
+            most_features = min(most_features, max_feature_nodes)
+        run = replacement_forward(model, tokens, tcs, batch=min(batch_size, max(most_targets, most_features)))
         graph_targets = _finish_targets(model, run, specs, max_n_logits, desired_logit_prob)
         # Active features, sorted by (layer, pos, index); none before zero_positions.
         found = []

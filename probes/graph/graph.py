@@ -18,8 +18,7 @@ explains (biases, position embeddings, the zeroed positions' outputs).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -189,19 +188,7 @@ class AttributionGraph(Viewable):
 
         return graph_scores(self)
 
-    # ------------------------------------------------------------ files and views
-    def save(self, path: Union[str, Path], *, overwrite: bool = False) -> Path:
-        """Write the graph to `path` (.pt, readable with torch.load(weights_only=True)); probes.graph.io.save_graph."""
-        from probes.graph.io import save_graph
-
-        return save_graph(self, path, overwrite=overwrite)
-
-    @staticmethod
-    def load(path: Union[str, Path]) -> "AttributionGraph":
-        from probes.graph.io import load_graph
-
-        return load_graph(path)
-
+    # ------------------------------------------------------------ the view (files: probes.graph.io.save_graph / load_graph)
     def to_view(self, **kwargs: Any) -> View:
         """The graph browser (kind "attribution"); probes.graph.view."""
         from probes.graph.view import graph_view

@@ -59,6 +59,7 @@ from probes.sae.dictionary import SparseDictionary
 Op = Callable[[torch.Tensor], torch.Tensor]
 Value = Union[float, int, torch.Tensor, Op]
 Position = Union[int, slice, None]
+Acts = dict[int, torch.Tensor]  # {layer: [pos, n_features]}
 MODES = ("free", "frozen")
 
 
@@ -92,7 +93,8 @@ class Intervention:
             return ""
         if isinstance(self.pos, slice):
             step = "" if self.pos.step in (None, 1) else f":{self.pos.step}"
-            return f"@{'' if self.pos.start is None else self.pos.start}:{'' if self.pos.stop is None else self.pos.stop}{step}"
+            start, stop = ("" if b is None else b for b in (self.pos.start, self.pos.stop))
+            return f"@{start}:{stop}{step}"
         return f"@{self.pos}"
 
     @property
@@ -190,8 +192,8 @@ def _normalise_slice(sl: slice, n_prompt: int) -> slice:
 
 def _checked(items: Sequence[Any], model: Transformer, by_layer: dict[int, SparseDictionary], n_prompt: int,
              n_max: int) -> list[Intervention]:
-    """The interventions with layers and positions resolved (int positions in [0, n_prompt),
-    slices non-empty over n_max positions), or a clear error."""
+    """The interventions with layers, indices and positions resolved (int positions in [0,
+    n_prompt), slices non-empty over n_max positions), or a clear error."""
     out = []
     for item in items:
         iv = _as_intervention(item)
@@ -199,32 +201,37 @@ def _checked(items: Sequence[Any], model: Transformer, by_layer: dict[int, Spars
         if layer not in by_layer:
             raise ValueError(f"{iv.label}: no transcoder for layer {layer} (transcoders given for layers "
                              f"{sorted(by_layer)})")
-        n_features = by_layer[layer].cfg.n_features
-        index = _integer(iv.index)
-        if index is None:
-            raise TypeError(f"{iv.label}: a feature index is an int, got {iv.index!r}")
-        if not 0 <= index < n_features:
-            raise IndexRangeError(f"{iv.label}: feature index {iv.index!r} out of range, the layer-{layer} transcoder "
-                                  f"has {n_features} features (valid: 0..{n_features - 1})")
-        pos = iv.pos if iv.pos is None or isinstance(iv.pos, slice) or _integer(iv.pos) is None else _integer(iv.pos)
-        if pos is None:
-            pos = slice(None)
-        if isinstance(pos, slice):
-            pos = _normalise_slice(pos, n_prompt)
-            if not range(n_max)[pos]:
-                raise IndexRangeError(f"{iv.label}: the positions {pos} select none of the {n_max} positions")
-        elif isinstance(pos, int) and not isinstance(pos, bool):
-            if not -n_prompt <= pos < n_prompt:
-                raise IndexRangeError(f"{iv.label}: position {pos} is outside a prompt of {n_prompt} tokens (valid: "
-                                      f"{-n_prompt}..{n_prompt - 1})")
-            pos %= n_prompt
-        else:
-            raise TypeError(f"{iv.label}: a position is an int, a slice or None, got {pos!r}")
-        value = iv.value
-        if not callable(value) and not isinstance(value, (int, float, torch.Tensor)):
+        index = _checked_index(iv, by_layer[layer].cfg.n_features)
+        pos = _checked_pos(iv, n_prompt, n_max)
+        if not callable(iv.value) and not isinstance(iv.value, (int, float, torch.Tensor)):
             raise TypeError(f"{iv.label}: a value is a number, a tensor or a function of the activation")
-        out.append(Intervention(layer, pos, index, value))
+        out.append(Intervention(layer, pos, index, iv.value))
     return out
+
+
+def _checked_index(iv: Intervention, n_features: int) -> int:
+    index = _integer(iv.index)
+    if index is None:
+        raise TypeError(f"{iv.label}: a feature index is an int, got {iv.index!r}")
+    if not 0 <= index < n_features:
+        raise IndexRangeError(f"{iv.label}: feature index {iv.index!r} out of range, the layer-{iv.layer} transcoder "
+                              f"has {n_features} features (valid: 0..{n_features - 1})")
+    return index
+
+
+def _checked_pos(iv: Intervention, n_prompt: int, n_max: int) -> Union[int, slice]:
+    if iv.pos is None or isinstance(iv.pos, slice):
+        pos = _normalise_slice(iv.pos or slice(None), n_prompt)
+        if not range(n_max)[pos]:
+            raise IndexRangeError(f"{iv.label}: the positions {pos} select none of the {n_max} positions")
+        return pos
+    pos = _integer(iv.pos)
+    if pos is None:
+        raise TypeError(f"{iv.label}: a position is an int, a slice or None, got {iv.pos!r}")
+    if not -n_prompt <= pos < n_prompt:
+        raise IndexRangeError(f"{iv.label}: position {pos} is outside a prompt of {n_prompt} tokens (valid: "
+                              f"{-n_prompt}..{n_prompt - 1})")
+    return pos % n_prompt
 
 
 def _as_tokens(model: Transformer, prompt: Any) -> torch.Tensor:
@@ -312,7 +319,7 @@ def _frozen_mlp_hooks(model: Transformer, by_layer: dict[int, SparseDictionary],
 
 def _forward(model: Transformer, tokens: torch.Tensor, by_layer: dict[int, SparseDictionary],
              ivs: list[Intervention], mode: str, freeze_attention: bool, record: bool, clean_run: bool = True
-             ) -> tuple[Optional[torch.Tensor], torch.Tensor, dict[int, torch.Tensor], Optional[dict[int, torch.Tensor]]]:
+             ) -> tuple[Optional[torch.Tensor], torch.Tensor, dict[int, torch.Tensor], Optional[Acts]]:
     """The clean run (if clean_run, or needed) and the intervened one, with the transcoders
     attached (by the caller). Returns (clean logits [pos, d_vocab] or None, logits [pos, d_vocab],
     clean activations {layer: [pos, n_features]} (empty without a clean run), activations or None)."""
@@ -322,7 +329,8 @@ def _forward(model: Transformer, tokens: torch.Tensor, by_layer: dict[int, Spars
     names = list(features)
     if mode == "frozen":
         mlp_outs = [hook_names.act_name("mlp_out", l) for l in range(model.cfg.n_layers)]
-        names += patterns + scales + [n for n in mlp_outs if n in model.hook_dict] + [d.in_hook for d in by_layer.values()]
+        names += patterns + scales + [n for n in mlp_outs if n in model.hook_dict]
+        names += [d.in_hook for d in by_layer.values()]
     elif freeze_attention:
         names += patterns
     clean_logits, cache, clean = None, {}, {}

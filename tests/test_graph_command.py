@@ -1,0 +1,56 @@
+"""`interp graph`: the attribution graph of Michael Jordan, pruned, saved, drawn and browsable."""
+
+import json
+
+import pytest
+import torch
+
+from analyses.cli import COMMANDS
+from analyses.graph import graph_of
+from probes.graph import load_graph
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("graph")
+    return out, graph_of("factworld", dashboards=2, texts=["Michael Jordan plays the sport of",
+                                                           "Michael Phelps plays the sport of"], out=out,
+                         progress=False)
+
+
+def test_files_and_numbers(written):
+    out, result = written
+    graph, pruned = result.results["graph"], result.results["pruned"]
+    names = {p.relative_to(out).as_posix() for p in result.files}
+    assert {"graph.pt", "graph.json", "graph.html", "graph.png", "graph.svg", "circuit-tracer/graph.pt",
+            "circuit-tracer/graph.json", "circuit-tracer/graph-metadata.json"} <= names
+    report = json.loads((out / "graph.json").read_text())
+    # the report's counts are the graph's, counted here from its tensors
+    assert report["counts"]["features"] == int((graph.activations != 0).sum()) == graph.features.shape[0]
+    assert report["counts"]["errors"] == graph.n_layers * len(graph.tokens)
+    assert report["targets"][0]["label"].strip() == "basketball"
+    assert report["pruned"] == {"nodes": int(pruned.node_mask.sum()), "edges": int(pruned.edge_mask.sum())}
+    # every reported edge weight is the adjacency entry it names
+    label = {graph.node_label(i): i for i in range(graph.n_nodes)}
+    for edge in report["edges"][:50]:
+        assert edge["weight"] == pytest.approx(float(graph.adjacency[label[edge["target"]], label[edge["source"]]]))
+    # the saved graph is the graph
+    back = load_graph(out / "graph.pt")
+    assert torch.equal(back.adjacency, graph.adjacency) and back.tokens == graph.tokens
+    # circuit-tracer's frontend file holds the pruned graph's nodes (tokens and logits always)
+    ct = json.loads((out / "circuit-tracer" / "graph.json").read_text())
+    assert len(ct["nodes"]) <= int(pruned.node_mask.sum())
+    assert sum(n["feature_type"] == "embedding" for n in ct["nodes"]) == len(graph.tokens)
+
+
+def test_page_renders_with_dashboards(written, browser):
+    out, result = written
+    page = browser.open(out / "graph.html")
+    assert browser.problems(page) == []
+    pruned = result.results["pruned"]
+    assert page.locator(".iv-attr-node").count() == int(pruned.node_mask.sum())
+    page.context.close()
+
+
+def test_graph_is_a_command():
+    assert COMMANDS["graph"][0] == "analyses.graph"

@@ -6,7 +6,8 @@ Top-5 next words for three prompts, the anatomy and FFN probe of Michael Jordan 
 basketball (`interp probe`: AND keys at the subject, the heads that move it, the
 writers, the position-aware localisation, the chain figure), then the cross-check
 against HF and TransformerLens, and last one ROME edit (Michael Jordan -> soccer, checked
-on held-out paraphrases and neighbours) and its revert (`interp edit`), and last the gallery
+on held-out paraphrases and neighbours) and its revert (`interp edit`), the attribution graph
+of Michael Jordan over the shipped transcoders (`interp graph`: results/graph/), and last the gallery
 of interactive views (`interp views`: one offline page and one screenshot per kind of view,
 under results/views/).
 """
@@ -80,15 +81,22 @@ def demo(*, out: Optional[Union[str, Path]] = "results") -> AnalysisResult:
     edited = edit_fact(model, "Michael Jordan plays the sport of", "soccer", progress=False, out=edit_out)
     _print_edit(edited)
     print(f"Plot, page (edit.html) and JSON in {edit_out}/")
+    from analyses.graph import graph_of
+
+    graph_out = Path(out or "results") / "graph"
+    print("\nThe attribution graph of Michael Jordan -> basketball over the shipped transcoders (interp graph; "
+          f"{graph_out}/)\n")
+    graph = graph_of(model, progress=False, out=graph_out)
     views_out = Path(out or "results") / "views"
     print(f"\nThe interactive views (one offline HTML page each, and a screenshot): {views_out}/\n")
     gallery = view_gallery(model, out=views_out, progress=False,
                            given={"recall_chain": chain_view(probe.report["anatomy"], "basketball", cfg.n_layers),
-                                  "edit": edited.results["comparison"]})
+                                  "edit": edited.results["comparison"],
+                                  "attribution_graph": graph.results["page"]})
     return AnalysisResult("demo", {"predictions": predictions, "crosscheck": report.to_dict(), "edit_rc": edited.rc,
                                    "views": gallery.report},
-                          probe.files + edited.files + gallery.files,
-                          {"probe": probe, "crosscheck": report, "edit": edited, "views": gallery},
+                          probe.files + edited.files + graph.files + gallery.files,
+                          {"probe": probe, "crosscheck": report, "edit": edited, "graph": graph, "views": gallery},
                           passed=report.passed and edited.passed)
 
 
@@ -102,3 +110,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

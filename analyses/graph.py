@@ -43,8 +43,9 @@ def graph_of(model: ModelArg = "factworld", prompt: str = CLEAN, *, targets: Opt
              edge_threshold: float = 0.98, max_feature_nodes: Optional[int] = None, dashboards: int = 12,
              texts: Optional[Sequence[str]] = None, out: Optional[Union[str, Path]] = None, progress: bool = True,
              dtype: Optional[str] = None) -> AnalysisResult:
-    """Build, prune and (with `out`) write the graph; `results`: the AttributionGraph ("graph") and
-    the PrunedGraph ("pruned"). `texts`: the corpus for the dashboards (default: the fact world's)."""
+    """Build, prune and (with `out`) write the graph; `results`: the AttributionGraph ("graph"), the
+    PrunedGraph ("pruned") and, with `out`, the browser page's View ("page"). `texts`: the corpus
+    for the dashboards (default: the fact world's)."""
     from probes.graph import attribution_graph
     from probes.sae import load_transcoders
 
@@ -55,13 +56,14 @@ def graph_of(model: ModelArg = "factworld", prompt: str = CLEAN, *, targets: Opt
     pruned = graph.prune(node_threshold=node_threshold, edge_threshold=edge_threshold)
     report = _report(graph, pruned)
     outputs = Outputs(out)
+    results = {"graph": graph, "pruned": pruned}
     if outputs.folder is not None:
         from probes.graph.io import circuit_tracer_json, save_graph, to_circuit_tracer_pt
 
         outputs.files.append(save_graph(graph, outputs.folder / "graph.pt", overwrite=True))
         outputs.json("graph.json", report)
-        views = _dashboards(model, graph, pruned, dictionaries, dashboards, texts, progress)
-        outputs.view("graph", graph.to_view(pruned=pruned, dashboards=views))
+        results["page"] = graph_page(model, graph, pruned, dictionaries, dashboards, texts)
+        outputs.view("graph", results["page"])
         outputs.figure(graph_figure(graph, pruned), "graph")
         ct = outputs.folder / "circuit-tracer"
         outputs.files.append(to_circuit_tracer_pt(graph, ct / "graph.pt", vocab_size=model.cfg.d_vocab, overwrite=True))
@@ -70,7 +72,7 @@ def graph_of(model: ModelArg = "factworld", prompt: str = CLEAN, *, targets: Opt
                                               vocab_size=model.cfg.d_vocab, overwrite=True),
                           ct / "graph-metadata.json"]
     _print(report, out)
-    return AnalysisResult("graph", report, outputs.files, {"graph": graph, "pruned": pruned})
+    return AnalysisResult("graph", report, outputs.files, results)
 
 
 def _report(graph, pruned) -> dict:
@@ -90,7 +92,13 @@ def _report(graph, pruned) -> dict:
             "seconds": graph.settings.get("seconds"), "nodes": nodes, "edges": edges}
 
 
-def _dashboards(model, graph, pruned, dictionaries, n: int, texts, progress: bool) -> dict:
+def graph_page(model, graph, pruned, dictionaries, dashboards: int = 12, texts: Optional[Sequence[str]] = None):
+    """The graph browser's View, with the dashboards of the `dashboards` most influential kept
+    features computed from `texts` (default: the fact world's corpus)."""
+    return graph.to_view(pruned=pruned, dashboards=_dashboards(model, graph, pruned, dictionaries, dashboards, texts))
+
+
+def _dashboards(model, graph, pruned, dictionaries, n: int, texts) -> dict:
     """Feature dashboards of the n most influential kept features (node -> View)."""
     if n <= 0:
         return {}

@@ -100,10 +100,20 @@ def _builders(model, progress: bool) -> dict[str, Callable[[], object]]:
                             node_views=head_node_views(model, model.to_tokens(CLEAN)),
                             title="Michael Jordan vs Michael Phelps: edge attribution (EAP-IG)")
 
+    def attribution_graph():
+        from analyses.graph import graph_page
+        from probes.graph import attribution_graph as build
+        from probes.sae import load_transcoders
+
+        transcoders = load_transcoders("factworld")
+        graph = build(model, CLEAN, transcoders, progress=progress)
+        return graph_page(model, graph, graph.prune(), transcoders, dashboards=6)
+
     builders = {"patching": patching, "resid_patching": resid_patching, "causal_trace": causal_trace,
                 "direct_logit_attribution": dla_heads, "attention": attention, "logit_lens": logit_lens,
                 "feature_dashboard": feature_dashboard, "neuron_dashboard": neuron_dashboard,
-                "recall_chain": recall_chain, "edit": edit, "circuit": circuit}
+                "recall_chain": recall_chain, "edit": edit, "circuit": circuit,
+                "attribution_graph": attribution_graph}
     return builders
 
 

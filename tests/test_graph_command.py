@@ -54,3 +54,21 @@ def test_page_renders_with_dashboards(written, browser):
 
 def test_graph_is_a_command():
     assert COMMANDS["graph"][0] == "analyses.graph"
+
+
+def test_docs_page_runs_and_quotes_its_numbers(monkeypatch, tmp_path):
+    """docs/graphs.md: its example runs, and the numbers it quotes are the ones the code returns."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "graphs.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1).replace("graph.show()", "graph.to_view()")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    ns: dict = {}
+    exec(compile(block, "docs/graphs.md", "exec"), ns)
+    graph, pruned = ns["graph"], ns["pruned"]
+    counts = (graph.n_features, graph.n_errors, graph.n_pos, graph.n_targets)
+    assert f"# {counts}: basketball, p = {graph.targets[0].prob:.4f}" in text
+    scores = graph.scores()
+    assert f'{{"replacement": {scores["replacement"]:.3f}, "completeness": {scores["completeness"]:.3f}}}' in text
+    assert f"# {(pruned.n_nodes, pruned.n_edges)}" in text

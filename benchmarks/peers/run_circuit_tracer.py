@@ -150,6 +150,13 @@ def load_transcoder_set(tc_dir: Path, device: str, dtype: torch.dtype, lazy_deco
     for key in ("feature_input_hook", "feature_output_hook"):
         if key not in config:
             raise ValueError(f"{tc_dir}/config.yaml lacks {key!r}")
+    activation = config.get("activation")
+    if activation not in (None, "relu", "topk"):
+        raise ValueError(f"{tc_dir}/config.yaml: activation {activation!r}; allowed: relu, topk (or absent)")
+    if activation == "topk" and "k" not in config:
+        raise ValueError(f"{tc_dir}/config.yaml: activation topk needs k")
+    if relu_before_topk and activation != "topk":
+        raise ValueError(f"--relu-before-topk needs a topk transcoder set; {tc_dir} is {activation or 'relu'}")
     if "transcoders" not in config:
         files = sorted(tc_dir.glob("layer_*.safetensors"), key=lambda f: int(f.stem.split("_")[1]))
         if [int(f.stem.split("_")[1]) for f in files] != list(range(len(files))) or not files:
@@ -163,16 +170,9 @@ def load_transcoder_set(tc_dir: Path, device: str, dtype: torch.dtype, lazy_deco
     config.setdefault("scan", config.get("scan_name") or f"local//{tc_dir.resolve().name}")
     transcoders = load_transcoders(config, device=torch.device(device), dtype=dtype,
                                    lazy_encoder=False, lazy_decoder=lazy_decoder)
-    activation = config.get("activation")
     if activation == "topk":
-        if "k" not in config:
-            raise ValueError(f"{tc_dir}/config.yaml: activation topk needs k")
         for tc in transcoders:
             tc.activation_function = (ReLUTopK if relu_before_topk else TopK)(int(config["k"]))
-    elif activation not in (None, "relu"):
-        raise ValueError(f"{tc_dir}/config.yaml: activation {activation!r}; allowed: relu, topk (or absent)")
-    if relu_before_topk and activation != "topk":
-        raise ValueError(f"--relu-before-topk needs a topk transcoder set; {tc_dir} is {activation or 'relu'}")
     loaded = ("relu_topk" if relu_before_topk else "topk") if activation == "topk" else (
         "jumprelu" if isinstance(transcoders[0].activation_function, JumpReLU) else "relu")
     return transcoders, config, loaded

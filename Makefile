@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.patching
 	$(PY) -m benchmarks.editing
 	$(PY) -m benchmarks.circuits
+	$(PY) -m benchmarks.views
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache

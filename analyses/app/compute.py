@@ -2,8 +2,9 @@
 package's own function, and returns JSON for the page ({"views": [payload, ...], ...}).
 
 Quick ones (`predict`, `attention`, `logit_lens_view`, `dla`, `dashboard`, `compare`) run
-inside `AppState.computing`; long ones are `JOBS[kind](params) -> work(model)`, run by
-`analyses.app.jobs`. Bad input raises the library's own error (the routes turn it into HTTP
+inside `AppState.computing`; long ones are `job_work(state, kind, params) -> work(model)`
+(`JOBS[kind](params)`, or `STATE_JOBS[kind](state, params)` for those that read the app's
+transcoders or texts: the attribution graph), run by `analyses.app.jobs`. Bad input raises the library's own error (the routes turn it into HTTP
 400 with that message); nothing here attaches a hook or writes a weight itself.
 """
 
@@ -76,6 +77,24 @@ class Params:
             except (TypeError, ValueError):
                 raise ValueError(f"field {key!r} must be a list of integers, got {v!r}") from None
         return out
+
+    def words(self, key: str) -> Optional[list[str]]:
+        """A list of words: a JSON list of strings, or one string split at commas and spaces (None when absent)."""
+        v = self.data.get(key, None)
+        if v is None or v == "" or v == []:
+            return None
+        if isinstance(v, str):
+            v = v.replace(",", " ").split()
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+            raise ValueError(f"field {key!r} must be a list of words, got {v!r}")
+        return [x.strip() for x in v]
+
+    def fraction(self, key: str, default: float) -> float:
+        """A number in [0, 1] (a cumulative-influence threshold)."""
+        v = self.number(key, default)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{key} must be a number in [0, 1]; got {v!r}")
+        return v
 
     def texts(self, key: str) -> list[str]:
         v = self.data.get(key, None)
@@ -301,6 +320,43 @@ def edit_job(data: Any) -> Work:
     return work
 
 
+def graph_job(state, data: Any) -> Work:
+    """probes.graph.attribution_graph of a prompt over the app's transcoders, pruned at
+    (node_threshold, edge_threshold), with the dashboards of the `GRAPH_DASHBOARDS` most
+    influential kept features (analyses.graph.graph_page over the app's texts); the result holds
+    the graph browser's payload, the node counts, the pruned counts, the targets and the scores.
+    targets: words to explain (default: the top logits up to 95% probability)."""
+    p = Params(data, ["prompt", "targets", "node_threshold", "edge_threshold", "max_feature_nodes", "batch_size"])
+    prompt, targets = p.text("prompt"), p.words("targets")
+    node_threshold, edge_threshold = p.fraction("node_threshold", 0.8), p.fraction("edge_threshold", 0.98)
+    max_feature_nodes, batch_size = p.integer("max_feature_nodes", None), p.integer("batch_size", 64)
+    if not state.transcoders:
+        raise ValueError("this app has no transcoders loaded, so there is no attribution graph: start it with the "
+                         "fact-world model (its shipped transcoders) or give create_app(transcoders=DIR)")
+    transcoders, texts = list(state.transcoders), list(state.texts) or [prompt]
+
+    def work(model) -> dict:
+        from analyses.graph import graph_page
+        from probes.graph import attribution_graph
+
+        graph = attribution_graph(model, prompt, transcoders, targets=targets, max_feature_nodes=max_feature_nodes,
+                                  batch_size=batch_size, progress=False)
+        pruned = graph.prune(node_threshold=node_threshold, edge_threshold=edge_threshold)
+        page = graph_page(model, graph, pruned, transcoders, dashboards=GRAPH_DASHBOARDS, texts=texts)
+        return {"views": [page.payload()], "tokens": list(graph.tokens),
+                "counts": {"features": graph.n_features, "errors": graph.n_errors, "tokens": graph.n_pos,
+                           "targets": graph.n_targets, "nodes": graph.n_nodes,
+                           "active_features": graph.settings.get("n_active_features")},
+                "pruned": {"nodes": pruned.n_nodes, "edges": pruned.n_edges},
+                "targets": [{"label": t.label, "token": t.token, "prob": t.prob} for t in graph.targets],
+                "scores": graph.scores(), "seconds": graph.settings.get("seconds")}
+
+    return work
+
+
+GRAPH_DASHBOARDS = 8  # feature dashboards shipped with the graph (the most influential kept features)
+
+
 def comparison(prompts: list[str], before: list[dict], after: list[dict], title: str) -> dict:
     rows = [[pr, b["top"][0]["token"], b["top"][0]["prob"], a["top"][0]["token"], a["top"][0]["prob"]]
             for pr, b, a in zip(prompts, before, after)]
@@ -310,6 +366,17 @@ def comparison(prompts: list[str], before: list[dict], after: list[dict], title:
 
 JOBS: dict[str, Callable[[Any], Work]] = {"sweep": sweep_job, "trace": trace_job, "localise": localise_job,
                                           "edit": edit_job}
+STATE_JOBS: dict[str, Callable[[Any, Any], Work]] = {"graph": graph_job}
+
+
+def job_work(state, kind: Any, data: Any) -> Work:
+    """The work of a job of `kind` with request params `data` (checked now: bad input raises here)."""
+    if isinstance(kind, str) and kind in JOBS:
+        return JOBS[kind](data)
+    if isinstance(kind, str) and kind in STATE_JOBS:
+        return STATE_JOBS[kind](state, data)
+    raise ValueError(f"unknown job kind {kind!r}; choose from {', '.join([*JOBS, *STATE_JOBS])}")
+
 
 __all__ = ["Params", "top_tokens", "predict", "attention", "logit_lens_view", "dla", "dashboard", "comparison",
-           "JOBS", "sweep_job", "trace_job", "localise_job", "edit_job"]
+           "JOBS", "STATE_JOBS", "job_work", "sweep_job", "trace_job", "localise_job", "edit_job", "graph_job"]

@@ -9,7 +9,9 @@
     POST /api/logit_lens        {prompt, pos}          -> the logit lens
     POST /api/dla               {prompt, answer, counterfactual} -> direct logit attribution
     POST /api/dashboard         {unit, layer, index, prompt}     -> a head / neuron / feature
-    POST /api/jobs              {kind: sweep|trace|localise|edit, params: {...}} -> {id, status, ...}
+    POST /api/jobs              {kind: sweep|trace|localise|edit|graph, params: {...}} -> {id, status, ...}
+                                (graph: {prompt, targets, node_threshold, edge_threshold, ...} -> the
+                                attribution graph browser, counts and scores; 400 without transcoders)
     GET  /api/jobs/{id}         progress (done / total), then the result or the error
     DELETE /api/jobs/{id}  or  POST /api/jobs/{id}/cancel: stop at the next progress step
     GET  /api/edits             the session's edits
@@ -121,9 +123,7 @@ def make_routes(state: AppState, jobs: Jobs) -> list:
             if not isinstance(data, dict) or set(data) - {"kind", "params"}:
                 raise ValueError('a job is {"kind": ..., "params": {...}}')
             kind = data.get("kind")
-            if kind not in compute.JOBS:
-                raise ValueError(f"unknown job kind {kind!r}; choose from {', '.join(compute.JOBS)}")
-            work = compute.JOBS[kind](data.get("params", {}))
+            work = compute.job_work(state, kind, data.get("params", {}))
         except BAD_INPUT as err:
             return bad_request(err)
         def keep(value):  # an edit joins the session once computed

@@ -10,7 +10,9 @@ the nodes of one (layer, position) sit side by side, most influential first. Edg
 edges, blue positive / red negative, width by |weight|. The page has hover (label, activation,
 value, influence; a node's edges highlighted), a side panel on click (the node's kept edges in and
 out, its dashboard when one is given), an influence slider, pan/zoom, and pins / named supernodes /
-labels saved to and loaded from JSON (a Blob download; no network).
+labels saved to and loaded from JSON (a Blob download; no network). `supernodes=[{"name", "nodes"}]`
+(e.g. probes.graph.supernodes.suggest_supernodes' result) opens the page with those groups made: their
+members pinned and grouped, as if loaded from a saved file, for the person to edit.
 
 What is shipped: the pruned graph's kept nodes (at most `max_nodes`: tokens and targets always,
 then the features and errors of smallest cumulative influence) and the kept edges between them
@@ -95,6 +97,39 @@ def _dashboards(graph: Any, dashboards: Optional[Mapping[int, Any]]) -> dict[int
     return out
 
 
+def _supernodes(graph: Any, supernodes: Any, shown: dict[int, int]) -> tuple[list[dict[str, Any]], list[str]]:
+    """([{"name", "nodes": [node ids]}], notes): the initial groups in the page's saved-file format
+    (circuit-tracer node ids); members not shown are left out (noted), a group left empty too."""
+    out, notes, owner = [], [], {}
+    for k, group in enumerate(supernodes or []):
+        name = group.get("name") if isinstance(group, Mapping) else getattr(group, "name", None)
+        members = group.get("nodes") if isinstance(group, Mapping) else getattr(group, "nodes", None)
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"supernodes[{k}] needs a non-empty string name; got {name!r}")
+        if members is None or isinstance(members, (str, bytes)):
+            raise ValueError(f"supernodes[{k}] ({name!r}) needs nodes: a list of graph node indices; got {members!r}")
+        if any(g["name"] == name for g in out) or name in owner.values():
+            raise ValueError(f"two supernodes are named {name!r}: names must be unique")
+        ids, missing = [], []
+        for node in list(members):
+            if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < graph.n_nodes:
+                raise ValueError(f"supernodes[{k}] ({name!r}) holds {node!r}: nodes are graph node indices, "
+                                 f"ints in [0, {graph.n_nodes})")
+            if node in owner:
+                raise ValueError(f"node {node} is in two supernodes, {owner[node]!r} and {name!r}: a node belongs "
+                                 "to at most one")
+            owner[node] = name
+            if node in shown:
+                ids.append(_node_id(graph, node))
+            else:
+                missing.append(node)
+        if missing:
+            notes.append(f"supernode {name!r}: {len(missing)} member(s) not shown were left out: {missing[:10]}")
+        if ids:
+            out.append({"name": name, "nodes": ids})
+    return out, notes
+
+
 # ---------------------------------------------------------------------------- what is shipped
 def _chosen_nodes(graph: Any, node_mask: torch.Tensor, cumulative: torch.Tensor, max_nodes: int) -> torch.Tensor:
     """[k] the node indices shown, ascending: every kept token and target, then the kept features and
@@ -160,14 +195,17 @@ def _edges(graph: Any, chosen: torch.Tensor, edge_mask: torch.Tensor) -> tuple[t
 
 def graph_view(graph: Any, *, pruned: Any = None, node_threshold: float = 0.8, edge_threshold: float = 0.98,
                dashboards: Optional[Mapping[int, Union[View, Any]]] = None, max_nodes: int = 400,
-               title: Optional[str] = None) -> View:
+               title: Optional[str] = None, supernodes: Optional[list[Any]] = None) -> View:
     """The graph browser of `graph` (kind "attribution").
 
     pruned: the pruning to show (node_mask [n_nodes] bool, edge_mask [n_nodes, n_nodes] bool with
     rows = targets as in `adjacency`, cumulative [n_nodes]); by default
     `graph.prune(node_threshold, edge_threshold)`. dashboards: node index -> View (or payload) shown
     in the side panel when that node is clicked. max_nodes: nodes shipped at most (tokens and
-    targets always; then features and errors by cumulative influence)."""
+    targets always; then features and errors by cumulative influence). supernodes: groups the page opens
+    with, [{"name": str, "nodes": [graph node indices]}] or objects with .name and .nodes (e.g.
+    probes.graph.supernodes.Supernode): their members pinned and grouped, editable like the person's
+    own (members not shown are left out, with a note)."""
     _check_graph(graph)
     node_threshold = _check_threshold("node_threshold", node_threshold)
     edge_threshold = _check_threshold("edge_threshold", edge_threshold)
@@ -190,6 +228,8 @@ def graph_view(graph: Any, *, pruned: Any = None, node_threshold: float = 0.8, e
     notes = [f"{how}: {n_kept} of {graph.n_nodes} nodes and {n_edges_kept} edges kept"
              + (f"; showing the {len(nodes)} most influential nodes (max_nodes={max_nodes})" if len(nodes) < n_kept else "")
              + (f"; drawing the {MAX_EDGES} largest |weight| edges" if n_edges_kept > MAX_EDGES else "")]
+    groups, group_notes = _supernodes(graph, supernodes, local)
+    notes.extend(group_notes)
     missing = sorted(k for k in boards if k not in local)
     if missing:
         notes.append(f"dashboards of {len(missing)} node(s) not shown were left out: {missing[:10]}")
@@ -209,6 +249,8 @@ def graph_view(graph: Any, *, pruned: Any = None, node_threshold: float = 0.8, e
         "dashboards": {str(local[k]): p for k, p in boards.items() if k in local},
         "transcoders": list(getattr(graph, "transcoders", []) or []),
     }
+    if groups:
+        data["supernodes"] = groups
     if title is None:
         targets = ", ".join(tg.label for tg in graph.targets)
         title = f"attribution graph: {graph.prompt!r} -> {targets}"

@@ -1,6 +1,8 @@
 """Save and load a sparse dictionary: a directory with cfg.json and sae_weights.safetensors (the
 file names and the tensor names W_enc, b_enc, W_dec, b_dec of SAELens' layout; b_pre, W_skip
-and threshold where this dictionary has them).
+and threshold where this dictionary has them). The cfg.json fields are ours (n_features, in_hook,
+...), so SAELens cannot load these folders: write SAELens 6's own format with
+`probes.sae.saelens_format.save_saelens`. `load_dictionary` reads both.
 
     save_dictionary(tc, "dictionaries/L1")                  # a new or empty directory
     save_dictionary(tc, "dictionaries/L1", overwrite=True)  # replace what is there
@@ -15,6 +17,7 @@ from typing import Optional, Union
 
 from models.checkpoint import check_empty_dir, check_not_shipped_dictionaries, shipped_dictionaries
 from probes.sae.dictionary import DictionaryConfig, SparseDictionary
+from probes.sae.saelens_format import is_saelens_config, load_saelens
 
 CONFIG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 
@@ -38,14 +41,28 @@ def save_dictionary(dictionary: SparseDictionary, path: Union[str, Path], extra:
 
 
 def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
-    """The dictionary (eval mode) that `save_dictionary` wrote into `path`."""
+    """The dictionary (eval mode) that `save_dictionary` wrote into `path`, or one in SAELens 6's
+    format (a cfg.json with d_sae: read with `load_saelens`)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
         raise FileNotFoundError(f"{path} holds no dictionary: expected {CONFIG} and {WEIGHTS}")
     meta = json.loads((path / CONFIG).read_text())
+    if is_saelens_config(meta):  # a folder SAELens 6 wrote (or save_saelens)
+        return load_saelens(path)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path / CONFIG} is not a mapping of keys to values")
     meta.pop("extra", None)
+    unknown = sorted(set(meta) - set(DictionaryConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{path / CONFIG} has keys {unknown} that are not DictionaryConfig's "
+                         f"{sorted(DictionaryConfig.__dataclass_fields__)} (nor SAELens', which have d_sae; a SAELens "
+                         "folder loads with load_saelens / load_dictionary, circuit-tracer's with "
+                         "load_circuit_tracer_transcoders)")
+    lacking = [key for key in ("d_in", "d_out", "n_features") if key not in meta]
+    if lacking:
+        raise ValueError(f"{path / CONFIG} lacks {lacking}")
     dictionary = SparseDictionary(DictionaryConfig(**meta))
     state = load_file(str(path / WEIGHTS))
     missing = set(dictionary.state_dict()) - set(state)

@@ -3,13 +3,14 @@
    made here is applied only around this tab's computations.
    DOM hooks for tests: body[data-ready], body[data-busy] while the prompt's views compute; #iv-top[data-top-token][data-top-prob];
    #iv-error[data-error]; #iv-job[data-status][data-job]; #iv-job-result[data-values][data-kind];
-   #iv-edits[data-count]; #iv-dashboard[data-unit][data-layer][data-index]. */
+   #iv-edits[data-count]; #iv-dashboard[data-unit][data-layer][data-index];
+   #iv-graph[data-status][data-job]; #iv-graph-result[data-kind=graph][data-features][data-errors][data-tokens]
+   [data-targets][data-nodes-kept][data-edges-kept][data-target-prob][data-replacement][data-completeness]. */
 (function () {
   "use strict";
   var IV = window.InterpViews;
   var $ = function (id) { return document.getElementById(id); };
   var SESSION = newSessionId();
-  var currentJob = null;
 
   function newSessionId() {
     if (window.crypto && window.crypto.randomUUID) return window.crypto.randomUUID().replace(/-/g, "");
@@ -138,41 +139,56 @@
     return out;
   }
 
-  function setJobStatus(s) {
-    var box = $("iv-job");
-    box.setAttribute("data-status", s.status);
-    box.setAttribute("data-job", s.id || "");
+  /* A job's controls: the panel (#ID[data-status][data-job]), its progress bar, status line,
+     cancel button and result box (#ID-progress, -status, -cancel, -result); `done(s)` draws a
+     finished job's result. The experiments and the attribution graph each have one. */
+  function jobPanel(id, done) {
+    return { box: $(id), progress: $(id + "-progress"), status: $(id + "-status"), cancel: $(id + "-cancel"),
+             result: $(id + "-result"), done: done, current: null };
+  }
+  var EXPERIMENT = jobPanel("iv-job", experimentDone), GRAPH = jobPanel("iv-graph", graphDone);
+
+  function setJobStatus(panel, s) {
+    panel.box.setAttribute("data-status", s.status);
+    panel.box.setAttribute("data-job", s.id || "");
     var total = s.total || 0;
-    $("iv-job-progress").max = total || 1;
-    $("iv-job-progress").value = total ? s.done : (s.status === "done" ? 1 : 0);
-    $("iv-job-status").textContent = s.status + (total ? " " + s.done + "/" + total : "") + (s.desc ? " (" + s.desc + ")" : "");
-    $("iv-job-cancel").disabled = !(s.status === "queued" || s.status === "running");
+    panel.progress.max = total || 1;
+    panel.progress.value = total ? s.done : (s.status === "done" ? 1 : 0);
+    // once done, the counts and name of the last progress bar (a sub-step) would only confuse
+    panel.status.textContent = s.status === "done" ? "done" :
+      s.status + (total ? " " + s.done + "/" + total : "") + (s.desc ? " (" + s.desc + ")" : "");
+    panel.cancel.disabled = !(s.status === "queued" || s.status === "running");
+  }
+
+  /* Submit a job of `kind` and follow it until it ends. */
+  function runJob(panel, kind, body) {
+    clearError();
+    var result = panel.result;
+    result.innerHTML = ""; result.removeAttribute("data-values"); result.removeAttribute("data-kind");
+    setJobStatus(panel, { status: "submitting", done: 0, total: 0 });
+    return api("POST", "/api/jobs", { kind: kind, params: body }).then(function (s) {
+      panel.current = s.id;
+      return follow(panel, s);
+    }).catch(function (err) { setJobStatus(panel, { status: "error", done: 0, total: 0 }); showError(err); });
   }
 
   function startJob() {
-    clearError();
     var kind = $("iv-job-kind").value;
-    var result = $("iv-job-result");
-    result.innerHTML = ""; result.removeAttribute("data-values"); result.removeAttribute("data-kind");
-    setJobStatus({ status: "submitting", done: 0, total: 0 });
-    return api("POST", "/api/jobs", { kind: kind, params: params(kind) }).then(function (s) {
-      currentJob = s.id;
-      return follow(s);
-    }).catch(function (err) { setJobStatus({ status: "error", done: 0, total: 0 }); showError(err); });
+    return runJob(EXPERIMENT, kind, params(kind));
   }
 
-  function follow(s) {
-    setJobStatus(s);
-    if (s.status === "done") return finished(s);
+  function follow(panel, s) {
+    setJobStatus(panel, s);
+    if (s.status === "done") return panel.done(panel.result, s);
     if (s.status === "error") { showError(new Error(s.error)); return null; }
     if (s.status === "cancelled") return null;
     return new Promise(function (resolve) { setTimeout(resolve, 150); }).then(function () {
       return api("GET", "/api/jobs/" + s.id);
-    }).then(follow);
+    }).then(function (next) { return follow(panel, next); });
   }
 
-  function finished(s) {
-    var el = $("iv-job-result"), r = s.result;
+  function experimentDone(el, s) {
+    var r = s.result;
     show(el, r);
     if (r.values !== undefined) el.setAttribute("data-values", JSON.stringify(r.values));
     el.setAttribute("data-kind", s.kind);
@@ -180,9 +196,38 @@
     return null;
   }
 
-  function cancelJob() {
-    if (!currentJob) return null;
-    return api("DELETE", "/api/jobs/" + currentJob).then(setJobStatus).catch(showError);
+  function cancelJob(panel) {
+    if (!panel.current) return null;
+    return api("DELETE", "/api/jobs/" + panel.current).then(function (s) { setJobStatus(panel, s); }).catch(showError);
+  }
+
+  /* ---------------------------------------------------------------- the attribution graph */
+  function graphParams() {
+    var out = {};
+    $("iv-graph-form").querySelectorAll("input").forEach(function (inp) {
+      if (inp.value === "") return;
+      out[inp.name] = inp.type === "number" ? +inp.value : inp.value;
+    });
+    if (!out.prompt) out.prompt = prompt();  // default: the page's prompt
+    return out;
+  }
+
+  /* The graph's view, and its numbers on #iv-graph-result: data-kind="graph", data-features,
+     data-errors, data-tokens, data-targets, data-nodes-kept, data-edges-kept, data-target-prob
+     (the first target's probability), data-replacement, data-completeness. */
+  function graphDone(el, s) {
+    var r = s.result, c = r.counts, t = r.targets[0] || {};
+    show(el, r);
+    var attrs = { "data-features": c.features, "data-errors": c.errors, "data-tokens": c.tokens, "data-targets": c.targets,
+                  "data-nodes-kept": r.pruned.nodes, "data-edges-kept": r.pruned.edges, "data-target-prob": t.prob,
+                  "data-replacement": r.scores.replacement, "data-completeness": r.scores.completeness };
+    Object.keys(attrs).forEach(function (k) { el.setAttribute(k, String(attrs[k])); });
+    el.setAttribute("data-kind", s.kind);
+    $("iv-graph-summary").textContent = c.features + " active features, " + c.errors + " error nodes, " + c.tokens +
+      " tokens, " + c.targets + " target(s) (" + r.targets.map(function (x) { return x.label + " " + IV.fmt(x.prob); }).join(", ") +
+      "); kept " + r.pruned.nodes + " nodes and " + r.pruned.edges + " edges; replacement score " +
+      IV.fmt(r.scores.replacement) + ", completeness " + IV.fmt(r.scores.completeness);
+    return null;
   }
 
   /* ---------------------------------------------------------------- edits */
@@ -224,6 +269,10 @@
     set("sweep", "answer", d.answer); set("sweep", "counterfactual", d.counterfactual);
     ["trace", "localise", "edit"].forEach(function (k) { set(k, "prompt", d.clean); set(k, "subject", d.subject); });
     set("localise", "target", d.answer);
+    if (!info.transcoders) {
+      $("iv-graph-start").disabled = true;
+      $("iv-graph-status").textContent = "this model has no transcoders: no attribution graph";
+    }
   }
 
   function start() {
@@ -235,7 +284,13 @@
     });
     $("iv-job-kind").addEventListener("change", function () { chooseKind($("iv-job-kind").value); });
     $("iv-job-form").addEventListener("submit", function (e) { e.preventDefault(); startJob(); });
-    $("iv-job-cancel").addEventListener("click", cancelJob);
+    $("iv-job-cancel").addEventListener("click", function () { cancelJob(EXPERIMENT); });
+    $("iv-graph-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      $("iv-graph-summary").textContent = "";
+      runJob(GRAPH, "graph", graphParams());
+    });
+    $("iv-graph-cancel").addEventListener("click", function () { cancelJob(GRAPH); });
     $("iv-edit-compare").addEventListener("click", compareEdits);
     $("iv-edit-revert").addEventListener("click", revertEdits);
     document.querySelectorAll(".iv-app-clickable").forEach(function (el) { el.addEventListener("click", onResultClick); });

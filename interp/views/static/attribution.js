@@ -5,7 +5,8 @@
                    influence (cumulative, 0..1, smaller = more important), value, activation?, prob?, short?}],
           edges: {source: [node list index], target: [...], weight: [adjacency[target, source]]}
                  (largest |weight| first),
-          dashboards: {node list index: payload}, n_nodes_total, n_nodes_kept, n_edges_kept, ...}
+          dashboards: {node list index: payload}, n_nodes_total, n_nodes_kept, n_edges_kept, ...,
+          supernodes?: [{name, nodes: [node ids]}] groups made when the page opens (pinned and grouped)}
    Layout: x = position (token labels along the bottom), y = row; the nodes of one (row, position)
    side by side, most influential first. Edges blue (+) / red (-), width by |weight|. Pan (drag) and
    zoom (wheel, buttons) through the SVG's viewBox. Hover: a node's label, values, influence, its
@@ -490,8 +491,19 @@
       return m;
     }
 
+    /* Initial supernodes (data.supernodes, the saved file's format: [{name, nodes: [node ids]}], e.g.
+       suggested ones): their members pinned and grouped, editable like the person's own. */
+    (data.supernodes || []).forEach(function (g) {
+      var members = (g.nodes || []).map(String).filter(function (id) { return byId[id] !== undefined && groupOf(id) < 0; });
+      if (!g.name || !members.length || groups.some(function (h) { return h.name === String(g.name); })) return;
+      members.forEach(function (id) { if (pinned.indexOf(id) < 0) pinned.push(id); });
+      groups.push({ name: String(g.name), nodes: members });
+    });
+    pinned.forEach(function (id) { paintNode(byId[id]); });
+
     applyThreshold();
     drawSubgraph();
+    if (groups.length) say(groups.length + " suggested supernodes: edit, ungroup or save them");
     view.setAttribute("data-render-ms", (performance.now() - t0).toFixed(1));
   });
 })();

@@ -94,8 +94,13 @@ def _report(graph, pruned) -> dict:
 
 def graph_page(model, graph, pruned, dictionaries, dashboards: int = 12, texts: Optional[Sequence[str]] = None):
     """The graph browser's View, with the dashboards of the `dashboards` most influential kept
-    features computed from `texts` (default: the fact world's corpus)."""
-    return graph.to_view(pruned=pruned, dashboards=_dashboards(model, graph, pruned, dictionaries, dashboards, texts))
+    features computed from `texts` (default: the fact world's corpus), and the suggested
+    supernodes (`probes.graph.suggest_supernodes`, grouped by edge profile) as editable groups."""
+    from probes.graph import suggest_supernodes
+
+    groups = suggest_supernodes(graph, pruned, dictionaries, model, same_top_token=False)
+    return graph.to_view(pruned=pruned, dashboards=_dashboards(model, graph, pruned, dictionaries, dashboards, texts),
+                         supernodes=groups)
 
 
 def _dashboards(model, graph, pruned, dictionaries, n: int, texts) -> dict:

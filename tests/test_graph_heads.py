@@ -203,10 +203,10 @@ def test_layer0_mlp_to_layer1_feature_edges_are_all_one_hop(small):
     layer 1's attention, one hop: the heads' parts are the whole edge. From a token embedding to
     a layer-1 feature there are two-hop paths (layer 0 then layer 1): a remainder is left."""
     model, tcs, _, graph = small
-    edges = cross_edges(graph)
+    edges = sample_by_kind(graph, cross_edges(graph), per_kind=30)  # the strongest of each kind
     one_hop = [e for e in edges if kind_pair(graph, e) in {("feature", "feature", 0, 1), ("error", "feature", 0, 1)}]
     two_hop = [e for e in edges if kind_pair(graph, e) == ("token", "feature", None, 1)]
-    assert len(one_hop) >= 10 and len(two_hop) >= 10
+    assert len(one_hop) == 60 and len(two_hop) == 30
     split = edge_heads(model, graph, tcs, one_hop + two_hop)
     n = len(one_hop)
     assert split.remainder[:n].abs().max() < 1e-9

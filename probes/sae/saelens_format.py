@@ -116,7 +116,7 @@ def saelens_tensors(dictionary: SparseDictionary) -> dict[str, torch.Tensor]:
     """The tensors of sae_weights.safetensors, SAELens' names and shapes."""
     architecture = saelens_architecture(dictionary)
     d = dictionary
-    b_enc = d.b_enc.detach()
+    b_enc = d.b_enc.detach() if d.cfg.kind == "sae" else folded_b_enc(d)
     tensors = {"W_enc": d.W_enc.detach(), "b_enc": b_enc, "W_dec": d.W_dec.detach(), "b_dec": d.b_dec.detach()}
     if architecture.startswith("jumprelu"):
         tensors["threshold"] = d.threshold.detach().to(d.W_enc.dtype).expand(d.cfg.n_features)

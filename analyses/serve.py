@@ -5,8 +5,9 @@
 
 One page: type a prompt and see the top next tokens, the attention patterns, the logit lens
 and direct logit attribution; click a head, neuron or feature for its dashboard; run a
-patching sweep against a second prompt, a causal trace, a localisation or a ROME edit
-(apply, compare, revert) as background jobs with progress and cancel. Each browser tab is
+patching sweep against a second prompt, a causal trace, a localisation, a ROME edit
+(apply, compare, revert) or an attribution graph over the transcoders as background jobs
+with progress and cancel. Each browser tab is
 its own session: an edit in one tab is applied only around that tab's computations.
 
 The app binds 127.0.0.1 by default. It has no authentication: with a non-loopback --host

@@ -222,7 +222,7 @@ def test_jordan_to_of_edges_are_carried_by_layer1_heads(factworld):
     model, tcs, tokens, graph = factworld
     pruned = graph.prune()
     jordan, of = 2, 6
-    assert graph.tokens[jordan] == " Jordan" and graph.tokens[of] == " of"
+    assert graph.tokens[jordan].strip() == "Jordan" and graph.tokens[of].strip() == "of"
     edges = [(t, s) for t, s in pruned.edges().tolist()
              if graph.node_site(s)[2] == jordan and graph.node_site(t)[2] == of and graph.node_kind(s) == "feature"]
     edges = sorted(edges, key=lambda e: -abs(float(graph.adjacency[e[0], e[1]])))[:16]

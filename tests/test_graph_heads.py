@@ -66,7 +66,7 @@ def clean_cache(model, tokens, tcs):
 
 
 def skip_of(tc, x):
-    return x @ tc.W_skip
+    return x @ tc.W_skip if tc.W_skip is not None else torch.zeros_like(x)
 
 
 def patterns_for(model, cache, hop):

@@ -69,12 +69,13 @@ def graph_study(model: ModelArg = "factworld", *, limit: Optional[int] = None, l
             rank = {node: r for r, node in enumerate(order)}
             found = []
             for s in loc.sites:
+                where = {"site": s.label, "layer": s.layer, "pos": s.pos, "index": s.index}
                 try:
                     node = graph.feature_node(s.layer, s.pos, s.index)
                 except KeyError:
-                    found.append({"site": s.label, "in_graph": False, "kept": False, "rank": None})
+                    found.append(where | {"in_graph": False, "kept": False, "rank": None})
                     continue
-                found.append({"site": s.label, "in_graph": True, "kept": node in kept, "rank": rank[node]})
+                found.append(where | {"in_graph": True, "kept": node in kept, "rank": rank[node]})
             row["localisation"] = {"k": loc.k, "sites": found,
                                    "kept_share": (sum(f["kept"] for f in found) / len(found)) if found else None}
         rows.append(row)

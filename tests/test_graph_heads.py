@@ -257,7 +257,8 @@ def test_top_and_to_dict(small):
     e, rest = divmod(int(flat.argmax()), 2 * model.cfg.n_heads)
     layer, head = divmod(rest, model.cfg.n_heads)
     t, s = edges[e]
-    want = f"{graph.node_label(s)} -> (L{layer}H{head} {float(split.direct[e, layer, head]):.3g}) -> {graph.node_label(t)}"
+    part = float(split.direct[e, layer, head])
+    want = f"{graph.node_label(s)} -> (L{layer}H{head} {part:.3g}) -> {graph.node_label(t)}"
     assert top[0] == want
     values = [float(re.search(r"\(L\d+H\d+ (\S+)\)", line).group(1)) for line in top]
     assert [abs(v) for v in values] == sorted((abs(v) for v in values), reverse=True)

@@ -35,7 +35,7 @@ embeddings, and each source's direct part is read off them as the graph's edges 
     pruned = graph.prune()
     cross = [(t, s) for t, s in pruned.edges().tolist() if graph.node_site(t)[2] != graph.node_site(s)[2]]
     split = edge_heads(model, graph, tcs, cross)
-    split.top(5)   # ["L0F155 @ Jordan (2) -> (L1H3 0.42) -> L3F374 @ of (6)", ...]
+    split.top(5)   # ["L0F258 @ Jordan (2) -> (L1H3 0.488) -> L3F438 @ of (6)", ...]
     split.direct   # [n_edges, n_layers, n_heads]; split.remainder [n_edges]; split.weights [n_edges]
 """
 
@@ -49,7 +49,7 @@ from einops import repeat
 
 from models import Transformer
 from probes.graph.graph import AttributionGraph
-from probes.graph.replacement import check_transcoders, frozen_parameters, replacement_forward
+from probes.graph.replacement import ReplacementRun, check_transcoders, frozen_parameters, replacement_forward
 from probes.sae.dictionary import SparseDictionary
 
 EdgeList = Union[torch.Tensor, Sequence[Sequence[int]]]
@@ -154,8 +154,7 @@ def _check_edges(graph: AttributionGraph, edges: EdgeList) -> torch.Tensor:
     return pairs
 
 
-def _check_graph(graph: AttributionGraph, tcs: list[SparseDictionary], tokens: torch.Tensor,
-                 activations: list[torch.Tensor]) -> None:
+def _check_graph(graph: AttributionGraph, tcs: list[SparseDictionary], activations: list[torch.Tensor]) -> None:
     """The graph was built from this model, prompt and these transcoders (same active features)."""
     if graph.n_layers != len(tcs):
         raise ValueError(f"the graph has {graph.n_layers} layers, the transcoders {len(tcs)}")
@@ -190,7 +189,7 @@ class _Frozen:
         self.embed = run.embed[0].detach()
         self.pattern_names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
 
-    def run(self, slots: list[tuple[int, int, int, int]]):
+    def run(self, slots: list[tuple[int, int, int, int]]) -> ReplacementRun:
         """A replacement run of len(slots) copies; copy b's patterns are the diagonals plus head
         (layer, head)'s entry [p_t, p_s] of slot b = (layer, head, p_t, p_s)."""
         B = len(slots)
@@ -238,7 +237,8 @@ def edge_heads(model: Transformer, graph: AttributionGraph, transcoders: Sequenc
     pairs = _check_edges(graph, edges)
     tokens = graph.token_ids.to(model.device)
     if tokens.max() >= model.cfg.d_vocab:
-        raise ValueError(f"the graph's tokens go up to {int(tokens.max())}; the model's vocabulary has {model.cfg.d_vocab}")
+        raise ValueError(f"the graph's tokens go up to {int(tokens.max())}; the model's vocabulary has "
+                         f"{model.cfg.d_vocab}: pass the model the graph was built with")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     dtype = model.W_E.dtype
 
@@ -254,7 +254,7 @@ def edge_heads(model: Transformer, graph: AttributionGraph, transcoders: Sequenc
     direct = torch.zeros(pairs.shape[0], n_layers, n_heads, dtype=dtype)
     with torch.enable_grad(), frozen_parameters(model, *tcs):
         frozen = _Frozen(model, tokens, tcs, graph.zero_positions)
-        _check_graph(graph, tcs, tokens, frozen.activations)
+        _check_graph(graph, tcs, frozen.activations)
         for i in range(0, len(slots), batch_size):
             chunk = slots[i: i + batch_size]
             values = _slot_values(graph, tcs, frozen, chunk, pairs)

@@ -228,13 +228,8 @@ def _scalar_threshold(threshold: torch.Tensor, where: Path) -> torch.Tensor:
     return threshold[0]
 
 
-def load_saelens(path: PathLike) -> SparseDictionary:
-    """The dictionary (eval mode) in the SAELens 6 folder `path` (see the module docstring for
-    what loads and how it maps)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    config = _read_config(path)
+def _our_config(config: dict) -> DictionaryConfig:
+    """The DictionaryConfig of a SAELens config (checked by _read_config)."""
     architecture, metadata = config["architecture"], config.get("metadata") or {}
     ours = metadata.get(OURS) if isinstance(metadata.get(OURS), dict) else {}
     d_in, n = int(config["d_in"]), int(config["d_sae"])
@@ -243,42 +238,58 @@ def load_saelens(path: PathLike) -> SparseDictionary:
         activation, skip = TRANSCODER_ARCHITECTURES[architecture]
         kind, d_out = "transcoder", int(config.get("d_out", 768))  # 768: TranscoderConfig's default
         out_hook = metadata.get("hook_name_out") or ""
-    else:
+    else:  # an SAE class; ours as a transcoder when it names another output hook
         activation, skip, d_out = SAE_ARCHITECTURES[architecture], False, d_in
         out_hook = metadata.get("hook_name_out") or in_hook
         kind = "transcoder" if ours.get("kind") == "transcoder" or out_hook != in_hook else "sae"
     k = int(config["k"]) if architecture == "topk" else int(ours.get("k", min(DEFAULT_K, n)))
+    return DictionaryConfig(d_in, d_out, n, activation=activation, k=k, skip=skip, in_hook=in_hook, out_hook=out_hook,
+                            kind=kind, dtype=config["dtype"], seed=int(ours.get("seed", 0)))
 
-    shapes = {"W_enc": (d_in, n), "b_enc": (n,), "W_dec": (n, d_out), "b_dec": (d_out,)}
-    if activation == "batchtopk":
-        shapes["threshold"] = (n,)
-    if skip:
-        shapes["W_skip"] = (d_out, d_in)
-    state = load_file(str(path / WEIGHTS))
-    _expect(state, shapes, path / WEIGHTS)
-    state = {name: t.double() for name, t in state.items()}
 
+def _our_state(config: dict, cfg: DictionaryConfig, state: dict[str, torch.Tensor], where: Path) -> dict:
+    """Our state dict (float64) from SAELens' tensors (float64), per the module docstring."""
+    architecture = config["architecture"]
     b_dec_on_input = bool(config.get("apply_b_dec_to_input", True))
     if architecture in TRANSCODER_ARCHITECTURES and b_dec_on_input:
-        raise ValueError(f"{path / CONFIG}: a transcoder with apply_b_dec_to_input true (SAELens refuses it too)")
+        raise ValueError(f"{where}: a transcoder with apply_b_dec_to_input true (SAELens refuses it too)")
+    W_enc, b_enc, W_dec, b_dec = (state[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec"))
     if architecture == "topk" and config.get("rescale_acts_by_decoder_norm", False):
-        norms = state["W_dec"].norm(dim=-1)  # SAELens: topk(pre * n), decoded as (f / n) @ W_dec
-        state["W_enc"], state["b_enc"], state["W_dec"] = state["W_enc"] * norms, state["b_enc"] * norms, state["W_dec"] / norms[:, None]
-    if kind == "sae" and not b_dec_on_input:  # ours subtracts b_dec first: add it back into b_enc
-        state["b_enc"] = state["b_enc"] + state["b_dec"] @ state["W_enc"]
+        norms = W_dec.norm(dim=-1)  # SAELens: topk(pre * n), decoded as (f / n) @ W_dec
+        W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
+    if cfg.kind == "sae" and not b_dec_on_input:  # ours subtracts b_dec first: add it back into b_enc
+        b_enc = b_enc + b_dec @ W_enc
+    ours = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec,
+            "threshold": (_scalar_threshold(state["threshold"], where) if cfg.activation == "batchtopk"
+                          else torch.zeros((), dtype=torch.float64))}
+    if cfg.kind == "transcoder":  # an SAE class subtracting b_dec: that is our b_pre; else none
+        on_input = b_dec_on_input and architecture in SAE_ARCHITECTURES
+        ours["b_pre"] = b_dec if on_input else torch.zeros(cfg.d_in, dtype=torch.float64)
+    if cfg.skip:
+        ours["W_skip"] = state["W_skip"].T  # SAELens' [d_out, d_in] -> ours [d_in, d_out]
+    return ours
 
-    dictionary = SparseDictionary(DictionaryConfig(
-        d_in, d_out, n, activation=activation, k=k, skip=skip, in_hook=in_hook, out_hook=out_hook, kind=kind,
-        dtype=config["dtype"], seed=int(ours.get("seed", 0))))
-    ours_state = {"W_enc": state["W_enc"], "b_enc": state["b_enc"], "W_dec": state["W_dec"], "b_dec": state["b_dec"],
-                  "threshold": (_scalar_threshold(state["threshold"], path / WEIGHTS) if activation == "batchtopk"
-                                else torch.zeros((), dtype=torch.float64))}
-    if kind == "transcoder":  # SAELens' transcoders and b_dec-free SAEs have no pre-encoder bias; an SAE class's is b_dec
-        ours_state["b_pre"] = state["b_dec"] if (b_dec_on_input and architecture in SAE_ARCHITECTURES) else torch.zeros(d_in, dtype=torch.float64)
-    if skip:
-        ours_state["W_skip"] = state["W_skip"].T
+
+def load_saelens(path: PathLike) -> SparseDictionary:
+    """The dictionary (eval mode) in the SAELens 6 folder `path` (see the module docstring for
+    what loads and how it maps)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = _read_config(path)
+    cfg = _our_config(config)
+    shapes = {"W_enc": (cfg.d_in, cfg.n_features), "b_enc": (cfg.n_features,), "W_dec": (cfg.n_features, cfg.d_out),
+              "b_dec": (cfg.d_out,)}
+    if cfg.activation == "batchtopk":
+        shapes["threshold"] = (cfg.n_features,)
+    if cfg.skip:
+        shapes["W_skip"] = (cfg.d_out, cfg.d_in)
+    state = load_file(str(path / WEIGHTS))
+    _expect(state, shapes, path / WEIGHTS)
+    ours = _our_state(config, cfg, {name: t.double() for name, t in state.items()}, path / WEIGHTS)
+    dictionary = SparseDictionary(cfg)
     dtype = dictionary.W_enc.dtype
-    dictionary.load_state_dict({name: t.to(dtype).contiguous() for name, t in ours_state.items()})
+    dictionary.load_state_dict({name: t.to(dtype).contiguous() for name, t in ours.items()})
     return dictionary.eval()
 
 

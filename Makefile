@@ -2,6 +2,7 @@
 # make demo  : same set-up, then the main job on the shipped model
 # make docs  : the documentation site (mkdocs, warnings are errors) into site/
 # make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight; the editing benchmark)
+# make bench-graph : attribution graphs side by side with circuit-tracer 0.5.0 (in a venv of its own, .venv-ct)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: test demo docs bench install browser clean
+.PHONY: test demo docs bench bench-graph install browser clean
 
 install: $(STAMP)
 
@@ -45,5 +46,14 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.circuits
 	$(PY) -m benchmarks.views
 
+# circuit-tracer needs TransformerLens 3 and transformers <= 4.57: its own venv.
+CT_STAMP := .venv-ct/.installed-stamp
+$(CT_STAMP): benchmarks/peers/circuit_tracer_requirements.txt benchmarks/peers/setup_circuit_tracer.sh
+	bash benchmarks/peers/setup_circuit_tracer.sh
+	touch $(CT_STAMP)
+
+bench-graph: $(STAMP) $(CT_STAMP)
+	$(PY) -m benchmarks.graph --peer-python .venv-ct/bin/python
+
 clean:
-	rm -rf $(VENV) build site *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-ct build site *.egg-info .pytest_cache

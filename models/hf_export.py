@@ -63,7 +63,7 @@ def to_hf(model: Transformer) -> Any:
         raise ValueError("this model cannot be exported to GPT-2: " + "; ".join(problems))
     cfg = model.cfg
     hf_cfg = GPT2Config(
-        vocab_size=cfg.d_vocab, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers,
+        vocab_size=cfg.d_vocab, n_positions=cfg.n_ctx, n_ctx=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers,
         n_head=cfg.n_heads, n_inner=cfg.d_mlp, activation_function=cfg.act_fn,
         layer_norm_epsilon=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,

@@ -311,7 +311,7 @@ def test_max_feature_nodes_picks_features_greedily_by_influence(random_case):
     model, tcs, tokens, full = random_case
     B = 8
     small = attribution_graph(model, tokens, tcs, targets=[t.token for t in full.targets], batch_size=B,
-                              max_feature_nodes=B, progress=False)
+                              max_feature_nodes=B, update_interval=1, progress=False)
     # With one chunk, the features picked are those of highest first-order influence:
     # sum over targets of prob x |A[t, s]| / sum_s |A[t, s]| (in the full graph).
     T = full.adjacency[full.target_nodes]
@@ -329,7 +329,7 @@ def test_max_feature_nodes_picks_features_greedily_by_influence(random_case):
     # Two chunks: the second is the B unvisited features of highest influence through the rows
     # known after the first (targets and first chunk): w ((I - N)^-1 - I), N the known rows normalised.
     two = attribution_graph(model, tokens, tcs, targets=[t.token for t in full.targets], batch_size=B,
-                            max_feature_nodes=2 * B, progress=False)
+                            max_feature_nodes=2 * B, update_interval=1, progress=False)
     known = torch.zeros(full.n_nodes, dtype=torch.bool)
     known[keep] = True
     known[full.target_nodes] = True
@@ -344,7 +344,7 @@ def test_max_feature_nodes_picks_features_greedily_by_influence(random_case):
     assert {full.feature_node(*f) for f in two.features.tolist()} == best | second
     # Several chunks: the number asked for, each a real active feature.
     more = attribution_graph(model, tokens, tcs, targets=[t.token for t in full.targets], batch_size=B,
-                             max_feature_nodes=3 * B + 1, progress=False)
+                             max_feature_nodes=3 * B + 1, update_interval=1, progress=False)
     assert more.n_features == 3 * B + 1 and set(map(tuple, more.features.tolist())) <= set(
         map(tuple, full.features.tolist()))
 

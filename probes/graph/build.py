@@ -37,7 +37,8 @@ Logit targets (`targets=`):
 `max_feature_nodes`: if set and below the number of active features, only that many features
 get rows, chosen greedily as circuit-tracer does: the target rows first, then repeatedly the
 unvisited features of highest influence on the targets through the rows computed so far
-(weights: the targets' probabilities, or 1 each if they are all 0), `batch_size` at a time. Only
+(weights: the targets' probabilities, or 1 each if they are all 0), `update_interval` x
+`batch_size` at a time (circuit-tracer's default schedule: 4 backward passes per ranking). Only
 the chosen features are nodes; the other active features' columns are dropped, so their direct
 effects are neither edges nor errors: they move into `constants`.
 
@@ -184,11 +185,14 @@ class _Rows:
         # Output vectors: activation x decoder row per active feature, errors (zeroed before
         # zero_positions), token embeddings.
         self.layer_idx = [(feats[:, 0] == l).nonzero().flatten() for l in range(self.n_layers)]
-        self.decoders = []
+        # Per (layer, position): which columns, and their activation x decoder rows [n_lp, d_model].
+        self.groups: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
         for l, idx in enumerate(self.layer_idx):
-            pos, f = feats[idx, 1], feats[idx, 2]
-            a = run.activations[l][pos, f]
-            self.decoders.append(a[:, None] * transcoders[l].W_dec.detach().to(dtype)[f])  # [n_l, d_model]
+            for p in feats[idx, 1].unique().tolist():
+                cols = idx[feats[idx, 1] == p]
+                f = feats[cols, 2]
+                a = run.activations[l][p, f]
+                self.groups.append((l, p, cols, a[:, None] * transcoders[l].W_dec.detach().to(dtype)[f]))
         self.errors = torch.stack(run.errors).clone()  # [layer, pos, d_model]
         self.errors[:, :zero_positions] = 0
         self.embed = run.embed[0].detach()  # [pos, d_model]
@@ -207,14 +211,17 @@ class _Rows:
         objective = torch.zeros((), dtype=dtype, device=run.embed.device)
         final_inject = torch.zeros(B, run.final.shape[-1], dtype=dtype, device=run.embed.device)
         layer_inject: dict[int, torch.Tensor] = {}
-        for b, spec in enumerate(specs):
-            if spec[0] == "target":
-                final_inject[b] = spec[1]
-            else:
-                _, l, p, f = spec
-                if l not in layer_inject:
-                    layer_inject[l] = torch.zeros_like(run.x_in[l])
-                layer_inject[l][b, p] = self.tcs[l].W_enc.detach()[:, f].to(dtype)
+        target_rows = [b for b, spec in enumerate(specs) if spec[0] == "target"]
+        if target_rows:
+            final_inject[target_rows] = torch.stack([specs[b][1] for b in target_rows]).to(final_inject)
+        features = [(b, *spec[1:]) for b, spec in enumerate(specs) if spec[0] != "target"]
+        if features:  # one indexed write per layer: row b gets W_enc[:, f] at position p
+            rows_lpf = torch.tensor(features, device=run.embed.device)  # [n, 4]: batch row, layer, pos, feature
+            for l in rows_lpf[:, 1].unique().tolist():
+                b, p, f = rows_lpf[rows_lpf[:, 1] == l][:, [0, 2, 3]].unbind(1)
+                inject = torch.zeros_like(run.x_in[l])
+                inject[b, p] = self.tcs[l].W_enc.detach()[:, f].T.to(dtype)
+                layer_inject[l] = inject
         if any(s[0] == "target" for s in specs):
             objective = objective + (run.final[:, -1] * final_inject).sum()
         for l, inject in layer_inject.items():
@@ -224,10 +231,8 @@ class _Rows:
         grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
         g_emb, g_mlp = grads[0], grads[1:]
         feat_cols = torch.zeros(B, self.feats.shape[0], dtype=dtype, device=run.embed.device)
-        for l, idx in enumerate(self.layer_idx):
-            if idx.numel():
-                g = g_mlp[l][:, self.feats[idx, 1]]  # [batch, n_l, d_model]
-                feat_cols[:, idx] = einsum(g, self.decoders[l], "batch s d, s d -> batch s")
+        for l, p, cols, decoders in self.groups:  # one matmul per (layer, position): no gathered copies
+            feat_cols[:, cols] = g_mlp[l][:, p] @ decoders.T
         err_cols = einsum(torch.stack(g_mlp), self.errors, "layer batch pos d, layer pos d -> batch layer pos")
         tok_cols = einsum(g_emb, self.embed, "batch pos d, pos d -> batch pos")
         rows = torch.cat([feat_cols, err_cols.flatten(1), tok_cols], dim=1)  # "batch layer pos -> batch (layer pos)"
@@ -255,13 +260,14 @@ def _partial_influence(rows: torch.Tensor, row_cols: torch.Tensor, weights: torc
 def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], transcoders: Sequence[SparseDictionary], *,
                       targets: Optional[Union[Sequence[TargetSpec], TargetSpec]] = None, max_n_logits: int = 10,
                       desired_logit_prob: float = 0.95, max_feature_nodes: Optional[int] = None, batch_size: int = 64,
-                      zero_positions: int = 1, progress: bool = True) -> AttributionGraph:
+                      zero_positions: int = 1, update_interval: int = 4, progress: bool = True) -> AttributionGraph:
     """The attribution graph of `prompt` (text or token ids [pos]) over `transcoders` (one per
     layer); see the module docstring. The model is left as it was (no hooks, same requires_grad)."""
     started = time.perf_counter()
     tokens = _prompt_tokens(model, prompt)
     tcs = check_transcoders(model, transcoders)
     batch_size = _check_int(batch_size, "batch_size", 1)
+    update_interval = _check_int(update_interval, "update_interval", 1)
     max_n_logits = _check_int(max_n_logits, "max_n_logits", 1)
     if max_feature_nodes is not None:
         _check_int(max_feature_nodes, "max_feature_nodes", 0)
@@ -299,7 +305,8 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
                 target_rows.append(rows.compute(chunk))
                 bar.update(len(chunk))
             target_rows = torch.cat(target_rows)
-            feature_rows, selected = _feature_rows(rows, feats, n_rows, target_rows, graph_targets, batch_size, bar)
+            feature_rows, selected = _feature_rows(rows, feats, n_rows, target_rows, graph_targets, batch_size, bar,
+                                                   update_interval)
         finally:
             bar.close()
         act_all, pre_all = _feature_values(run, feats)
@@ -325,7 +332,8 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
         adjacency=adjacency, values=values, zero_positions=zero_positions,
         transcoders=[_describe(tc) for tc in tcs],
         settings=dict(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
-                      max_feature_nodes=max_feature_nodes, batch_size=batch_size, n_active_features=n_active,
+                      max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval,
+                      n_active_features=n_active,
                       dtype=str(dtype).removeprefix("torch."), seconds=round(time.perf_counter() - started, 3)))
 
 
@@ -342,7 +350,7 @@ def _feature_values(run: ReplacementRun, feats: torch.Tensor) -> tuple[torch.Ten
 
 
 def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: torch.Tensor, targets: list[Target],
-                  batch_size: int, bar) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int, bar, update_interval: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of `n_rows` active features ([n_rows, n_cols], in ascending feature order) and which
     features they are ([n_rows] indices into feats): all of them in order, or (n_rows below the
     number of active features) chosen greedily by influence (module docstring)."""
@@ -354,7 +362,7 @@ def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: to
         done = []
         for i in range(0, n_active, batch_size):
             chunk = order[i: i + batch_size]
-            done.append(rows.compute([("feature", *(int(v) for v in feats[j])) for j in chunk]))
+            done.append(rows.compute([("feature", *row) for row in feats[chunk].tolist()]))
             bar.update(len(chunk))
         return torch.cat(done), order
     weights = torch.tensor([t.prob for t in targets], dtype=target_rows.dtype)
@@ -367,13 +375,15 @@ def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: to
         influence = _partial_influence(torch.cat(known), torch.cat(known_cols), torch.cat(known_w))[:n_active]
         influence[visited] = -math.inf
         ranked = influence.argsort(descending=True, stable=True)
-        chunk = ranked[: min(batch_size, n_rows - int(visited.sum()))]
-        known.append(rows.compute([("feature", *(int(v) for v in feats[j])) for j in chunk]))
-        known_cols.append(chunk)
-        known_w.append(torch.zeros(len(chunk), dtype=weights.dtype))
+        chunk = ranked[: min(update_interval * batch_size, n_rows - int(visited.sum()))]
+        for i in range(0, len(chunk), batch_size):  # update_interval backward passes per ranking
+            part = chunk[i: i + batch_size]
+            known.append(rows.compute([("feature", *row) for row in feats[part].tolist()]))
+            known_cols.append(part)
+            known_w.append(torch.zeros(len(part), dtype=weights.dtype))
+            bar.update(len(part))
         visited[chunk] = True
         picked.append(chunk)
-        bar.update(len(chunk))
     picked_all = torch.cat(picked)
     order = picked_all.argsort()
     return torch.cat(known[1:])[order], picked_all[order]

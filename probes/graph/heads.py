@@ -35,7 +35,7 @@ embeddings, and each source's direct part is read off them as the graph's edges 
     pruned = graph.prune()
     cross = [(t, s) for t, s in pruned.edges().tolist() if graph.node_site(t)[2] != graph.node_site(s)[2]]
     split = edge_heads(model, graph, tcs, cross)
-    split.top(5)   # ["L0F258 @ Jordan (2) -> (L1H3 0.488) -> L3F438 @ of (6)", ...]
+    split.top(5)   # strings such as "L0F258 @ Jordan (2) -> (L1H3 0.488) -> L3F438 @ of (6)"
     split.direct   # [n_edges, n_layers, n_heads]; split.remainder [n_edges]; split.weights [n_edges]
 """
 

@@ -151,7 +151,8 @@ def run_case(name: str, peer_python: str, repeats: int, ours_batch: int, peer_ba
         _export(model, folder / "hf")
         save_circuit_tracer_transcoders(transcoders, folder / "ct", model_name=name)
         graph, ours = _time_ours(model, transcoders, prompt, cap, ours_batch, repeats)
-        report, plain = _time_peer(peer_python, folder, prompt, cap, peer_batch, repeats, relu_topk=True)
+        report, plain = _time_peer(peer_python, folder, prompt, cap, peer_batch, repeats,
+                                   relu_topk=transcoders[0].cfg.activation == "topk")
         graph, ours_after = _time_ours(model, transcoders, prompt, cap, ours_batch, repeats)  # alternate
     ours_all = ours + ours_after
     theirs = report["seconds"]["per_repeat"]
@@ -194,7 +195,9 @@ def main(argv=None) -> int:
               f"({r['edges']['features_common']} common); max |edge diff| {r['edges']['max_abs_edge_diff']:.2e} "
               f"of max |edge| {r['edges']['max_abs_edge']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": os.uname().machine, "threads": 2, "cases": results}, indent=1) + "\n")
+    previous = json.loads(args.out.read_text())["cases"] if args.out.exists() else {}
+    args.out.write_text(json.dumps({"machine": os.uname().machine, "threads": 2, "cases": previous | results},
+                                   indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -72,3 +72,36 @@ def test_docs_page_runs_and_quotes_its_numbers(monkeypatch, tmp_path):
     scores = graph.scores()
     assert f'{{"replacement": {scores["replacement"]:.3f}, "completeness": {scores["completeness"]:.3f}}}' in text
     assert f"# {(pruned.n_nodes, pruned.n_edges)}" in text
+
+
+def test_michael_jordan_agreement_quoted_in_the_docs():
+    """docs/graphs.md's comparison with docs/michael_jordan_features.md, recomputed."""
+    from pathlib import Path
+
+    from models import load
+    from probes.graph import attribution_graph
+    from probes.sae import load_transcoders
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "graphs.md").read_text()
+    graph = attribution_graph(load("factworld"), "Michael Jordan plays the sport of", load_transcoders("factworld"),
+                              progress=False)
+    kept = {int(i) for i in graph.prune().nodes}
+    order = graph.influence()[graph.feature_nodes].argsort(descending=True).tolist()
+    rank = {node: r for r, node in enumerate(order)}
+
+    def at(layer, index, pos):
+        node = graph.feature_node(layer, pos, index)
+        return node in kept, rank[node]
+
+    localised = [at(0, 285, 6), at(3, 414, 6), at(0, 5, 6), at(0, 297, 6), at(0, 269, 6), at(1, 365, 6)]
+    assert all(k for k, _ in localised)
+    assert "ranks " + ", ".join(str(r + 1) for _, r in localised[:-1]) + f" and {localised[-1][1] + 1} of 757" in \
+        text.replace("\n", " ")
+    assert at(3, 424, 6) == (True, 5) and "is rank 6" in text
+    jordan = [at(0, 189, 2), at(0, 19, 2), at(0, 413, 2), at(0, 258, 2)]
+    assert all(k for k, _ in jordan)
+    ranks = [r + 1 for _, r in jordan]
+    assert f"(ranks {ranks[0]}, {ranks[1]}, {ranks[2]}), and so is F258 (rank {ranks[3]})" in text.replace("\n", " ")
+    assert at(1, 134, 2)[0] is False and f"(rank {at(1, 134, 2)[1] + 1})" in text
+    with pytest.raises(KeyError):
+        graph.feature_node(2, 6, 215)

@@ -13,9 +13,10 @@ from probes.sae.dashboard import FeatureDashboard, feature_dashboard, feature_ke
 from probes.sae.dictionary import ACTIVATIONS, DictionaryConfig, SparseDictionary
 from probes.sae.evaluate import DictionaryScores, evaluate_dictionary, splice_hooks
 from probes.sae.io import load_dictionary, load_transcoders, save_dictionary
+from probes.sae.saelens_format import load_saelens, save_saelens
 from probes.sae.train import TrainingRecord, activation_pairs, train_dictionary
 
-__all__ = ["attached", "SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "splice_hooks", "evaluate_dictionary",
+__all__ = ["load_saelens", "save_saelens", "attached", "SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "splice_hooks", "evaluate_dictionary",
            "DictionaryScores", "save_dictionary", "load_dictionary", "load_transcoders", "activation_pairs", "train_dictionary",
            "TrainingRecord", "FeatureDashboard", "feature_dashboard", "feature_key_sources", "feature_table",
            "plot_dashboard"]

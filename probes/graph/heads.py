@@ -104,7 +104,7 @@ class HeadSplit:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON: per edge its nodes, labels, weight, direct parts [layer][head] and remainder;
+        """Plain JSON: per edge its nodes, labels, weight, direct parts (per layer, per head) and remainder;
         the summed parts per head; the top 10 strings."""
         edges = []
         for e in range(self.n_edges):

@@ -14,7 +14,9 @@ Printed and saved per relation: how many facts are localised with k <= 1, 2, 3, 
 the random baseline (the same number of sites at the same layers and positions, 5 draws);
 a layer x position-role heatmap of the sites; the sites shared by most facts; the facts
 that fail and why. OUT/RELATION[_METHOD].json and .png; with several methods also
-OUT/methods.json and OUT/methods.png (localised share per relation and method). With
+OUT/methods.json and OUT/methods.png (localised share per relation and method). Each figure
+has its interactive page beside it: RELATION[_METHOD].html (the sites heatmap),
+RELATION[_METHOD]_within.html (the localised facts per k) and methods.html (the methods table). With
 --unit feature the sites are the features of the shipped transcoders (`probes.sae.attached`,
 or --transcoders DIR) instead of neurons; files get a _features suffix.
 """
@@ -115,6 +117,38 @@ def plot_view(view, n_layers: int) -> Figure:
     return fig
 
 
+def sites_grid(view, n_layers: int):
+    """The figure's heatmap as a labelled result: [layer, role] sites of the localised facts."""
+    from analyses.figure_views import Grid
+    from probes.ffn import ROLES
+
+    return Grid(view.heatmap(n_layers), ("layer", "role"), {"layer": [str(l) for l in range(n_layers)],
+                                                            "role": list(ROLES)},
+                title=f"{view.relation} ({view.method}): where the sites of the localised facts are", metric_name="sites")
+
+
+def within_table(view):
+    """The figure's bars as a table: facts localised with k <= b sites, and their share."""
+    from analyses.figure_views import table_view
+
+    rows = [[f"<= {b}", n, n / max(1, view.n_facts)] for b, n in view.within().items()]
+    return table_view(f"{view.relation}: {view.n_localised}/{view.n_facts} facts localised ({view.method})",
+                      ["sites zero-ablated (k)", "facts localised", "share of the facts"], rows,
+                      notes=[f"random baseline: {view.random_rate():.1%} of draws move the answer off top-1; "
+                             f"the model knows {view.n_known} of the {view.n_facts} facts"])
+
+
+def methods_table(table: dict, methods: Sequence[str], relations: Sequence[str]):
+    """methods.json as a table: one row per method and relation."""
+    from analyses.figure_views import table_view
+
+    rows = [[m, r, t["n_facts"], t["n_known"], t["n_localised"], t["n_localised"] / max(1, t["n_facts"]),
+             t["random_rate"], t["seconds"]] for m in methods for r in relations for t in [table[m][r]]]
+    return table_view("localisation rate by ranking method",
+                      ["method", "relation", "facts", "known", "localised", "share localised", "random rate",
+                       "seconds"], rows)
+
+
 def probe_relation(model: ModelArg = "factworld", relation: str = "sport", *, method: Optional[str] = None,
                    methods: Optional[Sequence[str]] = None, max_sites: int = 20, at: str = "any",
                    limit: Optional[int] = None, unit: str = "neuron", transcoders: Union[str, Path] = "factworld",
@@ -170,6 +204,8 @@ def _localise_all(model, methods: list[str], relations: list[str], max_sites: in
                 ("_features" if unit == "feature" else "")
             outputs.result(f"{name}.json", view)
             outputs.figure(plot_view(view, model.cfg.n_layers), name)
+            outputs.view(name, sites_grid(view, model.cfg.n_layers))
+            outputs.view(f"{name}_within", within_table(view))
             report(view, model.cfg.n_layers)
             views[name] = view
             table.setdefault(method, {})[relation] = {
@@ -193,6 +229,7 @@ def _compare_methods(table: dict, methods: list[str], relations: list[str], max_
     ax.set_title("localisation rate by ranking method")
     ax.legend(loc="lower right", fontsize="small")
     outputs.figure(fig, "methods")
+    outputs.view("methods", methods_table(table, methods, relations))
     print("\nlocalised share per method: " + "; ".join(
         f"{m}: " + ", ".join(f"{r} {t[r]['n_localised']}/{t[r]['n_facts']}" for r in relations)
         for m, t in table.items()))

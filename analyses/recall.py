@@ -15,7 +15,9 @@ For the facts of the relation (template 0, "none" answers left out):
   - linear probes (`probes.linear`) per residual point at the last subject token and the last
     token, tested on held-out subjects (every 5th subject; training templates) and on held-out
     templates (all subjects).
-OUT/RELATION.json and OUT/RELATION.png.
+OUT/RELATION.json and OUT/RELATION.png, with the figure's numbers as interactive pages:
+OUT/RELATION.html (extraction rate per head), RELATION_curves.html (enrichment and probes per
+residual point) and RELATION_sites.html (the carried subject sites).
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def recall_chain(model: ModelArg = "factworld", relation: str = "sport", *, limi
     outputs.json(f"{relation}.json", report)
     _print(model, relation, report, chain, curves)
     paths = outputs.figure(_figure(model, relation, points, chain, curves), relation)
+    for suffix, view in figure_views(relation, points, chain, curves).items():
+        outputs.view(relation + suffix, view)
     if out is not None:
         print(f"Plots ({', '.join(str(p) for p in paths)}) and JSON in {out}/")
     return AnalysisResult("recall", report, outputs.files,
@@ -195,6 +199,30 @@ def _figure(model, relation: str, points: list[str], chain: dict, curves: dict) 
     d.set_title("the subject site the heads carry to the answer most")
     d.set_xlabel("facts")
     return fig
+
+
+def figure_views(relation: str, points: list[str], chain: dict, curves: dict) -> dict:
+    """The figure's numbers as views, {file suffix: view}: "" the extraction rate per head among the
+    relation's objects (heatmap [layer, head]), "_curves" enrichment and probe accuracy per residual
+    point (table), "_sites" the subject sites the heads carry most (table)."""
+    from analyses.figure_views import Grid, table_view
+
+    rate_among = chain["rate_among"]
+    n_layers, n_heads = rate_among.shape
+    heads = Grid(rate_among, ("layer", "head"), {"layer": [str(l) for l in range(n_layers)],
+                                                 "head": [str(h) for h in range(n_heads)]},
+                 title=f"{relation}: extraction rate per head (answer top among the {len(chain['candidates'])} "
+                       f"{relation} objects)", metric_name="share of facts")
+    rows = [["logit-lens attribute rate (vocabulary)", None, *chain["enrichment"]],
+            [f"logit-lens attribute rate (among {len(chain['objects'])} objects)", None, *chain["enrichment_objects"]]]
+    rows += [[f"linear probe, {name} (test accuracy)", c.chance, *c.test_accuracy] for name, c in curves.items()]
+    curves_view = table_view(f"{relation}: subject enrichment and linear probes per residual point",
+                             ["measure", "chance", *points], rows,
+                             notes=["enrichment at the last subject token; probes tested on held-out subjects "
+                                    "or held-out templates"])
+    sites = table_view(f"{relation}: the subject site the heads carry to the answer most",
+                       ["site", "facts"], [[k, v] for k, v in chain["moved_at"].most_common()])
+    return {"": heads, "_curves": curves_view, "_sites": sites}
 
 
 def run(args: argparse.Namespace) -> int:

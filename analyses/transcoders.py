@@ -12,7 +12,7 @@
 - Fact features: for athletes with a dedicated feature, does its value (the decoder row,
   carried by the later heads to the last position) rank the person's sport first among the
   sports?
-OUT/transcoders.json and OUT/transcoders.png.
+OUT/transcoders.json, OUT/transcoders.png and OUT/transcoders.html (the figure's numbers as a table).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def judge_transcoders(model: ModelArg = "factworld", *, transcoders: Union[str, 
     report["subject_features"] = _subject_features(model, transcoders)
     outputs.json("transcoders.json", report)
     outputs.figure(_figure(report), "transcoders")
+    outputs.view("transcoders", figure_table(report))
     if out is not None:
         print(f"Plot and JSON in {out}/")
     return AnalysisResult("transcoders", report, outputs.files)
@@ -173,6 +174,21 @@ def _figure(report: dict) -> Figure:
     ax.set_title("a unit dedicated to the person (fires, < 10% for everyone sharing a name token)")
     ax.legend()
     return fig
+
+
+def figure_table(report: dict):
+    """The figure's numbers as a "table" view: per layer, the share of people with a dedicated
+    transcoder feature and MLP neuron, and the fact-feature check."""
+    from analyses.figure_views import table_view
+
+    rows = [[f"layer {l}", e["features"], e["neurons"], e["athletes_with_feature"], e["value_promotes_sport"]]
+            for l, e in report["subject_features"].items()]
+    spliced = report.get("all_spliced")
+    notes = [f"all transcoders spliced in: held-out-template fact accuracy {spliced['spliced']:.3f} against "
+             f"{spliced['clean']:.3f} clean"] if spliced else []
+    return table_view("a unit dedicated to the person (fires, < 10% for everyone sharing a name token)",
+                      ["layer", "people with a dedicated feature", "people with a dedicated neuron",
+                       "athletes with a feature", "feature value ranks the sport first"], rows, notes=notes)
 
 
 def run(args: argparse.Namespace) -> int:

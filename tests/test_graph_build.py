@@ -25,12 +25,13 @@ PROMPT = "Michael Jordan plays the sport of"
 
 
 # ============================================================ set-up
-def random_transcoders(model, skip: bool, n_features: int = 32, seed: int = 0) -> list[SparseDictionary]:
-    """ReLU transcoders with non-trivial random weights (about half the features active)."""
+def random_transcoders(model, skip: bool, n_features: int = 32, seed: int = 0, offset: int = 10) -> list[SparseDictionary]:
+    """ReLU transcoders with non-trivial random weights (about half the features active); `offset`
+    shifts the weights' generator seeds."""
     d, out = model.cfg.d_model, []
     for l in range(model.cfg.n_layers):
         tc = SparseDictionary.transcoder(model, l, n_features, activation="relu", skip=skip, seed=seed + l)
-        g = torch.Generator().manual_seed(seed + 10 + l)
+        g = torch.Generator().manual_seed(seed + offset + l)
         with torch.no_grad():
             for p, scale in ((tc.W_enc, 1 / d ** 0.5), (tc.b_enc, 0.5), (tc.b_pre, 0.1), (tc.b_dec, 0.1),
                              (tc.W_skip, 0.2 / d ** 0.5)):

@@ -17,6 +17,7 @@ from probes.graph.build import attribution_graph
 from probes.graph.heads import HeadSplit, edge_heads
 from probes.sae import SparseDictionary, load_transcoders
 from tests.conftest import make_model
+from test_graph_build import random_transcoders
 
 PROMPT = "Michael Jordan plays the sport of"
 
@@ -24,16 +25,7 @@ PROMPT = "Michael Jordan plays the sport of"
 # ============================================================ set-up
 def relu_transcoders(model, seed: int = 0, n_features: int = 32) -> list[SparseDictionary]:
     """Random ReLU transcoders (with a skip path) whose weights are all non-trivial."""
-    d, out = model.cfg.d_model, []
-    for l in range(model.cfg.n_layers):
-        tc = SparseDictionary.transcoder(model, l, n_features, activation="relu", skip=True, seed=seed + l)
-        g = torch.Generator().manual_seed(seed + 50 + l)
-        with torch.no_grad():
-            for p, scale in ((tc.W_enc, 1 / d ** 0.5), (tc.b_enc, 0.5), (tc.b_pre, 0.1), (tc.b_dec, 0.1),
-                             (tc.W_skip, 0.2 / d ** 0.5)):
-                p.copy_(scale * torch.randn(p.shape, generator=g, dtype=torch.float64))
-        out.append(tc)
-    return out
+    return random_transcoders(model, skip=True, n_features=n_features, seed=seed, offset=50)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,18 @@ from starlette.testclient import TestClient
 from analyses.app import LOOPBACK_HOSTS, create_app
 from probes.edit.stats import hooks_attached
 from probes.graph import attribution_graph
+from test_serve import H, wait
+from test_serve import run_job as run_session_job
 from probes.sae import load_transcoders
 
 CLEAN = "Michael Jordan plays the sport of"
 SUBJECT = "Michael Jordan"
 TEXTS = [CLEAN, "Michael Phelps plays the sport of", "Michael Jordan was born in"]
+
+
+def run_job(client, kind, params, session="g"):
+    """A finished job's result, in this file's own session by default."""
+    return run_session_job(client, kind, params, session)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +61,6 @@ def direct(model, transcoders):
     return graph, graph.prune(node_threshold=0.8, edge_threshold=0.98)
 
 
-def H(session):
-    return {"X-Interp-Session": session}
 
 
 def snapshot(model):
@@ -70,22 +75,8 @@ def unchanged(model, snap, grads=None):
     return same and not hooks_attached(model)
 
 
-def wait(client, job_id, timeout=90):
-    end = time.time() + timeout
-    while time.time() < end:
-        s = client.get(f"/api/jobs/{job_id}").json()
-        if s["status"] in ("done", "error", "cancelled"):
-            return s
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
-def run_job(client, kind, params, session="g"):
-    r = client.post("/api/jobs", json={"kind": kind, "params": params}, headers=H(session))
-    assert r.status_code == 202, r.text
-    s = wait(client, r.json()["id"])
-    assert s["status"] == "done", s
-    return s["result"]
 
 
 def expect_same_graph(result, graph, pruned):

@@ -53,6 +53,17 @@ def network_warning(host: str) -> Optional[str]:
             "Use the default --host 127.0.0.1 unless you mean this.")
 
 
+def allowed_hosts(host: str) -> Optional[list[str]]:
+    """The Host names the app answers when bound to `host`: the loopback names plus `host`
+    itself for a loopback address (127.0.0.2, ...); None (any) for a non-loopback bind."""
+    from analyses.app import LOOPBACK_HOSTS
+
+    if not is_loopback(host):
+        return None
+    bare = host.strip("[]")
+    return list(dict.fromkeys(list(LOOPBACK_HOSTS) + [bare, f"[{bare}]"]))
+
+
 def url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     if ":" in shown and not shown.startswith("["):
@@ -78,10 +89,8 @@ def run(args: argparse.Namespace) -> int:
     warning = network_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)
-    from analyses.app import LOOPBACK_HOSTS
-
     model = as_model(args.model, args.dtype)
-    app = create_app(model, name=str(args.model), allowed_hosts=LOOPBACK_HOSTS if not warning else None)
+    app = create_app(model, name=str(args.model), allowed_hosts=allowed_hosts(args.host))
     print(f"interp explorer ({args.model}) at {url(args.host, args.port)}  (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -31,6 +31,14 @@ def test_save_html_needs_html_suffix(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_numpy_scalars_are_plain_json():
+    import numpy as np
+
+    p = View("table", {"b": np.bool_(True), "i": np.int64(3), "f": np.float32(0.5)}).payload()
+    assert p["data"] == {"b": True, "i": 3, "f": 0.5}
+    View("table", {"b": np.bool_(False)}).html()
+
+
 def test_payload_encodes_tensors_and_non_finite():
     t = torch.tensor([[1.5, float("nan")], [-2.0, 3.25]], dtype=torch.float64)
     p = View("table", {"t": t, "x": float("inf")}).payload()
@@ -40,8 +48,9 @@ def test_payload_encodes_tensors_and_non_finite():
     json.dumps(p, allow_nan=False)  # valid JSON
 
 
-def test_script_cannot_be_closed_by_data(browser, tmp_path):
-    nasty = "</script><script>console.error('injected')</script>"
+@pytest.mark.parametrize("nasty", ["</script><script>console.error('injected')</script>",
+                                   "<!--<script>", "a & b <!-- x --> <script></script>"])
+def test_script_cannot_be_closed_by_data(browser, tmp_path, nasty):
     path = View("table", {"columns": ["a"], "rows": [[nasty]]}, title=nasty).save_html(tmp_path / "t.html")
     page = browser.open(path)
     assert browser.problems(page) == []

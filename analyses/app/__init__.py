@@ -51,9 +51,12 @@ def create_app(model: Any, *, name: Optional[str] = None, texts: Optional[list[s
             transcoders = None
     state = AppState(model, name=label, texts=texts, transcoders=transcoders)
     jobs = Jobs(state)
-    middleware = []
+    from starlette.middleware import Middleware
+
+    from analyses.app.guard import SameOriginOnly
+
+    middleware = [Middleware(SameOriginOnly)]
     if allowed_hosts is not None:
-        from starlette.middleware import Middleware
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))

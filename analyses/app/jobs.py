@@ -73,8 +73,9 @@ class Jobs:
 
     def submit(self, kind: str, session: str, work: Callable[[Any], Any],
                on_done: Optional[Callable[[Any], Any]] = None) -> Job:
-        """Start `work(model)` in a thread; `on_done(result)` (outside the computation, e.g. to
-        store an edit in the session) turns the work's result into the job's JSON result."""
+        """Start `work(model)` in a thread; `on_done(result)` (after the computation, still under
+        the model lock, e.g. to store an edit in the session) turns the work's result into the
+        job's JSON result."""
         job = Job(uuid.uuid4().hex[:16], kind, session)
         with self._lock:
             self._jobs[job.id] = job
@@ -87,13 +88,16 @@ class Jobs:
         try:
             if job.cancel_requested.is_set():
                 raise Cancelled(f"job {job.id} cancelled")
-            with self.state.computing(job.session) as model:
-                if job.cancel_requested.is_set():
-                    raise Cancelled(f"job {job.id} cancelled")
-                job.status = "running"
-                with watching(job.watcher):
-                    value = work(model)
-            job.result = on_done(value) if on_done is not None else value
+            # on_done runs under the same lock (an RLock), so an edit computed on the session's
+            # edits is stored before anything else can change them.
+            with self.state.lock:
+                with self.state.computing(job.session) as model:
+                    if job.cancel_requested.is_set():
+                        raise Cancelled(f"job {job.id} cancelled")
+                    job.status = "running"
+                    with watching(job.watcher):
+                        value = work(model)
+                job.result = on_done(value) if on_done is not None else value
             job.status = "done"
         except Cancelled:
             job.status = "cancelled"

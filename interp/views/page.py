@@ -68,6 +68,8 @@ def json_ready(x: Any, *, arrays: str = "encoded") -> Any:
         if arrays == "encoded":
             return encode_array(x)
         return json_ready(x.tolist(), arrays=arrays)
+    if isinstance(x, np.bool_):
+        return bool(x)
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, (np.floating, np.integer)):
@@ -80,8 +82,10 @@ def json_ready(x: Any, *, arrays: str = "encoded") -> Any:
 
 
 def _script_json(data: Any) -> str:
-    """JSON safe inside <script type="application/json">: no "</" can close the element."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON safe inside <script type="application/json">: every <, > and & written as a \\u escape
+    (JSON.parse reads them back), so no text in the data can close the element or open a comment."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @dataclass

@@ -6,6 +6,7 @@ reverted from the page leaves every weight bit-identical."""
 
 import json
 import re
+import contextlib
 import socket
 import threading
 import time
@@ -36,9 +37,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model):
-    app = create_app(model, texts=[CLEAN, CORRUPTED], transcoders=None, allowed_hosts=LOOPBACK_HOSTS)
+@contextlib.contextmanager
+def serving(app):
+    """`app` on a real uvicorn server on a free loopback port, in a thread; yields its URL."""
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -47,9 +48,18 @@ def server(model):
     while not srv.started and time.time() < end:
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    app = create_app(model, texts=[CLEAN, CORRUPTED], transcoders=None, allowed_hosts=LOOPBACK_HOSTS)
+    with serving(app) as url:
+        yield url, app
 
 
 def snapshot(model):

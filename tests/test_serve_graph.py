@@ -5,21 +5,19 @@ it and leaves every weight bit-identical with no hook attached; a tab with a ROM
 graph of the edited model while another tab gets the clean one; and in a real browser the graph
 started from the page draws exactly the pruned graph's nodes without a console problem."""
 
-import socket
-import threading
 import time
 
 import pytest
 import torch
-import uvicorn
 from starlette.testclient import TestClient
 
 from analyses.app import LOOPBACK_HOSTS, create_app
 from probes.edit.stats import hooks_attached
 from probes.graph import attribution_graph
+from probes.sae import load_transcoders
 from test_serve import H, wait
 from test_serve import run_job as run_session_job
-from probes.sae import load_transcoders
+from test_serve_browser import serving
 
 CLEAN = "Michael Jordan plays the sport of"
 SUBJECT = "Michael Jordan"
@@ -196,26 +194,11 @@ def test_a_tabs_edit_changes_its_graph_only(client, app, model, transcoders, dir
 
 
 # ---------------------------------------------------------------------------- the page
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(model):
     app = create_app(model, texts=TEXTS, transcoders="factworld", allowed_hosts=LOOPBACK_HOSTS)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.time() + 20
-    while not srv.started and time.time() < end:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url, app
 
 
 def test_the_graph_from_the_page(browser, server, model, direct):

@@ -73,18 +73,10 @@ def _common(values: list, what: str):
 
 
 # ============================================================ ours -> circuit-tracer
-def folded_encoder(tc: SparseDictionary) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W_enc [n_features, d_in], b_enc [n_features]) with b_pre folded in, in tc's dtype:
-    x @ W_enc.T + b_enc == (x - b_pre) @ tc.W_enc + tc.b_enc."""
-    W = tc.W_enc.detach()
-    b = tc.b_enc.detach().double() - tc.pre_bias.detach().double() @ W.double()
-    return W.T.contiguous().cpu(), b.to(W.dtype).cpu()
-
-
 def layer_tensors(tc: SparseDictionary) -> dict[str, torch.Tensor]:
     """The tensors of one layer_{i}.safetensors file for transcoder `tc`."""
-    W_enc, b_enc = folded_encoder(tc)
-    tensors = {"W_enc": W_enc, "W_dec": tc.W_dec.detach().contiguous().cpu(), "b_enc": b_enc,
+    tensors = {"W_enc": tc.W_enc.detach().T.contiguous().cpu(), "W_dec": tc.W_dec.detach().contiguous().cpu(),
+               "b_enc": tc.folded_b_enc().cpu(),
                "b_dec": tc.b_dec.detach().contiguous().cpu()}
     if tc.W_skip is not None:
         tensors["W_skip"] = tc.W_skip.detach().T.contiguous().cpu()
@@ -260,4 +252,4 @@ def load_circuit_tracer_transcoders(path: PathLike) -> list[SparseDictionary]:
     return out
 
 
-__all__ = ["save_circuit_tracer_transcoders", "load_circuit_tracer_transcoders", "layer_tensors", "folded_encoder"]
+__all__ = ["save_circuit_tracer_transcoders", "load_circuit_tracer_transcoders", "layer_tensors"]

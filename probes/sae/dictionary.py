@@ -107,6 +107,12 @@ class SparseDictionary(nn.Module):
     def pre_bias(self) -> torch.Tensor:
         return self.b_pre if self.b_pre is not None else self.b_dec
 
+    def folded_b_enc(self) -> torch.Tensor:
+        """[n_features] b_enc - pre_bias @ W_enc (computed in float64, in the weights' dtype): the
+        encoder bias of formats without a pre-encoder bias, x @ W_enc + folded == pre_acts(x)."""
+        W = self.W_enc.detach()
+        return (self.b_enc.detach().double() - self.pre_bias.detach().double() @ W.double()).to(W.dtype)
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.pre_bias) @ self.W_enc + self.b_enc
 

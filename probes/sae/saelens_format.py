@@ -104,19 +104,11 @@ def saelens_architecture(dictionary: SparseDictionary) -> str:
     return base.replace("transcoder", "skip_transcoder") if cfg.skip else base
 
 
-def folded_b_enc(dictionary: SparseDictionary) -> torch.Tensor:
-    """b_enc - b_pre @ W_enc [n_features], computed in float64, in the dictionary's dtype:
-    x @ W_enc + folded_b_enc == (x - b_pre) @ W_enc + b_enc (to rounding)."""
-    W = dictionary.W_enc.detach()
-    b = dictionary.b_enc.detach().double() - dictionary.pre_bias.detach().double() @ W.double()
-    return b.to(W.dtype)
-
-
 def saelens_tensors(dictionary: SparseDictionary) -> dict[str, torch.Tensor]:
     """The tensors of sae_weights.safetensors, SAELens' names and shapes."""
     architecture = saelens_architecture(dictionary)
     d = dictionary
-    b_enc = d.b_enc.detach() if d.cfg.kind == "sae" else folded_b_enc(d)
+    b_enc = d.b_enc.detach() if d.cfg.kind == "sae" else d.folded_b_enc()
     tensors = {"W_enc": d.W_enc.detach(), "b_enc": b_enc, "W_dec": d.W_dec.detach(), "b_dec": d.b_dec.detach()}
     if architecture.startswith("jumprelu"):
         tensors["threshold"] = d.threshold.detach().to(d.W_enc.dtype).expand(d.cfg.n_features)
@@ -294,4 +286,4 @@ def load_saelens(path: PathLike) -> SparseDictionary:
 
 
 __all__ = ["save_saelens", "load_saelens", "saelens_config", "saelens_tensors", "saelens_architecture",
-           "folded_b_enc", "is_saelens_config", "SAELENS_VERSION", "ARCHITECTURES"]
+           "is_saelens_config", "SAELENS_VERSION", "ARCHITECTURES"]

@@ -1,9 +1,11 @@
 """Train the fact-world model's transcoders, one per MLP layer, and ship them.
 
     interp train-transcoders --out DIR [--model M] [--features 512] [--k 32] [--steps 3000]
+                             [--activation topk|batchtopk|relu] [--skip] [--l1 1e-3]
     interp train-transcoders --force [--features 512] ...   # replace the shipped ones
 
-Each is a TopK transcoder from blocks.{l}.ln2.hook_normalized to blocks.{l}.hook_mlp_out,
+Each is a TopK transcoder (by default; `--activation`, `--skip`: BatchTopK or ReLU + L1,
+with a linear skip connection) from blocks.{l}.ln2.hook_normalized to blocks.{l}.hook_mlp_out,
 trained on 150,000 tokens of 20,000 training sentences (seeded) and evaluated on 300
 held-out-template sentences (`probes.sae.evaluate_dictionary`, with the object token as the
 focus). Written to OUT/L{l}/ (cfg.json with the training record and the scores,
@@ -22,18 +24,25 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+import torch
 from matplotlib.figure import Figure
 
 from analyses.common import add_model_arguments, load_model, main_for, write_json
 
 if TYPE_CHECKING:
     from models import Transformer
+    from probes.sae import SparseDictionary
+    from probes.sae.train import TrainingRecord
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", type=int, default=512)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--activation", choices=("topk", "batchtopk", "relu"), default="topk",
+                   help="TopK (the shipped ones), BatchTopK, or ReLU with an L1 penalty (--l1)")
+    p.add_argument("--skip", action="store_true", help="add a linear skip connection x W_skip")
+    p.add_argument("--l1", type=float, default=1e-3, help="the L1 coefficient of --activation relu")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory, new or empty (required unless --force)")
     p.add_argument("--force", action="store_true",
@@ -73,10 +82,36 @@ def held_out(model: Transformer, n: int = 300) -> tuple[list[str], list[int]]:
     return texts, [len(model.to_str_tokens(t)) - 2 for t in texts]
 
 
+TRAINING_TOKENS = 150_000
+
+
+def training_pairs(model: Transformer, layer: int, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(MLP inputs [n, d_model], MLP outputs [n, d_model]) of `layer` at the first 150,000 real
+    tokens of `texts`: what every transcoder of that layer is trained on."""
+    from probes.sae import SparseDictionary, activation_pairs
+
+    probe = SparseDictionary.transcoder(model, layer, 1, k=1)  # only its hook names are read
+    return activation_pairs(model, probe, texts, max_tokens=TRAINING_TOKENS)
+
+
+def train_layer(model: Transformer, layer: int, data: tuple[torch.Tensor, torch.Tensor], *, features: int = 512,
+                k: int = 32, activation: str = "topk", skip: bool = False, steps: int = 3000, l1: float = 1e-3,
+                progress: bool = True) -> tuple[SparseDictionary, TrainingRecord]:
+    """(the transcoder of MLP `layer`, in eval mode, its training record), trained as the shipped
+    ones are (batches of 1024, lr 1e-3, aux-k revival after 5000 silent tokens, seed = layer)
+    with the given width, activation, k, skip connection and steps."""
+    from probes.sae import SparseDictionary, train_dictionary
+
+    tc = SparseDictionary.transcoder(model, layer, features, activation=activation, k=k, skip=skip, seed=layer)
+    record = train_dictionary(tc, data, steps=steps, batch_size=1024, lr=1e-3, l1=l1, dead_after=5000,
+                              aux_coeff=0.125, progress=progress)
+    return tc.eval(), record
+
+
 def run(args: argparse.Namespace) -> int:
     from analyses.factworld_edits import stats_texts
     from interp import plot
-    from probes.sae import SparseDictionary, activation_pairs, evaluate_dictionary, save_dictionary, train_dictionary
+    from probes.sae import evaluate_dictionary, save_dictionary
 
     out, shipped = output_dir(args.out, args.model, args.force)  # before any work
     model = load_model(args)
@@ -86,11 +121,10 @@ def run(args: argparse.Namespace) -> int:
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     for layer in range(model.cfg.n_layers):
-        tc = SparseDictionary.transcoder(model, layer, args.features, activation="topk", k=args.k, seed=layer)
-        data = activation_pairs(model, tc, texts, max_tokens=150_000)
-        record = train_dictionary(tc, data, steps=args.steps, batch_size=1024, lr=1e-3, dead_after=5000,
-                                  aux_coeff=0.125, progress=not args.quiet)
-        scores = evaluate_dictionary(model, tc.eval(), test, focus=focus)
+        tc, record = train_layer(model, layer, training_pairs(model, layer, texts), features=args.features, k=args.k,
+                                 activation=args.activation, skip=args.skip, steps=args.steps, l1=args.l1,
+                                 progress=not args.quiet)
+        scores = evaluate_dictionary(model, tc, test, focus=focus)
         extra = {"training": record.to_dict() | {"losses": record.losses[::50]}, "scores": scores.to_dict(),
                  "data": "150,000 tokens of 20,000 fact-world training sentences (seed 0)"}
         save_dictionary(tc, out / f"L{layer}", extra=extra, overwrite=args.force, allow_shipped=shipped)

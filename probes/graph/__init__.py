@@ -11,6 +11,7 @@ embeddings and logit targets; edges are direct effects in the local replacement 
 Modules, one job each: `graph` (the AttributionGraph and its nodes), `replacement` (the frozen
 local replacement model), `build` (edges by batched backward passes), `prune` (influence,
 pruning, replacement and completeness scores), `supernodes` (suggested groups of features), `heads` (edges split by the head that carried them),
+`qk` (which query-side x key-side components formed a head's attention score),
 `intervene` (feature interventions, frozen or
 free, and generation under them), `io` (our files and circuit-tracer's), `view` (the browser).
 """
@@ -21,10 +22,12 @@ from probes.graph.heads import HeadSplit, edge_heads
 from probes.graph.intervene import InterventionResult, feature_intervention, generate_with_intervention, scale, set_to, zero
 from probes.graph.io import circuit_tracer_json, load_graph, save_graph, to_circuit_tracer_pt
 from probes.graph.prune import PrunedGraph, graph_scores, node_influence, prune
+from probes.graph.qk import EdgeQK, QKAttribution, edge_qk, qk_attribution
 from probes.graph.supernodes import Supernode, suggest_supernodes
 
 __all__ = ["AttributionGraph", "InterventionResult", "PrunedGraph", "Target", "attribution_graph",
            "circuit_tracer_json", "feature_intervention", "generate_with_intervention", "graph_scores",
            "load_graph", "logit_difference_target", "node_influence", "prune", "save_graph", "scale", "set_to",
-           "Supernode", "suggest_supernodes", "HeadSplit", "edge_heads",
+           "Supernode", "suggest_supernodes", "HeadSplit", "edge_heads", "EdgeQK", "QKAttribution", "edge_qk",
+           "qk_attribution",
            "to_circuit_tracer_pt", "zero"]

@@ -1,0 +1,383 @@
+"""Query-key attribution: which graph nodes formed an attention head's match.
+
+An attribution graph's edges cross positions through frozen attention patterns, and
+`probes.graph.heads` says which head carried an edge (its OV path). This module says why that
+head looked there: it splits the head's pre-softmax score at (q_pos, k_pos) into a table over
+query-side x key-side components.
+
+Definition. In the frozen local replacement model (attention patterns and norm scales frozen at
+the run's values, MLP outputs = transcoder features + error) the residual stream entering
+block L at position p is an exact sum of components (the run's own values):
+    the token embedding at p                       "Jordan (2)"          (the graph's token node)
+    the position embedding at p                    "position @ Jordan (2)" (learned or sinusoidal)
+    each earlier layer l's head outputs at p        "L0H1 out @ Jordan (2)"
+    each earlier layer's graph features at p        "L0F258 @ Jordan (2)" (a * W_dec[f]; graph nodes)
+    each earlier layer's error at p                 "error L0 @ Jordan (2)" (the graph's error node)
+    each earlier transcoder's skip path at p        "skip L0 @ Jordan (2)" (x_in W_skip; only with a skip)
+    "constant": b_O, b_dec, and what the graph also leaves to its constants:
+        the MLP outputs at positions before graph.zero_positions (BOS), and active features that
+        are not nodes of the graph (dropped by max_feature_nodes).
+With ln1's scale frozen, ln1 is affine: each component c becomes (c - mean(c)) / scale * w
+(RMSNorm: c / scale * w) and ln1's bias b goes to the constant; then q_i = ln(c_i) W_Q[h] (and
+b_Q to the constant), rotated at q_pos for rotary models; k_j likewise with the head's key head
+(grouped-query attention: key head h // (n_heads / n_kv_heads)) at k_pos. So
+
+    score[h, q_pos, k_pos] = q . k / sqrt(d_head) = sum_ij parts[i, j],
+    parts[i, j] = q_i . k_j / sqrt(d_head),
+
+exactly (the tests check the sum against the model's own hook_attn_scores to 1e-9 in float64).
+A row sum is a query-side component's whole part ("what at `of` asked"), a column sum a
+key-side component's ("what at `Jordan` answered"). The softmax compares a query's scores over
+keys, so a part that is the same for every key (e.g. query x key-constant) moves no attention
+weight; the table gives the score, not that difference.
+
+Supported: pre-norm blocks (sequential or parallel attention and MLP), LayerNorm or RMSNorm,
+learned, sinusoidal or rotary positions, grouped-query attention. Post-norm blocks (the
+residual stream entering a block is itself normalised) are refused with a clear error.
+
+    graph = attribution_graph(model, "Michael Jordan plays the sport of", tcs)
+    qk = qk_attribution(model, graph, tcs, layer=1, head=3, q_pos=6, k_pos=2)
+    qk.score, qk.pattern             # the head's score and attention weight of "of" on "Jordan"
+    qk.top(5)                        # ["L0F12 @ of (6) x L0F258 @ Jordan (2): +1.23", ...]
+    qk.top_keys(5)                   # the key-side components by their whole (column) part
+    split = edge_heads(model, graph, tcs, cross_edges)
+    str(edge_qk(model, graph, tcs, split, 0))
+    # "L0F258 @ Jordan (2) -> (L1H3 0.488, formed by L0F12 @ of (6) x L0F258 @ Jordan (2) +1.23) -> L3F438 @ of (6)"
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from einops import einsum
+
+from models import Transformer
+from models.components import LayerNorm, rotate
+from probes.graph.graph import AttributionGraph
+from probes.graph.heads import HeadSplit, _check_graph
+from probes.graph.replacement import check_transcoders
+from probes.sae.dictionary import SparseDictionary
+
+CONSTANT = "constant"
+KINDS = ("token", "position", "head", "feature", "skip", "error", CONSTANT)
+
+
+# ============================================================ the result
+@dataclass
+class QKAttribution:
+    """Head (layer, head)'s score at (q_pos, k_pos) split over query-side x key-side components
+    (module docstring).
+
+    query_labels [n_q] / key_labels [n_k]: the components, the constant last; query_nodes /
+    key_nodes: each component's graph node index, or None (positions, head outputs, skip paths,
+    constant); query_kinds / key_kinds: each component's kind (KINDS);
+    parts [n_q, n_k] (its sum is the score); score: the model's own pre-softmax score
+    (scaled by 1 / sqrt(d_head)); pattern: the model's attention weight of q_pos on k_pos."""
+
+    layer: int
+    head: int
+    q_pos: int
+    k_pos: int
+    query_labels: list[str]
+    key_labels: list[str]
+    query_nodes: list[Optional[int]]
+    key_nodes: list[Optional[int]]
+    query_kinds: list[str]
+    key_kinds: list[str]
+    parts: torch.Tensor
+    score: float
+    pattern: float
+
+    @property
+    def head_label(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+    def by_query(self) -> torch.Tensor:
+        """[n_q] each query-side component's whole part (row sums)."""
+        return self.parts.sum(1)
+
+    def by_key(self) -> torch.Tensor:
+        """[n_k] each key-side component's whole part (column sums)."""
+        return self.parts.sum(0)
+
+    def _order(self, values: torch.Tensor, k: int) -> list[int]:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"k must be an integer >= 0, got {k!r}")
+        return values.abs().argsort(descending=True, stable=True)[: min(k, values.numel())].tolist()
+
+    def top_pairs(self, k: int = 10) -> list[tuple[str, str, float]]:
+        """The k largest parts by absolute value: (query label, key label, part), strongest first."""
+        n_k = self.parts.shape[1]
+        out = []
+        for j in self._order(self.parts.flatten(), k):
+            i, c = divmod(j, n_k)
+            out.append((self.query_labels[i], self.key_labels[c], float(self.parts[i, c])))
+        return out
+
+    def top(self, k: int = 10) -> list[str]:
+        """The k largest parts as "query x key: part", e.g. "L0F12 @ of (6) x L0F258 @ Jordan (2): +1.23"."""
+        return [f"{q} x {key}: {v:+.3g}" for q, key, v in self.top_pairs(k)]
+
+    def top_queries(self, k: int = 10) -> list[str]:
+        """The k query-side components with the largest whole parts, "L0F12 @ of (6): +2.1"."""
+        rows = self.by_query()
+        return [f"{self.query_labels[i]}: {float(rows[i]):+.3g}" for i in self._order(rows, k)]
+
+    def top_keys(self, k: int = 10) -> list[str]:
+        """The k key-side components with the largest whole parts, "L0F258 @ Jordan (2): +1.7"."""
+        cols = self.by_key()
+        return [f"{self.key_labels[j]}: {float(cols[j]):+.3g}" for j in self._order(cols, k)]
+
+    def by_kind(self) -> dict[str, float]:
+        """The parts summed by (query kind, key kind), as "feature x error": the share of the
+        score that features on both sides form, that errors form, ... (only pairs present)."""
+        out: dict[str, float] = {}
+        for qk in KINDS:
+            rows = [i for i, k in enumerate(self.query_kinds) if k == qk]
+            for kk in KINDS:
+                cols = [j for j, k in enumerate(self.key_kinds) if k == kk]
+                if rows and cols:
+                    out[f"{qk} x {kk}"] = float(self.parts[rows][:, cols].sum())
+        return out
+
+    def share(self, k: int) -> float:
+        """The sum of the k largest parts (by absolute value) over the score."""
+        return sum(v for _, _, v in self.top_pairs(k)) / self.score
+
+    def to_dict(self, k: int = 10) -> dict[str, Any]:
+        """Plain JSON: the head, positions, score, pattern, the top k pairs, queries and keys."""
+        return dict(layer=self.layer, head=self.head, q_pos=self.q_pos, k_pos=self.k_pos, score=self.score,
+                    pattern=self.pattern, top=[dict(query=q, key=c, part=v) for q, c, v in self.top_pairs(k)],
+                    top_queries=self.top_queries(k), top_keys=self.top_keys(k))
+
+
+@dataclass
+class EdgeQK:
+    """One cross-position edge of a HeadSplit with the query-key attribution of the head that
+    carries most of it, at (target position, source position).
+
+    source / target: the nodes' labels; weight: the edge; direct: the head's one-hop part of it
+    (HeadSplit.direct); qk: the head's score split; source_key_part: the source node's own
+    key-side part of the score (its column sum: did the feature the head moved also draw the
+    head's attention?), None when the source is not a key-side component (a feature at or
+    above the head's layer)."""
+
+    source: str
+    target: str
+    weight: float
+    direct: float
+    qk: QKAttribution
+    source_key_part: Optional[float] = None
+
+    def describe(self, k: int = 1) -> str:
+        """"L0F258 @ Jordan (2) -> (L1H3 0.488, formed by L0F12 @ of (6) x L0F258 @ Jordan (2) +1.23) -> L3F438 @ of (6)"
+        with the k largest query-key pairs."""
+        pairs = "; ".join(f"{q} x {c} {v:+.3g}" for q, c, v in self.qk.top_pairs(k))
+        return f"{self.source} -> ({self.qk.head_label} {self.direct:.3g}, formed by {pairs}) -> {self.target}"
+
+    def __str__(self) -> str:
+        return self.describe(1)
+
+
+# ============================================================ the residual stream as components
+def _check_int(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
+        raise ValueError(f"{name} must be an integer in [0, {high}), got {value!r}")
+    return value
+
+
+def _check_layout(model: Transformer) -> None:
+    cfg = model.cfg
+    if cfg.norm_position != "pre":
+        raise ValueError(f"query-key attribution supports pre-norm blocks only; this model has norm_position="
+                         f"{cfg.norm_position!r} (the residual stream entering a block is normalised, not a sum "
+                         "of components)")
+
+
+class _Run:
+    """One forward pass of the model on the graph's prompt, cached at the sites the components
+    need, and the transcoders' features there."""
+
+    def __init__(self, model: Transformer, graph: AttributionGraph, tcs: list[SparseDictionary], layer: int):
+        self.model, self.graph, self.tcs, self.layer = model, graph, tcs, layer
+        names = ["hook_embed", f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.ln1.hook_scale",
+                 f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern"]
+        names += ["hook_pos_embed"] if "hook_pos_embed" in model.hook_dict else []
+        for l in range(layer):
+            names += [f"blocks.{l}.attn.hook_result", tcs[l].out_hook]
+        names += [tc.in_hook for tc in tcs]  # every layer's, to check the graph's features
+        names = list(dict.fromkeys(names))
+        tokens = graph.token_ids.to(model.device)[None]
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names_filter=names)
+            self.cache = {n: cache[n][0] for n in names}  # batch axis dropped
+            dtype = model.W_E.dtype
+            self.acts = [tc.encode(self.cache[tc.in_hook]).to(dtype) for tc in tcs]  # [pos, n_features] each
+
+    def components(self, pos: int) -> tuple[list[str], list[Optional[int]], list[str], torch.Tensor]:
+        """Labels, graph nodes, kinds (KINDS) and vectors [n, d_model] of the residual stream entering `layer` at
+        `pos` (module docstring); the constant is the last row."""
+        model, graph, cache, L = self.model, self.graph, self.cache, self.layer
+        at = f"{graph.tokens[pos]} ({pos})"
+        labels: list[str] = [graph.node_label(graph.token_node(pos))]
+        nodes: list[Optional[int]] = [graph.token_node(pos)]
+        kinds = ["token"]
+        vectors = [cache["hook_embed"][pos]]
+        constant = torch.zeros_like(vectors[0])
+        if "hook_pos_embed" in cache:
+            labels.append(f"position @ {at}")
+            nodes.append(None)
+            kinds.append("position")
+            vectors.append(cache["hook_pos_embed"][pos])
+        for l in range(L):
+            result = cache[f"blocks.{l}.attn.hook_result"][pos]  # [head, d_model]
+            for h in range(model.cfg.n_heads):
+                labels.append(f"L{l}H{h} out @ {at}")
+                nodes.append(None)
+                kinds.append("head")
+                vectors.append(result[h])
+            constant = constant + model.blocks[l].attn.b_O.detach()
+            tc, mlp_out = self.tcs[l], cache[self.tcs[l].out_hook][pos]
+            if pos < graph.zero_positions:  # no feature or error nodes there: all of it constant
+                constant = constant + mlp_out
+                continue
+            x_in, acts = cache[tc.in_hook][pos], self.acts[l][pos]
+            W_dec = tc.W_dec.detach().to(mlp_out.dtype)
+            in_graph = ((graph.features[:, 0] == l) & (graph.features[:, 1] == pos)).nonzero().flatten().tolist()
+            kept = torch.zeros_like(acts, dtype=torch.bool)
+            for node in in_graph:
+                f = int(graph.features[node, 2])
+                kept[f] = True
+                labels.append(graph.node_label(node))
+                nodes.append(node)
+                kinds.append("feature")
+                vectors.append(acts[f] * W_dec[f])
+            dropped = (acts != 0) & ~kept  # active, but not nodes (max_feature_nodes): constant
+            constant = constant + acts[dropped] @ W_dec[dropped] + tc.b_dec.detach().to(mlp_out.dtype)
+            decoded = tc.decode(acts.to(tc.W_dec.dtype)[None], x_in[None])[0].to(mlp_out.dtype)
+            if tc.W_skip is not None:
+                labels.append(f"skip L{l} @ {at}")
+                nodes.append(None)
+                kinds.append("skip")
+                vectors.append(x_in.to(tc.W_skip.dtype) @ tc.W_skip.detach().to(mlp_out.dtype))
+            labels.append(graph.node_label(graph.error_node(l, pos)))
+            nodes.append(graph.error_node(l, pos))
+            kinds.append("error")
+            vectors.append(mlp_out - decoded)
+        labels.append(CONSTANT)
+        nodes.append(None)
+        kinds.append(CONSTANT)
+        vectors.append(constant)
+        stacked = torch.stack(vectors)
+        resid = cache[f"blocks.{L}.hook_resid_pre"][pos]
+        tol = 1e-9 if stacked.dtype == torch.float64 else 1e-4
+        if not torch.allclose(stacked.sum(0), resid, rtol=tol, atol=tol * float(resid.abs().max())):
+            raise RuntimeError(f"the components at position {pos} do not add up to blocks.{L}.hook_resid_pre "
+                               f"(largest difference {float((stacked.sum(0) - resid).abs().max()):.3g}): this "
+                               "model's block layout is not supported")
+        return labels, nodes, kinds, stacked
+
+    def projected(self, pos: int, which: str, head: int) -> tuple[list[str], list[Optional[int]], list[str],
+                                                                  torch.Tensor]:
+        """The components at `pos` through the frozen ln1 and head `head`'s query ("q") or key
+        ("k") map, rotated at `pos` for rotary models: [n, d_head], the constant last."""
+        model, L = self.model, self.layer
+        labels, nodes, kinds, vectors = self.components(pos)
+        ln = model.blocks[L].ln1
+        scale = self.cache[f"blocks.{L}.ln1.hook_scale"][pos]  # [1]
+        if isinstance(ln, LayerNorm):
+            vectors = vectors - vectors.mean(-1, keepdim=True)
+        normed = vectors / scale * ln.w.detach()
+        if isinstance(ln, LayerNorm):
+            normed[-1] = normed[-1] + ln.b.detach()
+        attn = model.blocks[L].attn
+        if which == "q":
+            W, b = attn.W_Q.detach()[head], attn.b_Q.detach()[head]
+        else:
+            kv = head // (model.cfg.n_heads // model.cfg.n_kv_heads)
+            W, b = attn.W_K.detach()[kv], attn.b_K.detach()[kv]
+        out = einsum(normed, W, "n d_model, d_model d_head -> n d_head").clone()
+        out[-1] = out[-1] + b
+        if model.cfg.positional == "rotary":
+            cos, sin = attn.rotary_cos[pos: pos + 1], attn.rotary_sin[pos: pos + 1]  # [1, rotary_dim]
+            out = rotate(out[:, None, None], cos, sin, model.cfg.rotary_dim)[:, 0, 0]  # as [batch, pos, head, d_head]
+        return labels, nodes, kinds, out
+
+
+# ============================================================ the attribution
+def _check(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary], layer, head,
+           q_pos, k_pos) -> list[SparseDictionary]:
+    if not isinstance(model, Transformer):
+        raise TypeError(f"model must be a models.Transformer, got {type(model).__name__}")
+    _check_layout(model)
+    tcs = check_transcoders(model, transcoders)
+    if not isinstance(graph, AttributionGraph):
+        raise TypeError(f"graph must be an AttributionGraph, got {type(graph).__name__}")
+    cfg = model.cfg
+    _check_int(layer, "layer", 0, cfg.n_layers)
+    _check_int(head, "head", 0, cfg.n_heads)
+    _check_int(q_pos, f"q_pos (the graph has {graph.n_pos} positions)", 0, graph.n_pos)
+    _check_int(k_pos, f"k_pos (the graph has {graph.n_pos} positions)", 0, graph.n_pos)
+    if k_pos > q_pos:
+        raise ValueError(f"k_pos={k_pos} is after q_pos={q_pos}: the model is causal, a query attends only to "
+                         "keys at or before it")
+    if graph.token_ids.max() >= cfg.d_vocab or graph.n_layers != cfg.n_layers:
+        raise ValueError("the graph was not built with this model (its tokens or layers do not fit): pass the "
+                         "model the graph was built with")
+    return tcs
+
+
+def qk_attribution(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary], layer: int,
+                   head: int, q_pos: int, k_pos: int) -> QKAttribution:
+    """Head (layer, head)'s pre-softmax score from `q_pos` to `k_pos` on the graph's prompt,
+    split over query-side x key-side components (module docstring). `model` and
+    `transcoders` are the ones the graph was built with (checked: the same active features).
+    The model is left as it was (no hooks remain)."""
+    tcs = _check(model, graph, transcoders, layer, head, q_pos, k_pos)
+    with torch.no_grad():
+        run = _Run(model, graph, tcs, layer)
+        _check_graph(graph, tcs, run.acts)
+        q_labels, q_nodes, q_kinds, q = run.projected(q_pos, "q", head)
+        k_labels, k_nodes, k_kinds, k = run.projected(k_pos, "k", head)
+        parts = einsum(q, k, "n_q d_head, n_k d_head -> n_q n_k") / math.sqrt(model.cfg.d_head)
+    return QKAttribution(
+        layer=layer, head=head, q_pos=q_pos, k_pos=k_pos, query_labels=q_labels, key_labels=k_labels,
+        query_nodes=q_nodes, key_nodes=k_nodes, query_kinds=q_kinds, key_kinds=k_kinds, parts=parts.detach().cpu(),
+        score=float(run.cache[f"blocks.{layer}.attn.hook_attn_scores"][head, q_pos, k_pos]),
+        pattern=float(run.cache[f"blocks.{layer}.attn.hook_pattern"][head, q_pos, k_pos]))
+
+
+def edge_qk(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary], split: HeadSplit,
+            edge: int, *, head: Optional[tuple[int, int]] = None) -> EdgeQK:
+    """The query-key attribution of the head that carries edge `edge` of `split` (an index into
+    split.edges): by default the head with the largest |direct part|, or `head` = (layer, head);
+    at (the target's position, the source's position)."""
+    if not isinstance(split, HeadSplit):
+        raise TypeError(f"split must be a HeadSplit (probes.graph.edge_heads), got {type(split).__name__}")
+    if isinstance(edge, bool) or not isinstance(edge, int) or not 0 <= edge < split.n_edges:
+        raise ValueError(f"edge must be an index in [0, {split.n_edges}) into split.edges, got {edge!r}")
+    target, source = (int(v) for v in split.edges[edge])
+    if not (0 <= target < graph.n_nodes and 0 <= source < graph.n_nodes) or (
+            graph.node_label(target), graph.node_label(source)) != split.labels[edge]:
+        raise ValueError("the split's edges are not this graph's nodes: pass the graph the split was made from")
+    direct = split.direct[edge]  # [n_layers, n_heads]
+    if head is None:
+        layer, h = divmod(int(direct.abs().flatten().argmax()), split.n_heads)
+    else:
+        if not (isinstance(head, tuple) and len(head) == 2):
+            raise ValueError(f"head must be a (layer, head) pair, got {head!r}")
+        layer, h = head
+        _check_int(layer, "head's layer", 0, split.n_layers)
+        _check_int(h, "head's head", 0, split.n_heads)
+    p_t, p_s = graph.node_site(target)[2], graph.node_site(source)[2]
+    qk = qk_attribution(model, graph, transcoders, layer, h, p_t, p_s)
+    own = [j for j, node in enumerate(qk.key_nodes) if node == source]
+    return EdgeQK(source=split.labels[edge][1], target=split.labels[edge][0], weight=float(split.weights[edge]),
+                  direct=float(direct[layer, h]), qk=qk,
+                  source_key_part=float(qk.parts[:, own[0]].sum()) if own else None)
+
+
+__all__ = ["QKAttribution", "EdgeQK", "qk_attribution", "edge_qk"]

@@ -1,0 +1,112 @@
+"""Transcoder folders written by circuit-tracer's own code, read by ours (issue 23).
+
+Runs in .venv (our code). Calls benchmarks/peers/circuit_tracer_files.py with .venv-ct's python
+(circuit-tracer writes the folders and computes the reference outputs with its own modules), then
+loads every folder with `load_circuit_tracer_transcoders` and compares, per case, our
+pre-activations, features (encode) and outputs (forward: decode + skip) with circuit-tracer's:
+max |ours - theirs|. Expected: relu, relu_skip, jumprelu_shared load and agree (float32 rounding);
+jumprelu / jumprelu_skip (per-feature thresholds, some negative) and clt (a cross-layer
+transcoder) are refused with a clear error; topk loads as our ReLU-then-top-k, which equals
+relu(circuit-tracer's TopK features) on every row and circuit-tracer's own features on the rows
+with at least k positive pre-activations.
+
+    .venv/bin/python benchmarks/peers/check_circuit_tracer_files.py [--out DIR] [--json report.json] [--tol 1e-5]
+    .venv/bin/python benchmarks/peers/check_circuit_tracer_files.py --out tests/data/circuit_tracer   # regenerate fixtures
+
+Exit status 1 if a difference exceeds --tol or a case does not behave as expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from probes.sae.circuit_tracer_format import load_circuit_tracer_transcoders  # noqa: E402
+
+PEER = ROOT / "benchmarks" / "peers" / "circuit_tracer_files.py"
+REFUSED = {"jumprelu": "per-feature thresholds", "jumprelu_skip": "per-feature thresholds",
+           "clt": "cross_layer_transcoder"}
+
+
+@torch.no_grad()
+def compare(folder: Path, case: str) -> dict:
+    """Our reading of OUT/<case> against OUT/<case>.reference.safetensors."""
+    ref = load_file(str(folder / f"{case}.reference.safetensors"))
+    try:
+        tcs = load_circuit_tracer_transcoders(folder / case)
+    except ValueError as err:
+        return {"loaded": False, "error": str(err), "ok": REFUSED.get(case, "\0") in str(err)}
+    x = ref["x"]
+    pre = torch.stack([tc.pre_acts(x[l]) for l, tc in enumerate(tcs)])
+    feats = torch.stack([tc.encode(x[l]) for l, tc in enumerate(tcs)])
+    out = torch.stack([tc(x[l]) for l, tc in enumerate(tcs)])
+    row = {"loaded": True, "activation": tcs[0].cfg.activation, "skip": tcs[0].W_skip is not None,
+           "max_abs_pre_diff": float((pre - ref["pre"]).abs().max()),
+           "max_abs_feature_diff": float((feats - ref["features"]).abs().max()),
+           "max_abs_output_diff": float((out - ref["output"]).abs().max()),
+           "max_abs_output": float(ref["output"].abs().max())}
+    if case == "topk":
+        k = tcs[0].cfg.k
+        full = (ref["pre"] > 0).sum(-1) >= k  # [n_layers, n] rows where both rules agree
+        row |= {"k": k, "rows_with_k_positive": int(full.sum()), "rows": int(full.numel()),
+                "max_abs_feature_diff_on_those_rows": float((feats - ref["features"])[full].abs().max()),
+                "max_abs_output_diff_on_those_rows": float((out - ref["output"])[full].abs().max()),
+                "max_abs_diff_vs_relu_of_theirs": float((feats - ref["features"].relu()).abs().max()),
+                "negative_features_theirs": int((ref["features"] < 0).sum())}
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--peer-python", default=str(ROOT / ".venv-ct" / "bin" / "python"))
+    p.add_argument("--out", type=Path, default=None, help="where circuit-tracer writes (default: a temporary folder)")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--tol", type=float, default=1e-5)
+    args = p.parse_args(argv)
+    if not Path(args.peer_python).exists():
+        raise SystemExit(f"{args.peer_python} not found: bash benchmarks/peers/setup_circuit_tracer.sh builds it")
+    tmp = None if args.out else tempfile.mkdtemp(prefix="ct_files_")
+    out = args.out or Path(tmp) / "files"
+    try:
+        subprocess.run([args.peer_python, str(PEER), "--out", str(out), "--overwrite"], check=True, cwd=str(ROOT),
+                       stdout=subprocess.DEVNULL)
+        manifest = json.loads((out / "manifest.json").read_text())
+        report = {"versions": manifest["versions"], "cases": {}}
+        bad = []
+        for case in manifest["cases"]:
+            row = compare(out, case)
+            if row["loaded"]:
+                diffs = [row["max_abs_pre_diff"]] + ([row["max_abs_diff_vs_relu_of_theirs"],
+                                                      row["max_abs_feature_diff_on_those_rows"],
+                                                      row["max_abs_output_diff_on_those_rows"]] if case == "topk" else
+                                                     [row["max_abs_feature_diff"], row["max_abs_output_diff"]])
+                row["ok"] = case not in REFUSED and max(diffs) <= args.tol
+            report["cases"][case] = row
+            if not row["ok"]:
+                bad.append(case)
+            print(f"{case:16s} " + ("loaded " + row["activation"] + f": max |diff| pre {row['max_abs_pre_diff']:.2e}, "
+                                    f"features {row['max_abs_feature_diff']:.2e}, output {row['max_abs_output_diff']:.2e}"
+                                    if row["loaded"] else "refused: " + row["error"][:110])
+                  + ("" if row["ok"] else "   <-- UNEXPECTED"))
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print("all as expected" if not bad else f"unexpected: {bad}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,8 @@
     position, the query position, or both), with ln1's scale held at the run's, moves the
     model's score by minus its column sum, minus its row sum, or minus both plus their entry;
   * the components are the graph's nodes (labels and node indices match);
-  * edge_qk picks the head carrying most of an edge; bad input is refused and leaves no hooks."""
+  * edge_qk picks the head carrying most of an edge; edge_notes reach the graph browser's edge
+    hover (in a real, offline browser); bad input is refused and leaves no hooks."""
 
 import re
 
@@ -16,7 +17,7 @@ import torch
 
 from models import load
 from probes.graph import attribution_graph, edge_heads
-from probes.graph.qk import EdgeQK, QKAttribution, edge_qk, qk_attribution
+from probes.graph.qk import EdgeQK, QKAttribution, edge_notes, edge_qk, qk_attribution
 from probes.sae import load_transcoders
 from tests.conftest import make_model
 from test_graph_build import no_hooks, random_graph, random_transcoders
@@ -249,3 +250,48 @@ def test_bad_input_is_refused_clearly():
     assert no_hooks(model) and no_hooks(post)
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+# ============================================================ the graph browser
+def test_edge_notes_reach_the_browsers_edge_hover(browser, tmp_path):
+    model, tcs, tokens, graph = random_graph("gpt2")
+    pruned = graph.prune(node_threshold=0.9, edge_threshold=0.99)
+    cross = [(t, s) for t, s in pruned.edges().tolist() if graph.node_site(t)[2] != graph.node_site(s)[2]][:40]
+    split = edge_heads(model, graph, tcs, cross, batch_size=16)
+    notes = edge_notes(model, graph, tcs, split, k=2)
+    assert set(notes) == set(cross)
+    for e, (t, s) in enumerate(cross):
+        layer, head = divmod(int(split.direct[e].abs().flatten().argmax()), split.n_heads)
+        qk = qk_attribution(model, graph, tcs, layer, head, graph.node_site(t)[2], graph.node_site(s)[2])
+        (q1, k1, v1), (q2, k2, v2) = qk.top_pairs(2)
+        assert notes[(t, s)] == (f"via L{layer}H{head} {float(split.direct[e, layer, head]):.3g} (score "
+                                 f"{qk.score:.3g}, attention {qk.pattern:.3g}), formed by\n  {q1} x {k1} {v1:+.3g}\n"
+                                 f"  {q2} x {k2} {v2:+.3g}")
+    view = graph.to_view(pruned=pruned, edge_notes=notes)
+    data = view.payload()["data"]
+    shipped, ids = data["edges"], [n["node"] for n in data["nodes"]]
+    for a, b, note in zip(shipped["source"], shipped["target"], shipped["note"]):
+        assert note == notes.get((ids[b], ids[a]))
+    assert sum(n is not None for n in shipped["note"]) == len(cross)
+    page = browser.open(view.save_html(tmp_path / "notes.html"))
+    free = page.evaluate("""() => Array.from(document.querySelectorAll('path.iv-attr-edge')).map(e => {
+        const b = e.getBoundingClientRect(), x = b.x + b.width / 2, y = b.y + b.height / 2;
+        return document.elementFromPoint(x, y) === e ? [+e.dataset.edge, x, y] : null; }).filter(v => v)""")
+    hovered = 0
+    for k, x, y in free:
+        edge = page.locator(f'path.iv-attr-edge[data-edge="{k}"]')
+        s, t = int(edge.get_attribute("data-source")), int(edge.get_attribute("data-target"))
+        if (t, s) not in notes:
+            continue
+        page.mouse.move(x, y)
+        first, rest = page.locator(".iv-tooltip").inner_text().rstrip().split("\n", 1)
+        assert first.startswith(f"{graph.node_label(s)} -> {graph.node_label(t)}: ") and rest == notes[(t, s)]
+        hovered += 1
+        if hovered == 3:
+            break
+    assert hovered >= 1 and browser.problems(page) == []
+    page.context.close()
+    with pytest.raises(ValueError, match=r"edge_notes keys are \(target, source\) pairs"):
+        graph.to_view(pruned=pruned, edge_notes={(graph.n_nodes, 0): "x"})
+    with pytest.raises(ValueError, match="must be a string"):
+        graph.to_view(pruned=pruned, edge_notes={cross[0]: 3})

@@ -22,12 +22,12 @@ from probes.graph.heads import HeadSplit, edge_heads
 from probes.graph.intervene import InterventionResult, feature_intervention, generate_with_intervention, scale, set_to, zero
 from probes.graph.io import circuit_tracer_json, load_graph, save_graph, to_circuit_tracer_pt
 from probes.graph.prune import PrunedGraph, graph_scores, node_influence, prune
-from probes.graph.qk import EdgeQK, QKAttribution, edge_qk, qk_attribution
+from probes.graph.qk import EdgeQK, QKAttribution, edge_notes, edge_qk, qk_attribution
 from probes.graph.supernodes import Supernode, suggest_supernodes
 
 __all__ = ["AttributionGraph", "InterventionResult", "PrunedGraph", "Target", "attribution_graph",
            "circuit_tracer_json", "feature_intervention", "generate_with_intervention", "graph_scores",
            "load_graph", "logit_difference_target", "node_influence", "prune", "save_graph", "scale", "set_to",
-           "Supernode", "suggest_supernodes", "HeadSplit", "edge_heads", "EdgeQK", "QKAttribution", "edge_qk",
-           "qk_attribution",
+           "Supernode", "suggest_supernodes", "HeadSplit", "edge_heads", "EdgeQK", "QKAttribution", "edge_notes",
+           "edge_qk", "qk_attribution",
            "to_circuit_tracer_pt", "zero"]

@@ -197,6 +197,35 @@ def _check_layout(model: Transformer) -> None:
                          "of components)")
 
 
+class _Parts:
+    """Components being collected: labels, graph nodes (or None), kinds (KINDS), vectors
+    [d_model], and the running constant."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.labels: list[str] = []
+        self.nodes: list[Optional[int]] = []
+        self.kinds: list[str] = []
+        self.vectors: list[torch.Tensor] = []
+        self.constant = torch.zeros_like(like)
+
+    def add(self, label: str, node: Optional[int], kind: str, vector: torch.Tensor) -> None:
+        self.labels.append(label)
+        self.nodes.append(node)
+        self.kinds.append(kind)
+        self.vectors.append(vector)
+
+    def finish(self, total: torch.Tensor, name: str, pos: int) -> "_Parts":
+        """Append the constant; check the components add up to `total` (the model's value)."""
+        self.add(CONSTANT, None, CONSTANT, self.constant)
+        self.stacked = torch.stack(self.vectors)  # [n, d_model]
+        tol = 1e-9 if total.dtype == torch.float64 else 1e-4
+        gap = float((self.stacked.sum(0) - total).abs().max())
+        if gap > tol * (1 + float(total.abs().max())):
+            raise RuntimeError(f"the components at position {pos} do not add up to {name} (largest difference "
+                               f"{gap:.3g}): this model's block layout is not supported")
+        return self
+
+
 class _Run:
     """One forward pass of the model on the graph's prompt, cached at the sites the components
     need, and the transcoders' features there."""
@@ -217,75 +246,53 @@ class _Run:
             dtype = model.W_E.dtype
             self.acts = [tc.encode(self.cache[tc.in_hook]).to(dtype) for tc in tcs]  # [pos, n_features] each
 
-    def components(self, pos: int) -> tuple[list[str], list[Optional[int]], list[str], torch.Tensor]:
-        """Labels, graph nodes, kinds (KINDS) and vectors [n, d_model] of the residual stream entering `layer` at
-        `pos` (module docstring); the constant is the last row."""
+    def components(self, pos: int) -> "_Parts":
+        """The residual stream entering `layer` at `pos` as components (module docstring), the
+        constant last; checked to add up to the model's hook_resid_pre there."""
         model, graph, cache, L = self.model, self.graph, self.cache, self.layer
         at = f"{graph.tokens[pos]} ({pos})"
-        labels: list[str] = [graph.node_label(graph.token_node(pos))]
-        nodes: list[Optional[int]] = [graph.token_node(pos)]
-        kinds = ["token"]
-        vectors = [cache["hook_embed"][pos]]
-        constant = torch.zeros_like(vectors[0])
+        parts = _Parts(cache["hook_embed"][pos])
+        parts.add(graph.node_label(graph.token_node(pos)), graph.token_node(pos), "token", cache["hook_embed"][pos])
         if "hook_pos_embed" in cache:
-            labels.append(f"position @ {at}")
-            nodes.append(None)
-            kinds.append("position")
-            vectors.append(cache["hook_pos_embed"][pos])
+            parts.add(f"position @ {at}", None, "position", cache["hook_pos_embed"][pos])
         for l in range(L):
             result = cache[f"blocks.{l}.attn.hook_result"][pos]  # [head, d_model]
             for h in range(model.cfg.n_heads):
-                labels.append(f"L{l}H{h} out @ {at}")
-                nodes.append(None)
-                kinds.append("head")
-                vectors.append(result[h])
-            constant = constant + model.blocks[l].attn.b_O.detach()
-            tc, mlp_out = self.tcs[l], cache[self.tcs[l].out_hook][pos]
-            if pos < graph.zero_positions:  # no feature or error nodes there: all of it constant
-                constant = constant + mlp_out
-                continue
-            x_in, acts = cache[tc.in_hook][pos], self.acts[l][pos]
-            W_dec = tc.W_dec.detach().to(mlp_out.dtype)
-            in_graph = ((graph.features[:, 0] == l) & (graph.features[:, 1] == pos)).nonzero().flatten().tolist()
-            kept = torch.zeros_like(acts, dtype=torch.bool)
-            for node in in_graph:
-                f = int(graph.features[node, 2])
-                kept[f] = True
-                labels.append(graph.node_label(node))
-                nodes.append(node)
-                kinds.append("feature")
-                vectors.append(acts[f] * W_dec[f])
-            dropped = (acts != 0) & ~kept  # active, but not nodes (max_feature_nodes): constant
-            constant = constant + acts[dropped] @ W_dec[dropped] + tc.b_dec.detach().to(mlp_out.dtype)
-            decoded = tc.decode(acts.to(tc.W_dec.dtype)[None], x_in[None])[0].to(mlp_out.dtype)
-            if tc.W_skip is not None:
-                labels.append(f"skip L{l} @ {at}")
-                nodes.append(None)
-                kinds.append("skip")
-                vectors.append(x_in.to(tc.W_skip.dtype) @ tc.W_skip.detach().to(mlp_out.dtype))
-            labels.append(graph.node_label(graph.error_node(l, pos)))
-            nodes.append(graph.error_node(l, pos))
-            kinds.append("error")
-            vectors.append(mlp_out - decoded)
-        labels.append(CONSTANT)
-        nodes.append(None)
-        kinds.append(CONSTANT)
-        vectors.append(constant)
-        stacked = torch.stack(vectors)
-        resid = cache[f"blocks.{L}.hook_resid_pre"][pos]
-        tol = 1e-9 if stacked.dtype == torch.float64 else 1e-4
-        if not torch.allclose(stacked.sum(0), resid, rtol=tol, atol=tol * float(resid.abs().max())):
-            raise RuntimeError(f"the components at position {pos} do not add up to blocks.{L}.hook_resid_pre "
-                               f"(largest difference {float((stacked.sum(0) - resid).abs().max()):.3g}): this "
-                               "model's block layout is not supported")
-        return labels, nodes, kinds, stacked
+                parts.add(f"L{l}H{h} out @ {at}", None, "head", result[h])
+            parts.constant += model.blocks[l].attn.b_O.detach()
+            self._mlp_components(parts, l, pos, at)
+        return parts.finish(cache[f"blocks.{L}.hook_resid_pre"][pos], f"blocks.{L}.hook_resid_pre", pos)
 
-    def projected(self, pos: int, which: str, head: int) -> tuple[list[str], list[Optional[int]], list[str],
-                                                                  torch.Tensor]:
+    def _mlp_components(self, parts: "_Parts", l: int, pos: int, at: str) -> None:
+        """MLP l's output at `pos`: the graph's features there (a * W_dec[f]), the skip path, the
+        error; b_dec and active features that are not graph nodes to the constant; before
+        graph.zero_positions all of it to the constant (no nodes there, as in the graph)."""
+        graph, tc = self.graph, self.tcs[l]
+        mlp_out = self.cache[tc.out_hook][pos]
+        if pos < graph.zero_positions:
+            parts.constant += mlp_out
+            return
+        x_in, acts = self.cache[tc.in_hook][pos], self.acts[l][pos]
+        W_dec = tc.W_dec.detach().to(mlp_out.dtype)
+        kept = torch.zeros_like(acts, dtype=torch.bool)
+        for node in ((graph.features[:, 0] == l) & (graph.features[:, 1] == pos)).nonzero().flatten().tolist():
+            f = int(graph.features[node, 2])
+            kept[f] = True
+            parts.add(graph.node_label(node), node, "feature", acts[f] * W_dec[f])
+        dropped = (acts != 0) & ~kept  # active, but not nodes (max_feature_nodes)
+        parts.constant += acts[dropped] @ W_dec[dropped] + tc.b_dec.detach().to(mlp_out.dtype)
+        if tc.W_skip is not None:
+            parts.add(f"skip L{l} @ {at}", None, "skip", x_in @ tc.W_skip.detach().to(mlp_out.dtype))
+        decoded = tc.decode(acts.to(tc.W_dec.dtype)[None], x_in[None])[0].to(mlp_out.dtype)
+        parts.add(graph.node_label(graph.error_node(l, pos)), graph.error_node(l, pos), "error", mlp_out - decoded)
+
+    def projected(self, pos: int, which: str, head: int) -> tuple["_Parts", torch.Tensor]:
         """The components at `pos` through the frozen ln1 and head `head`'s query ("q") or key
-        ("k") map, rotated at `pos` for rotary models: [n, d_head], the constant last."""
+        ("k") map, rotated at `pos` for rotary models: the components and [n, d_head], the
+        constant last."""
         model, L = self.model, self.layer
-        labels, nodes, kinds, vectors = self.components(pos)
+        parts = self.components(pos)
+        vectors = parts.stacked
         ln = model.blocks[L].ln1
         scale = self.cache[f"blocks.{L}.ln1.hook_scale"][pos]  # [1]
         if isinstance(ln, LayerNorm):
@@ -304,7 +311,7 @@ class _Run:
         if model.cfg.positional == "rotary":
             cos, sin = attn.rotary_cos[pos: pos + 1], attn.rotary_sin[pos: pos + 1]  # [1, rotary_dim]
             out = rotate(out[:, None, None], cos, sin, model.cfg.rotary_dim)[:, 0, 0]  # as [batch, pos, head, d_head]
-        return labels, nodes, kinds, out
+        return parts, out
 
 
 # ============================================================ the attribution
@@ -340,12 +347,12 @@ def qk_attribution(model: Transformer, graph: AttributionGraph, transcoders: Seq
     with torch.no_grad():
         run = _Run(model, graph, tcs, layer)
         _check_graph(graph, tcs, run.acts)
-        q_labels, q_nodes, q_kinds, q = run.projected(q_pos, "q", head)
-        k_labels, k_nodes, k_kinds, k = run.projected(k_pos, "k", head)
+        queries, q = run.projected(q_pos, "q", head)
+        keys, k = run.projected(k_pos, "k", head)
         parts = einsum(q, k, "n_q d_head, n_k d_head -> n_q n_k") / math.sqrt(model.cfg.d_head)
     return QKAttribution(
-        layer=layer, head=head, q_pos=q_pos, k_pos=k_pos, query_labels=q_labels, key_labels=k_labels,
-        query_nodes=q_nodes, key_nodes=k_nodes, query_kinds=q_kinds, key_kinds=k_kinds, parts=parts.detach().cpu(),
+        layer=layer, head=head, q_pos=q_pos, k_pos=k_pos, query_labels=queries.labels, key_labels=keys.labels,
+        query_nodes=queries.nodes, key_nodes=keys.nodes, query_kinds=queries.kinds, key_kinds=keys.kinds, parts=parts.detach().cpu(),
         score=float(run.cache[f"blocks.{layer}.attn.hook_attn_scores"][head, q_pos, k_pos]),
         pattern=float(run.cache[f"blocks.{layer}.attn.hook_pattern"][head, q_pos, k_pos]))
 
@@ -380,4 +387,32 @@ def edge_qk(model: Transformer, graph: AttributionGraph, transcoders: Sequence[S
                   source_key_part=float(qk.parts[:, own[0]].sum()) if own else None)
 
 
-__all__ = ["QKAttribution", "EdgeQK", "qk_attribution", "edge_qk"]
+def edge_notes(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary],
+               split: HeadSplit, *, k: int = 1) -> dict[tuple[int, int], str]:
+    """{(target, source): note} for every edge of `split`, for the graph browser's edge hover
+    (`graph.to_view(edge_notes=...)`): the head carrying most of the edge, its part, and the k
+    largest query-key pairs of its score, one per line:
+        via L1H3 0.488 (score 9.97, attention 0.994), formed by
+          L0F22 @ of (6) x L0F155 @ Jordan (2) +0.297
+    One attribution per (head, positions)."""
+    if not isinstance(split, HeadSplit):
+        raise TypeError(f"split must be a HeadSplit (probes.graph.edge_heads), got {type(split).__name__}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    done: dict[tuple[int, int, int, int], QKAttribution] = {}
+    out = {}
+    for e in range(split.n_edges):
+        target, source = (int(v) for v in split.edges[e])
+        layer, head = divmod(int(split.direct[e].abs().flatten().argmax()), split.n_heads)
+        site = (layer, head, graph.node_site(target)[2], graph.node_site(source)[2])
+        if site not in done:
+            done[site] = qk_attribution(model, graph, transcoders, *site)
+        qk = done[site]
+        lines = [f"via {qk.head_label} {float(split.direct[e, layer, head]):.3g} (score {qk.score:.3g}, "
+                 f"attention {qk.pattern:.3g}), formed by"]
+        lines += [f"  {q} x {c} {v:+.3g}" for q, c, v in qk.top_pairs(k)]
+        out[(target, source)] = "\n".join(lines)
+    return out
+
+
+__all__ = ["QKAttribution", "EdgeQK", "qk_attribution", "edge_qk", "edge_notes"]

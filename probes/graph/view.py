@@ -193,9 +193,27 @@ def _edges(graph: Any, chosen: torch.Tensor, edge_mask: torch.Tensor) -> tuple[t
     return t[order], s[order], total
 
 
+def _edge_notes(graph: Any, edge_notes: Optional[Mapping[Any, str]]) -> dict[tuple[int, int], str]:
+    out: dict[tuple[int, int], str] = {}
+    if edge_notes is None:
+        return out
+    if not isinstance(edge_notes, Mapping):
+        raise ValueError(f"edge_notes must be a dict {{(target, source): str}}, got {type(edge_notes).__name__}")
+    for key, note in edge_notes.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < graph.n_nodes for v in key)):
+            raise ValueError(f"edge_notes keys are (target, source) pairs of graph node indices in [0, "
+                             f"{graph.n_nodes}), got {key!r}")
+        if not isinstance(note, str):
+            raise ValueError(f"edge_notes[{key}] must be a string, got {type(note).__name__}")
+        out[key] = note
+    return out
+
+
 def graph_view(graph: Any, *, pruned: Any = None, node_threshold: float = 0.8, edge_threshold: float = 0.98,
                dashboards: Optional[Mapping[int, Union[View, Any]]] = None, max_nodes: int = 400,
-               title: Optional[str] = None, supernodes: Optional[list[Any]] = None) -> View:
+               title: Optional[str] = None, supernodes: Optional[list[Any]] = None,
+               edge_notes: Optional[Mapping[tuple[int, int], str]] = None) -> View:
     """The graph browser of `graph` (kind "attribution").
 
     pruned: the pruning to show (node_mask [n_nodes] bool, edge_mask [n_nodes, n_nodes] bool with
@@ -205,13 +223,16 @@ def graph_view(graph: Any, *, pruned: Any = None, node_threshold: float = 0.8, e
     targets always; then features and errors by cumulative influence). supernodes: groups the page opens
     with, [{"name": str, "nodes": [graph node indices]}] or objects with .name and .nodes (e.g.
     probes.graph.supernodes.Supernode): their members pinned and grouped, editable like the person's
-    own (members not shown are left out, with a note)."""
+    own (members not shown are left out, with a note). edge_notes: {(target, source): text} shown
+    under an edge's hover (e.g. probes.graph.qk.edge_notes: the head that carried it and the
+    query-key pairs that formed that head's match)."""
     _check_graph(graph)
     node_threshold = _check_threshold("node_threshold", node_threshold)
     edge_threshold = _check_threshold("edge_threshold", edge_threshold)
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
         raise ValueError(f"max_nodes must be a positive int, got {max_nodes!r}")
     boards = _dashboards(graph, dashboards)
+    notes_by_edge = _edge_notes(graph, edge_notes)
     if pruned is None:
         pruned = graph.prune(node_threshold=node_threshold, edge_threshold=edge_threshold)
         how = f"pruned at node_threshold={node_threshold:g}, edge_threshold={edge_threshold:g}"
@@ -251,6 +272,8 @@ def graph_view(graph: Any, *, pruned: Any = None, node_threshold: float = 0.8, e
     }
     if groups:
         data["supernodes"] = groups
+    if notes_by_edge:
+        data["edges"]["note"] = [notes_by_edge.get((int(a), int(b))) for a, b in zip(t.tolist(), s.tolist())]
     if title is None:
         targets = ", ".join(tg.label for tg in graph.targets)
         title = f"attribution graph: {graph.prompt!r} -> {targets}"

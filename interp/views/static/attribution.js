@@ -3,8 +3,8 @@
           nodes: [{node (graph index), id (circuit-tracer style node_id), kind: feature|error|token|target,
                    layer, row (0 = tokens, l + 1 = layer l, n_layers + 1 = targets), pos, index, label,
                    influence (cumulative, 0..1, smaller = more important), value, activation?, prob?, short?}],
-          edges: {source: [node list index], target: [...], weight: [adjacency[target, source]]}
-                 (largest |weight| first),
+          edges: {source: [node list index], target: [...], weight: [adjacency[target, source]],
+                  note?: [text or null] (a line under the edge's hover)} (largest |weight| first),
           dashboards: {node list index: payload}, n_nodes_total, n_nodes_kept, n_edges_kept, ...,
           supernodes?: [{name, nodes: [node ids]}] groups made when the page opens (pinned and grouped)}
    Layout: x = position (token labels along the bottom), y = row; the nodes of one (row, position)
@@ -218,7 +218,10 @@
       lines.push("edges in / out: " + inE[j].length + " / " + outE[j].length);
       return lines.join("\n");
     }
-    function edgeText(k) { return nodes[src[k]].label + " -> " + nodes[tgt[k]].label + ": " + IV.fmt(wt[k], 6); }
+    function edgeText(k) {
+      var text = nodes[src[k]].label + " -> " + nodes[tgt[k]].label + ": " + IV.fmt(wt[k], 6);
+      return E.note && E.note[k] ? text + "\n" + E.note[k] : text;
+    }
     function highlight(j) {
       var on = {};
       if (j >= 0) { inE[j].forEach(function (q) { on[q] = 1; }); outE[j].forEach(function (q) { on[q] = 1; }); }

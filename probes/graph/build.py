@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from dataclasses import asdict
 from typing import Optional, Sequence, Union
 
 import torch
@@ -58,6 +60,7 @@ from interp.progress import progress_bar
 from interp.words import answer_token
 from models import Transformer
 from probes.graph.graph import AttributionGraph, Target
+from probes.graph.memory import MemoryPlan, memory_limit, plan_memory, saved_bytes
 from probes.graph.replacement import ReplacementRun, check_transcoders, frozen_parameters, replacement_forward
 from probes.sae.dictionary import SparseDictionary
 
@@ -239,13 +242,18 @@ class _Rows:
         return rows[: len(specs)].detach().cpu()
 
 
-def _partial_influence(rows: torch.Tensor, row_cols: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _normalised(rows: torch.Tensor) -> torch.Tensor:
+    """[k, n_cols] |rows| divided by each row's absolute sum (circuit-tracer's row normalisation)."""
+    norm = rows.abs()
+    return norm.div_(norm.sum(1, keepdim=True).clamp_min(1e-10))
+
+
+def _partial_influence(norm: torch.Tensor, row_cols: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """[n_cols] influence of each column on the weighted target rows through the rows known so far
-    (circuit-tracer's compute_partial_influences): rows [k, n_cols], normalised by their absolute
-    sums; row_cols [k] the column of each row's own node (-1 for targets); weights [k]."""
-    norm = rows.abs() / rows.abs().sum(1, keepdim=True).clamp_min(1e-10)
+    (circuit-tracer's compute_partial_influences): norm [k, n_cols] the rows `_normalised`;
+    row_cols [k] the column of each row's own node (-1 for targets); weights [k]."""
     has_col = row_cols >= 0
-    current, total = weights.clone(), torch.zeros(rows.shape[1], dtype=rows.dtype)
+    current, total = weights.clone(), torch.zeros(norm.shape[1], dtype=norm.dtype)
     for _ in range(128):
         if not bool((current > 1e-8).any()):
             break
@@ -260,9 +268,14 @@ def _partial_influence(rows: torch.Tensor, row_cols: torch.Tensor, weights: torc
 def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], transcoders: Sequence[SparseDictionary], *,
                       targets: Optional[Union[Sequence[TargetSpec], TargetSpec]] = None, max_n_logits: int = 10,
                       desired_logit_prob: float = 0.95, max_feature_nodes: Optional[int] = None, batch_size: int = 64,
-                      zero_positions: int = 1, update_interval: int = 4, progress: bool = True) -> AttributionGraph:
+                      zero_positions: int = 1, update_interval: int = 4, max_memory_mb: Optional[float] = None,
+                      progress: bool = True) -> AttributionGraph:
     """The attribution graph of `prompt` (text or token ids [pos]) over `transcoders` (one per
-    layer); see the module docstring. The model is left as it was (no hooks, same requires_grad)."""
+    layer); see the module docstring. The model is left as it was (no hooks, same requires_grad).
+
+    `max_memory_mb` bounds what the build allocates beyond the weights (probes.graph.memory):
+    the batch size is lowered first, then the number of feature nodes (chosen by influence, as
+    with `max_feature_nodes`; a warning says so and `graph.settings["memory_plan"]` records it)."""
     started = time.perf_counter()
     tokens = _prompt_tokens(model, prompt)
     tcs = check_transcoders(model, transcoders)
@@ -279,8 +292,17 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
         raise ValueError(f"zero_positions must be an integer in [0, {n_pos}) for this {n_pos}-token prompt, got "
                          f"{zero_positions!r}")
     specs = None if targets is None else _explicit_targets(model, targets)
+    max_memory_mb = memory_limit(max_memory_mb)
 
     with torch.enable_grad(), frozen_parameters(model, *tcs):
+        plan = None
+        if max_memory_mb is not None:
+            plan = _memory_plan(model, tokens, tcs, specs, max_memory_mb, batch_size=batch_size,
+                                max_feature_nodes=max_feature_nodes, zero_positions=zero_positions,
+                                max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob)
+            batch_size = plan.batch
+            if plan.limited:
+                max_feature_nodes = plan.n_rows
         # A backward pass needs no more copies than the most rows one batch can have.
         most_targets = max_n_logits if specs is None else len(specs)
         most_features = sum(tc.cfg.n_features for tc in tcs) * (n_pos - zero_positions)
@@ -288,12 +310,7 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
             most_features = min(most_features, max_feature_nodes)
         run = replacement_forward(model, tokens, tcs, batch=min(batch_size, max(most_targets, most_features)))
         graph_targets = _finish_targets(model, run, specs, max_n_logits, desired_logit_prob)
-        # Active features, sorted by (layer, pos, index); none before zero_positions.
-        found = []
-        for l, a in enumerate(run.activations):
-            pos, idx = (a[zero_positions:] != 0).nonzero(as_tuple=True)
-            found.append(torch.stack([torch.full_like(pos, l), pos + zero_positions, idx], 1))
-        feats = torch.cat(found).cpu()
+        feats = _active_features(run, zero_positions)
         n_active = feats.shape[0]
         n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
         rows = _Rows(run, tcs, feats.to(model.device), zero_positions)
@@ -313,12 +330,17 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
         target_values = torch.stack([t.vector for t in graph_targets]) @ run.final[0, -1].detach()
         del run, rows
 
+    order = selected.argsort()  # feature nodes in ascending (layer, pos, index) order
+    selected = selected[order]
     columns = torch.cat([selected, torch.arange(n_active, n_active + (len(tcs) + 1) * n_pos)])
     n_sel, n_targets = selected.numel(), len(graph_targets)
     n_nodes = n_sel + (len(tcs) + 1) * n_pos + n_targets
     dtype = model.W_E.dtype
     adjacency = torch.zeros(n_nodes, n_nodes, dtype=dtype)
-    adjacency[:n_sel, : columns.numel()] = feature_rows[:, columns]
+    for i in range(0, n_sel, 256):  # gathered a block at a time: no full reordered copy of the rows
+        block = order[i: i + 256]
+        adjacency[i: i + block.numel(), : columns.numel()] = feature_rows[block][:, columns]
+    del feature_rows
     adjacency[n_nodes - n_targets:, : columns.numel()] = target_rows[:, columns]
     values = torch.full((n_nodes,), math.nan, dtype=dtype)
     values[:n_sel] = pre_all[selected]
@@ -333,8 +355,43 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
         transcoders=[_describe(tc) for tc in tcs],
         settings=dict(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
                       max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval,
-                      n_active_features=n_active,
+                      n_active_features=n_active, max_memory_mb=max_memory_mb,
+                      memory_plan=None if plan is None else asdict(plan),
                       dtype=str(dtype).removeprefix("torch."), seconds=round(time.perf_counter() - started, 3)))
+
+
+def _active_features(run: ReplacementRun, zero_positions: int) -> torch.Tensor:
+    """[n_active, 3] (layer, pos, index) of the active (nonzero) features, sorted; none before
+    zero_positions (CPU)."""
+    found = []
+    for l, a in enumerate(run.activations):
+        pos, idx = (a[zero_positions:] != 0).nonzero(as_tuple=True)
+        found.append(torch.stack([torch.full_like(pos, l), pos + zero_positions, idx], 1))
+    return torch.cat(found).cpu()
+
+
+def _memory_plan(model: Transformer, tokens: torch.Tensor, tcs: Sequence[SparseDictionary], specs,
+                 max_memory_mb: float, *, batch_size: int, max_feature_nodes: Optional[int], zero_positions: int,
+                 max_n_logits: int, desired_logit_prob: float) -> MemoryPlan:
+    """probes.graph.memory's plan for this prompt, from forward passes of one and two copies (the
+    bytes each saves for backward, the number of active features and of targets)."""
+    saved = []
+    for copies in (1, 2):
+        with saved_bytes() as count:
+            probe = replacement_forward(model, tokens, tcs, batch=copies)
+        saved.append(count[0])
+    n_active = _active_features(probe, zero_positions).shape[0]
+    n_targets = len(_finish_targets(model, probe, specs, max_n_logits, desired_logit_prob))
+    del probe
+    n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
+    plan = plan_memory(max_memory_mb, batch_size=batch_size, n_rows=n_rows, n_active=n_active, n_targets=n_targets,
+                       n_layers=len(tcs), n_pos=int(tokens.shape[0]), d_model=model.cfg.d_model,
+                       saved_per_copy=max(saved[1] - saved[0], 0), itemsize=model.W_E.element_size())
+    if plan.limited:
+        warnings.warn(f"max_memory_mb={max_memory_mb:g}: the graph keeps {plan.n_rows} of the {n_active} active "
+                      f"features (chosen by influence) and computes {plan.batch} rows per backward pass",
+                      stacklevel=3)
+    return plan
 
 
 def _feature_values(run: ReplacementRun, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,42 +408,43 @@ def _feature_values(run: ReplacementRun, feats: torch.Tensor) -> tuple[torch.Ten
 
 def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: torch.Tensor, targets: list[Target],
                   batch_size: int, bar, update_interval: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of `n_rows` active features ([n_rows, n_cols], in ascending feature order) and which
+    """Rows of `n_rows` active features ([n_rows, n_cols], in the order computed) and which
     features they are ([n_rows] indices into feats): all of them in order, or (n_rows below the
-    number of active features) chosen greedily by influence (module docstring)."""
-    n_active = feats.shape[0]
-    if n_rows == 0:
-        return torch.zeros(0, rows.n_cols, dtype=target_rows.dtype), torch.zeros(0, dtype=torch.long)
+    number of active features) chosen greedily by influence (module docstring). The rows are
+    written into one buffer (no concatenated copies; probes.graph.memory counts on it)."""
+    n_active, dtype = feats.shape[0], target_rows.dtype
     if n_rows == n_active:
-        order = torch.arange(n_active)
-        done = []
+        out = torch.empty(n_active, rows.n_cols, dtype=dtype)
         for i in range(0, n_active, batch_size):
-            chunk = order[i: i + batch_size]
-            done.append(rows.compute([("feature", *row) for row in feats[chunk].tolist()]))
+            chunk = torch.arange(i, min(i + batch_size, n_active))
+            out[chunk] = rows.compute([("feature", *row) for row in feats[chunk].tolist()])
             bar.update(len(chunk))
-        return torch.cat(done), order
-    weights = torch.tensor([t.prob for t in targets], dtype=target_rows.dtype)
+        return out, torch.arange(n_active)
+    n_t = target_rows.shape[0]
+    weights = torch.zeros(n_t + n_rows, dtype=dtype)
+    weights[:n_t] = torch.tensor([t.prob for t in targets], dtype=dtype)
     if not bool((weights > 0).any()):
-        weights = torch.ones_like(weights)
-    known, known_cols, known_w = [target_rows], [torch.full((len(targets),), -1)], [weights]
+        weights[:n_t] = 1
+    known = torch.empty(n_t + n_rows, rows.n_cols, dtype=dtype)  # target rows, then feature rows as computed
+    norm = torch.empty_like(known)
+    known[:n_t], norm[:n_t] = target_rows, _normalised(target_rows)
+    known_cols = torch.full((n_t + n_rows,), -1)
     visited = torch.zeros(n_active, dtype=torch.bool)
-    picked: list[torch.Tensor] = []
-    while int(visited.sum()) < n_rows:
-        influence = _partial_influence(torch.cat(known), torch.cat(known_cols), torch.cat(known_w))[:n_active]
+    filled = n_t
+    while filled < n_t + n_rows:
+        influence = _partial_influence(norm[:filled], known_cols[:filled], weights[:filled])[:n_active]
         influence[visited] = -math.inf
         ranked = influence.argsort(descending=True, stable=True)
-        chunk = ranked[: min(update_interval * batch_size, n_rows - int(visited.sum()))]
+        chunk = ranked[: min(update_interval * batch_size, n_t + n_rows - filled)]
         for i in range(0, len(chunk), batch_size):  # update_interval backward passes per ranking
             part = chunk[i: i + batch_size]
-            known.append(rows.compute([("feature", *row) for row in feats[part].tolist()]))
-            known_cols.append(part)
-            known_w.append(torch.zeros(len(part), dtype=weights.dtype))
+            done = rows.compute([("feature", *row) for row in feats[part].tolist()])
+            known[filled: filled + len(part)], norm[filled: filled + len(part)] = done, _normalised(done)
+            known_cols[filled: filled + len(part)] = part
+            filled += len(part)
             bar.update(len(part))
         visited[chunk] = True
-        picked.append(chunk)
-    picked_all = torch.cat(picked)
-    order = picked_all.argsort()
-    return torch.cat(known[1:])[order], picked_all[order]
+    return known[n_t:], known_cols[n_t:]
 
 
 def _describe(tc: SparseDictionary) -> str:

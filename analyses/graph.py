@@ -2,6 +2,7 @@
 
     interp graph                                         # Michael Jordan plays the sport of -> the top logits
     interp graph "PROMPT" [--target WORD ...] [--transcoders factworld|DIR] [--out results/graph]
+    interp graph "A LONG PROMPT" --max-memory-mb 2000   # fewer copies per pass, then fewer feature nodes
 
 Builds `probes.graph.attribution_graph` (active features, error nodes, tokens and logit targets;
 edges are direct effects with attention patterns and norm scales frozen), prunes it by
@@ -33,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-threshold", type=float, default=0.8)
     p.add_argument("--edge-threshold", type=float, default=0.98)
     p.add_argument("--max-feature-nodes", type=int, default=None)
+    p.add_argument("--max-memory-mb", type=float, default=None,
+                   help="bound on what building the graph allocates (fewer copies per pass, then fewer feature nodes)")
     p.add_argument("--dashboards", type=int, default=12, help="feature dashboards in the page (most influential first)")
     add_model_arguments(p)
     add_out_argument(p, "results/graph")
@@ -40,9 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def graph_of(model: ModelArg = "factworld", prompt: str = CLEAN, *, targets: Optional[Sequence[str]] = None,
              transcoders: Union[str, Path, Sequence] = "factworld", node_threshold: float = 0.8,
-             edge_threshold: float = 0.98, max_feature_nodes: Optional[int] = None, dashboards: int = 12,
-             texts: Optional[Sequence[str]] = None, out: Optional[Union[str, Path]] = None, progress: bool = True,
-             dtype: Optional[str] = None) -> AnalysisResult:
+             edge_threshold: float = 0.98, max_feature_nodes: Optional[int] = None,
+             max_memory_mb: Optional[float] = None, dashboards: int = 12, texts: Optional[Sequence[str]] = None,
+             out: Optional[Union[str, Path]] = None, progress: bool = True, dtype: Optional[str] = None) -> AnalysisResult:
     """Build, prune and (with `out`) write the graph; `results`: the AttributionGraph ("graph"), the
     PrunedGraph ("pruned") and, with `out`, the browser page's View ("page"). `texts`: the corpus
     for the dashboards (default: the fact world's)."""
@@ -52,7 +55,7 @@ def graph_of(model: ModelArg = "factworld", prompt: str = CLEAN, *, targets: Opt
     model = as_model(model, dtype)
     dictionaries = load_transcoders(transcoders) if isinstance(transcoders, (str, Path)) else list(transcoders)
     graph = attribution_graph(model, prompt, dictionaries, targets=targets, max_feature_nodes=max_feature_nodes,
-                              progress=progress)
+                              max_memory_mb=max_memory_mb, progress=progress)
     pruned = graph.prune(node_threshold=node_threshold, edge_threshold=edge_threshold)
     report = _report(graph, pruned)
     outputs = Outputs(out)
@@ -179,8 +182,8 @@ def _print(report: dict, out) -> None:
 def run(args: argparse.Namespace) -> int:
     graph_of(args.model, args.prompt, targets=args.target, transcoders=args.transcoders,
              node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
-             max_feature_nodes=args.max_feature_nodes, dashboards=args.dashboards, out=args.out,
-             progress=not args.quiet, dtype=args.dtype)
+             max_feature_nodes=args.max_feature_nodes, max_memory_mb=args.max_memory_mb, dashboards=args.dashboards,
+             out=args.out, progress=not args.quiet, dtype=args.dtype)
     return 0
 
 

@@ -105,3 +105,11 @@ def test_michael_jordan_agreement_quoted_in_the_docs():
     assert at(1, 134, 2)[0] is False and f"(rank {at(1, 134, 2)[1] + 1})" in text
     with pytest.raises(KeyError):
         graph.feature_node(2, 6, 215)
+
+
+def test_interp_graph_passes_the_memory_bound_through(tmp_path, capsys):
+    from analyses.graph import main
+
+    with pytest.raises(ValueError, match=r"max_memory_mb=0.001 is too small for this prompt"):
+        main(["--max-memory-mb", "0.001", "--out", str(tmp_path / "g"), "--quiet"])
+    assert not (tmp_path / "g").exists() or not any((tmp_path / "g").iterdir())

@@ -129,6 +129,21 @@ def test_features_left_out_of_the_graph_go_to_the_constant():
                             if small.node_site(i)[1] < layer and small.node_site(i)[2] == k_pos]
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_lower_precision_models_add_up_to_their_precision(dtype, tol):
+    """The table is float64 whatever the model's dtype; its sum is the model's score to the dtype's precision."""
+    _, tcs64, tokens, _ = random_graph("llama_gqa")
+    model = make_model("llama_gqa", dtype="float64", seed=3).to(dtype)
+    tcs = [tc.to(dtype) for tc in tcs64]
+    graph = attribution_graph(model, tokens, tcs, targets=[3], batch_size=16, progress=False)
+    for layer, head, q_pos, k_pos in SITES["random"]:
+        qk = qk_attribution(model, graph, tcs, layer, head, q_pos, k_pos)
+        want = model_score(model, tokens, layer, head, q_pos, k_pos)
+        assert qk.parts.dtype == torch.float64
+        assert float(qk.parts.sum()) == pytest.approx(want, rel=tol, abs=tol)
+    assert no_hooks(model)
+
+
 # ============================================================ each part against the model
 @pytest.mark.parametrize("name", ["factworld", "llama_gqa", "neox_partial_rotary"])
 def test_taking_a_component_out_moves_the_score_by_its_parts(name, factworld):

@@ -58,7 +58,7 @@ from models import Transformer
 from models.components import LayerNorm, rotate
 from probes.graph.graph import AttributionGraph
 from probes.graph.heads import HeadSplit, _check_graph
-from probes.graph.replacement import check_transcoders
+from probes.graph.replacement import check_transcoders, frozen_hook_names
 from probes.sae.dictionary import SparseDictionary
 
 CONSTANT = "constant"
@@ -74,7 +74,7 @@ class QKAttribution:
     query_labels [n_q] / key_labels [n_k]: the components, the constant last; query_nodes /
     key_nodes: each component's graph node index, or None (positions, head outputs, skip paths,
     constant); query_kinds / key_kinds: each component's kind (KINDS);
-    parts [n_q, n_k] (its sum is the score); score: the model's own pre-softmax score
+    parts [n_q, n_k] float64 (its sum is the score); score: the model's own pre-softmax score
     (scaled by 1 / sqrt(d_head)); pattern: the model's attention weight of q_pos on k_pos."""
 
     layer: int
@@ -218,7 +218,7 @@ class _Parts:
         """Append the constant; check the components add up to `total` (the model's value)."""
         self.add(CONSTANT, None, CONSTANT, self.constant)
         self.stacked = torch.stack(self.vectors)  # [n, d_model]
-        tol = 1e-9 if total.dtype == torch.float64 else 1e-4
+        tol = 1e-9 if total.dtype == torch.float64 else 1e3 * torch.finfo(total.dtype).eps  # float32: 1.2e-4
         gap = float((self.stacked.sum(0) - total).abs().max())
         if gap > tol * (1 + float(total.abs().max())):
             raise RuntimeError(f"the components at position {pos} do not add up to {name} (largest difference "
@@ -236,8 +236,9 @@ class _Run:
                  f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern"]
         names += ["hook_pos_embed"] if "hook_pos_embed" in model.hook_dict else []
         for l in range(layer):
-            names += [f"blocks.{l}.attn.hook_result", tcs[l].out_hook]
+            names += [f"blocks.{l}.attn.hook_z", tcs[l].out_hook]  # z, not hook_result: the forward stays the graph's
         names += [tc.in_hook for tc in tcs]  # every layer's, to check the graph's features
+        names += frozen_hook_names(model)  # hooked as the graph's run hooks them (same kernels, same numbers)
         names = list(dict.fromkeys(names))
         tokens = graph.token_ids.to(model.device)[None]
         with torch.no_grad():
@@ -256,7 +257,8 @@ class _Run:
         if "hook_pos_embed" in cache:
             parts.add(f"position @ {at}", None, "position", cache["hook_pos_embed"][pos])
         for l in range(L):
-            result = cache[f"blocks.{l}.attn.hook_result"][pos]  # [head, d_model]
+            W_O = model.blocks[l].attn.W_O.detach()
+            result = einsum(cache[f"blocks.{l}.attn.hook_z"][pos], W_O, "head d_head, head d_head d_model -> head d_model")
             for h in range(model.cfg.n_heads):
                 parts.add(f"L{l}H{h} out @ {at}", None, "head", result[h])
             parts.constant += model.blocks[l].attn.b_O.detach()
@@ -288,28 +290,28 @@ class _Run:
 
     def projected(self, pos: int, which: str, head: int) -> tuple["_Parts", torch.Tensor]:
         """The components at `pos` through the frozen ln1 and head `head`'s query ("q") or key
-        ("k") map, rotated at `pos` for rotary models: the components and [n, d_head], the
-        constant last."""
+        ("k") map, rotated at `pos` for rotary models: the components and [n, d_head] (float64,
+        whatever the model's dtype, so the table adds up to rounding), the constant last."""
         model, L = self.model, self.layer
         parts = self.components(pos)
-        vectors = parts.stacked
+        vectors = parts.stacked.double()
         ln = model.blocks[L].ln1
-        scale = self.cache[f"blocks.{L}.ln1.hook_scale"][pos]  # [1]
+        scale = self.cache[f"blocks.{L}.ln1.hook_scale"][pos].double()  # [1]
         if isinstance(ln, LayerNorm):
             vectors = vectors - vectors.mean(-1, keepdim=True)
-        normed = vectors / scale * ln.w.detach()
+        normed = vectors / scale * ln.w.detach().double()
         if isinstance(ln, LayerNorm):
-            normed[-1] = normed[-1] + ln.b.detach()
+            normed[-1] = normed[-1] + ln.b.detach().double()
         attn = model.blocks[L].attn
         if which == "q":
             W, b = attn.W_Q.detach()[head], attn.b_Q.detach()[head]
         else:
             kv = head // (model.cfg.n_heads // model.cfg.n_kv_heads)
             W, b = attn.W_K.detach()[kv], attn.b_K.detach()[kv]
-        out = einsum(normed, W, "n d_model, d_model d_head -> n d_head").clone()
-        out[-1] = out[-1] + b
+        out = einsum(normed, W.double(), "n d_model, d_model d_head -> n d_head")
+        out[-1] = out[-1] + b.double()
         if model.cfg.positional == "rotary":
-            cos, sin = attn.rotary_cos[pos: pos + 1], attn.rotary_sin[pos: pos + 1]  # [1, rotary_dim]
+            cos, sin = attn.rotary_cos[pos: pos + 1].double(), attn.rotary_sin[pos: pos + 1].double()  # [1, rotary_dim]
             out = rotate(out[:, None, None], cos, sin, model.cfg.rotary_dim)[:, 0, 0]  # as [batch, pos, head, d_head]
         return parts, out
 

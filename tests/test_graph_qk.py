@@ -10,6 +10,7 @@
   * edge_qk picks the head carrying most of an edge; edge_notes reach the graph browser's edge
     hover (in a real, offline browser); bad input is refused and leaves no hooks."""
 
+import copy
 import re
 
 import pytest
@@ -134,7 +135,7 @@ def test_lower_precision_models_add_up_to_their_precision(dtype, tol):
     """The table is float64 whatever the model's dtype; its sum is the model's score to the dtype's precision."""
     _, tcs64, tokens, _ = random_graph("llama_gqa")
     model = make_model("llama_gqa", dtype="float64", seed=3).to(dtype)
-    tcs = [tc.to(dtype) for tc in tcs64]
+    tcs = [copy.deepcopy(tc).to(dtype) for tc in tcs64]  # Module.to works in place: copies
     graph = attribution_graph(model, tokens, tcs, targets=[3], batch_size=16, progress=False)
     for layer, head, q_pos, k_pos in SITES["random"]:
         qk = qk_attribution(model, graph, tcs, layer, head, q_pos, k_pos)

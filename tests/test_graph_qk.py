@@ -261,6 +261,12 @@ def test_bad_input_is_refused_clearly():
         edge_qk(model, graph, tcs, split, 0, head=3)
     with pytest.raises(TypeError, match="split must be a HeadSplit"):
         edge_qk(model, graph, tcs, "split", 0)
+    other_model, other_tcs, _, other_graph = random_graph("llama_gqa")
+    with pytest.raises(ValueError, match="pass the graph the split was made from"):
+        edge_qk(other_model, other_graph, other_tcs, split, 0)
+    with pytest.raises(ValueError, match="pass the graph the split was made from"):
+        edge_notes(other_model, other_graph, other_tcs, split)
+    assert no_hooks(other_model)
     with pytest.raises(ValueError, match="k must be an integer"):
         qk_attribution(model, graph, tcs, 1, 0, 5, 2).top(-1)
     assert no_hooks(model) and no_hooks(post)

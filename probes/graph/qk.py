@@ -28,8 +28,8 @@ b_Q to the constant), rotated at q_pos for rotary models; k_j likewise with the 
 exactly (the tests check the sum against the model's own hook_attn_scores to 1e-9 in float64).
 A row sum is a query-side component's whole part ("what at `of` asked"), a column sum a
 key-side component's ("what at `Jordan` answered"). The softmax compares a query's scores over
-keys, so a part that is the same for every key (e.g. query x key-constant) moves no attention
-weight; the table gives the score, not that difference.
+keys, so a part that would be the same for every key moves no attention weight; the table gives
+the score, not that difference (compare with the tables at other k_pos).
 
 Supported: pre-norm blocks (sequential or parallel attention and MLP), LayerNorm or RMSNorm,
 learned, sinusoidal or rotary positions, grouped-query attention. Post-norm blocks (the
@@ -38,11 +38,12 @@ residual stream entering a block is itself normalised) are refused with a clear 
     graph = attribution_graph(model, "Michael Jordan plays the sport of", tcs)
     qk = qk_attribution(model, graph, tcs, layer=1, head=3, q_pos=6, k_pos=2)
     qk.score, qk.pattern             # the head's score and attention weight of "of" on "Jordan"
-    qk.top(5)                        # ["L0F12 @ of (6) x L0F258 @ Jordan (2): +1.23", ...]
+    qk.top(5)                        # ["L0F22 @ of (6) x L0F155 @ Jordan (2): +0.297", ...] (query x key)
     qk.top_keys(5)                   # the key-side components by their whole (column) part
     split = edge_heads(model, graph, tcs, cross_edges)
-    str(edge_qk(model, graph, tcs, split, 0))
-    # "L0F258 @ Jordan (2) -> (L1H3 0.488, formed by L0F12 @ of (6) x L0F258 @ Jordan (2) +1.23) -> L3F438 @ of (6)"
+    str(edge_qk(model, graph, tcs, split, e))
+    # "L0F258 @ Jordan (2) -> (L1H3 0.488, formed by L0F22 @ of (6) x L0F155 @ Jordan (2) +0.297) -> L3F438 @ of (6)"
+    graph.to_view(edge_notes=edge_notes(model, graph, tcs, split))   # the same on the browser's edge hover
 """
 
 from __future__ import annotations
@@ -173,8 +174,9 @@ class EdgeQK:
     source_key_part: Optional[float] = None
 
     def describe(self, k: int = 1) -> str:
-        """"L0F258 @ Jordan (2) -> (L1H3 0.488, formed by L0F12 @ of (6) x L0F258 @ Jordan (2) +1.23) -> L3F438 @ of (6)"
-        with the k largest query-key pairs."""
+        """The source, the head with its part of the edge and the k largest query-key pairs, the
+        target: "L0F258 @ Jordan (2) -> (L1H3 0.488, formed by L0F22 @ of (6) x L0F155 @ Jordan (2)
+        +0.297) -> L3F438 @ of (6)"."""
         pairs = "; ".join(f"{q} x {c} {v:+.3g}" for q, c, v in self.qk.top_pairs(k))
         return f"{self.source} -> ({self.qk.head_label} {self.direct:.3g}, formed by {pairs}) -> {self.target}"
 
@@ -258,7 +260,8 @@ class _Run:
             parts.add(f"position @ {at}", None, "position", cache["hook_pos_embed"][pos])
         for l in range(L):
             W_O = model.blocks[l].attn.W_O.detach()
-            result = einsum(cache[f"blocks.{l}.attn.hook_z"][pos], W_O, "head d_head, head d_head d_model -> head d_model")
+            z = cache[f"blocks.{l}.attn.hook_z"][pos]  # [head, d_head]
+            result = einsum(z, W_O, "head d_head, head d_head d_model -> head d_model")
             for h in range(model.cfg.n_heads):
                 parts.add(f"L{l}H{h} out @ {at}", None, "head", result[h])
             parts.constant += model.blocks[l].attn.b_O.detach()
@@ -354,9 +357,23 @@ def qk_attribution(model: Transformer, graph: AttributionGraph, transcoders: Seq
         parts = einsum(q, k, "n_q d_head, n_k d_head -> n_q n_k") / math.sqrt(model.cfg.d_head)
     return QKAttribution(
         layer=layer, head=head, q_pos=q_pos, k_pos=k_pos, query_labels=queries.labels, key_labels=keys.labels,
-        query_nodes=queries.nodes, key_nodes=keys.nodes, query_kinds=queries.kinds, key_kinds=keys.kinds, parts=parts.detach().cpu(),
+        query_nodes=queries.nodes, key_nodes=keys.nodes, query_kinds=queries.kinds, key_kinds=keys.kinds,
+        parts=parts.detach().cpu(),
         score=float(run.cache[f"blocks.{layer}.attn.hook_attn_scores"][head, q_pos, k_pos]),
         pattern=float(run.cache[f"blocks.{layer}.attn.hook_pattern"][head, q_pos, k_pos]))
+
+
+def _check_split(graph: AttributionGraph, split: HeadSplit) -> None:
+    """`split` is a HeadSplit of `graph`'s edges (its labels are the graph's)."""
+    if not isinstance(split, HeadSplit):
+        raise TypeError(f"split must be a HeadSplit (probes.graph.edge_heads), got {type(split).__name__}")
+    if not isinstance(graph, AttributionGraph):
+        raise TypeError(f"graph must be an AttributionGraph, got {type(graph).__name__}")
+    for e, (target, source) in enumerate(split.edges.tolist()):
+        if not (0 <= target < graph.n_nodes and 0 <= source < graph.n_nodes) or (
+                graph.node_label(target), graph.node_label(source)) != tuple(split.labels[e]):
+            raise ValueError(f"the split's edge {e} ({split.labels[e][1]} -> {split.labels[e][0]}) is not between "
+                             "those nodes of this graph: pass the graph the split was made from")
 
 
 def edge_qk(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary], split: HeadSplit,
@@ -364,14 +381,10 @@ def edge_qk(model: Transformer, graph: AttributionGraph, transcoders: Sequence[S
     """The query-key attribution of the head that carries edge `edge` of `split` (an index into
     split.edges): by default the head with the largest |direct part|, or `head` = (layer, head);
     at (the target's position, the source's position)."""
-    if not isinstance(split, HeadSplit):
-        raise TypeError(f"split must be a HeadSplit (probes.graph.edge_heads), got {type(split).__name__}")
+    _check_split(graph, split)
     if isinstance(edge, bool) or not isinstance(edge, int) or not 0 <= edge < split.n_edges:
         raise ValueError(f"edge must be an index in [0, {split.n_edges}) into split.edges, got {edge!r}")
     target, source = (int(v) for v in split.edges[edge])
-    if not (0 <= target < graph.n_nodes and 0 <= source < graph.n_nodes) or (
-            graph.node_label(target), graph.node_label(source)) != split.labels[edge]:
-        raise ValueError("the split's edges are not this graph's nodes: pass the graph the split was made from")
     direct = split.direct[edge]  # [n_layers, n_heads]
     if head is None:
         layer, h = divmod(int(direct.abs().flatten().argmax()), split.n_heads)
@@ -397,8 +410,7 @@ def edge_notes(model: Transformer, graph: AttributionGraph, transcoders: Sequenc
         via L1H3 0.488 (score 9.97, attention 0.994), formed by
           L0F22 @ of (6) x L0F155 @ Jordan (2) +0.297
     One attribution per (head, positions)."""
-    if not isinstance(split, HeadSplit):
-        raise TypeError(f"split must be a HeadSplit (probes.graph.edge_heads), got {type(split).__name__}")
+    _check_split(graph, split)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     done: dict[tuple[int, int, int, int], QKAttribution] = {}

@@ -2,7 +2,8 @@
   * the table sums to the model's own hook_attn_scores (a plain run_with_cache) for several
     heads and positions, on the fact-world model and on random models of three layouts (learned
     positions with a transcoder skip path; RMSNorm, rotary and grouped-query attention; parallel
-    attention and MLP with partial rotary), and with features dropped by max_feature_nodes;
+    attention and MLP with partial rotary), and with features dropped by max_feature_nodes; in
+    float32 and bfloat16 to their precision;
   * one component taken out of the residual stream entering the head's block (at the key
     position, the query position, or both), with ln1's scale held at the run's, moves the
     model's score by minus its column sum, minus its row sum, or minus both plus their entry;
@@ -61,12 +62,15 @@ def component_vectors(model, tcs, tokens, graph, layer, pos):
     here from a plain cache: the token embedding, each earlier head's output, each graph
     feature's a * W_dec[f] (a from the transcoder on its input) and each error (MLP output
     minus the transcoder's output)."""
-    names = ["hook_embed"] + [f"blocks.{l}.attn.hook_result" for l in range(layer)]
+    names = ["hook_embed"] + (["hook_pos_embed"] if "hook_pos_embed" in model.hook_dict else [])
+    names += [f"blocks.{l}.attn.hook_result" for l in range(layer)]
     names += [n for tc in tcs[:layer] for n in (tc.in_hook, tc.out_hook)]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens[None], names_filter=list(dict.fromkeys(names)))
         at = f"{graph.tokens[pos]} ({pos})"
         out = {at: cache["hook_embed"][0, pos]}
+        if "hook_pos_embed" in cache:
+            out[f"position @ {at}"] = cache["hook_pos_embed"][0, pos]
         for l in range(layer):
             for h in range(model.cfg.n_heads):
                 out[f"L{l}H{h} out @ {at}"] = cache[f"blocks.{l}.attn.hook_result"][0, pos, h]
@@ -78,6 +82,8 @@ def component_vectors(model, tcs, tokens, graph, layer, pos):
                 if (layer_, pos_) == (l, pos):
                     out[f"L{l}F{f} @ {at}"] = acts[f] * tc.W_dec[f]
             out[f"error L{l} @ {at}"] = cache[tc.out_hook][0, pos] - tc(x)
+            if tc.W_skip is not None:
+                out[f"skip L{l} @ {at}"] = x @ tc.W_skip
     return out
 
 
@@ -146,10 +152,11 @@ def test_lower_precision_models_add_up_to_their_precision(dtype, tol):
 
 
 # ============================================================ each part against the model
-@pytest.mark.parametrize("name", ["factworld", "llama_gqa", "neox_partial_rotary"])
+@pytest.mark.parametrize("name", ["factworld", "gpt2", "llama_gqa", "neox_partial_rotary"])
 def test_taking_a_component_out_moves_the_score_by_its_parts(name, factworld):
     """Rows, columns and single entries, against the model run with that component subtracted from
-    the residual stream entering the block (ln1's scale held): token, head output, feature, error."""
+    the residual stream entering the block (ln1's scale held): token, position, head output,
+    feature, skip path, error."""
     model, tcs, tokens, graph = factworld if name == "factworld" else random_graph(name)
     layer, head, q_pos, k_pos = (1, 3, 6, 2) if name == "factworld" else (1, 2, 7, 3)
     qk = qk_attribution(model, graph, tcs, layer, head, q_pos, k_pos)
@@ -163,8 +170,8 @@ def test_taking_a_component_out_moves_the_score_by_its_parts(name, factworld):
     def biggest(kinds, values, kind):
         return max([i for i, k in enumerate(kinds) if k == kind], key=lambda i: abs(float(values[i])))
 
-    checked = 0
-    for kind in ("feature", "error", "head", "token"):
+    kinds = [k for k in ("feature", "error", "head", "token", "position", "skip") if k in qk.key_kinds]
+    for kind in kinds:
         i, j = biggest(qk.query_kinds, rows, kind), biggest(qk.key_kinds, cols, kind)
         q_vec, k_vec = q_vecs[qk.query_labels[i]], k_vecs[qk.key_labels[j]]
         no_key = model_score(model, tokens, layer, head, q_pos, k_pos, [(k_pos, k_vec)], scale)
@@ -174,8 +181,7 @@ def test_taking_a_component_out_moves_the_score_by_its_parts(name, factworld):
         assert no_query - base == pytest.approx(-float(rows[i]), abs=1e-9)
         assert neither - base + float(rows[i]) + float(cols[j]) == pytest.approx(float(qk.parts[i, j]), abs=1e-9)
         assert abs(float(qk.parts[i, j])) > 1e-6  # a real number is checked
-        checked += 1
-    assert checked == 4 and no_hooks(model)
+    assert len(kinds) == {"factworld": 5, "gpt2": 6}.get(name, 4) and no_hooks(model)
 
 
 def test_the_components_are_the_graphs_nodes(factworld):

@@ -3,6 +3,7 @@
 # make docs  : the documentation site (mkdocs, warnings are errors) into site/
 # make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight; the editing benchmark)
 # make bench-graph : attribution graphs side by side with circuit-tracer 0.5.0 (in a venv of its own, .venv-ct)
+# make peers-check : circuit-tracer's own transcoder files read by ours; our frontend JSON against its own, both opened in its frontend
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: test demo docs bench bench-graph install browser clean
+.PHONY: test demo docs bench bench-graph peers-check install browser clean
 
 install: $(STAMP)
 
@@ -54,6 +55,11 @@ $(CT_STAMP): benchmarks/peers/circuit_tracer_requirements.txt benchmarks/peers/s
 
 bench-graph: $(STAMP) $(CT_STAMP)
 	$(PY) -m benchmarks.graph --peer-python .venv-ct/bin/python
+
+peers-check: $(STAMP) $(CT_STAMP) browser
+	$(PY) benchmarks/peers/check_circuit_tracer_files.py --json benchmarks/results/circuit_tracer_files.json
+	$(PY) benchmarks/peers/check_circuit_tracer_json.py --json benchmarks/results/circuit_tracer_json.json \
+	  --render benchmarks/results/circuit_tracer_frontend
 
 clean:
 	rm -rf $(VENV) .venv-ct build site *.egg-info .pytest_cache

@@ -11,7 +11,7 @@ relu(circuit-tracer's TopK features) on every row and circuit-tracer's own featu
 with at least k positive pre-activations.
 
     .venv/bin/python benchmarks/peers/check_circuit_tracer_files.py [--out DIR] [--json report.json] [--tol 1e-5]
-    .venv/bin/python benchmarks/peers/check_circuit_tracer_files.py --out tests/data/circuit_tracer   # regenerate fixtures
+    .venv/bin/python benchmarks/peers/check_circuit_tracer_files.py --out tests/data/circuit_tracer  # the fixtures
 
 Exit status 1 if a difference exceeds --tol or a case does not behave as expected.
 """

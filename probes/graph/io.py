@@ -443,9 +443,14 @@ def circuit_tracer_json(graph: AttributionGraph, out_dir: PathLike, slug: str, *
     edge_threshold). Ids follow the newer circuit-tracer (schema_version 1): feature
     "{layer}_{feat}_{pos}" with `feature` = cantor_pairing(layer, feat) (not v0.1's
     feat + 10**ceil(log10(d_transcoder)) * layer), error "{layer}_-1_{pos}" / jsNodeId
-    "{layer}_-1-{pos}", token "E_{vocab}_{pos}", logit "{n_layers+1}_{vocab}_{n_pos-1}".
-    `influence` is the node's cumulative score (null for logits and `activation` null except
-    for features, as circuit-tracer writes them). Tokens and targets are always written."""
+    "{layer}_-1-{pos}" (circuit-tracer's since 0.5.1; 0.5.0 wrote "0_{layer}_{pos}" /
+    "{layer}_{pos}-0", which can equal a layer-0 feature's id), token "E_{vocab}_{pos}", logit
+    "{n_layers+1}_{vocab}_{n_pos-1}". `influence` is the node's cumulative score (null for
+    logits and `activation` null except for features, as circuit-tracer writes them). Tokens and
+    targets are always written. metadata.prompt is graph.prompt (circuit-tracer writes the
+    decoded token ids, BOS text included). Checked against circuit-tracer 0.5.0's own
+    create_graph_files (same nodes, fields and links) and opened in its frontend by
+    benchmarks/peers/check_circuit_tracer_json.py."""
     check_graph(graph)
     if not isinstance(slug, str) or not SLUG.fullmatch(slug) or slug == Path(METADATA_FILE).stem:
         raise ValueError(f"slug must be letters, digits, '.', '_' or '-' (not starting with one of the last "

@@ -13,6 +13,8 @@
     interp edit "PROMPT" NEW_TARGET [--method rome|memit|ft] [--layer L] [--save DIR] [--out DIR]
     interp evaluate-edits [--method rome|memit|ft] [-n N] [--relation R] [--layer L] [--seed S] [--out DIR]
     interp train-transcoders --out DIR | --force [--model M] [--features N] [--k K] [--steps S]
+    interp train-clt --out DIR | --force [--model M] [--features N] [--k K] [--steps S] [--tokens T]
+    interp clt [--clt factworld|DIR] [--facts N] [--out DIR]
     interp transcoders [--out DIR]
     interp features LAYER [INDEX] [--limit N] [--out DIR]
     interp feature-logit-attribution ["PROMPT" ANSWER] [--counterfactual W] [--transcoders DIR] [--top N] [--out DIR]
@@ -62,6 +64,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                        "edit random fact-world facts and score them CounterFact-style (evaluate_edits)"),
     "train-transcoders": ("analyses.train_transcoders", "add_arguments", "run",
                           "train and ship the fact-world model's transcoders (one per MLP layer)"),
+    "train-clt": ("analyses.train_clt", "add_arguments", "run",
+                  "train and ship the fact-world model's cross-layer transcoder (one encoder per layer, "
+                  "writing to every later MLP)"),
+    "clt": ("analyses.clt", "add_arguments", "run",
+            "the cross-layer transcoder next to the per-layer transcoders: L0, variance explained, KL and fact "
+            "accuracy spliced in, graph replacement and completeness scores"),
     "transcoders": ("analyses.transcoders", "add_arguments", "run",
                     "the shipped transcoders: evaluation per layer, and subject / fact features against neurons"),
     "features": ("analyses.features", "add_arguments", "run",

@@ -1,26 +1,28 @@
 """Build the attribution graph of one prompt over transcoders (circuit-tracer's method).
 
-    tcs = load_transcoders("factworld")
-    graph = attribution_graph(model, "Michael Jordan plays the sport of", tcs)
+    tcs = load_transcoders("factworld")               # per-layer transcoders, or a cross-layer one:
+    graph = attribution_graph(model, "Michael Jordan plays the sport of", tcs)   # load_clt("factworld")
     graph.adjacency[graph.target_node(0)]           # direct effects on the top logit
     target = logit_difference_target(model, "basketball", "football", prompt=...)
     graph = attribution_graph(model, prompt, tcs, targets=[target])
 
 How (see probes.graph.replacement for the frozen local replacement model):
   1. One forward pass of `batch_size` copies of the prompt through the replacement model gives
-     the feature activations (active = nonzero), pre-activations, errors (MLP output minus the
-     transcoder's output), token embeddings, and the differentiable graph of the frozen model.
+     the feature activations (active = nonzero), pre-activations, errors (MLP output minus its
+     reconstruction), token embeddings, and the differentiable graph of the frozen model.
   2. Targets: the logit targets (below) and the active features, one row of the adjacency each.
      A backward pass handles `batch_size` rows at once, row b's direction injected in copy b: a
      logit target's vector at the final residual stream after ln_final (last position), a feature
-     (l, p, f)'s encoder column W_enc[:, f] at transcoder l's input at position p (so it flows
+     (l, p, f)'s encoder column W_enc[l][:, f] at encoder l's input at position p (so it flows
      back through the frozen ln2 into the residual stream).
   3. From the gradients g_l at each MLP output and g_emb at the token embeddings:
-        A[t, feature (l, p, f)] = a * (W_dec[f] . g_l[p])
+        A[t, feature (l, p, f)] = a * sum_{l' >= l} W_dec[l -> l'][f] . g_l'[p]
         A[t, error (l, p)]      = e[l, p] . g_l[p]
         A[t, token p]           = embed[p] . g_emb[p]    (W_E[token], times any embedding scale)
-     Positions before `zero_positions` (BOS) have no feature nodes and zero error vectors: what
-     their MLPs write is part of the constants, as are biases and position embeddings.
+     (a per-layer transcoder's features write only to their own layer, l' = l; a cross-layer
+     transcoder's to every later MLP: one code path, `probes.sae.clt.as_cross_layer`). Positions
+     before `zero_positions` (BOS) have no feature nodes and zero error vectors: what their MLPs
+     write is part of the constants, as are biases and position embeddings.
 `values` are each feature's pre-activation (b_enc included) and each target's value (its vector
 applied to ln_final's output at the last position), NaN for errors and tokens; so
 `graph.constants` (values minus row sums) is the part no node explains.
@@ -61,7 +63,8 @@ from interp.words import answer_token
 from models import Transformer
 from probes.graph.graph import AttributionGraph, Target
 from probes.graph.memory import MemoryPlan, memory_limit, plan_memory, saved_bytes
-from probes.graph.replacement import ReplacementRun, check_transcoders, frozen_parameters, replacement_forward
+from probes.graph.replacement import ReplacementRun, check_replacement, frozen_parameters, replacement_forward
+from probes.sae.clt.model import CrossLayerTranscoder, Layered
 from probes.sae.dictionary import SparseDictionary
 
 TargetSpec = Union[str, int, Target]
@@ -180,22 +183,23 @@ class _Rows:
     """Computes adjacency rows (over the columns [active features | errors | tokens]) by batched
     backward passes through one replacement run."""
 
-    def __init__(self, run: ReplacementRun, transcoders: Sequence[SparseDictionary], feats: torch.Tensor,
-                 zero_positions: int) -> None:
-        self.run, self.tcs, self.feats = run, transcoders, feats
+    def __init__(self, run: ReplacementRun, layers: Layered, feats: torch.Tensor, zero_positions: int) -> None:
+        self.run, self.layers, self.feats = run, layers, feats
         dtype = run.embed.dtype
-        self.n_layers, self.n_pos = len(transcoders), run.embed.shape[1]
-        # Output vectors: activation x decoder row per active feature, errors (zeroed before
+        self.n_layers, self.n_pos = layers.n_layers, run.embed.shape[1]
+        # Output vectors: activation x decoder rows per active feature, errors (zeroed before
         # zero_positions), token embeddings.
         self.layer_idx = [(feats[:, 0] == l).nonzero().flatten() for l in range(self.n_layers)]
-        # Per (layer, position): which columns, and their activation x decoder rows [n_lp, d_model].
+        # Per (layer, position): which columns, and their activation x decoder rows to the layers
+        # l, l + 1, ... they write [n_out, n_lp, d_model] (n_out = 1 for a per-layer transcoder).
         self.groups: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
         for l, idx in enumerate(self.layer_idx):
+            decoders = layers.decoders(l).detach().to(dtype)
             for p in feats[idx, 1].unique().tolist():
                 cols = idx[feats[idx, 1] == p]
                 f = feats[cols, 2]
                 a = run.activations[l][p, f]
-                self.groups.append((l, p, cols, a[:, None] * transcoders[l].W_dec.detach().to(dtype)[f]))
+                self.groups.append((l, p, cols, a[None, :, None] * decoders[:, f]))
         self.errors = torch.stack(run.errors).clone()  # [layer, pos, d_model]
         self.errors[:, :zero_positions] = 0
         self.embed = run.embed[0].detach()  # [pos, d_model]
@@ -223,7 +227,7 @@ class _Rows:
             for l in rows_lpf[:, 1].unique().tolist():
                 b, p, f = rows_lpf[rows_lpf[:, 1] == l][:, [0, 2, 3]].unbind(1)
                 inject = torch.zeros_like(run.x_in[l])
-                inject[b, p] = self.tcs[l].W_enc.detach()[:, f].T.to(dtype)
+                inject[b, p] = self.layers.encoder(l).detach()[:, f].T.to(dtype)
                 layer_inject[l] = inject
         if any(s[0] == "target" for s in specs):
             objective = objective + (run.final[:, -1] * final_inject).sum()
@@ -233,10 +237,12 @@ class _Rows:
         grads = torch.autograd.grad(objective, inputs, retain_graph=True, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
         g_emb, g_mlp = grads[0], grads[1:]
+        g_all = torch.stack(g_mlp)  # [layer, batch, pos, d_model]
         feat_cols = torch.zeros(B, self.feats.shape[0], dtype=dtype, device=run.embed.device)
-        for l, p, cols, decoders in self.groups:  # one matmul per (layer, position): no gathered copies
-            feat_cols[:, cols] = g_mlp[l][:, p] @ decoders.T
-        err_cols = einsum(torch.stack(g_mlp), self.errors, "layer batch pos d, layer pos d -> batch layer pos")
+        for l, p, cols, decoders in self.groups:  # one product per (layer, position): no gathered copies
+            written = g_all[l: l + decoders.shape[0], :, p]  # the gradients at the MLPs it writes
+            feat_cols[:, cols] = einsum(written, decoders, "out batch d, out n d -> batch n")
+        err_cols = einsum(g_all, self.errors, "layer batch pos d, layer pos d -> batch layer pos")
         tok_cols = einsum(g_emb, self.embed, "batch pos d, pos d -> batch pos")
         rows = torch.cat([feat_cols, err_cols.flatten(1), tok_cols], dim=1)  # "batch layer pos -> batch (layer pos)"
         return rows[: len(specs)].detach().cpu()
@@ -265,20 +271,22 @@ def _partial_influence(norm: torch.Tensor, row_cols: torch.Tensor, weights: torc
 
 
 # ============================================================ the graph
-def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], transcoders: Sequence[SparseDictionary], *,
+def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor],
+                      transcoders: Union[Sequence[SparseDictionary], CrossLayerTranscoder], *,
                       targets: Optional[Union[Sequence[TargetSpec], TargetSpec]] = None, max_n_logits: int = 10,
                       desired_logit_prob: float = 0.95, max_feature_nodes: Optional[int] = None, batch_size: int = 64,
                       zero_positions: int = 1, update_interval: int = 4, max_memory_mb: Optional[float] = None,
                       progress: bool = True) -> AttributionGraph:
     """The attribution graph of `prompt` (text or token ids [pos]) over `transcoders` (one per
-    layer); see the module docstring. The model is left as it was (no hooks, same requires_grad).
+    layer, or a `CrossLayerTranscoder`); see the module docstring. The model is left as it was
+    (no hooks, same requires_grad).
 
     `max_memory_mb` bounds what the build allocates beyond the weights (probes.graph.memory):
     the batch size is lowered first, then the number of feature nodes (chosen by influence, as
     with `max_feature_nodes`; a warning says so and `graph.settings["memory_plan"]` records it)."""
     started = time.perf_counter()
     tokens = _prompt_tokens(model, prompt)
-    tcs = check_transcoders(model, transcoders)
+    layers = check_replacement(model, transcoders)
     batch_size = _check_int(batch_size, "batch_size", 1)
     update_interval = _check_int(update_interval, "update_interval", 1)
     max_n_logits = _check_int(max_n_logits, "max_n_logits", 1)
@@ -294,10 +302,10 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
     specs = None if targets is None else _explicit_targets(model, targets)
     max_memory_mb = memory_limit(max_memory_mb)
 
-    with torch.enable_grad(), frozen_parameters(model, *tcs):
+    with torch.enable_grad(), frozen_parameters(model, *layers.torch_modules):
         plan = None
         if max_memory_mb is not None:
-            plan = _memory_plan(model, tokens, tcs, specs, max_memory_mb, batch_size=batch_size,
+            plan = _memory_plan(model, tokens, layers, specs, max_memory_mb, batch_size=batch_size,
                                 max_feature_nodes=max_feature_nodes, zero_positions=zero_positions,
                                 max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob)
             batch_size = plan.batch
@@ -305,15 +313,15 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
                 max_feature_nodes = plan.n_rows
         # A backward pass needs no more copies than the most rows one batch can have.
         most_targets = max_n_logits if specs is None else len(specs)
-        most_features = sum(tc.cfg.n_features for tc in tcs) * (n_pos - zero_positions)
+        most_features = sum(layers.n_features(l) for l in range(layers.n_layers)) * (n_pos - zero_positions)
         if max_feature_nodes is not None:
             most_features = min(most_features, max_feature_nodes)
-        run = replacement_forward(model, tokens, tcs, batch=min(batch_size, max(most_targets, most_features)))
+        run = replacement_forward(model, tokens, layers, batch=min(batch_size, max(most_targets, most_features)))
         graph_targets = _finish_targets(model, run, specs, max_n_logits, desired_logit_prob)
         feats = _active_features(run, zero_positions)
         n_active = feats.shape[0]
         n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
-        rows = _Rows(run, tcs, feats.to(model.device), zero_positions)
+        rows = _Rows(run, layers, feats.to(model.device), zero_positions)
         bar = progress_bar(total=len(graph_targets) + n_rows, desc="attribution graph", progress=progress)
         try:
             target_rows = []
@@ -332,9 +340,10 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
 
     order = selected.argsort()  # feature nodes in ascending (layer, pos, index) order
     selected = selected[order]
-    columns = torch.cat([selected, torch.arange(n_active, n_active + (len(tcs) + 1) * n_pos)])
+    n_layers = layers.n_layers
+    columns = torch.cat([selected, torch.arange(n_active, n_active + (n_layers + 1) * n_pos)])
     n_sel, n_targets = selected.numel(), len(graph_targets)
-    n_nodes = n_sel + (len(tcs) + 1) * n_pos + n_targets
+    n_nodes = n_sel + (n_layers + 1) * n_pos + n_targets
     dtype = model.W_E.dtype
     adjacency = torch.zeros(n_nodes, n_nodes, dtype=dtype)
     for i in range(0, n_sel, 256):  # gathered a block at a time: no full reordered copy of the rows
@@ -349,10 +358,10 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor], tran
         prompt=prompt if isinstance(prompt, str) else (model.to_string(tokens) if model.tokenizer is not None else ""),
         token_ids=tokens.cpu(),
         tokens=(model.to_str_tokens(tokens) if model.tokenizer is not None else [str(int(t)) for t in tokens]),
-        n_layers=len(tcs), features=feats[selected], activations=act_all[selected],
+        n_layers=n_layers, features=feats[selected], activations=act_all[selected],
         targets=[Target(t.label, t.token, t.prob, t.vector.detach().cpu()) for t in graph_targets],
         adjacency=adjacency, values=values, zero_positions=zero_positions,
-        transcoders=[_describe(tc) for tc in tcs],
+        transcoders=layers.describe(),
         settings=dict(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
                       max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval,
                       n_active_features=n_active, max_memory_mb=max_memory_mb,
@@ -370,7 +379,7 @@ def _active_features(run: ReplacementRun, zero_positions: int) -> torch.Tensor:
     return torch.cat(found).cpu()
 
 
-def _memory_plan(model: Transformer, tokens: torch.Tensor, tcs: Sequence[SparseDictionary], specs,
+def _memory_plan(model: Transformer, tokens: torch.Tensor, layers: Layered, specs,
                  max_memory_mb: float, *, batch_size: int, max_feature_nodes: Optional[int], zero_positions: int,
                  max_n_logits: int, desired_logit_prob: float) -> MemoryPlan:
     """probes.graph.memory's plan for this prompt, from forward passes of one and two copies (the
@@ -378,14 +387,14 @@ def _memory_plan(model: Transformer, tokens: torch.Tensor, tcs: Sequence[SparseD
     saved = []
     for copies in (1, 2):
         with saved_bytes() as count:
-            probe = replacement_forward(model, tokens, tcs, batch=copies)
+            probe = replacement_forward(model, tokens, layers, batch=copies)
         saved.append(count[0])
     n_active = _active_features(probe, zero_positions).shape[0]
     n_targets = len(_finish_targets(model, probe, specs, max_n_logits, desired_logit_prob))
     del probe
     n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
     plan = plan_memory(max_memory_mb, batch_size=batch_size, n_rows=n_rows, n_active=n_active, n_targets=n_targets,
-                       n_layers=len(tcs), n_pos=int(tokens.shape[0]), d_model=model.cfg.d_model,
+                       n_layers=layers.n_layers, n_pos=int(tokens.shape[0]), d_model=model.cfg.d_model,
                        saved_per_copy=max(saved[1] - saved[0], 0), itemsize=model.W_E.element_size())
     if plan.limited:
         warnings.warn(f"max_memory_mb={max_memory_mb:g}: the graph keeps {plan.n_rows} of the {n_active} active "
@@ -445,13 +454,6 @@ def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: to
             bar.update(len(part))
         visited[chunk] = True
     return known[n_t:], known_cols[n_t:]
-
-
-def _describe(tc: SparseDictionary) -> str:
-    """"blocks.0.ln2.hook_normalized -> blocks.0.hook_mlp_out (512 topk k=32)"."""
-    c = tc.cfg
-    kind = c.activation + (f" k={c.k}" if c.activation != "relu" else "") + (" skip" if tc.W_skip is not None else "")
-    return f"{tc.in_hook} -> {tc.out_hook} ({c.n_features} {kind})"
 
 
 __all__ = ["attribution_graph", "logit_difference_target", "demeaned_unembedding"]

@@ -62,6 +62,35 @@ class DictionaryConfig:
         return asdict(self)
 
 
+def sparse_activation(pre: torch.Tensor, activation: str, k: int, threshold: torch.Tensor,
+                      training: bool = False) -> torch.Tensor:
+    """Feature activations [..., n_features] from pre-activations [..., n_features]: "relu",
+    "topk" (the k largest after a ReLU) or "batchtopk" (see the module docstring). `threshold` is
+    a 0-d tensor, batchtopk's inference threshold, updated in place while training (the running
+    mean of the smallest kept value); other activations ignore it."""
+    acts = torch.relu(pre)
+    if activation == "relu":
+        return acts
+    if activation == "topk":
+        top = acts.topk(k, dim=-1)
+        return torch.zeros_like(acts).scatter(-1, top.indices, top.values)
+    if activation != "batchtopk":
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if training:
+        flat = acts.reshape(-1)
+        n_keep = k * (flat.numel() // acts.shape[-1])
+        top = flat.topk(n_keep)
+        kept = torch.zeros_like(flat).scatter(0, top.indices, top.values).reshape(acts.shape)
+        with torch.no_grad():  # the running threshold used at inference
+            smallest = top.values[-1].detach()
+            if threshold > 0:
+                threshold.mul_(0.99).add_(0.01 * smallest)
+            else:
+                threshold.copy_(smallest)
+        return kept
+    return acts * (acts > threshold)
+
+
 class SparseDictionary(nn.Module):
     def __init__(self, cfg: DictionaryConfig) -> None:
         super().__init__()
@@ -117,28 +146,8 @@ class SparseDictionary(nn.Module):
         return (x - self.pre_bias) @ self.W_enc + self.b_enc
 
     def activate(self, pre: torch.Tensor, training: bool = False) -> torch.Tensor:
-        """Feature activations from pre-activations [..., n_features]."""
-        cfg = self.cfg
-        acts = torch.relu(pre)
-        if cfg.activation == "relu":
-            return acts
-        if cfg.activation == "topk":
-            top = acts.topk(cfg.k, dim=-1)
-            return torch.zeros_like(acts).scatter(-1, top.indices, top.values)
-        # batchtopk
-        if training:
-            flat = acts.reshape(-1)
-            n_keep = cfg.k * (flat.numel() // cfg.n_features)
-            top = flat.topk(n_keep)
-            kept = torch.zeros_like(flat).scatter(0, top.indices, top.values).reshape(acts.shape)
-            with torch.no_grad():  # the running threshold used at inference
-                smallest = top.values[-1].detach()
-                if self.threshold > 0:
-                    self.threshold.mul_(0.99).add_(0.01 * smallest)
-                else:
-                    self.threshold.copy_(smallest)
-            return kept
-        return acts * (acts > self.threshold)
+        """Feature activations from pre-activations [..., n_features] (`sparse_activation`)."""
+        return sparse_activation(pre, self.cfg.activation, self.cfg.k, self.threshold, training)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., d_in] -> feature activations [..., n_features]."""
@@ -170,4 +179,4 @@ class SparseDictionary(nn.Module):
         return self.cfg.out_hook
 
 
-__all__ = ["SparseDictionary", "DictionaryConfig", "ACTIVATIONS"]
+__all__ = ["SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "sparse_activation"]

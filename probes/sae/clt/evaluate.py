@@ -1,0 +1,149 @@
+"""Splicing every layer's transcoder into the forward pass at once, and how good that is: one
+code path for a cross-layer transcoder and for per-layer transcoders (`as_cross_layer`).
+
+    with model.hooks(fwd_hooks=splice_all_hooks(clt)):          # every MLP output replaced
+        logits = model(tokens)
+    scores = evaluate_layers(model, clt, texts, focus=[...])      # or a list of per-layer transcoders
+
+`evaluate_layers` reports, over the real tokens of `texts`:
+  per layer (`layers[l]`, from the clean run's inputs, as `evaluate_dictionary` does for one):
+    l0                 mean number of active features of source layer l per token;
+    variance_explained 1 - sum |y - y_hat|^2 / sum |y - mean(y)|^2 of MLP l's output;
+    dead / dense       share of layer l's features never active / active on more than 10% of tokens;
+  with every MLP spliced at once (later layers read the spliced residual stream):
+    ce_clean / ce_spliced / ce_zero  next-token loss of the model, spliced, every MLP output zeroed;
+    ce_recovered       (ce_zero - ce_spliced) / (ce_zero - ce_clean);
+    kl                 mean KL(clean || spliced) of the next-token distributions;
+  and the losses at the `focus` positions (one token index per text, e.g. a fact's object).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from interp.tokens import padded_batches
+from models.transformer import Transformer
+from probes.sae.clt.model import Layered, as_cross_layer
+from probes.sae.evaluate import _recovered
+
+
+def splice_all_hooks(transcoders, *, keep_error: bool = False, store: Optional[dict] = None) -> list:
+    """Hooks that replace every layer's out_hook activation by the reconstruction from the
+    features of all layers up to it (each encoded from its in_hook activation in the same pass);
+    keep_error adds back what the reconstruction misses, so the pass is exact. `transcoders`: a
+    CrossLayerTranscoder or per-layer transcoders (one per layer). `store`, if given, receives
+    per layer "features" {l: [batch, pos, n_features]} and "errors" {l: [batch, pos, d_model]}."""
+    layers = as_cross_layer(transcoders)
+    xs: dict[int, torch.Tensor] = {}
+    acts: dict[int, torch.Tensor] = {}
+    if store is not None:
+        store["features"], store["errors"] = acts, {}
+
+    def read(layer: int):
+        def fn(x: torch.Tensor, hook) -> None:
+            xs[layer] = x
+            acts[layer] = layers.activate(layers.pre_acts(x, layer), layer)
+        return fn
+
+    def write(layer: int):
+        def fn(y: torch.Tensor, hook) -> torch.Tensor:
+            missing = [l for l in range(layer + 1) if l not in acts]
+            if missing:
+                raise RuntimeError(f"{hook.name}: the inputs of layer(s) {missing} were not read before this output")
+            recon = layers.output(layer, acts, xs).to(y.dtype)
+            if store is not None:
+                store["errors"][layer] = y - recon
+            return recon + (y - recon) if keep_error else recon
+        return fn
+
+    return ([(h, read(l)) for l, h in enumerate(layers.in_hooks)]
+            + [(h, write(l)) for l, h in enumerate(layers.out_hooks)])
+
+
+@dataclass
+class LayersScores:
+    layers: list[dict] = field(default_factory=list)  # per layer: l0, variance_explained, dead, dense
+    ce_clean: float = float("nan")
+    ce_spliced: float = float("nan")
+    ce_zero: float = float("nan")
+    ce_recovered: float = float("nan")
+    kl: float = float("nan")
+    focus_ce_clean: float = float("nan")
+    focus_ce_spliced: float = float("nan")
+    focus_ce_zero: float = float("nan")
+    focus_ce_recovered: float = float("nan")
+    tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_layers(model: Transformer, transcoders, texts: Sequence[str], *, focus: Optional[Sequence[int]] = None,
+                    batch_size: int = 256) -> LayersScores:
+    """See the module docstring. focus: per text, the index of one target token."""
+    layers: Layered = as_cross_layer(transcoders)
+    if layers.n_layers != model.cfg.n_layers:
+        raise ValueError(f"{layers.n_layers} layers of transcoders for a {model.cfg.n_layers}-layer model")
+    if focus is not None and len(focus) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(focus)} focus positions")
+    n = layers.n_layers
+    sums = {k: 0.0 for k in ("clean", "spliced", "zero", "kl", "f_clean", "f_spliced", "f_zero")}
+    sq_err, ys, fired = [0.0] * n, [[] for _ in range(n)], [[] for _ in range(n)]
+    n_tok = n_focus = 0
+
+    def zero(y: torch.Tensor, hook) -> torch.Tensor:
+        return torch.zeros_like(y)
+
+    names = list(dict.fromkeys(layers.in_hooks + layers.out_hooks))
+    for batch in padded_batches(model, texts, batch_size):
+        tokens, mask, real = batch.tokens, batch.mask, batch.real
+        with torch.no_grad():
+            clean, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names)
+            with model.hooks(fwd_hooks=splice_all_hooks(layers)):
+                spliced = model(tokens, attention_mask=mask)
+            with model.hooks(fwd_hooks=[(h, zero) for h in layers.out_hooks]):
+                zeroed = model(tokens, attention_mask=mask)
+            # Per layer, from the clean inputs.
+            xs = {l: cache[h][real] for l, h in enumerate(layers.in_hooks)}
+            acts = {l: layers.activate(layers.pre_acts(xs[l], l), l) for l in range(n)}
+            for l, h in enumerate(layers.out_hooks):
+                y = cache[h][real].double()
+                sq_err[l] += float((y - layers.output(l, acts, xs).double()).pow(2).sum())
+                ys[l].append(y)
+                fired[l].append(acts[l] > 0)
+        target_ok = real[:, 1:]
+        nll = {}
+        for name, logits in (("clean", clean), ("spliced", spliced), ("zero", zeroed)):
+            nll[name] = model.loss_fn(logits.double(), tokens, mask, per_token=True)
+            sums[name] += float(nll[name][target_ok].sum())
+        p_clean = clean[:, :-1].double().log_softmax(-1)
+        kl = (p_clean.exp() * (p_clean - spliced[:, :-1].double().log_softmax(-1))).sum(-1)
+        sums["kl"] += float(kl[target_ok].sum())
+        n_tok += int(target_ok.sum())
+        if focus is not None:
+            idx = torch.as_tensor(list(focus[batch.start: batch.start + len(batch.texts)])) - 1
+            rows = torch.arange(len(batch.texts))
+            for name in ("clean", "spliced", "zero"):
+                sums["f_" + name] += float(nll[name][rows, idx].sum())
+            n_focus += len(batch.texts)
+    per_layer = []
+    for l in range(n):
+        y_all, on = torch.cat(ys[l]), torch.cat(fired[l])
+        share = on.double().mean(0)
+        per_layer.append({"l0": float(on.sum(-1).double().mean()),
+                          "variance_explained": 1 - sq_err[l] / float((y_all - y_all.mean(0)).pow(2).sum()),
+                          "dead": float((share == 0).double().mean()), "dense": float((share > 0.1).double().mean())})
+    ce = {k: sums[k] / n_tok for k in ("clean", "spliced", "zero")}
+    scores = LayersScores(per_layer, ce["clean"], ce["spliced"], ce["zero"], _recovered(ce["clean"], ce["spliced"], ce["zero"]),
+                          sums["kl"] / n_tok, tokens=n_tok)
+    if focus is not None:
+        f = {k: sums["f_" + k] / n_focus for k in ("clean", "spliced", "zero")}
+        scores.focus_ce_clean, scores.focus_ce_spliced, scores.focus_ce_zero = f["clean"], f["spliced"], f["zero"]
+        scores.focus_ce_recovered = _recovered(f["clean"], f["spliced"], f["zero"])
+    return scores
+
+
+__all__ = ["splice_all_hooks", "evaluate_layers", "LayersScores"]

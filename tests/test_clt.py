@@ -428,3 +428,19 @@ def test_bad_input_gives_clear_errors_and_changes_nothing():
         train_clt(clt, (torch.zeros(2000, 2, 24), torch.zeros(2000, 2, 24)), progress=False)
     with pytest.raises(TypeError, match="CrossLayerTranscoder or a list"):
         as_cross_layer("factworld")
+
+
+# ============================================================ 9. the documentation's example
+def test_the_docs_example_runs_and_its_numbers_are_the_shipped_clts():
+    from pathlib import Path
+    import re
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "clt.md").read_text()
+    block = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, "docs/clt.md", "exec"), namespace)
+    graph = namespace["graph"]
+    scores = graph.scores()
+    assert f"graph.n_features, graph.scores()             # {graph.n_features}, " in block
+    assert f'{{"replacement": {scores["replacement"]:.3f}, "completeness": {scores["completeness"]:.3f}}}' in block
+    assert f"# {graph.transcoders[0]!r}".replace("'", '"') in block

@@ -7,7 +7,8 @@
   * one component taken out of the residual stream entering the head's block (at the key
     position, the query position, or both), with ln1's scale held at the run's, moves the
     model's score by minus its column sum, minus its row sum, or minus both plus their entry;
-  * the components are the graph's nodes (labels and node indices match);
+  * the components are the graph's nodes (labels and node indices match); with a cross-layer
+    transcoder a feature's component is its decoders to every layer below the head's, summed;
   * edge_qk picks the head carrying most of an edge; edge_notes reach the graph browser's edge
     hover (in a real, offline browser); bad input is refused and leaves no hooks."""
 
@@ -22,6 +23,7 @@ from probes.graph import attribution_graph, edge_heads
 from probes.graph.qk import EdgeQK, QKAttribution, edge_notes, edge_qk, qk_attribution
 from probes.sae import load_transcoders
 from tests.conftest import make_model
+from test_clt import graph_case as clt_graph_case, reconstruction as clt_reconstruction
 from test_graph_build import no_hooks, random_graph, random_transcoders
 
 PROMPT = "Michael Jordan plays the sport of"
@@ -182,6 +184,44 @@ def test_taking_a_component_out_moves_the_score_by_its_parts(name, factworld):
         assert neither - base + float(rows[i]) + float(cols[j]) == pytest.approx(float(qk.parts[i, j]), abs=1e-9)
         assert abs(float(qk.parts[i, j])) > 1e-6  # a real number is checked
     assert len(kinds) == {"factworld": 5, "gpt2": 6}.get(name, 4) and no_hooks(model)
+
+
+# ============================================================ cross-layer transcoders
+@pytest.mark.parametrize("name", ["relu", "factworld"])
+def test_cross_layer_transcoders_features_write_to_every_later_layer(name):
+    """With a CLT a layer-l feature's component in the residual stream entering block L is
+    a * sum_{l <= l' < L} W_dec[l -> l'][f] (computed here from clt.decoder), its error per layer
+    the MLP output minus the CLT's reconstruction; the table still sums to the model's score, and
+    taking a feature or an error out moves it by its parts."""
+    model, clt, _, tokens, graph = clt_graph_case(name)
+    L, head, q_pos, k_pos = (2, 1, 7, 3) if name == "relu" else (3, 2, 6, 2)
+    for layer, h in ((1, 0), (L, head)):  # the last one is checked part by part below
+        qk = qk_attribution(model, graph, clt, layer, h, q_pos, k_pos)
+        assert float(qk.parts.sum()) == pytest.approx(model_score(model, tokens, layer, h, q_pos, k_pos), abs=1e-9)
+    names = list(dict.fromkeys(clt.in_hooks + clt.out_hooks))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens[None], names_filter=names)
+        acts = [clt.encode(torch.stack([cache[h][0] for h in clt.in_hooks], dim=1))[:, l] for l in range(clt.n_layers)]
+        recon = clt_reconstruction(clt, acts)
+    rows, cols = qk.by_query(), qk.by_key()
+    scale = clean_scale(model, tokens, L)
+    base = model_score(model, tokens, L, head, q_pos, k_pos)
+    features = [j for j, kind in enumerate(qk.key_kinds) if kind == "feature"]
+    assert {graph.node_site(qk.key_nodes[j])[1] for j in features} >= {0, 1}  # features of several source layers
+    checked = 0
+    for j in sorted(features, key=lambda j: -abs(float(cols[j])))[:3]:
+        _, l, pos, f = graph.node_site(qk.key_nodes[j])
+        vec = acts[l][pos, f] * sum(clt.decoder(l, t).detach()[f] for t in range(l, L))
+        moved = model_score(model, tokens, L, head, q_pos, k_pos, [(k_pos, vec)], scale) - base
+        assert moved == pytest.approx(-float(cols[j]), abs=1e-9)
+        checked += l < L - 1  # a feature whose decoders to more than one layer count
+    errors = [i for i, kind in enumerate(qk.query_kinds) if kind == "error"]
+    for i in errors:
+        _, l, pos, _ = graph.node_site(qk.query_nodes[i])
+        vec = cache[clt.out_hooks[l]][0, pos] - recon[l][pos]
+        moved = model_score(model, tokens, L, head, q_pos, k_pos, [(q_pos, vec)], scale) - base
+        assert moved == pytest.approx(-float(rows[i]), abs=1e-9)
+    assert checked >= 1 and len(errors) == L and no_hooks(model)
 
 
 def test_the_components_are_the_graphs_nodes(factworld):

@@ -11,7 +11,9 @@ block L at position p is an exact sum of components (the run's own values):
     the token embedding at p                       "Jordan (2)"          (the graph's token node)
     the position embedding at p                    "position @ Jordan (2)" (learned or sinusoidal)
     each earlier layer l's head outputs at p        "L0H1 out @ Jordan (2)"
-    each earlier layer's graph features at p        "L0F258 @ Jordan (2)" (a * W_dec[f]; graph nodes)
+    each earlier layer's graph features at p        "L0F258 @ Jordan (2)" (a * W_dec[f]; graph nodes;
+                                                    for a cross-layer transcoder a * its decoders to
+                                                    the layers before L, summed)
     each earlier layer's error at p                 "error L0 @ Jordan (2)" (the graph's error node)
     each earlier transcoder's skip path at p        "skip L0 @ Jordan (2)" (x_in W_skip; only with a skip)
     "constant": b_O, b_dec, and what the graph also leaves to its constants:
@@ -31,8 +33,9 @@ key-side component's ("what at `Jordan` answered"). The softmax compares a query
 keys, so a part that would be the same for every key moves no attention weight; the table gives
 the score, not that difference (compare with the tables at other k_pos).
 
-Supported: pre-norm blocks (sequential or parallel attention and MLP), LayerNorm or RMSNorm,
-learned, sinusoidal or rotary positions, grouped-query attention. Post-norm blocks (the
+Supported: per-layer transcoders or a cross-layer transcoder (probes.sae.clt), pre-norm blocks
+(sequential or parallel attention and MLP), LayerNorm or RMSNorm, learned, sinusoidal or rotary
+positions, grouped-query attention. Post-norm blocks (the
 residual stream entering a block is itself normalised) are refused with a clear error.
 
     graph = attribution_graph(model, "Michael Jordan plays the sport of", tcs)
@@ -50,7 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from einops import einsum
@@ -58,9 +61,12 @@ from einops import einsum
 from models import Transformer
 from models.components import LayerNorm, rotate
 from probes.graph.graph import AttributionGraph
-from probes.graph.heads import HeadSplit, _check_graph
-from probes.graph.replacement import check_transcoders, frozen_hook_names
+from probes.graph.heads import HeadSplit
+from probes.graph.replacement import check_replacement, frozen_hook_names
+from probes.sae.clt.model import CrossLayerTranscoder, Layered
 from probes.sae.dictionary import SparseDictionary
+
+Transcoders = Union[Sequence[SparseDictionary], CrossLayerTranscoder]
 
 CONSTANT = "constant"
 KINDS = ("token", "position", "head", "feature", "skip", "error", CONSTANT)
@@ -230,16 +236,16 @@ class _Parts:
 
 class _Run:
     """One forward pass of the model on the graph's prompt, cached at the sites the components
-    need, and the transcoders' features there."""
+    need (hooked as the graph's own run hooks them), and every layer's features there."""
 
-    def __init__(self, model: Transformer, graph: AttributionGraph, tcs: list[SparseDictionary], layer: int):
-        self.model, self.graph, self.tcs, self.layer = model, graph, tcs, layer
+    def __init__(self, model: Transformer, graph: AttributionGraph, layers: Layered, layer: int):
+        self.model, self.graph, self.layers, self.layer = model, graph, layers, layer
         names = ["hook_embed", f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.ln1.hook_scale",
                  f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern"]
         names += ["hook_pos_embed"] if "hook_pos_embed" in model.hook_dict else []
         for l in range(layer):
-            names += [f"blocks.{l}.attn.hook_z", tcs[l].out_hook]  # z, not hook_result: the forward stays the graph's
-        names += [tc.in_hook for tc in tcs]  # every layer's, to check the graph's features
+            names += [f"blocks.{l}.attn.hook_z", layers.out_hooks[l]]  # z, not hook_result: the graph's forward
+        names += layers.in_hooks  # every layer's, to check the graph's features
         names += frozen_hook_names(model)  # hooked as the graph's run hooks them (same kernels, same numbers)
         names = list(dict.fromkeys(names))
         tokens = graph.token_ids.to(model.device)[None]
@@ -247,7 +253,20 @@ class _Run:
             _, cache = model.run_with_cache(tokens, names_filter=names)
             self.cache = {n: cache[n][0] for n in names}  # batch axis dropped
             dtype = model.W_E.dtype
-            self.acts = [tc.encode(self.cache[tc.in_hook]).to(dtype) for tc in tcs]  # [pos, n_features] each
+            self.acts = [layers.activate(layers.pre_acts(self.cache[h], l), l).to(dtype)  # [pos, n_features] each
+                         for l, h in enumerate(layers.in_hooks)]
+
+    def check_graph(self) -> None:
+        """The graph's feature activations are this run's (same model, prompt and transcoders)."""
+        graph = self.graph
+        if graph.n_layers != len(self.acts):
+            raise ValueError(f"the graph has {graph.n_layers} layers, the transcoders {len(self.acts)}")
+        if graph.n_features:
+            l, p, f = graph.features.T
+            now = torch.stack([self.acts[int(a)][int(b), int(c)] for a, b, c in zip(l, p, f)]).cpu()
+            if not torch.allclose(now.to(graph.activations.dtype), graph.activations, rtol=1e-4, atol=1e-6):
+                raise ValueError("the graph's feature activations differ from this model's and transcoders' on its "
+                                 "prompt: pass the model and transcoders (same dtype) the graph was built with")
 
     def components(self, pos: int) -> "_Parts":
         """The residual stream entering `layer` at `pos` as components (module docstring), the
@@ -269,27 +288,40 @@ class _Run:
         return parts.finish(cache[f"blocks.{L}.hook_resid_pre"][pos], f"blocks.{L}.hook_resid_pre", pos)
 
     def _mlp_components(self, parts: "_Parts", l: int, pos: int, at: str) -> None:
-        """MLP l's output at `pos`: the graph's features there (a * W_dec[f]), the skip path, the
-        error; b_dec and active features that are not graph nodes to the constant; before
-        graph.zero_positions all of it to the constant (no nodes there, as in the graph)."""
-        graph, tc = self.graph, self.tcs[l]
-        mlp_out = self.cache[tc.out_hook][pos]
+        """What layer l's transcoder and MLP add at `pos`: the graph's layer-l features, each
+        a * (its decoders to layers l..L-1 summed: one row for a per-layer transcoder, several
+        for a cross-layer one); MLP l's skip path and error; b_dec[l] and active features that
+        are not graph nodes to the constant; before graph.zero_positions MLP l's whole output
+        to the constant (no nodes there, as in the graph)."""
+        graph, layers, L = self.graph, self.layers, self.layer
+        mlp_out = self.cache[layers.out_hooks[l]][pos]
         if pos < graph.zero_positions:
             parts.constant += mlp_out
             return
-        x_in, acts = self.cache[tc.in_hook][pos], self.acts[l][pos]
-        W_dec = tc.W_dec.detach().to(mlp_out.dtype)
-        kept = torch.zeros_like(acts, dtype=torch.bool)
+        dtype = mlp_out.dtype
+        acts = {i: self.acts[i][pos] for i in range(l + 1)}
+        xs = {i: self.cache[layers.in_hooks[i]][pos] for i in range(l + 1)}
+        written = layers.decoders(l).detach()[: L - l].sum(0).to(dtype)  # [n_features, d_model] to layers l..L-1
+        kept = torch.zeros_like(acts[l], dtype=torch.bool)
         for node in ((graph.features[:, 0] == l) & (graph.features[:, 1] == pos)).nonzero().flatten().tolist():
             f = int(graph.features[node, 2])
             kept[f] = True
-            parts.add(graph.node_label(node), node, "feature", acts[f] * W_dec[f])
-        dropped = (acts != 0) & ~kept  # active, but not nodes (max_feature_nodes)
-        parts.constant += acts[dropped] @ W_dec[dropped] + tc.b_dec.detach().to(mlp_out.dtype)
-        if tc.W_skip is not None:
-            parts.add(f"skip L{l} @ {at}", None, "skip", x_in @ tc.W_skip.detach().to(mlp_out.dtype))
-        decoded = tc.decode(acts.to(tc.W_dec.dtype)[None], x_in[None])[0].to(mlp_out.dtype)
-        parts.add(graph.node_label(graph.error_node(l, pos)), graph.error_node(l, pos), "error", mlp_out - decoded)
+            parts.add(graph.node_label(node), node, "feature", acts[l][f] * written[f])
+        dropped = (acts[l] != 0) & ~kept  # active, but not nodes (max_feature_nodes)
+        parts.constant += acts[l][dropped] @ written[dropped]
+        reconstruction = layers.output(l, acts, xs).to(dtype)
+        from_features = torch.zeros_like(mlp_out)
+        for i in range(l + 1):
+            decoders = layers.decoders(i).detach()  # [layers it writes to, from i on, n_features, d_model]
+            if l - i < decoders.shape[0]:
+                from_features += acts[i] @ decoders[l - i].to(dtype)
+        skip = layers.skip(l, xs[l])
+        if skip is not None:
+            parts.add(f"skip L{l} @ {at}", None, "skip", skip.to(dtype))
+            from_features += skip.to(dtype)
+        parts.constant += reconstruction - from_features  # b_dec[l]
+        parts.add(graph.node_label(graph.error_node(l, pos)), graph.error_node(l, pos), "error",
+                  mlp_out - reconstruction)
 
     def projected(self, pos: int, which: str, head: int) -> tuple["_Parts", torch.Tensor]:
         """The components at `pos` through the frozen ln1 and head `head`'s query ("q") or key
@@ -320,12 +352,12 @@ class _Run:
 
 
 # ============================================================ the attribution
-def _check(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary], layer, head,
-           q_pos, k_pos) -> list[SparseDictionary]:
+def _check(model: Transformer, graph: AttributionGraph, transcoders: Transcoders, layer, head, q_pos,
+           k_pos) -> Layered:
     if not isinstance(model, Transformer):
         raise TypeError(f"model must be a models.Transformer, got {type(model).__name__}")
     _check_layout(model)
-    tcs = check_transcoders(model, transcoders)
+    layers = check_replacement(model, transcoders)
     if not isinstance(graph, AttributionGraph):
         raise TypeError(f"graph must be an AttributionGraph, got {type(graph).__name__}")
     cfg = model.cfg
@@ -339,19 +371,19 @@ def _check(model: Transformer, graph: AttributionGraph, transcoders: Sequence[Sp
     if graph.token_ids.max() >= cfg.d_vocab or graph.n_layers != cfg.n_layers:
         raise ValueError("the graph was not built with this model (its tokens or layers do not fit): pass the "
                          "model the graph was built with")
-    return tcs
+    return layers
 
 
-def qk_attribution(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary], layer: int,
-                   head: int, q_pos: int, k_pos: int) -> QKAttribution:
+def qk_attribution(model: Transformer, graph: AttributionGraph, transcoders: Transcoders, layer: int, head: int,
+                   q_pos: int, k_pos: int) -> QKAttribution:
     """Head (layer, head)'s pre-softmax score from `q_pos` to `k_pos` on the graph's prompt,
     split over query-side x key-side components (module docstring). `model` and
     `transcoders` are the ones the graph was built with (checked: the same active features).
     The model is left as it was (no hooks remain)."""
-    tcs = _check(model, graph, transcoders, layer, head, q_pos, k_pos)
+    layers = _check(model, graph, transcoders, layer, head, q_pos, k_pos)
     with torch.no_grad():
-        run = _Run(model, graph, tcs, layer)
-        _check_graph(graph, tcs, run.acts)
+        run = _Run(model, graph, layers, layer)
+        run.check_graph()
         queries, q = run.projected(q_pos, "q", head)
         keys, k = run.projected(k_pos, "k", head)
         parts = einsum(q, k, "n_q d_head, n_k d_head -> n_q n_k") / math.sqrt(model.cfg.d_head)
@@ -376,7 +408,7 @@ def _check_split(graph: AttributionGraph, split: HeadSplit) -> None:
                              "those nodes of this graph: pass the graph the split was made from")
 
 
-def edge_qk(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary], split: HeadSplit,
+def edge_qk(model: Transformer, graph: AttributionGraph, transcoders: Transcoders, split: HeadSplit,
             edge: int, *, head: Optional[tuple[int, int]] = None) -> EdgeQK:
     """The query-key attribution of the head that carries edge `edge` of `split` (an index into
     split.edges): by default the head with the largest |direct part|, or `head` = (layer, head);
@@ -402,7 +434,7 @@ def edge_qk(model: Transformer, graph: AttributionGraph, transcoders: Sequence[S
                   source_key_part=float(qk.parts[:, own[0]].sum()) if own else None)
 
 
-def edge_notes(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary],
+def edge_notes(model: Transformer, graph: AttributionGraph, transcoders: Transcoders,
                split: HeadSplit, *, k: int = 1) -> dict[tuple[int, int], str]:
     """{(target, source): note} for every edge of `split`, for the graph browser's edge hover
     (`graph.to_view(edge_notes=...)`): the head carrying most of the edge, its part, and the k

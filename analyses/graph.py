@@ -103,7 +103,22 @@ def graph_page(model, graph, pruned, dictionaries, dashboards: int = 12, texts: 
 
     groups = suggest_supernodes(graph, pruned, dictionaries, model, same_top_token=False)
     return graph.to_view(pruned=pruned, dashboards=_dashboards(model, graph, pruned, dictionaries, dashboards, texts),
-                         supernodes=groups)
+                         supernodes=groups, edge_notes=_edge_notes(model, graph, pruned, dictionaries))
+
+
+def _edge_notes(model, graph, pruned, dictionaries) -> Optional[dict]:
+    """Each kept cross-position edge's note for the browser's hover: the head that carried most
+    of it and the query-key pair that formed that head's match (probes.graph.edge_heads,
+    edge_notes). Per-layer transcoders only (edge_heads splits edges through them)."""
+    from probes.graph import edge_heads, edge_notes
+
+    if not isinstance(dictionaries, (list, tuple)):
+        return None
+    cross = [(int(t), int(s)) for t, s in pruned.edges()
+             if graph.node_site(int(t))[2] != graph.node_site(int(s))[2]]
+    if not cross:
+        return None
+    return edge_notes(model, graph, dictionaries, edge_heads(model, graph, dictionaries, cross))
 
 
 def _dashboards(model, graph, pruned, dictionaries, n: int, texts) -> dict:

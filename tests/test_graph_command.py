@@ -113,3 +113,25 @@ def test_interp_graph_passes_the_memory_bound_through(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"max_memory_mb=0.001 is too small for this prompt"):
         main(["--max-memory-mb", "0.001", "--out", str(tmp_path / "g"), "--quiet"])
     assert not (tmp_path / "g").exists() or not any((tmp_path / "g").iterdir())
+
+
+def test_the_page_notes_the_head_and_the_query_key_pair_of_cross_position_edges(written):
+    from probes.graph import edge_heads
+    from probes.sae import load_transcoders
+    from models import load
+
+    _, result = written
+    graph, page = result.results["graph"], result.results["page"]
+    edges = page.data["edges"]
+    notes = edges["note"]
+    nodes = page.data["nodes"]
+    # every shown edge between positions has a note, no edge within one position has one
+    pairs = list(zip(edges["target"], edges["source"]))
+    crossing = [nodes[t]["pos"] != nodes[s]["pos"] for t, s in pairs]
+    assert any(crossing) and all((n is not None) == c for n, c in zip(notes, crossing))
+    # the note names the head that carries most of the edge, as edge_heads splits it
+    k = crossing.index(True)
+    t, s = nodes[pairs[k][0]]["node"], nodes[pairs[k][1]]["node"]
+    split = edge_heads(load("factworld"), graph, load_transcoders("factworld"), [(t, s)])
+    layer, head = divmod(int(split.direct[0].abs().flatten().argmax()), split.n_heads)
+    assert notes[k].startswith(f"via L{layer}H{head} ") and " x " in notes[k]

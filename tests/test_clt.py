@@ -444,3 +444,58 @@ def test_the_docs_example_runs_and_its_numbers_are_the_shipped_clts():
     assert f"graph.n_features, graph.scores()             # {graph.n_features}, " in block
     assert f'{{"replacement": {scores["replacement"]:.3f}, "completeness": {scores["completeness"]:.3f}}}' in block
     assert f"# {graph.transcoders[0]!r}".replace("'", '"') in block
+
+
+# ============================================================ 10. interventions
+def test_frozen_interventions_move_each_target_by_minus_the_edge(case):
+    from probes.graph import feature_intervention, zero
+
+    model, clt, _, tokens, graph = case
+    names = list(model.hook_dict)
+    clean = feature_intervention(model, tokens, clt, [], mode="frozen")
+    demeaned = clean.clean_logits[-1] - clean.clean_logits[-1].mean()
+    ids = [t.token for t in graph.targets]
+    checked = 0
+    for node in [i for i in range(graph.n_features) if graph.features[i, 0] == 0][:3] + [graph.n_features - 1]:
+        _, layer, pos, index = graph.node_site(node)
+        res = feature_intervention(model, tokens, clt, [zero(layer, pos, index)], mode="frozen")
+        moved = (res.logits[-1] - res.logits[-1].mean())[ids] - demeaned[ids]
+        edge = graph.adjacency[graph.target_nodes, node]
+        assert torch.allclose(moved, -edge, atol=1e-9), (moved + edge).abs().max()
+        checked += int(edge.abs().max() > 1e-3)
+    assert checked >= 2
+    assert list(model.hook_dict) == names and not any(hp._hooks["fwd"] for hp in model.hook_dict.values())
+
+
+def test_free_interventions_write_through_every_later_decoder():
+    from probes.graph import feature_intervention, zero
+
+    model, clt, _, tokens, graph = graph_case("relu")
+    with torch.no_grad():
+        plain = model(tokens[None])[0]
+    none = feature_intervention(model, tokens, clt, [], freeze_attention=False)
+    assert torch.allclose(none.logits, plain, atol=1e-10)  # attached, nothing edited: the model itself
+    node = next(i for i in range(graph.n_features) if graph.features[i, 0] == 0)
+    _, layer, pos, index = graph.node_site(node)
+    a = float(graph.activations[node])
+    res = feature_intervention(model, tokens, clt, [zero(layer, pos, index)], freeze_attention=False)
+    # By hand: every MLP output l' gets -a W_dec[0 -> l'][index] at pos, the MLPs run as they are.
+
+    def minus(y, hook):
+        l = int(hook.name.split(".")[1])
+        out = y.clone()
+        out[0, pos] -= a * clt.decoder(0, l).detach()[index]
+        return out
+    with torch.no_grad():
+        expected = model.run_with_hooks(tokens[None], fwd_hooks=[(h, minus) for h in clt.out_hooks])[0]
+    assert torch.allclose(res.logits, expected, atol=1e-10)
+    assert float((res.logits - plain).abs().max()) > 1e-4
+    assert float(res.activations[0][pos, index]) == 0.0
+    # Attached, each layer's feature value is what it writes into the residual stream in all.
+    from probes.sae import attached
+
+    with attached(model, clt):
+        for l in range(clt.n_layers):
+            total = sum(clt.decoder(l, later).detach() for later in range(l, clt.n_layers))
+            assert torch.allclose(model.blocks[l].transcoder.W_dec, total, atol=1e-12)
+    assert not hasattr(model.blocks[0], "transcoder")

@@ -34,6 +34,11 @@ all layers):
   The activations reported in this mode are the features encoded from the (frozen-mode) MLP
   inputs, with the intervened ones set; they do not feed back into the output.
 
+`transcoders` may also be a cross-layer transcoder (`probes.sae.clt.CrossLayerTranscoder`): a
+layer-l feature then writes to MLP l and every later MLP, so in "free" mode (new - current) x its
+decoder to each of them is added there (`probes.sae.attached` with a CLT), and in "frozen" mode
+MLP l' gets sum over l <= l' of (new - clean) x W_dec[l -> l'], again minus the edge exactly.
+
 Everything is removed afterwards (no hooks, no transcoder left attached), also on errors; bad
 input (a layer without a transcoder, a feature index or position out of range) raises before
 anything is attached.
@@ -54,6 +59,7 @@ from interp.sites import Feature
 from interp.views.page import View, Viewable
 from models.transformer import Transformer
 from probes.sae.attach import attached
+from probes.sae.clt.model import CrossLayerTranscoder
 from probes.sae.dictionary import SparseDictionary
 
 Op = Callable[[torch.Tensor], torch.Tensor]
@@ -155,7 +161,12 @@ def _as_intervention(item: Any) -> Intervention:
 
 
 # ============================================================ checking input
-def _by_layer(model: Transformer, transcoders: Sequence[SparseDictionary]) -> dict[int, SparseDictionary]:
+def _by_layer(model: Transformer, transcoders) -> dict[int, Any]:
+    """{layer: its transcoder}: per-layer transcoders, or the cross-layer transcoder for every layer."""
+    if isinstance(transcoders, CrossLayerTranscoder):
+        from probes.graph.replacement import check_clt
+
+        return {l: check_clt(model, transcoders) for l in range(transcoders.n_layers)}
     out: dict[int, SparseDictionary] = {}
     for d in transcoders:
         _, layer, tail = hook_names.split(d.out_hook)
@@ -288,11 +299,27 @@ def _freezing(names: list[str], cache: Any) -> list[tuple[str, HookFn]]:
     return [(name, fixed) for name in names]
 
 
+def _attachable(by_layer: dict[int, Any]):
+    """What `attached` takes: the cross-layer transcoder, or the list of per-layer ones."""
+    values = list(by_layer.values())
+    return values[0] if values and isinstance(values[0], CrossLayerTranscoder) else values
+
+
 def _frozen_mlp_hooks(model: Transformer, by_layer: dict[int, SparseDictionary], cache: Any,
                       new: dict[int, torch.Tensor], clean: dict[int, torch.Tensor]) -> list[tuple[str, HookFn]]:
     """Every MLP output fixed at its clean value, plus at a transcoder layer the decoder rows
-    times the change of the features (and the skip path's change)."""
+    times the change of the features (and the skip path's change); with a cross-layer
+    transcoder, the change of every earlier layer's features through its decoder to this layer."""
     hooks: list[tuple[str, HookFn]] = []
+    clt = _attachable(by_layer)
+    if isinstance(clt, CrossLayerTranscoder):
+        for layer in range(clt.n_layers):
+            delta = sum((new[l] - clean[l]) @ clt.decoder(l, layer) for l in range(layer + 1))  # [1, pos, d_model]
+
+            def fixed(y: torch.Tensor, hook, delta=delta) -> torch.Tensor:
+                return cache[hook.name] + delta.to(y.dtype)
+            hooks.append((clt.out_hooks[layer], fixed))
+        return hooks
     for layer in range(model.cfg.n_layers):
         name = hook_names.act_name("mlp_out", layer)
         if name not in model.hook_dict:
@@ -330,7 +357,7 @@ def _forward(model: Transformer, tokens: torch.Tensor, by_layer: dict[int, Spars
     if mode == "frozen":
         mlp_outs = [hook_names.act_name("mlp_out", l) for l in range(model.cfg.n_layers)]
         names += patterns + scales + [n for n in mlp_outs if n in model.hook_dict]
-        names += [d.in_hook for d in by_layer.values()]
+        names += [d.in_hook for d in by_layer.values() if isinstance(d, SparseDictionary)]
     elif freeze_attention:
         names += patterns
     clean_logits, cache, clean = None, {}, {}
@@ -429,7 +456,8 @@ class InterventionResult(Viewable):
 
 
 # ============================================================ the entry points
-def feature_intervention(model: Transformer, prompt: Any, transcoders: Sequence[SparseDictionary],
+def feature_intervention(model: Transformer, prompt: Any,
+                         transcoders: Union[Sequence[SparseDictionary], CrossLayerTranscoder],
                          interventions: Sequence[Any], *, mode: str = "free", freeze_attention: bool = True,
                          return_activations: bool = True, top_k: int = 10) -> InterventionResult:
     """Run `prompt` (text, or token ids [pos] / [1, pos]) with the transcoders' features
@@ -440,7 +468,7 @@ def feature_intervention(model: Transformer, prompt: Any, transcoders: Sequence[
     by_layer = _by_layer(model, transcoders)
     n_pos = tokens.shape[1]
     ivs = _checked(interventions, model, by_layer, n_pos, n_pos)
-    with torch.no_grad(), attached(model, list(by_layer.values())):
+    with torch.no_grad(), attached(model, _attachable(by_layer)):
         clean_logits, logits, clean_acts, acts = _forward(model, tokens, by_layer, ivs, mode, freeze_attention,
                                                           return_activations)
     return InterventionResult(
@@ -450,7 +478,8 @@ def feature_intervention(model: Transformer, prompt: Any, transcoders: Sequence[
         top_after=_top(model, logits[-1], top_k))
 
 
-def generate_with_intervention(model: Transformer, prompt: Any, transcoders: Sequence[SparseDictionary],
+def generate_with_intervention(model: Transformer, prompt: Any,
+                               transcoders: Union[Sequence[SparseDictionary], CrossLayerTranscoder],
                                interventions: Sequence[Any], *, max_new_tokens: int = 10, mode: str = "free",
                                freeze_attention: bool = False) -> tuple[str, torch.Tensor]:
     """Greedy continuation of `prompt` under the interventions: (text, tokens [pos + new]).
@@ -472,7 +501,7 @@ def generate_with_intervention(model: Transformer, prompt: Any, transcoders: Seq
         raise ValueError(f"{n_prompt} prompt tokens + {max_new_tokens} new ones exceed the model's context of "
                          f"{model.cfg.n_ctx}")
     ivs = _checked(interventions, model, by_layer, n_prompt, n_max)
-    with torch.no_grad(), attached(model, list(by_layer.values())):
+    with torch.no_grad(), attached(model, _attachable(by_layer)):
         for _ in range(max_new_tokens):
             _, logits, _, _ = _forward(model, tokens, by_layer, ivs, mode, freeze_attention, record=False,
                                        clean_run=False)

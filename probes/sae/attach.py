@@ -18,6 +18,12 @@ before any hook added later on the same hook point: a later hook that edits the 
 absorbs it) but not hook_feature_acts. Edit the features, or the residual stream before the
 norm, to move them.
 
+A cross-layer transcoder (`probes.sae.clt.CrossLayerTranscoder`) attaches the same way, with
+blocks.{l}.transcoder hook points for the features of every layer l: MLP l's output is then
+computed from the features of layers 0..l (each as it left its own feature hook), plus the
+error (the MLP's real output minus the reconstruction from the unedited features), so editing a
+layer-l feature changes MLP l and every later MLP through its decoders.
+
 The transcoder's own hooks are permanent, so `model.reset_hooks()` in the body leaves them in
 place. `model.reset_hooks(including_permanent=True)` removes them: the features are then no
 longer computed, and any hook added to a feature (or error) hook point afterwards, a feature
@@ -35,6 +41,7 @@ from torch import nn
 from interp import names as hook_names
 from interp.hooks import HookFn, HookHandle, HookPoint
 from models.transformer import Transformer
+from probes.sae.clt.model import CrossLayerTranscoder
 from probes.sae.dictionary import SparseDictionary
 
 
@@ -59,16 +66,19 @@ class _TranscoderHookPoint(HookPoint):
 class _Attached(nn.Module):
     """The hook points of one attached transcoder (a submodule blocks.{l}.transcoder)."""
 
-    def __init__(self, dictionary: SparseDictionary) -> None:
+    def __init__(self, dictionary, layer: int = 0) -> None:
         super().__init__()
         self.hook_feature_acts = _TranscoderHookPoint()
         self.hook_error = _TranscoderHookPoint()
         self.dictionary = [dictionary]  # a list: not registered as a submodule (its weights are not the model's)
+        self.layer = layer
 
     @property
     def W_dec(self) -> torch.Tensor:
-        """[n_features, d_model]: what each feature writes per unit of activation (its value)."""
-        return self.dictionary[0].W_dec
+        """[n_features, d_model]: what each feature writes per unit of activation (its value); for a
+        cross-layer transcoder, into the residual stream: its decoders summed over the MLPs it writes."""
+        d = self.dictionary[0]
+        return d.W_dec[self.layer].sum(0) if isinstance(d, CrossLayerTranscoder) else d.W_dec
 
 
 def _layer_of(dictionary: SparseDictionary) -> int:
@@ -79,10 +89,46 @@ def _layer_of(dictionary: SparseDictionary) -> int:
     return layer
 
 
+def _attach_clt(model: Transformer, clt: CrossLayerTranscoder, handles: list[HookHandle]) -> None:
+    """Adds the hooks of an attached cross-layer transcoder (module docstring) to the model and
+    to `handles` (as they are added); its hook points exist."""
+    fs: dict[int, torch.Tensor] = {}  # this pass's features, as edited by the feature hooks
+    f0s: dict[int, torch.Tensor] = {}  # and as encoded
+    for layer in range(clt.n_layers):
+        points: _Attached = model.blocks[layer].transcoder
+        seen: dict[str, torch.Tensor] = {}
+
+        def read(x: torch.Tensor, hook, seen=seen) -> None:
+            seen["x"] = x
+
+        def write(y: torch.Tensor, hook, seen=seen, points=points, layer=layer) -> torch.Tensor:
+            x = seen.pop("x")
+            f0s[layer] = clt.activate(clt.pre_acts(x, layer), layer).to(y.dtype)
+            error = points.hook_error(y - clt.output(layer, f0s).to(y.dtype))
+            fs[layer] = points.hook_feature_acts(f0s[layer].clone())
+            return clt.output(layer, fs).to(y.dtype) + error
+
+        own = (model.add_hook(clt.in_hooks[layer], read, is_permanent=True)
+               + model.add_hook(clt.out_hooks[layer], write, is_permanent=True))
+        handles += own
+        points.hook_feature_acts.owners = points.hook_error.owners = own
+
+
 @contextlib.contextmanager
-def attached(model: Transformer, dictionaries: Sequence[SparseDictionary]) -> Iterator[None]:
-    """Attach transcoders as hook points (see the module docstring) for the body of the `with`."""
-    layers = [_layer_of(d) for d in dictionaries]
+def attached(model: Transformer, dictionaries) -> Iterator[None]:
+    """Attach transcoders (a list of per-layer ones, or a `CrossLayerTranscoder`) as hook points
+    (see the module docstring) for the body of the `with`."""
+    if isinstance(dictionaries, CrossLayerTranscoder):
+        clt = dictionaries
+        if clt.n_layers != model.cfg.n_layers or clt.out_hooks != [hook_names.act_name("mlp_out", l)
+                                                                    for l in range(clt.n_layers)]:
+            raise ValueError(f"the cross-layer transcoder writes {clt.out_hooks}; the model's MLP outputs are "
+                             f"blocks.0..{model.cfg.n_layers - 1}.hook_mlp_out")
+        dictionaries = [clt] * clt.n_layers
+        layers = list(range(clt.n_layers))
+    else:
+        clt = None
+        layers = [_layer_of(d) for d in dictionaries]
     if len(set(layers)) != len(layers):
         raise ValueError(f"two transcoders for the same layer: {layers}")
     for layer in layers:
@@ -91,9 +137,11 @@ def attached(model: Transformer, dictionaries: Sequence[SparseDictionary]) -> It
     handles = []
     try:
         for layer, dictionary in zip(layers, dictionaries):
-            model.blocks[layer].add_module("transcoder", _Attached(dictionary))
+            model.blocks[layer].add_module("transcoder", _Attached(dictionary, layer))
         model.setup_hooks()
-        for layer, dictionary in zip(layers, dictionaries):
+        if clt is not None:
+            _attach_clt(model, clt, handles)
+        for layer, dictionary in zip(layers, [] if clt is not None else dictionaries):
             points: _Attached = model.blocks[layer].transcoder
             seen: dict[str, torch.Tensor] = {}
 

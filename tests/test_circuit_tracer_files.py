@@ -99,11 +99,31 @@ def test_topk_is_relu_then_topk_where_circuit_tracer_keeps_negatives():
 
 
 @pytest.mark.parametrize("case", ["jumprelu", "jumprelu_skip"])
-def test_per_feature_jumprelu_thresholds_are_refused(case):
-    threshold = load_file(str(DATA / case / "layer_0.safetensors"))["activation_function.threshold"]
-    assert threshold.min() < 0 < threshold.max()  # what circuit-tracer wrote: thresholds differ per feature
-    with pytest.raises(ValueError, match="per-feature thresholds"):
-        load_circuit_tracer_transcoders(DATA / case)
+def test_per_feature_jumprelu_thresholds_give_circuit_tracers_numbers(case):
+    """Thresholds that differ per feature, some negative: circuit-tracer's JumpReLU keeps
+    pre-activations above each feature's threshold, negative ones included."""
+    ref = reference(case)
+    tcs, pre, feats, out = ours(case)
+    for layer, tc in enumerate(tcs):
+        threshold = load_file(str(DATA / case / f"layer_{layer}.safetensors"))["activation_function.threshold"]
+        assert threshold.min() < 0 < threshold.max()  # what circuit-tracer wrote
+        assert tc.cfg.activation == "jumprelu" and torch.equal(tc.threshold, threshold)
+    assert (ref["features"] < 0).any()  # negative activations survive, as in circuit-tracer
+    torch.testing.assert_close(pre, ref["pre"], atol=TOL, rtol=0)
+    torch.testing.assert_close(feats, ref["features"], atol=TOL, rtol=0)
+    torch.testing.assert_close(out, ref["output"], atol=TOL, rtol=0)
+    assert torch.equal(feats != 0, ref["features"] != 0)
+
+
+def test_per_feature_thresholds_survive_our_own_files(tmp_path):
+    from probes.sae.io import load_dictionary, save_dictionary
+
+    tc = load_circuit_tracer_transcoders(DATA / "jumprelu")[1]
+    save_dictionary(tc, tmp_path / "L1")
+    back = load_dictionary(tmp_path / "L1")
+    assert back.cfg.activation == "jumprelu" and torch.equal(back.threshold, tc.threshold)
+    x = reference("jumprelu")["x"][1]
+    torch.testing.assert_close(back(x), reference("jumprelu")["output"][1], atol=TOL, rtol=0)
 
 
 def test_a_cross_layer_transcoder_is_refused():
@@ -112,7 +132,7 @@ def test_a_cross_layer_transcoder_is_refused():
         load_circuit_tracer_transcoders(DATA / "clt")
 
 
-@pytest.mark.parametrize("case", ["relu", "relu_skip", "jumprelu_shared"])
+@pytest.mark.parametrize("case", ["relu", "relu_skip", "jumprelu_shared", "jumprelu", "jumprelu_skip"])
 def test_our_writer_writes_what_circuit_tracer_wrote(case, tmp_path):
     """Read circuit-tracer's folder, write it with ours: the same tensors under the same names."""
     tcs = load_circuit_tracer_transcoders(DATA / case)
@@ -177,3 +197,16 @@ def test_our_frontend_json_is_circuit_tracers(tmp_path):
     assert len(t_links) == len(theirs["links"]) == 1130 and set(o_links) == set(t_links)
     scale = max(abs(w) for w in t_links.values())
     assert max(abs(o_links[k] - w) for k, w in t_links.items()) < 1e-5 * scale
+
+
+def test_per_feature_jumprelu_is_not_trained_nor_written_for_saelens(tmp_path):
+    from probes.sae.saelens_format import save_saelens
+
+    tc = load_circuit_tracer_transcoders(DATA / "jumprelu")[0]
+    before = {k: v.clone() for k, v in tc.state_dict().items()}
+    with pytest.raises(ValueError, match="not trained here"):
+        tc.activate(tc.pre_acts(reference("jumprelu")["x"][0]), training=True)
+    with pytest.raises(ValueError, match="not written in SAELens' format"):
+        save_saelens(tc, tmp_path / "sl")
+    assert not (tmp_path / "sl").exists()
+    assert all(torch.equal(v, before[k]) for k, v in tc.state_dict().items())

@@ -382,11 +382,13 @@ def test_batchtopk_exports_as_jumprelu(tmp_path):
     assert torch.equal(zero, torch.zeros(10))
     torch.testing.assert_close(pre * (pre > zero), torch.relu(tc.pre_acts(x)), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tc.encode(x), torch.relu(tc.pre_acts(x)), rtol=0, atol=0)
-    # per-feature thresholds are not representable
-    file["activation_function.threshold"] = torch.linspace(0, 1, 10)
+    # per-feature thresholds load as jumprelu, circuit-tracer's rule
+    file["activation_function.threshold"] = torch.linspace(-0.5, 1, 10)
     save_file(file, str(out / "layer_0.safetensors"))
-    with pytest.raises(ValueError, match="per-feature thresholds"):
-        load_circuit_tracer_transcoders(out)
+    per_feature = load_circuit_tracer_transcoders(out)[0]
+    assert per_feature.cfg.activation == "jumprelu"
+    pre = ct_pre_acts(out / "layer_0.safetensors", x)
+    torch.testing.assert_close(per_feature.encode(x), pre * (pre > torch.linspace(-0.5, 1, 10)), rtol=1e-5, atol=1e-5)
 
 
 def test_transcoder_refusals_leave_files_untouched(tmp_path):

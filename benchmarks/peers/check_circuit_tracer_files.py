@@ -4,9 +4,10 @@ Runs in .venv (our code). Calls benchmarks/peers/circuit_tracer_files.py with .v
 (circuit-tracer writes the folders and computes the reference outputs with its own modules), then
 loads every folder with `load_circuit_tracer_transcoders` and compares, per case, our
 pre-activations, features (encode) and outputs (forward: decode + skip) with circuit-tracer's:
-max |ours - theirs|. Expected: relu, relu_skip, jumprelu_shared load and agree (float32 rounding);
-jumprelu / jumprelu_skip (per-feature thresholds, some negative) and clt (a cross-layer
-transcoder) are refused with a clear error; topk loads as our ReLU-then-top-k, which equals
+max |ours - theirs|. Expected: relu, relu_skip, jumprelu_shared (one threshold: batchtopk),
+jumprelu / jumprelu_skip (per-feature thresholds, some negative: jumprelu) load and agree (float32
+rounding); clt (a cross-layer transcoder) is refused with a clear error; topk loads as our
+ReLU-then-top-k, which equals
 relu(circuit-tracer's TopK features) on every row and circuit-tracer's own features on the rows
 with at least k positive pre-activations.
 
@@ -35,8 +36,7 @@ sys.path.insert(0, str(ROOT))
 from probes.sae.circuit_tracer_format import load_circuit_tracer_transcoders  # noqa: E402
 
 PEER = ROOT / "benchmarks" / "peers" / "circuit_tracer_files.py"
-REFUSED = {"jumprelu": "per-feature thresholds", "jumprelu_skip": "per-feature thresholds",
-           "clt": "cross_layer_transcoder"}
+REFUSED = {"clt": "cross_layer_transcoder"}
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ How our transcoders map (SparseDictionary: f = act((x - b_pre) W_enc + b_enc)):
   JumpReLU with threshold max(t, 0) for every feature: pre * (pre > max(t, 0)) equals
   relu(pre) * (relu(pre) > t) for every pre, so the export is exact. JumpReLU files load back as
   batchtopk when every feature has the same threshold >= 0 (k, used only in training, is kept in
-  config.yaml); per-feature thresholds are not representable in SparseDictionary: a clear error.
+  config.yaml), else as jumprelu: pre * (pre > threshold[f]) with circuit-tracer's per-feature
+  thresholds (negative ones included), written back as they are.
 - topk -> topk with the same k, BUT the two differ: circuit-tracer's TopK keeps the k largest
   PRE-activations as they are (no ReLU), ours keeps the k largest after a ReLU. They agree
   whenever a row has at least k positive pre-activations (and no ties at the k-th place); a
@@ -83,6 +84,8 @@ def layer_tensors(tc: SparseDictionary) -> dict[str, torch.Tensor]:
     if tc.cfg.activation == "batchtopk":
         t = tc.threshold.detach().clamp_min(0).cpu()
         tensors[THRESHOLD] = t.expand(tc.cfg.n_features).to(tc.W_enc.dtype).contiguous()
+    if tc.cfg.activation == "jumprelu":
+        tensors[THRESHOLD] = tc.threshold.detach().to(tc.W_enc.dtype).contiguous().cpu()
     return tensors
 
 
@@ -100,7 +103,7 @@ def _check_set(transcoders: list[SparseDictionary]) -> tuple[str, str]:
     _common([t.cfg.n_features for t in transcoders], "number of features (d_transcoder)")
     _common([t.cfg.d_in for t in transcoders], "d_model")
     activation = _common([t.cfg.activation for t in transcoders], "activation")
-    if activation != "relu":
+    if activation in ("topk", "batchtopk"):
         _common([t.cfg.k for t in transcoders], "k")
     _common([t.W_skip is not None for t in transcoders], "skip connection (all or none)")
     hook_in = _common([_hook_suffix(t.in_hook, i, "in_hook") for i, t in enumerate(transcoders)], "input hook")
@@ -114,7 +117,7 @@ def _config(transcoders: list[SparseDictionary], model_name: str, hook_in: str, 
               "feature_output_hook": hook_out}
     if cfg.activation in ("relu", "topk"):
         config["activation"] = cfg.activation
-    if cfg.activation != "relu":
+    if cfg.activation in ("topk", "batchtopk"):
         config["k"] = int(cfg.k)
     return config
 
@@ -199,7 +202,8 @@ def _check_layer_file(tensors: dict[str, torch.Tensor], where: Path) -> tuple[in
     return n, d
 
 
-def _activation(config: dict, tensors: dict[str, torch.Tensor], n: int, where: Path) -> tuple[str, int, Optional[float]]:
+def _activation(config: dict, tensors: dict[str, torch.Tensor], n: int,
+                where: Path) -> tuple[str, int, Optional[torch.Tensor]]:
     """(activation, k, threshold) in our terms for one layer."""
     k = config.get("k", int(tensors["k"]) if "k" in tensors else None)
     activation = config.get("activation") or ("jumprelu" if THRESHOLD in tensors else "relu")
@@ -210,11 +214,9 @@ def _activation(config: dict, tensors: dict[str, torch.Tensor], n: int, where: P
             raise ValueError(f"{where}: activation topk needs k (in {CONFIG})")
         return "topk", int(k), None
     threshold = tensors[THRESHOLD]
-    if not torch.all(threshold == threshold[0]) or threshold[0] < 0:
-        raise ValueError(f"{where}: JumpReLU with per-feature thresholds (here {threshold.min():.4g}..{threshold.max():.4g})"
-                         " cannot load into SparseDictionary, which has one threshold >= 0 for all features "
-                         "(its batchtopk inference rule)")
-    return "batchtopk", int(k or min(32, n)), float(threshold[0])
+    if torch.all(threshold == threshold[0]) and threshold[0] >= 0:  # one threshold: batchtopk's inference rule
+        return "batchtopk", int(k or min(32, n)), threshold[0]
+    return "jumprelu", min(DEFAULT_K, n), threshold  # one per feature, circuit-tracer's rule (k unused)
 
 
 def _dictionary(tensors: dict[str, torch.Tensor], config: dict, layer: int, where: Path) -> SparseDictionary:
@@ -228,7 +230,7 @@ def _dictionary(tensors: dict[str, torch.Tensor], config: dict, layer: int, wher
     tc = SparseDictionary(cfg)
     state = {"W_enc": tensors["W_enc"].T, "W_dec": tensors["W_dec"], "b_enc": tensors["b_enc"],
              "b_dec": tensors["b_dec"], "b_pre": torch.zeros(d, dtype=dtype),
-             "threshold": torch.tensor(threshold or 0.0, dtype=dtype)}
+             "threshold": torch.zeros((), dtype=dtype) if threshold is None else threshold}
     if "W_skip" in tensors:
         state["W_skip"] = tensors["W_skip"].T
     tc.load_state_dict({name: t.to(dtype).contiguous() for name, t in state.items()})

@@ -12,7 +12,10 @@ Encoding: f = act((x - b_pre) W_enc + b_enc), with act one of
   "relu"      ReLU (trained with an L1 penalty on f times the decoder row norms),
   "topk"      the k largest pre-activations of each row kept (after a ReLU), the rest 0,
   "batchtopk" the k x batch largest of the whole batch kept while training; at inference a
-              learned threshold (the running mean of the smallest kept value) replaces it.
+              learned threshold (the running mean of the smallest kept value) replaces it,
+  "jumprelu"  pre * (pre > threshold[f]), one threshold per feature (circuit-tracer's and
+              GemmaScope's JumpReLU, read from their files; not trained here). No ReLU: a
+              negative threshold lets negative pre-activations through, as there.
 Decoding: y = f W_dec + b_dec (+ x W_skip). Decoder rows are kept at unit norm. For an SAE
 b_pre is b_dec (the usual tied pre-encoder bias); a transcoder has its own b_pre.
 """
@@ -30,7 +33,8 @@ from interp.checks import resolve_layer
 from models import Transformer
 from models.config import dtype_name
 
-ACTIVATIONS = ("relu", "topk", "batchtopk")
+ACTIVATIONS = ("relu", "topk", "batchtopk")  # what can be trained
+READ_ACTIVATIONS = ACTIVATIONS + ("jumprelu",)  # jumprelu: read from other formats only
 
 
 @dataclass
@@ -48,8 +52,8 @@ class DictionaryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.activation not in READ_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {READ_ACTIVATIONS}, got {self.activation!r}")
         if self.kind not in ("sae", "transcoder"):
             raise ValueError(f"kind must be 'sae' or 'transcoder', got {self.kind!r}")
         if self.kind == "sae" and (self.d_in != self.d_out or self.skip):
@@ -67,7 +71,13 @@ def sparse_activation(pre: torch.Tensor, activation: str, k: int, threshold: tor
     """Feature activations [..., n_features] from pre-activations [..., n_features]: "relu",
     "topk" (the k largest after a ReLU) or "batchtopk" (see the module docstring). `threshold` is
     a 0-d tensor, batchtopk's inference threshold, updated in place while training (the running
-    mean of the smallest kept value); other activations ignore it."""
+    mean of the smallest kept value); "jumprelu" keeps pre where pre > threshold (a threshold
+    per feature, [n_features]); others ignore it."""
+    if activation == "jumprelu":
+        if training:
+            raise ValueError("jumprelu dictionaries are read from other formats (circuit-tracer, GemmaScope), not "
+                             "trained here: their per-feature thresholds are not learned")
+        return pre * (pre > threshold)
     acts = torch.relu(pre)
     if activation == "relu":
         return acts
@@ -110,7 +120,9 @@ class SparseDictionary(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, dtype=dtype))
         self.b_pre = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype)) if cfg.kind == "transcoder" else None
         self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out, dtype=dtype)) if cfg.skip else None
-        self.register_buffer("threshold", torch.zeros((), dtype=dtype))  # batchtopk at inference
+        # batchtopk at inference: one threshold; jumprelu: one per feature
+        shape = (cfg.n_features,) if cfg.activation == "jumprelu" else ()
+        self.register_buffer("threshold", torch.zeros(shape, dtype=dtype))
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -179,4 +191,4 @@ class SparseDictionary(nn.Module):
         return self.cfg.out_hook
 
 
-__all__ = ["SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "sparse_activation"]
+__all__ = ["SparseDictionary", "DictionaryConfig", "ACTIVATIONS", "READ_ACTIVATIONS", "sparse_activation"]

@@ -92,6 +92,9 @@ def saelens_architecture(dictionary: SparseDictionary) -> str:
     if not isinstance(dictionary, SparseDictionary):
         raise TypeError(f"expected a SparseDictionary, got {type(dictionary).__name__}")
     cfg = dictionary.cfg
+    if cfg.activation == "jumprelu":
+        raise ValueError("a jumprelu dictionary (per-feature thresholds, read from circuit-tracer's files) is not "
+                         "written in SAELens' format: save it with save_circuit_tracer_transcoders or save_dictionary")
     if cfg.kind == "sae" or (cfg.activation == "topk" and not cfg.skip):
         if cfg.kind == "transcoder" and cfg.d_in != cfg.d_out:
             raise ValueError(f"this TopK transcoder maps d_in {cfg.d_in} to d_out {cfg.d_out}: SAELens has no TopK "

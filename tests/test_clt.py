@@ -499,3 +499,39 @@ def test_free_interventions_write_through_every_later_decoder():
             total = sum(clt.decoder(l, later).detach() for later in range(l, clt.n_layers))
             assert torch.allclose(model.blocks[l].transcoder.W_dec, total, atol=1e-12)
     assert not hasattr(model.blocks[0], "transcoder")
+
+
+# ============================================================ 11. circuit-tracer's CLT files
+def test_circuit_tracer_files_hold_the_same_maps(tmp_path):
+    """The layout circuit-tracer's load_clt reads (W_enc_{i}: [n_features, d_model] used as
+    x @ W_enc.T + b_enc, b_pre folded in; W_dec_{i}: [n_features, n_layers - i, d_model]), checked
+    by computing the maps from the files by hand; a BatchTopK threshold becomes JumpReLU's."""
+    from safetensors.torch import load_file
+
+    from probes.sae.clt import load_circuit_tracer_clt, save_circuit_tracer_clt
+
+    model = random_model()
+    x = torch.randn(5, 3, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for activation in ("relu", "batchtopk"):
+        clt = random_clt(model, activation=activation)
+        with torch.no_grad():
+            clt.threshold.copy_(torch.tensor([0.3, -0.1, 0.8]))
+        path = save_circuit_tracer_clt(clt, tmp_path / activation)
+        enc = [load_file(str(path / f"W_enc_{i}.safetensors")) for i in range(3)]
+        dec = [load_file(str(path / f"W_dec_{i}.safetensors"))[f"W_dec_{i}"] for i in range(3)]
+        feats = []
+        for i, e in enumerate(enc):
+            pre = x[:, i] @ e[f"W_enc_{i}"].T + e[f"b_enc_{i}"]
+            feats.append(pre * (pre > e[f"threshold_{i}"]) if activation == "batchtopk" else torch.relu(pre))
+            assert (f"threshold_{i}" in e) == (activation == "batchtopk")
+        for out in range(3):
+            y = enc[out][f"b_dec_{out}"] + sum(feats[i] @ dec[i][:, out - i] for i in range(out + 1))
+            assert torch.allclose(y, clt(x)[:, out].detach(), atol=1e-12)
+        assert (torch.stack(feats, 1) > 0).sum() > 20
+        back = load_circuit_tracer_clt(path)
+        assert back.cfg.activation == activation and torch.allclose(back(x), clt(x), atol=1e-12)
+        with pytest.raises(FileExistsError):
+            save_circuit_tracer_clt(clt, path)
+    with pytest.raises(ValueError, match="no exact export"):
+        save_circuit_tracer_clt(random_clt(model, activation="topk"), tmp_path / "topk")
+    assert not (tmp_path / "topk").exists()

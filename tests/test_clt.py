@@ -535,3 +535,35 @@ def test_circuit_tracer_files_hold_the_same_maps(tmp_path):
     with pytest.raises(ValueError, match="no exact export"):
         save_circuit_tracer_clt(random_clt(model, activation="topk"), tmp_path / "topk")
     assert not (tmp_path / "topk").exists()
+
+
+# ============================================================ 12. the analyses
+def test_spliced_fact_accuracy_agrees_with_the_per_layer_analysis_and_the_commands_refuse_shipped_folders(
+        factworld32, tmp_path):
+    from analyses.clt import sample_facts, spliced_fact_accuracy
+    from analyses.graph_study import athlete_facts
+    from analyses.train_clt import output_dir
+    from analyses.transcoders import spliced_accuracy
+
+    model, tcs, _, _ = factworld32
+    facts = sample_facts(5)
+    prompts, answers = [p for _, p, _ in facts], [s for _, _, s in facts]
+    prompts += ["Serena Williams plays the sport of", "Michael Jordan is a citizen of"]
+    answers += ["tennis", "football"]  # the last one is wrong on purpose
+    got = spliced_fact_accuracy(model, {"per_layer": tcs, "clt": load_clt("factworld")}, prompts, answers)
+    clean, spliced = spliced_accuracy(model, tcs, prompts, answers)
+    assert got["clean"] == clean == 6 / 7 and got["per_layer"] == spliced
+    assert 0 < got["clt"] <= 6 / 7
+    everyone = athlete_facts()
+    assert facts[0] == everyone[0] and facts[-1] == everyone[-1] and len(set(facts)) == 5
+    with pytest.raises(ValueError, match="give --out DIR"):
+        output_dir(None)
+    with pytest.raises(ValueError, match="pass --force"):
+        output_dir(shipped_clt())
+    with pytest.raises(ValueError, match="give --out DIR for --model"):
+        output_dir(None, model=str(tmp_path), force=True)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(FileExistsError):
+        output_dir(tmp_path / "full")
+    assert output_dir(tmp_path / "new") == (tmp_path / "new", False)

@@ -567,3 +567,11 @@ def test_spliced_fact_accuracy_agrees_with_the_per_layer_analysis_and_the_comman
     with pytest.raises(FileExistsError):
         output_dir(tmp_path / "full")
     assert output_dir(tmp_path / "new") == (tmp_path / "new", False)
+
+
+def test_per_layer_transcoders_must_come_one_per_layer_in_order(factworld32):
+    _, tcs, texts, _ = factworld32
+    with pytest.raises(ValueError, match=r"transcoders\[0\] is a transcoder writing 'blocks.1.hook_mlp_out'"):
+        splice_all_hooks([tcs[1], tcs[0], tcs[2], tcs[3]])
+    with pytest.raises(ValueError, match="in layer order"):
+        evaluate_layers(load("factworld"), list(reversed(tcs)), texts)

@@ -305,7 +305,8 @@ Layered = Union[CrossLayerTranscoder, PerLayerTranscoders]
 
 
 def as_cross_layer(transcoders: Union[CrossLayerTranscoder, PerLayerTranscoders, Sequence[SparseDictionary]]) -> Layered:
-    """A CLT as it is, or a list of per-layer transcoders (in layer order) as `PerLayerTranscoders`."""
+    """A CLT as it is, or a list of per-layer transcoders (one per layer, in layer order: a clear
+    error otherwise) as `PerLayerTranscoders`."""
     if isinstance(transcoders, (CrossLayerTranscoder, PerLayerTranscoders)):
         return transcoders
     if isinstance(transcoders, SparseDictionary) or not isinstance(transcoders, (list, tuple)):
@@ -314,6 +315,10 @@ def as_cross_layer(transcoders: Union[CrossLayerTranscoder, PerLayerTranscoders,
     for i, tc in enumerate(transcoders):
         if not isinstance(tc, SparseDictionary):
             raise TypeError(f"transcoders[{i}] is a {type(tc).__name__}, not a SparseDictionary")
+        _, layer, tail = hook_names.split(tc.out_hook)
+        if tc.cfg.kind != "transcoder" or layer != i or tail != "hook_mlp_out":
+            raise ValueError(f"transcoders[{i}] is a {tc.cfg.kind} writing {tc.out_hook!r}: give one transcoder per layer, "
+                             f"in layer order (transcoders[{i}] writing blocks.{i}.hook_mlp_out)")
     return PerLayerTranscoders(transcoders)
 
 

@@ -575,3 +575,20 @@ def test_per_layer_transcoders_must_come_one_per_layer_in_order(factworld32):
         splice_all_hooks([tcs[1], tcs[0], tcs[2], tcs[3]])
     with pytest.raises(ValueError, match="in layer order"):
         evaluate_layers(load("factworld"), list(reversed(tcs)), texts)
+
+
+# ============================================================ 13. the memory bound
+@pytest.mark.parametrize("bound", [2.5, 3])  # 2.5: 2.66 MB with one row per feature counted
+def test_the_memory_bound_counts_every_decoder_row_a_clt_feature_keeps(bound):
+    """A CLT feature keeps a decoder row per layer it writes: with them counted, the measured peak
+    (tests/test_graph_memory.py's profiler measure) stays under the bound on the fact world."""
+    import warnings
+
+    from tests.test_graph_memory import measured_peak_mb
+
+    model, clt = load("factworld"), load_clt("factworld")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph, peak = measured_peak_mb(lambda: attribution_graph(model, PROMPT, clt, batch_size=32,
+                                                                 max_memory_mb=bound, progress=False))
+    assert peak <= bound and graph.n_features > 0 and graph.settings["memory_plan"]["limited"]

@@ -389,13 +389,17 @@ def _memory_plan(model: Transformer, tokens: torch.Tensor, layers: Layered, spec
         with saved_bytes() as count:
             probe = replacement_forward(model, tokens, layers, batch=copies)
         saved.append(count[0])
-    n_active = _active_features(probe, zero_positions).shape[0]
+    feats = _active_features(probe, zero_positions)
+    n_active = feats.shape[0]
+    # Each active feature keeps its decoder rows to every layer it writes (one for a per-layer transcoder).
+    decoder_rows = sum(int((feats[:, 0] == l).sum()) * layers.decoders(l).shape[0] for l in range(layers.n_layers))
     n_targets = len(_finish_targets(model, probe, specs, max_n_logits, desired_logit_prob))
     del probe
     n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
     plan = plan_memory(max_memory_mb, batch_size=batch_size, n_rows=n_rows, n_active=n_active, n_targets=n_targets,
                        n_layers=layers.n_layers, n_pos=int(tokens.shape[0]), d_model=model.cfg.d_model,
-                       saved_per_copy=max(saved[1] - saved[0], 0), itemsize=model.W_E.element_size())
+                       saved_per_copy=max(saved[1] - saved[0], 0), itemsize=model.W_E.element_size(),
+                       decoder_rows=decoder_rows)
     if plan.limited:
         warnings.warn(f"max_memory_mb={max_memory_mb:g}: the graph keeps {plan.n_rows} of the {n_active} active "
                       f"features (chosen by influence) and computes {plan.batch} rows per backward pass",

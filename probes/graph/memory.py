@@ -83,12 +83,14 @@ def per_copy_bytes(*, n_active: int, n_layers: int, n_pos: int, d_model: int, sa
 
 
 def estimate_peak(*, batch: int, n_rows: int, n_active: int, n_targets: int, n_layers: int, n_pos: int,
-                  d_model: int, saved_per_copy: int, itemsize: int) -> int:
-    """The module docstring's bound, in bytes."""
+                  d_model: int, saved_per_copy: int, itemsize: int, decoder_rows: Optional[int] = None) -> int:
+    """The module docstring's bound, in bytes. decoder_rows: the decoder rows the active features
+    keep (default n_active, one each; a cross-layer transcoder's feature keeps one per layer it writes)."""
+    decoder_rows = n_active if decoder_rows is None else decoder_rows
     n_cols = n_active + (n_layers + 1) * n_pos
     per_copy = per_copy_bytes(n_active=n_active, n_layers=n_layers, n_pos=n_pos, d_model=d_model,
                               saved_per_copy=saved_per_copy, itemsize=itemsize)
-    fixed = itemsize * (n_active * (d_model + 16) + 4 * (n_layers + 1) * n_pos * d_model)
+    fixed = itemsize * (decoder_rows * d_model + n_active * 16 + 4 * (n_layers + 1) * n_pos * d_model)
     copies = 2 if n_rows < n_active else 1
     rows = itemsize * (n_targets + n_rows) * n_cols
     n_nodes = n_rows + (n_layers + 1) * n_pos + n_targets
@@ -96,7 +98,8 @@ def estimate_peak(*, batch: int, n_rows: int, n_active: int, n_targets: int, n_l
 
 
 def plan_memory(max_memory_mb: float, *, batch_size: int, n_rows: int, n_active: int, n_targets: int,
-                n_layers: int, n_pos: int, d_model: int, saved_per_copy: int, itemsize: int) -> MemoryPlan:
+                n_layers: int, n_pos: int, d_model: int, saved_per_copy: int, itemsize: int,
+                decoder_rows: Optional[int] = None) -> MemoryPlan:
     """The largest graph under `max_memory_mb` (module docstring): `n_rows` feature nodes asked
     (n_active, or the max_feature_nodes cap), at most `batch_size` copies per backward pass."""
     budget = max_memory_mb * MB
@@ -105,7 +108,8 @@ def plan_memory(max_memory_mb: float, *, batch_size: int, n_rows: int, n_active:
 
     def peak(b: int, r: int) -> int:
         return estimate_peak(batch=b, n_rows=r, n_active=n_active, n_targets=n_targets, n_layers=n_layers,
-                             n_pos=n_pos, d_model=d_model, saved_per_copy=saved_per_copy, itemsize=itemsize)
+                             n_pos=n_pos, d_model=d_model, saved_per_copy=saved_per_copy, itemsize=itemsize,
+                             decoder_rows=decoder_rows)
 
     def largest(low: int, high: int, fits) -> int:
         """The largest value in [low, high] that fits (fits is monotone: true up to some value)."""

@@ -18,7 +18,7 @@ allocates beyond the model's and transcoders' own weights is bounded by
                 greedy ranking keeps a normalised copy)
     adjacency = n_nodes ** 2                        the final matrix, n_nodes = n_rows + errors +
                                                     tokens + targets
-in elements of the model's dtype, plus a fixed part (each active feature's decoder row, the
+in elements of the model's dtype, plus a fixed part (each active feature's decoder rows, the
 errors and embeddings), and 10% on top for what the count leaves out (small temporaries). The plan keeps every active feature and the asked batch size when they
 fit. Otherwise it keeps every feature with fewer copies per backward pass, down to one; if even
 one copy does not leave room for every feature, the copies get at most half of the bound (at

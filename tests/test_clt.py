@@ -592,3 +592,13 @@ def test_the_memory_bound_counts_every_decoder_row_a_clt_feature_keeps(bound):
         graph, peak = measured_peak_mb(lambda: attribution_graph(model, PROMPT, clt, batch_size=32,
                                                                  max_memory_mb=bound, progress=False))
     assert peak <= bound and graph.n_features > 0 and graph.settings["memory_plan"]["limited"]
+
+
+def test_a_clt_graph_saves_loads_and_draws(tmp_path):
+    from probes.graph import circuit_tracer_json, load_graph, save_graph
+
+    *_, graph = graph_case("factworld")
+    back = load_graph(save_graph(graph, tmp_path / "g.pt"))
+    assert torch.equal(back.adjacency, graph.adjacency) and back.transcoders == graph.transcoders
+    assert circuit_tracer_json(graph, tmp_path / "ct", slug="jordan").exists()
+    assert graph.to_view().save_html(tmp_path / "g.html").stat().st_size > 1000

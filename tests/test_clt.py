@@ -424,6 +424,9 @@ def test_bad_input_gives_clear_errors_and_changes_nothing():
         clt.decoder(2, 1)
     with pytest.raises(IndexError, match=r"layer must be an int in \[0, 3\)"):
         clt.pre_acts(torch.zeros(24, dtype=torch.float64), 3)
+    with pytest.raises(ValueError, match="not trained here"):
+        train_clt(random_clt(model, activation="jumprelu"), (torch.zeros(2000, 3, 24), torch.zeros(2000, 3, 24)),
+                  progress=False)
     with pytest.raises(ValueError, match="inputs and targets must be"):
         train_clt(clt, (torch.zeros(2000, 2, 24), torch.zeros(2000, 2, 24)), progress=False)
     with pytest.raises(TypeError, match="CrossLayerTranscoder or a list"):
@@ -512,22 +515,25 @@ def test_circuit_tracer_files_hold_the_same_maps(tmp_path):
 
     model = random_model()
     x = torch.randn(5, 3, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    for activation in ("relu", "batchtopk"):
+    for activation in ("relu", "batchtopk", "jumprelu"):
         clt = random_clt(model, activation=activation)
-        with torch.no_grad():
-            clt.threshold.copy_(torch.tensor([0.3, -0.1, 0.8]))
+        with torch.no_grad():  # per layer; for jumprelu per feature, some negative
+            clt.threshold.copy_(torch.tensor([0.3, -0.1, 0.8]) if activation != "jumprelu" else
+                                0.4 * torch.randn(3, 16, generator=torch.Generator().manual_seed(4)))
         path = save_circuit_tracer_clt(clt, tmp_path / activation)
         enc = [load_file(str(path / f"W_enc_{i}.safetensors")) for i in range(3)]
         dec = [load_file(str(path / f"W_dec_{i}.safetensors"))[f"W_dec_{i}"] for i in range(3)]
         feats = []
         for i, e in enumerate(enc):
             pre = x[:, i] @ e[f"W_enc_{i}"].T + e[f"b_enc_{i}"]
-            feats.append(pre * (pre > e[f"threshold_{i}"]) if activation == "batchtopk" else torch.relu(pre))
-            assert (f"threshold_{i}" in e) == (activation == "batchtopk")
+            feats.append(torch.relu(pre) if activation == "relu" else pre * (pre > e[f"threshold_{i}"]))
+            assert (f"threshold_{i}" in e) == (activation != "relu")
         for out in range(3):
             y = enc[out][f"b_dec_{out}"] + sum(feats[i] @ dec[i][:, out - i] for i in range(out + 1))
             assert torch.allclose(y, clt(x)[:, out].detach(), atol=1e-12)
         assert (torch.stack(feats, 1) > 0).sum() > 20
+        if activation == "jumprelu":  # a negative threshold lets negative pre-activations through
+            assert (torch.stack(feats, 1) < 0).any()
         back = load_circuit_tracer_clt(path)
         assert back.cfg.activation == activation and torch.allclose(back(x), clt(x), atol=1e-12)
         with pytest.raises(FileExistsError):

@@ -13,10 +13,11 @@ the hooks (ours: "ln2.hook_normalized" and "hook_mlp_out").
 How ours map: b_pre is folded into the encoder bias (b_enc - b_pre @ W_enc, in float64), so the
 pre-activations agree to rounding. "relu" -> ReLU. "batchtopk" (at inference one threshold t per
 layer on the ReLU'd pre-activations) -> JumpReLU with threshold max(t, 0) for every feature of
-the layer, which gives the same activations for every input. circuit-tracer's CLT has no TopK,
-so a TopK CLT is refused (no exact export). Loading: no threshold -> relu; a threshold that is
-the same non-negative number for every feature of each layer -> batchtopk; per-feature JumpReLU
-thresholds are refused (this CLT has one threshold per layer).
+the layer, which gives the same activations for every input. "jumprelu" -> JumpReLU with its
+thresholds. circuit-tracer's CLT has no TopK, so a TopK CLT is refused (no exact export).
+Loading: no threshold -> relu; a threshold that is the same non-negative number for every
+feature of each layer -> batchtopk; other thresholds -> jumprelu (one per feature, negative
+ones included, as circuit-tracer applies them: pre * (pre > threshold)).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def save_circuit_tracer_clt(clt: CrossLayerTranscoder, path: PathLike, *, overwr
         if clt.cfg.activation == "batchtopk":
             t = clt.threshold[i].detach().clamp_min(0)
             enc[f"threshold_{i}"] = t.expand(clt.cfg.n_features).contiguous().cpu()
+        elif clt.cfg.activation == "jumprelu":
+            enc[f"threshold_{i}"] = clt.threshold[i].detach().contiguous().cpu()
         save_file(enc, str(path / f"W_enc_{i}.safetensors"))
         dec = rearrange(clt.W_dec[i].detach(), "out f d -> f out d").contiguous().cpu()
         save_file({f"W_dec_{i}": dec}, str(path / f"W_dec_{i}.safetensors"))
@@ -80,10 +83,10 @@ def load_circuit_tracer_clt(path: PathLike) -> CrossLayerTranscoder:
     thresholds = [e.get(f"threshold_{i}") for i, e in enumerate(enc)]
     activation = "relu"
     if any(t is not None for t in thresholds):
-        if not all(t is not None and bool((t == t[0]).all()) and float(t[0]) >= 0 for t in thresholds):
-            raise ValueError(f"{path} holds a JumpReLU CLT with per-feature thresholds; this CrossLayerTranscoder has "
-                             "one threshold per layer (batchtopk)")
-        activation = "batchtopk"
+        if not all(t is not None and tuple(t.shape) == (n_features,) for t in thresholds):
+            raise ValueError(f"{path}: every W_enc_{{i}}.safetensors needs threshold_{{i}} [{n_features}] when one has")
+        same = all(bool((t == t[0]).all()) and float(t[0]) >= 0 for t in thresholds)
+        activation = "batchtopk" if same else "jumprelu"
     for i, W in enumerate(dec):
         if tuple(W.shape) != (n_features, n_layers - i, d_model):
             raise ValueError(f"{path}/W_dec_{i}.safetensors holds W_dec_{i} of shape {tuple(W.shape)}; expected "
@@ -98,8 +101,10 @@ def load_circuit_tracer_clt(path: PathLike) -> CrossLayerTranscoder:
             clt.b_dec[i].copy_(e[f"b_dec_{i}"])
             clt.b_pre[i].zero_()
             clt.W_dec[i].copy_(rearrange(dec[i], "f out d -> out f d"))
-            if thresholds[i] is not None:
+            if activation == "batchtopk":
                 clt.threshold[i] = thresholds[i][0]
+            elif activation == "jumprelu":
+                clt.threshold[i].copy_(thresholds[i])
     return clt.eval()
 
 

@@ -7,7 +7,8 @@ input, whose features write to MLP l's output and to every later MLP's output.
     clt.decoder(0, 2)         # [n_features, d_model] W_dec[0 -> 2]
 
 Encoding, per layer l: f_l = act((x_l - b_pre[l]) W_enc[l] + b_enc[l]), act as for
-`SparseDictionary` ("relu", "topk", "batchtopk": `probes.sae.dictionary.sparse_activation`).
+`SparseDictionary` ("relu", "topk", "batchtopk", and "jumprelu" with a threshold per feature,
+read from circuit-tracer's files only: `probes.sae.dictionary.sparse_activation`).
 Decoding: MLP l' output = sum_{l <= l'} f_l W_dec[l -> l'] + b_dec[l']. The decoders of source
 layer l are one tensor W_dec[l] [n_layers - l, n_features, d_model] (row t is the decoder to
 layer l + t), so nothing is stored for the l' < l pairs. Each feature's decoders, concatenated
@@ -32,7 +33,7 @@ from torch import nn
 from interp import names as hook_names
 from models import Transformer
 from models.config import dtype_name
-from probes.sae.dictionary import ACTIVATIONS, SparseDictionary, sparse_activation
+from probes.sae.dictionary import READ_ACTIVATIONS, SparseDictionary, sparse_activation
 
 
 @dataclass
@@ -55,8 +56,8 @@ class CLTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.activation not in READ_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {READ_ACTIVATIONS}, got {self.activation!r}")
         if min(self.n_layers, self.d_model, self.n_features) < 1 or (
                 self.activation != "relu" and not 1 <= self.k <= self.n_features):
             raise ValueError(f"sizes must be positive and 1 <= k <= n_features, got {asdict(self)}")
@@ -78,7 +79,8 @@ class CLTConfig:
 class CrossLayerTranscoder(nn.Module):
     """See the module docstring. Parameters: W_enc [n_layers, d_model, n_features], b_enc
     [n_layers, n_features], b_pre [n_layers, d_model], W_dec[l] [n_layers - l, n_features,
-    d_model], b_dec [n_layers, d_model]; buffer threshold [n_layers] (batchtopk at inference)."""
+    d_model], b_dec [n_layers, d_model]; buffer threshold [n_layers] (batchtopk at inference; for
+    jumprelu [n_layers, n_features], one per feature)."""
 
     def __init__(self, cfg: CLTConfig) -> None:
         super().__init__()
@@ -97,7 +99,8 @@ class CrossLayerTranscoder(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(L, F, dtype=dtype))
         self.b_pre = nn.Parameter(torch.zeros(L, d, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(L, d, dtype=dtype))
-        self.register_buffer("threshold", torch.zeros(L, dtype=dtype))
+        shape = (L, F) if cfg.activation == "jumprelu" else (L,)
+        self.register_buffer("threshold", torch.zeros(shape, dtype=dtype))
 
     @classmethod
     def for_model(cls, model: Transformer, n_features: int, **options: Any) -> "CrossLayerTranscoder":

@@ -58,6 +58,9 @@ def train_clt(clt: CrossLayerTranscoder, data: tuple[torch.Tensor, torch.Tensor]
     returns the record (losses per step, dead share every `log_every` steps, seconds)."""
     if not isinstance(clt, CrossLayerTranscoder):
         raise TypeError(f"train_clt trains a CrossLayerTranscoder, got {type(clt).__name__}")
+    if clt.cfg.activation == "jumprelu":
+        raise ValueError("a jumprelu CLT is read from circuit-tracer's files, not trained here (its per-feature "
+                         "thresholds are not learned): train relu, topk or batchtopk")
     x_all, y_all = data
     cfg = clt.cfg
     shape = (cfg.n_layers, cfg.d_model)

@@ -1,6 +1,6 @@
 """Train the fact-world model's cross-layer transcoder (CLT) and ship it.
 
-    interp train-clt --out DIR [--model M] [--features 512] [--k 32] [--steps 1500] [--tokens 100000]
+    interp train-clt --out DIR [--model M] [--features 512] [--k 32] [--steps 3000] [--tokens 100000]
     interp train-clt --force [...]          # replace the shipped one in models/factworld/clt/
 
 One TopK CLT: per layer an encoder reading blocks.{l}.ln2.hook_normalized, whose features write
@@ -33,7 +33,7 @@ DATA = "{tokens:,} tokens of 20,000 fact-world training sentences (seed 0)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", type=int, default=512, help="features per layer")
     p.add_argument("--k", type=int, default=32, help="TopK: active features per layer and token")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--tokens", type=int, default=100_000, help="training tokens held in memory")
     p.add_argument("--out", type=Path, default=None, help="output directory, new or empty (required unless --force)")
     p.add_argument("--force", action="store_true",
@@ -61,7 +61,7 @@ def output_dir(out: Optional[Path], model: str = "factworld", force: bool = Fals
     return check_empty_dir(out, overwrite=force), into_shipped
 
 
-def train_factworld_clt(model, *, features: int = 512, k: int = 32, steps: int = 1500, tokens: int = 100_000,
+def train_factworld_clt(model, *, features: int = 512, k: int = 32, steps: int = 3000, tokens: int = 100_000,
                         seed: int = 0, progress: bool = True):
     """(clt, training record) of a TopK CLT trained on the fact world's training sentences."""
     from analyses.factworld_edits import stats_texts

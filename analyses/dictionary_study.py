@@ -75,13 +75,13 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     "shipped": Setting(layers=()),
-    "w2048-k32": Setting(features=2048, steps=1500, layers=(0, 1, 2)),
-    "w2048-k16": Setting(features=2048, k=16, steps=1500, layers=(0, 1, 2)),
-    "w1024-k32": Setting(features=1024, steps=3000, layers=(0, 1, 2)),
+    "w2048-k32": Setting(features=2048, steps=1500),
+    "w2048-k16": Setting(features=2048, k=16, steps=1500, layers=(0,)),
+    "w2048-batchtopk": Setting(features=2048, activation="batchtopk", steps=1500, layers=(0,)),
     "w512-skip": Setting(skip=True),
-    "w2048-k32-skip": Setting(features=2048, skip=True, steps=1500),
-    "w2048-batchtopk": Setting(features=2048, activation="batchtopk", steps=1500, layers=(0, 1, 2)),
-    "w2048-relu": Setting(features=2048, activation="relu", l1=3e-4, steps=1500, layers=(0, 1, 2)),
+    "w1024-k32-skip": Setting(features=1024, skip=True, steps=1500),
+    "w2048-k32-skip": Setting(features=2048, skip=True, steps=1500, layers=(0, 3)),  # the layers with the most error
+    "w2048-k32-3000": Setting(features=2048, steps=3000, layers=(0, 3)),
 }
 QUICK = {"shipped": SETTINGS["shipped"], "quick-w256-k16": Setting(features=256, k=16, steps=60, layers=(0,)),
          "quick-w256-skip": Setting(features=256, k=16, skip=True, steps=60, layers=(2,))}
@@ -93,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/dictionary_study"),
                    help="where each setting's transcoders are trained to (and found again)")
     p.add_argument("--quick", action="store_true", help="a smoke run: two tiny settings, 60 steps, 3 graphs")
+    p.add_argument("--ship", type=Path, default=None,
+                   help="with one setting that trains every layer: also write its transcoders to this new or empty "
+                        "folder (L0, L1, ... and training.json), loadable with load_transcoders(DIR)")
     add_model_arguments(p)
     add_out_argument(p, "results/dictionary_study")
 
@@ -192,6 +195,8 @@ def graph_facts(n: int) -> list[tuple[str, str, str]]:
     from analyses.graph_study import athlete_facts
 
     facts = athlete_facts()
+    if n < 1:
+        raise ValueError(f"need at least one fact, got {n}")
     picked = [facts[round(i * (len(facts) - 1) / max(n - 1, 1))] for i in range(min(n, len(facts)))]
     if all(f[0] != MICHAEL_JORDAN for f in picked):
         picked += [f for f in facts if f[0] == MICHAEL_JORDAN]
@@ -200,16 +205,38 @@ def graph_facts(n: int) -> list[tuple[str, str, str]]:
 
 def graph_scores(model: Transformer, transcoders: Sequence[SparseDictionary], facts: Sequence[tuple[str, str, str]],
                  progress: bool = True) -> list[dict]:
-    """Per fact: {"subject", "replacement", "completeness", "features"} of its attribution graph
-    (the sport as the only target)."""
+    """Per fact: {"subject", "replacement", "completeness", "features", "error_share"} of its
+    attribution graph (the sport as the only target); error_share[l] is layer l's error nodes'
+    share of the influence that reaches tokens and errors (replacement = 1 - their sum)."""
     from interp.progress import progress_bar
     from probes.graph import attribution_graph
 
     rows = []
     for subject, prompt, sport in progress_bar(facts, progress, desc="graphs"):
         graph = attribution_graph(model, prompt, transcoders, targets=[sport], progress=False)
-        rows.append({"subject": subject, **graph.scores(), "features": graph.n_features})
+        rows.append({"subject": subject, **graph.scores(), "features": graph.n_features,
+                     "error_share": error_share_by_layer(graph)})
     return rows
+
+
+def error_share_by_layer(graph) -> list[float]:
+    """[n_layers]: each layer's error nodes' share of the influence on the targets that reaches
+    the graph's sources (token embeddings and error nodes)."""
+    import einops
+
+    influence = graph.influence()
+    errors = einops.rearrange(influence[graph.error_nodes], "(layer pos) -> layer pos", layer=graph.n_layers).sum(-1)
+    reached = influence[graph.token_nodes].sum() + errors.sum()
+    return (errors / reached).tolist() if reached > 0 else [float("nan")] * graph.n_layers
+
+
+def fact_prompts(limit: Optional[int] = None) -> tuple[list[str], list[str]]:
+    """(prompts, answers): every fact in every held-out template (4266), or the first `limit`."""
+    from models import factworld
+
+    pairs = [(t.format(subject=f.subject), f.object) for f in factworld.facts()
+             for t in factworld.templates(f.relation, heldout=True)][:limit]
+    return [p for p, _ in pairs], [a for _, a in pairs]
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -228,6 +255,8 @@ class Context:
     held_out: tuple[list[str], list[int]]
     facts: list
     texts: list[str]
+    n_spread: int  # the first n_spread facts are the even spread (the medians' sample)
+    fact_prompts: tuple[list[str], list[str]] = ((), ())  # (prompts, answers) for the all-spliced accuracy
     data: dict = field(default_factory=dict)
 
 
@@ -248,24 +277,32 @@ def measure_setting(ctx: Context, name: str, setting: Setting, work: Optional[Pa
                          "dedicated": sum(flags[layer]) / len(flags[layer]),
                          "train_seconds": trained[layer][1] if layer in trained else None}
     subject = {l: flags.get(l) or ctx.people.dedicated(ctx.model, tcs[l]) for l in SUBJECT_LAYERS}
+    from analyses.transcoders import spliced_accuracy
+
+    clean, spliced = spliced_accuracy(ctx.model, tcs, *ctx.fact_prompts)
     rows = graph_scores(ctx.model, tcs, ctx.facts, progress)
     mj = next((r for r in rows if r["subject"] == MICHAEL_JORDAN), None)
-    sample = [r for r in rows if r["subject"] != MICHAEL_JORDAN] or rows
+    sample = rows[:ctx.n_spread]  # Michael Jordan counts only where the even spread picks him
     return {"setting": asdict(setting), "label": setting.label(), "shipped_layers": [l for l in range(len(tcs)) if l not in trained],
             "train_seconds": sum(s for _, s in trained.values()), "layers": layers,
             "dedicated": dedicated_summary(subject),
+            "all_spliced": {"prompts": len(ctx.fact_prompts[0]), "clean": clean, "spliced": spliced},
             "graphs": {"facts": len(sample), "replacement_median": _median(sample, "replacement"),
                        "completeness_median": _median(sample, "completeness"),
-                       "features_median": _median(sample, "features"), "michael_jordan": mj, "per_fact": rows}}
+                       "features_median": _median(sample, "features"),
+                       "error_share_mean": [statistics.fmean(r["error_share"][l] for r in sample) for l in range(len(tcs))],
+                       "michael_jordan": mj, "per_fact": rows}}
 
 
 def dictionary_study(model: ModelArg = "factworld", *, settings: Optional[Sequence[str]] = None, n_facts: int = 40,
                      work: Optional[Union[str, Path]] = Path("/tmp/dictionary_study"), quick: bool = False,
-                     out: Optional[Union[str, Path]] = None, progress: bool = True,
-                     dtype: Optional[str] = None) -> AnalysisResult:
-    """See the module docstring. `settings`: names among SETTINGS (QUICK with quick=True)."""
+                     out: Optional[Union[str, Path]] = None, ship: Optional[Union[str, Path]] = None,
+                     progress: bool = True, dtype: Optional[str] = None) -> AnalysisResult:
+    """See the module docstring. `settings`: names among SETTINGS (QUICK with quick=True).
+    `ship`: a new or empty folder for the one setting's transcoders (it must train every layer)."""
     from analyses.factworld_edits import stats_texts
     from analyses.train_transcoders import held_out
+    from models.checkpoint import check_empty_dir
     from probes.sae import load_transcoders
 
     table = QUICK if quick else SETTINGS
@@ -273,10 +310,17 @@ def dictionary_study(model: ModelArg = "factworld", *, settings: Optional[Sequen
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"unknown settings {unknown}; choose among {list(table)}")
+    if ship is not None:  # before any work
+        if len(names) != 1 or set(table[names[0]].layers) != set(range(4)):
+            raise ValueError(f"--ship writes one setting that trains layers 0-3; got {names}")
+        ship = check_empty_dir(ship)
     model = as_model(model, dtype)
     work = None if work is None else Path(work)
-    ctx = Context(model, load_transcoders("factworld"), People(model), held_out(model, 60 if quick else 300),
-                  graph_facts(2 if quick else n_facts), stats_texts(2000 if quick else 20_000))
+    n_facts = 2 if quick else n_facts
+    facts = graph_facts(n_facts)
+    ctx = Context(model, load_transcoders("factworld"), People(model), held_out(model, 60 if quick else 300), facts,
+                  stats_texts(2000 if quick else 20_000), n_spread=min(n_facts, len(facts)),
+                  fact_prompts=fact_prompts(200 if quick else None))
     report = {"facts": [f[0] for f in ctx.facts], "settings": {}}
     for name in names:
         report["settings"][name] = row = measure_setting(ctx, name, table[name], work, progress)
@@ -285,7 +329,27 @@ def dictionary_study(model: ModelArg = "factworld", *, settings: Optional[Sequen
     outputs.json("study.json", report)
     if outputs.folder is not None:
         outputs.figure(_figure(report), "study")
+    if ship is not None:
+        ship_setting(ctx, names[0], table[names[0]], work, ship, report["settings"][names[0]])
     return AnalysisResult("dictionary-study", report, outputs.files)
+
+
+def ship_setting(ctx: Context, name: str, setting: Setting, work: Optional[Path], dest: Path, row: dict) -> Path:
+    """Write the setting's transcoders (trained or found in `work`) to dest/L{l} (cfg.json with the
+    setting, training seconds and scores) and dest/training.json (the study's row, per-fact rows left out)."""
+    from analyses.common import write_json
+    from probes.sae import save_dictionary
+
+    trained = trained_layers(ctx.model, name, setting, work, ctx.data, ctx.texts, progress=False)
+    for layer, (tc, seconds) in sorted(trained.items()):
+        save_dictionary(tc, dest / f"L{layer}", extra={"setting": setting.train_options(), "seconds": seconds,
+                                                       "scores": row["layers"][layer],
+                                                       "trained_by": "analyses.train_transcoders.train_layer"})
+    summary = {k: v for k, v in row.items() if k != "graphs"}
+    summary["graphs"] = {k: v for k, v in row["graphs"].items() if k != "per_fact"}
+    write_json(dest / "training.json", summary)
+    print(f"transcoders in {dest}/")
+    return dest
 
 
 def _print_row(name: str, row: dict) -> None:
@@ -298,11 +362,14 @@ def _print_row(name: str, row: dict) -> None:
               f"object-token loss {e['object_ce_clean']:.4f} clean / {e['object_ce_spliced']:.4f} spliced / "
               f"{e['object_ce_zero']:.4f} zeroed (recovered {e['object_ce_recovered']:.3f}), dedicated "
               f"{100 * e['dedicated']:.1f}%")
+    print(f"  every layer spliced in: fact accuracy "
+          f"{row['all_spliced']['spliced']:.3f} (clean {row['all_spliced']['clean']:.3f})")
     print(f"  dedicated (layers 0-2): {per} %; best layer {d['best_layer'][0]} {100 * d['best_layer'][1]:.1f}%, some "
           f"layer {100 * d['any_layer']:.1f}%")
     print(f"  graphs ({g['facts']} facts): replacement median {g['replacement_median']:.3f}, completeness median "
           f"{g['completeness_median']:.3f}; Michael Jordan {mj.get('replacement', float('nan')):.3f} / "
-          f"{mj.get('completeness', float('nan')):.3f}")
+          f"{mj.get('completeness', float('nan')):.3f}; error share by layer (mean) "
+          + " / ".join(f"{e:.3f}" for e in g["error_share_mean"]))
 
 
 def _figure(report: dict) -> Figure:
@@ -319,13 +386,16 @@ def _figure(report: dict) -> Figure:
     ax1.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax1.set_ylabel("share of the 474 people")
     ax1.set_title("people with a dedicated subject feature", fontsize=9)
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="lower right")
+    lowest = 1.0
     for j, key in enumerate(("replacement_median", "completeness_median")):
-        ax2.bar([i + (j - 0.5) * 0.4 for i in range(len(names))], [report["settings"][n]["graphs"][key] for n in names],
-                0.4, label=key.replace("_", " "))
+        values = [report["settings"][n]["graphs"][key] for n in names]
+        lowest = min([lowest, *(v for v in values if v == v)])
+        ax2.plot(range(len(names)), values, "o-", label=key.replace("_", " "))
     ax2.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax2.set_ylim(0, 1)
-    ax2.set_title(f"attribution graphs over {len(report['facts'])} athlete facts (all 4 layers)", fontsize=9)
+    ax2.set_ylim(lowest - 0.02, 1)
+    n_facts = report["settings"][names[0]]["graphs"]["facts"] if names else 0
+    ax2.set_title(f"attribution graphs, median over {n_facts} athlete facts (all 4 layers)", fontsize=9)
     ax2.legend(fontsize=7)
     return fig
 
@@ -333,7 +403,7 @@ def _figure(report: dict) -> Figure:
 def run(args: argparse.Namespace) -> int:
     settings = None if args.settings is None else [s.strip() for s in args.settings.split(",") if s.strip()]
     dictionary_study(args.model, settings=settings, n_facts=args.facts, work=args.work, quick=args.quick, out=args.out,
-                     progress=not args.quiet, dtype=args.dtype)
+                     ship=args.ship, progress=not args.quiet, dtype=args.dtype)
     return 0
 
 

@@ -119,3 +119,37 @@ def test_graph_facts_spread_over_the_athletes_with_michael_jordan():
 def test_unknown_setting_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown settings"):
         ds.dictionary_study(model="no-such-model", settings=["nope"])
+
+
+def test_error_shares_add_up_to_one_minus_the_replacement_score(tiny):
+    from probes.graph import attribution_graph
+
+    model, tc1 = tiny
+    tc0 = SparseDictionary.transcoder(model, 0, 12, activation="topk", k=3, seed=6)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in (tc0.W_enc, tc0.b_enc, tc0.b_pre, tc0.b_dec):
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    graph = attribution_graph(model, TEXTS[2], [tc0.eval(), tc1], progress=False)
+    shares = ds.error_share_by_layer(graph)
+    influence = graph.influence()
+    by_node = [sum(float(influence[graph.error_node(l, p)]) for p in range(graph.n_pos)) for l in range(2)]
+    reached = float(influence[graph.token_nodes].sum()) + sum(by_node)
+    assert shares == pytest.approx([b / reached for b in by_node], abs=1e-12)
+    assert 0 < sum(shares) < 1
+    assert sum(shares) == pytest.approx(1 - graph.scores()["replacement"], abs=1e-9)
+
+
+def test_the_wide_set_loads_by_name_and_has_the_documented_dedicated_share():
+    from models import load
+    from models.checkpoint import shipped_dictionaries
+    from probes.sae import load_dictionary, load_transcoders
+
+    wide = load_transcoders("factworld-wide")
+    assert [(tc.cfg.n_features, tc.cfg.k, tc.cfg.activation, tc.in_hook, tc.out_hook) for tc in wide] == [
+        (2048, 32, "topk", f"blocks.{l}.ln2.hook_normalized", f"blocks.{l}.hook_mlp_out") for l in range(4)]
+    folder = shipped_dictionaries("factworld").parent / "transcoders-wide"
+    assert torch.equal(load_dictionary(folder / "L2").W_enc, wide[2].W_enc)
+    model = load("factworld")
+    flags = ds.People(model).dedicated(model, wide[0])
+    assert len(flags) == 474 and round(100 * sum(flags) / len(flags), 1) == 83.5  # docs/sae.md

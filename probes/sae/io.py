@@ -72,12 +72,19 @@ def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
     return dictionary.eval()
 
 
+# Named sets shipped beside the fact-world model's own transcoders (the folder's name next to them).
+NAMED_SETS = {"factworld-wide": "transcoders-wide"}
+
+
 def load_transcoders(name_or_dir: Union[str, Path]) -> list[SparseDictionary]:
     """One dictionary per layer, in layer order, from a folder of L0, L1, ... subfolders;
-    "factworld" is the set shipped with the fact-world model."""
+    "factworld" is the set shipped with the fact-world model, "factworld-wide" the wider one
+    (2048 TopK features per layer; docs/sae.md)."""
     path = Path(name_or_dir)
     if not path.exists() and str(name_or_dir) == "factworld":
         path = shipped_dictionaries("factworld")
+    elif not path.exists() and str(name_or_dir) in NAMED_SETS:
+        path = shipped_dictionaries("factworld").parent / NAMED_SETS[str(name_or_dir)]
     layers = sorted((p for p in path.glob("L*") if p.is_dir() and p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
     if not layers:
         raise FileNotFoundError(f"no dictionaries (L0, L1, ... folders) in {path}"

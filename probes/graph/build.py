@@ -183,23 +183,28 @@ class _Rows:
     """Computes adjacency rows (over the columns [active features | errors | tokens]) by batched
     backward passes through one replacement run."""
 
-    def __init__(self, run: ReplacementRun, layers: Layered, feats: torch.Tensor, zero_positions: int) -> None:
+    def __init__(self, run: ReplacementRun, layers: Layered, feats: torch.Tensor, zero_positions: int,
+                 keep_decoders: bool = True) -> None:
         self.run, self.layers, self.feats = run, layers, feats
         dtype = run.embed.dtype
         self.n_layers, self.n_pos = layers.n_layers, run.embed.shape[1]
         # Output vectors: activation x decoder rows per active feature, errors (zeroed before
         # zero_positions), token embeddings.
         self.layer_idx = [(feats[:, 0] == l).nonzero().flatten() for l in range(self.n_layers)]
-        # Per (layer, position): which columns, and their activation x decoder rows to the layers
-        # l, l + 1, ... they write [n_out, n_lp, d_model] (n_out = 1 for a per-layer transcoder).
-        self.groups: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
+        # Per (layer, position): which columns, which features, their activations, and (kept, or
+        # gathered anew in each backward pass when `keep_decoders` is False, to save memory) their
+        # decoder rows to the layers l, l + 1, ... they write [n_out, n_lp, d_model] (n_out = 1
+        # for a per-layer transcoder).
+        self.decoders = [layers.decoders(l).detach().to(dtype) for l in range(self.n_layers)]
+        self.groups: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.kept: list[torch.Tensor] = []
         for l, idx in enumerate(self.layer_idx):
-            decoders = layers.decoders(l).detach().to(dtype)
             for p in feats[idx, 1].unique().tolist():
                 cols = idx[feats[idx, 1] == p]
                 f = feats[cols, 2]
-                a = run.activations[l][p, f]
-                self.groups.append((l, p, cols, a[None, :, None] * decoders[:, f]))
+                self.groups.append((l, p, cols, f, run.activations[l][p, f]))
+                if keep_decoders:
+                    self.kept.append(self.decoders[l][:, f])
         self.errors = torch.stack(run.errors).clone()  # [layer, pos, d_model]
         self.errors[:, :zero_positions] = 0
         self.embed = run.embed[0].detach()  # [pos, d_model]
@@ -239,9 +244,10 @@ class _Rows:
         g_emb, g_mlp = grads[0], grads[1:]
         g_all = torch.stack(g_mlp)  # [layer, batch, pos, d_model]
         feat_cols = torch.zeros(B, self.feats.shape[0], dtype=dtype, device=run.embed.device)
-        for l, p, cols, decoders in self.groups:  # one product per (layer, position): no gathered copies
+        for i, (l, p, cols, f, a) in enumerate(self.groups):  # one product per (layer, position)
+            decoders = self.kept[i] if self.kept else self.decoders[l][:, f]
             written = g_all[l: l + decoders.shape[0], :, p]  # the gradients at the MLPs it writes
-            feat_cols[:, cols] = einsum(written, decoders, "out batch d, out n d -> batch n")
+            feat_cols[:, cols] = einsum(written, decoders, "out batch d, out n d -> batch n") * a
         err_cols = einsum(g_all, self.errors, "layer batch pos d, layer pos d -> batch layer pos")
         tok_cols = einsum(g_emb, self.embed, "batch pos d, pos d -> batch pos")
         rows = torch.cat([feat_cols, err_cols.flatten(1), tok_cols], dim=1)  # "batch layer pos -> batch (layer pos)"
@@ -321,7 +327,7 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor],
         feats = _active_features(run, zero_positions)
         n_active = feats.shape[0]
         n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
-        rows = _Rows(run, layers, feats.to(model.device), zero_positions)
+        rows = _Rows(run, layers, feats.to(model.device), zero_positions, keep_decoders=plan is None)
         bar = progress_bar(total=len(graph_targets) + n_rows, desc="attribution graph", progress=progress)
         try:
             target_rows = []
@@ -391,15 +397,20 @@ def _memory_plan(model: Transformer, tokens: torch.Tensor, layers: Layered, spec
         saved.append(count[0])
     feats = _active_features(probe, zero_positions)
     n_active = feats.shape[0]
-    # Each active feature keeps its decoder rows to every layer it writes (one for a per-layer transcoder).
-    decoder_rows = sum(int((feats[:, 0] == l).sum()) * layers.decoders(l).shape[0] for l in range(layers.n_layers))
+    # Under a bound the decoder rows are gathered one (layer, position) at a time: the most rows held
+    # at once are the largest group's, times the layers its features write (one for a per-layer transcoder).
+    decoder_rows = max([int(((feats[:, 0] == l) & (feats[:, 1] == p)).sum()) * layers.decoders(l).shape[0]
+                        for l, p in feats[:, :2].unique(dim=0).tolist()], default=0)
     n_targets = len(_finish_targets(model, probe, specs, max_n_logits, desired_logit_prob))
+    # What the run keeps of copy 0 whatever the batch: activations, pre-activations, errors, skips, logits.
+    kept = sum(t.numel() * t.element_size() for field in (probe.activations, probe.pre_acts, probe.errors,
+                                                          probe.skips, [probe.logits]) for t in field)
     del probe
     n_rows = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
     plan = plan_memory(max_memory_mb, batch_size=batch_size, n_rows=n_rows, n_active=n_active, n_targets=n_targets,
                        n_layers=layers.n_layers, n_pos=int(tokens.shape[0]), d_model=model.cfg.d_model,
                        saved_per_copy=max(saved[1] - saved[0], 0), itemsize=model.W_E.element_size(),
-                       decoder_rows=decoder_rows)
+                       decoder_rows=decoder_rows, run_bytes=kept)
     if plan.limited:
         warnings.warn(f"max_memory_mb={max_memory_mb:g}: the graph keeps {plan.n_rows} of the {n_active} active "
                       f"features (chosen by influence) and computes {plan.batch} rows per backward pass",

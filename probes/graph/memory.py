@@ -1,7 +1,7 @@
 """How much memory an attribution graph takes, and the largest graph that fits a bound.
 
-    plan = plan_memory(run, ...)          # from a one-copy replacement run of the prompt
-    plan.batch, plan.n_rows, plan.peak_bytes
+    graph = attribution_graph(model, long_prompt, transcoders, max_memory_mb=2000)
+    graph.settings["memory_plan"]     # batch, n_rows, peak_bytes, limited, ...
 
 `attribution_graph(..., max_memory_mb=M)` first runs the prompt forward with one and with two
 copies and counts the bytes autograd saves for the backward pass (`saved_bytes`: every tensor
@@ -18,14 +18,17 @@ allocates beyond the model's and transcoders' own weights is bounded by
                 greedy ranking keeps a normalised copy)
     adjacency = n_nodes ** 2                        the final matrix, n_nodes = n_rows + errors +
                                                     tokens + targets
-in elements of the model's dtype, plus a fixed part (each active feature's decoder rows, the
-errors and embeddings), and 10% on top for what the count leaves out (small temporaries). The plan keeps every active feature and the asked batch size when they
-fit. Otherwise it keeps every feature with fewer copies per backward pass, down to one; if even
-one copy does not leave room for every feature, the copies get at most half of the bound (at
-least one copy), the feature nodes as many as then fit (chosen by influence, as `max_feature_nodes` does), and the batch grows
-back into what the rows leave; if even no feature node with one copy fits, it says how much is
-needed. `tests/test_graph_memory.py` measures the real peak with
-torch's profiler and checks it stays under the bound.
+in elements of the model's dtype, plus a fixed part (the decoder rows held at once: under a
+bound they are gathered one (layer, position) at a time; the errors and embeddings; and `run_bytes`: what the run keeps of its first copy, the features'
+activations and pre-activations at every position, measured on the probe run), and 10% plus 0.25
+MB on top for what the count leaves out (small temporaries: on the fact world about 0.2 MB). The
+plan keeps every active feature and the asked batch size when they fit. Otherwise it keeps every
+feature with fewer copies per backward pass, down to one; if even one copy does not leave room
+for every feature, the copies get at most half of the bound (at least one copy), the feature
+nodes as many as then fit (chosen by influence, as `max_feature_nodes` does), and the batch
+grows back into what the rows leave; if even no feature node with one copy fits, it says how
+much is needed. `tests/test_graph_memory.py` measures the real peak with torch's profiler and
+checks it stays under the bound.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Iterator, Optional
 import torch
 
 MB = 2 ** 20
+SLACK = MB // 4  # what a run holds beyond the counted tensors (masks, index tensors, small copies)
 
 
 @dataclass(frozen=True)
@@ -83,23 +87,25 @@ def per_copy_bytes(*, n_active: int, n_layers: int, n_pos: int, d_model: int, sa
 
 
 def estimate_peak(*, batch: int, n_rows: int, n_active: int, n_targets: int, n_layers: int, n_pos: int,
-                  d_model: int, saved_per_copy: int, itemsize: int, decoder_rows: Optional[int] = None) -> int:
-    """The module docstring's bound, in bytes. decoder_rows: the decoder rows the active features
-    keep (default n_active, one each; a cross-layer transcoder's feature keeps one per layer it writes)."""
+                  d_model: int, saved_per_copy: int, itemsize: int, decoder_rows: Optional[int] = None,
+                  run_bytes: int = 0) -> int:
+    """The module docstring's bound, in bytes. decoder_rows: the most decoder rows held at once
+    (default n_active, one each; under a bound `attribution_graph` gathers them one (layer,
+    position) at a time, and a cross-layer transcoder's feature has one per layer it writes)."""
     decoder_rows = n_active if decoder_rows is None else decoder_rows
     n_cols = n_active + (n_layers + 1) * n_pos
     per_copy = per_copy_bytes(n_active=n_active, n_layers=n_layers, n_pos=n_pos, d_model=d_model,
                               saved_per_copy=saved_per_copy, itemsize=itemsize)
-    fixed = itemsize * (decoder_rows * d_model + n_active * 16 + 4 * (n_layers + 1) * n_pos * d_model)
+    fixed = run_bytes + itemsize * (decoder_rows * d_model + n_active * 16 + 4 * (n_layers + 1) * n_pos * d_model)
     copies = 2 if n_rows < n_active else 1
     rows = itemsize * (n_targets + n_rows) * n_cols
     n_nodes = n_rows + (n_layers + 1) * n_pos + n_targets
-    return int(1.1 * (fixed + max(batch * per_copy + copies * rows, rows + itemsize * n_nodes ** 2)))
+    return int(1.1 * (fixed + max(batch * per_copy + copies * rows, rows + itemsize * n_nodes ** 2)) + SLACK)
 
 
 def plan_memory(max_memory_mb: float, *, batch_size: int, n_rows: int, n_active: int, n_targets: int,
                 n_layers: int, n_pos: int, d_model: int, saved_per_copy: int, itemsize: int,
-                decoder_rows: Optional[int] = None) -> MemoryPlan:
+                decoder_rows: Optional[int] = None, run_bytes: int = 0) -> MemoryPlan:
     """The largest graph under `max_memory_mb` (module docstring): `n_rows` feature nodes asked
     (n_active, or the max_feature_nodes cap), at most `batch_size` copies per backward pass."""
     budget = max_memory_mb * MB
@@ -109,7 +115,7 @@ def plan_memory(max_memory_mb: float, *, batch_size: int, n_rows: int, n_active:
     def peak(b: int, r: int) -> int:
         return estimate_peak(batch=b, n_rows=r, n_active=n_active, n_targets=n_targets, n_layers=n_layers,
                              n_pos=n_pos, d_model=d_model, saved_per_copy=saved_per_copy, itemsize=itemsize,
-                             decoder_rows=decoder_rows)
+                             decoder_rows=decoder_rows, run_bytes=run_bytes)
 
     def largest(low: int, high: int, fits) -> int:
         """The largest value in [low, high] that fits (fits is monotone: true up to some value)."""

@@ -40,7 +40,9 @@ Logit targets (`targets=`):
 get rows, chosen greedily as circuit-tracer does: the target rows first, then repeatedly the
 unvisited features of highest influence on the targets through the rows computed so far
 (weights: the targets' probabilities, or 1 each if they are all 0), `update_interval` x
-`batch_size` at a time (circuit-tracer's default schedule: 4 backward passes per ranking). Only
+`batch_size` at a time (circuit-tracer's default schedule: 4 backward passes per ranking; the
+batch size asked for, also when a memory bound lowers the rows per pass, so that a bound changes
+which features are chosen only by how many). Only
 the chosen features are nodes; the other active features' columns are dropped, so their direct
 effects are neither edges nor errors: they move into `constants`.
 
@@ -309,7 +311,7 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor],
     max_memory_mb = memory_limit(max_memory_mb)
 
     with torch.enable_grad(), frozen_parameters(model, *layers.torch_modules):
-        plan = None
+        plan, rows_per_ranking = None, update_interval * batch_size
         if max_memory_mb is not None:
             plan = _memory_plan(model, tokens, layers, specs, max_memory_mb, batch_size=batch_size,
                                 max_feature_nodes=max_feature_nodes, zero_positions=zero_positions,
@@ -337,7 +339,7 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor],
                 bar.update(len(chunk))
             target_rows = torch.cat(target_rows)
             feature_rows, selected = _feature_rows(rows, feats, n_rows, target_rows, graph_targets, batch_size, bar,
-                                                   update_interval)
+                                                   rows_per_ranking)
         finally:
             bar.close()
         act_all, pre_all = _feature_values(run, feats)
@@ -431,7 +433,7 @@ def _feature_values(run: ReplacementRun, feats: torch.Tensor) -> tuple[torch.Ten
 
 
 def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: torch.Tensor, targets: list[Target],
-                  batch_size: int, bar, update_interval: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int, bar, rows_per_ranking: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of `n_rows` active features ([n_rows, n_cols], in the order computed) and which
     features they are ([n_rows] indices into feats): all of them in order, or (n_rows below the
     number of active features) chosen greedily by influence (module docstring). The rows are
@@ -459,8 +461,8 @@ def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: to
         influence = _partial_influence(norm[:filled], known_cols[:filled], weights[:filled])[:n_active]
         influence[visited] = -math.inf
         ranked = influence.argsort(descending=True, stable=True)
-        chunk = ranked[: min(update_interval * batch_size, n_t + n_rows - filled)]
-        for i in range(0, len(chunk), batch_size):  # update_interval backward passes per ranking
+        chunk = ranked[: min(rows_per_ranking, n_t + n_rows - filled)]
+        for i in range(0, len(chunk), batch_size):  # backward passes of batch_size rows per ranking
             part = chunk[i: i + batch_size]
             done = rows.compute([("feature", *row) for row in feats[part].tolist()])
             known[filled: filled + len(part)], norm[filled: filled + len(part)] = done, _normalised(done)

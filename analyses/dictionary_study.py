@@ -81,7 +81,7 @@ SETTINGS: dict[str, Setting] = {
     "w512-skip": Setting(skip=True),
     "w1024-k32-skip": Setting(features=1024, skip=True, steps=1500),
     "w2048-k32-skip": Setting(features=2048, skip=True, steps=1500, layers=(0, 3)),  # the layers with the most error
-    "w2048-k32-3000": Setting(features=2048, steps=3000, layers=(0, 3)),
+    "w2048-k32-3000": Setting(features=2048, steps=3000),
 }
 QUICK = {"shipped": SETTINGS["shipped"], "quick-w256-k16": Setting(features=256, k=16, steps=60, layers=(0,)),
          "quick-w256-skip": Setting(features=256, k=16, skip=True, steps=60, layers=(2,))}

@@ -25,7 +25,8 @@
     interp translate [--steps N] [--norm-position post|pre] [--out DIR]
     interp serve [--model factworld|DIR] [--port N] [--host H]
     interp views [--out results/views] [--only NAME ...] [--no-screenshots]
-    interp graph ["PROMPT"] [--target W ...] [--transcoders factworld|DIR] [--node-threshold T] [--out DIR]
+    interp graph ["PROMPT"] [--target W ...] [--transcoders factworld|DIR] [--node-threshold T] [--max-memory-mb M]
+                 [--out DIR]
 
 Each command lives in a module with `add_arguments(parser)` and `run(args)`, a thin wrapper over
 the module's Python function (e.g. `analyses.patch.patch_pair`, returning an

@@ -160,6 +160,17 @@ def speedups(against: str) -> list[float]:
 
 
 
+def _graph_cases() -> list[dict]:
+    return list(json.loads((ROOT / "benchmarks" / "results" / "graph.json").read_text())["cases"].values())
+
+
+def graph_speedups() -> list[float]:
+    """circuit-tracer's median time over ours per case, each case's edges equal to 1e-5."""
+    cases = _graph_cases()
+    assert all(c["edges"]["max_abs_edge_diff"] < 1e-5 for c in cases)
+    return [c["theirs_median"] / c["ours_median"] for c in cases]
+
+
 def _python_floor():
     m = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text())
     return m.group(1) + "+"
@@ -176,6 +187,8 @@ README_NUMBERS = {
     "2017": lambda: "2017" if hasattr(__import__("models").TransformerConfig, "transformer_2017") else None,
     "10-41x": lambda: f"{min(speedups('TransformerLens')):.0f}-{max(speedups('TransformerLens')):.0f}x",
     "1.6-4.9x": lambda: f"{min(speedups('nnsight')):.1f}-{max(speedups('nnsight')):.1f}x",
+    "2.8-16x": lambda: f"{min(graph_speedups()):.1f}-{max(graph_speedups()):.0f}x",
+    "0.5.0": lambda: {c["versions"]["circuit-tracer"] for c in _graph_cases()}.pop(),
     "top-5": lambda: "top-%d" % __import__("inspect").signature(
         __import__("analyses.demo", fromlist=["top_next_words"]).top_next_words).parameters["k"].default,
 }

@@ -89,29 +89,14 @@ def _layer_of(dictionary: SparseDictionary) -> int:
     return layer
 
 
-def _attach_clt(model: Transformer, clt: CrossLayerTranscoder, handles: list[HookHandle]) -> None:
-    """Adds the hooks of an attached cross-layer transcoder (module docstring) to the model and
-    to `handles` (as they are added); its hook points exist."""
-    fs: dict[int, torch.Tensor] = {}  # this pass's features, as edited by the feature hooks
-    f0s: dict[int, torch.Tensor] = {}  # and as encoded
-    for layer in range(clt.n_layers):
-        points: _Attached = model.blocks[layer].transcoder
-        seen: dict[str, torch.Tensor] = {}
-
-        def read(x: torch.Tensor, hook, seen=seen) -> None:
-            seen["x"] = x
-
-        def write(y: torch.Tensor, hook, seen=seen, points=points, layer=layer) -> torch.Tensor:
-            x = seen.pop("x")
-            f0s[layer] = clt.activate(clt.pre_acts(x, layer), layer).to(y.dtype)
-            error = points.hook_error(y - clt.output(layer, f0s).to(y.dtype))
-            fs[layer] = points.hook_feature_acts(f0s[layer].clone())
-            return clt.output(layer, fs).to(y.dtype) + error
-
-        own = (model.add_hook(clt.in_hooks[layer], read, is_permanent=True)
-               + model.add_hook(clt.out_hooks[layer], write, is_permanent=True))
-        handles += own
-        points.hook_feature_acts.owners = points.hook_error.owners = own
+def _maps(dictionary, layer: int):
+    """(encode(x) -> features of `layer`, output(features by layer, x) -> MLP `layer`'s
+    reconstruction) of the transcoder writing MLP `layer`: a per-layer transcoder decodes its own
+    features (and skip path); a cross-layer transcoder sums the features of layers 0..layer."""
+    if isinstance(dictionary, CrossLayerTranscoder):
+        return (lambda x: dictionary.activate(dictionary.pre_acts(x, layer), layer),
+                lambda acts, x: dictionary.output(layer, acts))
+    return dictionary.encode, lambda acts, x: dictionary.decode(acts[layer].to(dictionary.W_dec.dtype), x)
 
 
 @contextlib.contextmanager
@@ -139,27 +124,31 @@ def attached(model: Transformer, dictionaries) -> Iterator[None]:
         for layer, dictionary in zip(layers, dictionaries):
             model.blocks[layer].add_module("transcoder", _Attached(dictionary, layer))
         model.setup_hooks()
-        if clt is not None:
-            _attach_clt(model, clt, handles)
-        for layer, dictionary in zip(layers, [] if clt is not None else dictionaries):
+        fs: dict[int, torch.Tensor] = {}  # this pass's features by layer, as edited by the feature hooks
+        f0s: dict[int, torch.Tensor] = {}  # and as encoded
+        for layer, dictionary in zip(layers, dictionaries):
             points: _Attached = model.blocks[layer].transcoder
+            encode, output = _maps(dictionary, layer)
             seen: dict[str, torch.Tensor] = {}
 
             def read(x: torch.Tensor, hook, seen=seen) -> None:
                 seen["x"] = x
 
-            def write(y: torch.Tensor, hook, seen=seen, points=points, dictionary=dictionary) -> torch.Tensor:
+            def write(y: torch.Tensor, hook, seen=seen, points=points, layer=layer, encode=encode,
+                      output=output) -> torch.Tensor:
                 x = seen.pop("x")
-                f0 = dictionary.encode(x).to(y.dtype)
-                error = points.hook_error(y - dictionary.decode(f0, x).to(y.dtype))
+                f0s[layer] = encode(x).to(y.dtype)
+                error = points.hook_error(y - output(f0s, x).to(y.dtype))
                 # A copy, so the gradient at the feature hook is the decoder's alone: through the
                 # error, f0's gradient cancels the features' (upstream gradients stay the model's own).
-                f = points.hook_feature_acts(f0.clone())
-                return dictionary.decode(f, x).to(y.dtype) + error
+                fs[layer] = points.hook_feature_acts(f0s[layer].clone())
+                return output(fs, x).to(y.dtype) + error
 
             # Permanent: a model.reset_hooks() in the body leaves the transcoder in place.
-            own = (model.add_hook(dictionary.in_hook, read, is_permanent=True)
-                   + model.add_hook(dictionary.out_hook, write, is_permanent=True))
+            in_hook, out_hook = ((dictionary.in_hooks[layer], dictionary.out_hooks[layer]) if clt is not None
+                                 else (dictionary.in_hook, dictionary.out_hook))
+            own = (model.add_hook(in_hook, read, is_permanent=True)
+                   + model.add_hook(out_hook, write, is_permanent=True))
             points.hook_feature_acts.owners = points.hook_error.owners = own
             handles += own
         yield

@@ -81,21 +81,65 @@ def _recovered(clean: float, spliced: float, zero: float) -> float:
     return (zero - spliced) / (zero - clean) if zero != clean else float("nan")
 
 
+class LossTally:
+    """The loss part of an evaluation, batch by batch: next-token loss of the clean, spliced and
+    zero-ablated runs over every predicted real token, mean KL(clean || spliced), and with
+    `focus` (one token index per text) the three losses at those tokens only (the loss of token t
+    is read at t - 1). `scores()` gives ce_clean, ce_spliced, ce_zero, ce_recovered, kl, tokens
+    and the focus_ce_* fields, as DictionaryScores and LayersScores name them."""
+
+    RUNS = ("clean", "spliced", "zero")
+
+    def __init__(self, focus: Optional[Sequence[int]] = None) -> None:
+        self.focus = focus
+        self.sums = {k: 0.0 for k in ("kl",) + self.RUNS + tuple("f_" + r for r in self.RUNS)}
+        self.n_tok = self.n_focus = 0
+
+    def add(self, model: Transformer, batch, clean: torch.Tensor, spliced: torch.Tensor,
+            zeroed: torch.Tensor) -> None:
+        """One batch of `padded_batches`: its logits [batch, pos, d_vocab] in the three runs."""
+        target_ok = batch.real[:, 1:]
+        nll = {}
+        for name, logits in zip(self.RUNS, (clean, spliced, zeroed)):
+            nll[name] = model.loss_fn(logits.double(), batch.tokens, batch.mask, per_token=True)
+            self.sums[name] += float(nll[name][target_ok].sum())
+        p_clean = clean[:, :-1].double().log_softmax(-1)
+        kl = (p_clean.exp() * (p_clean - spliced[:, :-1].double().log_softmax(-1))).sum(-1)
+        self.sums["kl"] += float(kl[target_ok].sum())
+        self.n_tok += int(target_ok.sum())
+        if self.focus is not None:
+            n = len(batch.texts)
+            idx = torch.as_tensor(list(self.focus[batch.start: batch.start + n])) - 1
+            for name in self.RUNS:
+                self.sums["f_" + name] += float(nll[name][torch.arange(n), idx].sum())
+            self.n_focus += n
+
+    def scores(self) -> dict:
+        ce = {k: self.sums[k] / self.n_tok for k in self.RUNS}
+        out = dict(ce_clean=ce["clean"], ce_spliced=ce["spliced"], ce_zero=ce["zero"],
+                   ce_recovered=_recovered(ce["clean"], ce["spliced"], ce["zero"]), kl=self.sums["kl"] / self.n_tok,
+                   tokens=self.n_tok)
+        if self.focus is not None:
+            f = {k: self.sums["f_" + k] / self.n_focus for k in self.RUNS}
+            out.update(focus_ce_clean=f["clean"], focus_ce_spliced=f["spliced"], focus_ce_zero=f["zero"],
+                       focus_ce_recovered=_recovered(f["clean"], f["spliced"], f["zero"]))
+        return out
+
+
 def evaluate_dictionary(model: Transformer, dictionary: SparseDictionary, texts: Sequence[str], *,
                         focus: Optional[Sequence[int]] = None, batch_size: int = 256) -> DictionaryScores:
     """See the module docstring. focus: per text, the index of one target token (its loss is
     read at the position before it)."""
     if focus is not None and len(focus) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(focus)} focus positions")
-    sums = {k: 0.0 for k in ("clean", "spliced", "zero", "kl", "f_clean", "f_spliced", "f_zero", "sq_err")}
-    n_tok = n_focus = 0
+    tally, sq_err = LossTally(focus), 0.0
     ys, active = [], []
 
     def zero(y: torch.Tensor, hook) -> torch.Tensor:
         return torch.zeros_like(y)
 
     for batch in padded_batches(model, texts, batch_size):
-        lo, chunk, tokens, mask, real = batch.start, batch.texts, batch.tokens, batch.mask, batch.real
+        tokens, mask, real = batch.tokens, batch.mask, batch.real
         store: dict = {}
         with torch.no_grad():
             clean, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[dictionary.out_hook])
@@ -103,42 +147,20 @@ def evaluate_dictionary(model: Transformer, dictionary: SparseDictionary, texts:
                 spliced = model(tokens, attention_mask=mask)
             with model.hooks(fwd_hooks=[(dictionary.out_hook, zero)]):
                 zeroed = model(tokens, attention_mask=mask)
-        target_ok = real[:, 1:]
-        nll = {}
-        for name, logits in (("clean", clean), ("spliced", spliced), ("zero", zeroed)):
-            nll[name] = model.loss_fn(logits.double(), tokens, mask, per_token=True)
-            sums[name] += float(nll[name][target_ok].sum())
-        p_clean = clean[:, :-1].double().log_softmax(-1)
-        kl = (p_clean.exp() * (p_clean - spliced[:, :-1].double().log_softmax(-1))).sum(-1)
-        sums["kl"] += float(kl[target_ok].sum())
-        n_tok += int(target_ok.sum())
-        if focus is not None:
-            idx = torch.as_tensor(list(focus[lo: lo + batch_size])) - 1  # the loss of token t is read at t - 1
-            rows = torch.arange(len(chunk))
-            for name in ("clean", "spliced", "zero"):
-                sums["f_" + name] += float(nll[name][rows, idx].sum())
-            n_focus += len(chunk)
+        tally.add(model, batch, clean, spliced, zeroed)
         y = cache[dictionary.out_hook][real].double()
         ys.append(y)
         recon = y - store["error"][real].double()
-        sums["sq_err"] += float((y - recon).pow(2).sum())
+        sq_err += float((y - recon).pow(2).sum())
         active.append((store["features"][real] > 0))
     y_all = torch.cat(ys)
     fired = torch.cat(active)
     total_var = float((y_all - y_all.mean(0)).pow(2).sum())
     per_feature = fired.double().mean(0)
-    ce = {k: sums[k] / n_tok for k in ("clean", "spliced", "zero")}
-    scores = DictionaryScores(
-        l0=float(fired.sum(-1).double().mean()), variance_explained=1 - sums["sq_err"] / total_var,
-        ce_clean=ce["clean"], ce_spliced=ce["spliced"], ce_zero=ce["zero"],
-        ce_recovered=_recovered(ce["clean"], ce["spliced"], ce["zero"]), kl=sums["kl"] / n_tok,
+    return DictionaryScores(
+        l0=float(fired.sum(-1).double().mean()), variance_explained=1 - sq_err / total_var,
         dead=float((per_feature == 0).double().mean()), dense=float((per_feature > 0.1).double().mean()),
-        tokens=n_tok)
-    if focus is not None:
-        f = {k: sums["f_" + k] / n_focus for k in ("clean", "spliced", "zero")}
-        scores.focus_ce_clean, scores.focus_ce_spliced, scores.focus_ce_zero = f["clean"], f["spliced"], f["zero"]
-        scores.focus_ce_recovered = _recovered(f["clean"], f["spliced"], f["zero"])
-    return scores
+        **tally.scores())
 
 
-__all__ = ["splice_hooks", "evaluate_dictionary", "DictionaryScores"]
+__all__ = ["splice_hooks", "evaluate_dictionary", "DictionaryScores", "LossTally"]

@@ -27,7 +27,7 @@ import torch
 from interp.tokens import padded_batches
 from models.transformer import Transformer
 from probes.sae.clt.model import Layered, as_cross_layer
-from probes.sae.evaluate import _recovered
+from probes.sae.evaluate import LossTally
 
 
 def splice_all_hooks(transcoders, *, keep_error: bool = False, store: Optional[dict] = None) -> list:
@@ -90,9 +90,8 @@ def evaluate_layers(model: Transformer, transcoders, texts: Sequence[str], *, fo
     if focus is not None and len(focus) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(focus)} focus positions")
     n = layers.n_layers
-    sums = {k: 0.0 for k in ("clean", "spliced", "zero", "kl", "f_clean", "f_spliced", "f_zero")}
+    tally = LossTally(focus)
     sq_err, ys, fired = [0.0] * n, [[] for _ in range(n)], [[] for _ in range(n)]
-    n_tok = n_focus = 0
 
     def zero(y: torch.Tensor, hook) -> torch.Tensor:
         return torch.zeros_like(y)
@@ -114,21 +113,7 @@ def evaluate_layers(model: Transformer, transcoders, texts: Sequence[str], *, fo
                 sq_err[l] += float((y - layers.output(l, acts, xs).double()).pow(2).sum())
                 ys[l].append(y)
                 fired[l].append(acts[l] > 0)
-        target_ok = real[:, 1:]
-        nll = {}
-        for name, logits in (("clean", clean), ("spliced", spliced), ("zero", zeroed)):
-            nll[name] = model.loss_fn(logits.double(), tokens, mask, per_token=True)
-            sums[name] += float(nll[name][target_ok].sum())
-        p_clean = clean[:, :-1].double().log_softmax(-1)
-        kl = (p_clean.exp() * (p_clean - spliced[:, :-1].double().log_softmax(-1))).sum(-1)
-        sums["kl"] += float(kl[target_ok].sum())
-        n_tok += int(target_ok.sum())
-        if focus is not None:
-            idx = torch.as_tensor(list(focus[batch.start: batch.start + len(batch.texts)])) - 1
-            rows = torch.arange(len(batch.texts))
-            for name in ("clean", "spliced", "zero"):
-                sums["f_" + name] += float(nll[name][rows, idx].sum())
-            n_focus += len(batch.texts)
+        tally.add(model, batch, clean, spliced, zeroed)
     per_layer = []
     for l in range(n):
         y_all, on = torch.cat(ys[l]), torch.cat(fired[l])
@@ -136,14 +121,7 @@ def evaluate_layers(model: Transformer, transcoders, texts: Sequence[str], *, fo
         per_layer.append({"l0": float(on.sum(-1).double().mean()),
                           "variance_explained": 1 - sq_err[l] / float((y_all - y_all.mean(0)).pow(2).sum()),
                           "dead": float((share == 0).double().mean()), "dense": float((share > 0.1).double().mean())})
-    ce = {k: sums[k] / n_tok for k in ("clean", "spliced", "zero")}
-    scores = LayersScores(per_layer, ce["clean"], ce["spliced"], ce["zero"], _recovered(ce["clean"], ce["spliced"], ce["zero"]),
-                          sums["kl"] / n_tok, tokens=n_tok)
-    if focus is not None:
-        f = {k: sums["f_" + k] / n_focus for k in ("clean", "spliced", "zero")}
-        scores.focus_ce_clean, scores.focus_ce_spliced, scores.focus_ce_zero = f["clean"], f["spliced"], f["zero"]
-        scores.focus_ce_recovered = _recovered(f["clean"], f["spliced"], f["zero"])
-    return scores
+    return LayersScores(per_layer, **tally.scores())
 
 
 __all__ = ["splice_all_hooks", "evaluate_layers", "LayersScores"]

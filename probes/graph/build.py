@@ -13,10 +13,10 @@ How (see probes.graph.replacement for the frozen local replacement model):
   2. Targets: the logit targets (below) and the active features, one row of the adjacency each.
      A backward pass handles `batch_size` rows at once, row b's direction injected in copy b: a
      logit target's vector at the final residual stream after ln_final (last position), a feature
-     (l, p, f)'s encoder column W_enc[l][:, f] at encoder l's input at position p (so it flows
+     (l, p, f)'s encoder column `W_enc[l][:, f]` at encoder l's input at position p (so it flows
      back through the frozen ln2 into the residual stream).
   3. From the gradients g_l at each MLP output and g_emb at the token embeddings:
-        A[t, feature (l, p, f)] = a * sum_{l' >= l} W_dec[l -> l'][f] . g_l'[p]
+        A[t, feature (l, p, f)] = a * sum_{l' >= l} `W_dec[l -> l'][f]` . g_l'[p]
         A[t, error (l, p)]      = e[l, p] . g_l[p]
         A[t, token p]           = embed[p] . g_emb[p]    (W_E[token], times any embedding scale)
      (a per-layer transcoder's features write only to their own layer, l' = l; a cross-layer

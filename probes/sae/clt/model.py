@@ -190,7 +190,7 @@ class CrossLayerTranscoder(nn.Module):
     def output(self, layer: int, acts: Union[Sequence[torch.Tensor], Mapping[int, torch.Tensor]],
                xs: Optional[Any] = None) -> torch.Tensor:
         """[..., d_model] the reconstruction of MLP `layer`'s output, sum_{l <= layer} acts[l]
-        W_dec[l -> layer] + b_dec[layer], from the feature activations acts[l] [..., n_features]
+        W_dec[l -> layer] + b_dec[layer], from the feature activations `acts[l]` `[..., n_features]`
         of every layer up to `layer` (a list or {layer: tensor}); xs (the inputs) is unused."""
         self._check_layer(layer)
         out = self.b_dec[layer]

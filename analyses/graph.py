@@ -109,11 +109,9 @@ def graph_page(model, graph, pruned, dictionaries, dashboards: int = 12, texts: 
 def _edge_notes(model, graph, pruned, dictionaries) -> Optional[dict]:
     """Each kept cross-position edge's note for the browser's hover: the head that carried most
     of it and the query-key pair that formed that head's match (probes.graph.edge_heads,
-    edge_notes). Per-layer transcoders only (edge_heads splits edges through them)."""
+    edge_notes), per-layer or cross-layer transcoders."""
     from probes.graph import edge_heads, edge_notes
 
-    if not isinstance(dictionaries, (list, tuple)):
-        return None
     cross = [(int(t), int(s)) for t, s in pruned.edges()
              if graph.node_site(int(t))[2] != graph.node_site(int(s))[2]]
     if not cross:

@@ -282,3 +282,63 @@ def test_bad_edges_are_refused_with_a_clear_message(small):
         edge_heads(model, graph, tcs, good, batch_size=0)
     with pytest.raises(ValueError, match="built with"):
         edge_heads(model, graph, relu_transcoders(model, seed=99), good)
+
+
+# ============================================================ 4. a cross-layer transcoder
+class _CLTLayer:
+    """One source layer of a CLT, with what the harness above reads of a transcoder."""
+
+    def __init__(self, clt, layer):
+        self.in_hook, self.out_hook, self.W_skip = clt.in_hooks[layer], clt.out_hooks[layer], None
+        self.W_enc = clt.W_enc[layer].detach()
+
+
+def clt_part(model, clt, views, tokens, cache, graph, target, source, hop=None, own_layer_only=False):
+    """The target's change when a CLT feature is removed from every MLP output it writes (or,
+    own_layer_only, from its own layer's alone), in the frozen run with the clean or one-hop patterns."""
+    patterns = patterns_for(model, cache, hop)
+    base = frozen_target(model, views, tokens, cache, graph, target, patterns)
+    _, layer, pos, index = graph.node_site(source)
+    delta = [torch.zeros(len(tokens), model.cfg.d_model, dtype=torch.float64) for _ in views]
+    a = float(graph.activations[source])
+    for o in range(1 if own_layer_only else clt.n_layers - layer):
+        delta[layer + o][pos] = -a * clt.W_dec[layer][o, index].detach()
+    return base - frozen_target(model, views, tokens, cache, graph, target, patterns, mlp_delta=delta)
+
+
+def test_a_cross_layer_transcoders_edges_split_by_head_through_every_mlp_it_writes():
+    from tests.test_clt import random_clt, random_model
+
+    model = random_model(3)
+    with torch.no_grad():  # stronger heads, so that every hop carries something
+        for l in range(model.cfg.n_layers):
+            model.blocks[l].attn.W_O.mul_(3.0)
+    clt = random_clt(model)
+    tokens = torch.randint(0, 50, (6,), generator=torch.Generator().manual_seed(3))
+    graph = attribution_graph(model, tokens, clt, targets=[3, 17], batch_size=16, progress=False)
+    views = [_CLTLayer(clt, l) for l in range(clt.n_layers)]
+    cache = clean_cache(model, tokens, views)
+    edges = [e for e in sample_by_kind(graph, cross_edges(graph), per_kind=2) if graph.node_kind(e[1]) == "feature"
+             and graph.node_site(e[1])[1] == 0]
+    assert {graph.node_kind(t) for t, _ in edges} == {"feature", "target"}
+    split = edge_heads(model, graph, clt, edges, batch_size=7)
+    through_later = 0.0
+    for e, (t, s) in enumerate(edges):
+        assert math.isclose(clt_part(model, clt, views, tokens, cache, graph, t, s), float(graph.adjacency[t, s]),
+                            abs_tol=1e-10)
+        p_t, p_s = graph.node_site(t)[2], graph.node_site(s)[2]
+        for layer in range(model.cfg.n_layers):
+            for head in range(model.cfg.n_heads):
+                hop = (layer, head, p_t, p_s)
+                want = clt_part(model, clt, views, tokens, cache, graph, t, s, hop)
+                assert math.isclose(float(split.direct[e, layer, head]), want, abs_tol=1e-10), (e, layer, head)
+                own = clt_part(model, clt, views, tokens, cache, graph, t, s, hop, own_layer_only=True)
+                through_later = max(through_later, abs(want - own))
+    assert through_later > 1e-3  # the decoders to later MLPs carry part of the head's share
+    assert (split.direct.abs() > 1e-3).sum() >= 5
+    # and the query-key attribution of the carrying head reads the same split
+    from probes.graph import edge_qk
+
+    layer, head = divmod(int(split.direct[0].abs().flatten().argmax()), split.n_heads)
+    assert f"(L{layer}H{head} " in str(edge_qk(model, graph, clt, split, 0)) and "formed by" in str(
+        edge_qk(model, graph, clt, split, 0))

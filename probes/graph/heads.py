@@ -49,8 +49,8 @@ from einops import repeat
 
 from models import Transformer
 from probes.graph.graph import AttributionGraph
-from probes.graph.replacement import ReplacementRun, check_transcoders, frozen_parameters, replacement_forward
-from probes.sae.dictionary import SparseDictionary
+from probes.graph.replacement import ReplacementRun, check_replacement, frozen_parameters, replacement_forward
+from probes.sae.clt.model import Layered
 
 EdgeList = Union[torch.Tensor, Sequence[Sequence[int]]]
 
@@ -154,10 +154,10 @@ def _check_edges(graph: AttributionGraph, edges: EdgeList) -> torch.Tensor:
     return pairs
 
 
-def _check_graph(graph: AttributionGraph, tcs: list[SparseDictionary], activations: list[torch.Tensor]) -> None:
+def _check_graph(graph: AttributionGraph, layers: Layered, activations: list[torch.Tensor]) -> None:
     """The graph was built from this model, prompt and these transcoders (same active features)."""
-    if graph.n_layers != len(tcs):
-        raise ValueError(f"the graph has {graph.n_layers} layers, the transcoders {len(tcs)}")
+    if graph.n_layers != layers.n_layers:
+        raise ValueError(f"the graph has {graph.n_layers} layers, the transcoders {layers.n_layers}")
     if graph.n_features:
         l, p, f = graph.features.T
         now = torch.stack([activations[int(a)][int(b), int(c)] for a, b, c in zip(l, p, f)]).cpu()
@@ -172,9 +172,8 @@ class _Frozen:
     [1, pos, 1] (by hook name), error vectors [layer, pos, d_model] (zeroed before
     zero_positions) and token embeddings [pos, d_model]."""
 
-    def __init__(self, model: Transformer, tokens: torch.Tensor, tcs: list[SparseDictionary],
-                 zero_positions: int) -> None:
-        self.model, self.tokens, self.tcs = model, tokens, tcs
+    def __init__(self, model: Transformer, tokens: torch.Tensor, layers: Layered, zero_positions: int) -> None:
+        self.model, self.tokens, self.layers = model, tokens, layers
         self.saved: dict[str, torch.Tensor] = {}
 
         def save(x: torch.Tensor, hook) -> None:
@@ -182,7 +181,7 @@ class _Frozen:
 
         names = [n for n in model.hook_names if n.endswith(("attn.hook_pattern", "hook_scale"))]
         with model.hooks(fwd_hooks=[(n, save) for n in names]):
-            run = replacement_forward(model, tokens, tcs, batch=1)
+            run = replacement_forward(model, tokens, layers, batch=1)
         self.activations = run.activations
         self.errors = torch.stack(run.errors).clone()
         self.errors[:, :zero_positions] = 0
@@ -208,7 +207,7 @@ class _Frozen:
             return self.saved[hook.name].expand(B, *self.saved[hook.name].shape[1:])
 
         with self.model.hooks(fwd_hooks=[(n, frozen) for n in self.saved]):
-            return replacement_forward(self.model, self.tokens, self.tcs, batch=B)
+            return replacement_forward(self.model, self.tokens, self.layers, batch=B)
 
 
 # ============================================================ the split
@@ -223,13 +222,15 @@ def _layer_range(graph: AttributionGraph, target: int, sources: list[int]) -> ra
     return range(min(lows), high + 1)
 
 
-def edge_heads(model: Transformer, graph: AttributionGraph, transcoders: Sequence[SparseDictionary],
-               edges: EdgeList, *, batch_size: int = 64) -> HeadSplit:
+def edge_heads(model: Transformer, graph: AttributionGraph, transcoders, edges: EdgeList, *,
+               batch_size: int = 64) -> HeadSplit:
     """Split each (target_node, source_node) cross-position edge of `graph` by head (module
     docstring). `model` and `transcoders` are the ones the graph was built with; `edges` a list
     of pairs or a tensor [n_edges, 2] (e.g. `graph.prune().edges()` filtered to cross-position
-    edges). Clear errors for an edge that is not in the graph or stays at one position."""
-    tcs = check_transcoders(model, transcoders)
+    edges). `transcoders`: per-layer transcoders (a list) or a cross-layer transcoder, as for
+    `attribution_graph` (a CLT feature's edge runs through every MLP it writes, each path split
+    the same way). Clear errors for an edge that is not in the graph or stays at one position."""
+    layers = check_replacement(model, transcoders)
     if not isinstance(graph, AttributionGraph):
         raise TypeError(f"graph must be an AttributionGraph, got {type(graph).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -252,12 +253,12 @@ def edge_heads(model: Transformer, graph: AttributionGraph, transcoders: Sequenc
             slots += [(t, p_s, layer, head, members) for head in range(n_heads)]
 
     direct = torch.zeros(pairs.shape[0], n_layers, n_heads, dtype=dtype)
-    with torch.enable_grad(), frozen_parameters(model, *tcs):
-        frozen = _Frozen(model, tokens, tcs, graph.zero_positions)
-        _check_graph(graph, tcs, frozen.activations)
+    with torch.enable_grad(), frozen_parameters(model, *layers.torch_modules):
+        frozen = _Frozen(model, tokens, layers, graph.zero_positions)
+        _check_graph(graph, layers, frozen.activations)
         for i in range(0, len(slots), batch_size):
             chunk = slots[i: i + batch_size]
-            values = _slot_values(graph, tcs, frozen, chunk, pairs)
+            values = _slot_values(graph, layers, frozen, chunk, pairs)
             for (_, _, layer, head, members), vals in zip(chunk, values):
                 direct[members, layer, head] = vals.cpu()
     weights = graph.adjacency[pairs[:, 0], pairs[:, 1]].to(dtype)
@@ -266,7 +267,7 @@ def edge_heads(model: Transformer, graph: AttributionGraph, transcoders: Sequenc
                      remainder=weights - direct.sum((1, 2)))
 
 
-def _slot_values(graph: AttributionGraph, tcs: list[SparseDictionary], frozen: _Frozen, chunk: list,
+def _slot_values(graph: AttributionGraph, layers: Layered, frozen: _Frozen, chunk: list,
                  pairs: torch.Tensor) -> list[torch.Tensor]:
     """For each slot of `chunk`, [len(members)] the direct parts of its edges through its head."""
     p_last = graph.n_pos - 1
@@ -276,7 +277,7 @@ def _slot_values(graph: AttributionGraph, tcs: list[SparseDictionary], frozen: _
     for b, (t, _, _, _, _) in enumerate(chunk):
         kind, t_layer, p_t, index = graph.node_site(t)
         if kind == "feature":
-            objective = objective + run.x_in[t_layer][b, p_t] @ tcs[t_layer].W_enc.detach()[:, index].to(dtype)
+            objective = objective + run.x_in[t_layer][b, p_t] @ layers.encoder(t_layer).detach()[:, index].to(dtype)
         else:
             vector = graph.targets[t - graph.target_nodes.start].vector.to(device=run.embed.device, dtype=dtype)
             objective = objective + run.final[b, p_last] @ vector
@@ -289,9 +290,10 @@ def _slot_values(graph: AttributionGraph, tcs: list[SparseDictionary], frozen: _
         for e in members:
             s = int(pairs[e, 1])
             kind, layer, pos, index = graph.node_site(s)
-            if kind == "feature":
-                vec = float(graph.activations[s]) * tcs[layer].W_dec.detach()[index].to(dtype)
-                vals.append(vec @ g_mlp[layer][b, pos])
+            if kind == "feature":  # through every MLP output it writes (its own only, per layer)
+                decoders = layers.decoders(layer).detach()[:, index].to(dtype)  # [n_out, d_model]
+                written = torch.stack([g_mlp[layer + o][b, pos] for o in range(decoders.shape[0])])
+                vals.append(float(graph.activations[s]) * (decoders * written).sum())
             elif kind == "error":
                 vals.append(frozen.errors[layer, pos] @ g_mlp[layer][b, pos])
             else:

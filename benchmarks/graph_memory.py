@@ -19,7 +19,6 @@ import time
 import warnings
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import write_report
 from benchmarks.graph import _gpt2s_model, _random_relu_transcoders
@@ -28,19 +27,9 @@ MB = 2 ** 20
 RESULTS = "benchmarks/results/graph_memory.json"
 
 
-def measured_peak(fn):
-    """(fn(), the largest number of bytes allocated and not yet freed during fn)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return out, peak
-
-
 def main(argv=None) -> int:
     from probes.graph import attribution_graph
+    from probes.graph.memory import measured_peak
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=32)

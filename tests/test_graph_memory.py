@@ -8,23 +8,16 @@ import warnings
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from probes.graph.build import attribution_graph
-from probes.graph.memory import MB, estimate_peak, memory_limit, saved_bytes
+from probes.graph.memory import MB, estimate_peak, measured_peak, memory_limit, saved_bytes
 from tests.conftest import make_model
 from tests.test_graph_build import no_hooks, random_graph, random_transcoders
 
 
 def measured_peak_mb(fn):
-    """(fn(), the largest number of bytes allocated and not yet freed at any moment of fn, in MB):
-    every CPU allocation and free the profiler records, in time order."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
+    """(fn(), its measured peak in MB)."""
+    out, peak = measured_peak(fn)
     return out, peak / MB
 
 

@@ -18,23 +18,13 @@ import re
 import pytest
 import torch
 
-from models import load
 from probes.graph import attribution_graph, edge_heads
 from probes.graph.qk import EdgeQK, QKAttribution, edge_notes, edge_qk, qk_attribution
-from probes.sae import load_transcoders
 from tests.conftest import make_model
 from test_clt import graph_case as clt_graph_case, reconstruction as clt_reconstruction
 from test_graph_build import no_hooks, random_graph, random_transcoders
+from test_graph_heads import factworld  # noqa: F401  (the fact-world graph fixture)
 
-PROMPT = "Michael Jordan plays the sport of"
-
-
-@pytest.fixture(scope="module")
-def factworld():
-    model = load("factworld").double()
-    tcs = [tc.double() for tc in load_transcoders("factworld")]
-    graph = attribution_graph(model, PROMPT, tcs, progress=False)
-    return model, tcs, model.to_tokens(PROMPT)[0], graph
 
 
 @pytest.fixture(params=["factworld", "gpt2", "llama_gqa", "neox_partial_rotary"])

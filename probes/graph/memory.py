@@ -79,6 +79,21 @@ def saved_bytes() -> Iterator[list[int]]:
         yield total
 
 
+def measured_peak(fn):
+    """(fn(), the largest number of bytes allocated on the CPU and not yet freed at any moment
+    of fn): every allocation and free torch's profiler records, in time order. How the tests
+    and benchmarks.graph_memory check a bound against what a build really takes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return out, peak
+
+
 def per_copy_bytes(*, n_active: int, n_layers: int, n_pos: int, d_model: int, saved_per_copy: int,
                    itemsize: int) -> int:
     """What one more copy of the prompt in a backward pass costs (module docstring), in bytes."""
@@ -150,4 +165,4 @@ def memory_limit(value: Optional[float]) -> Optional[float]:
     return float(value)
 
 
-__all__ = ["MemoryPlan", "estimate_peak", "per_copy_bytes", "memory_limit", "plan_memory", "saved_bytes"]
+__all__ = ["MemoryPlan", "estimate_peak", "measured_peak", "per_copy_bytes", "memory_limit", "plan_memory", "saved_bytes"]

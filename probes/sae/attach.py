@@ -33,7 +33,7 @@ patch or a cache of the features, raises a RuntimeError instead of silently neve
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 from torch import nn

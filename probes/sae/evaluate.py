@@ -57,16 +57,15 @@ def splice_hooks(dictionary: SparseDictionary, *, keep_error: bool = False, stor
 
 
 @dataclass
-class DictionaryScores:
-    l0: float
-    variance_explained: float
-    ce_clean: float
-    ce_spliced: float
-    ce_zero: float
-    ce_recovered: float
-    kl: float
-    dead: float
-    dense: float
+class LossScores:
+    """The losses of a run with dictionaries spliced in (`LossTally.scores()`), shared by
+    DictionaryScores (one dictionary) and LayersScores (every layer at once)."""
+
+    ce_clean: float = float("nan")
+    ce_spliced: float = float("nan")
+    ce_zero: float = float("nan")
+    ce_recovered: float = float("nan")
+    kl: float = float("nan")
     focus_ce_clean: float = float("nan")
     focus_ce_spliced: float = float("nan")
     focus_ce_zero: float = float("nan")
@@ -75,6 +74,14 @@ class DictionaryScores:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class DictionaryScores(LossScores):
+    l0: float = float("nan")
+    variance_explained: float = float("nan")
+    dead: float = float("nan")
+    dense: float = float("nan")
 
 
 def _recovered(clean: float, spliced: float, zero: float) -> float:
@@ -163,4 +170,4 @@ def evaluate_dictionary(model: Transformer, dictionary: SparseDictionary, texts:
         **tally.scores())
 
 
-__all__ = ["splice_hooks", "evaluate_dictionary", "DictionaryScores", "LossTally"]
+__all__ = ["splice_hooks", "evaluate_dictionary", "DictionaryScores", "LossScores", "LossTally"]

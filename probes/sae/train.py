@@ -74,43 +74,64 @@ def train_dictionary(dictionary: SparseDictionary, data: tuple[torch.Tensor, tor
     cfg = dictionary.cfg
     dtype = dictionary.W_dec.dtype
     x_all, y_all = x_all.to(dtype), y_all.to(dtype)
-    g = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():  # start the biases at the data's means
         dictionary.b_dec.copy_(y_all.mean(0) if cfg.kind == "transcoder" else x_all.mean(0))
         if dictionary.b_pre is not None:
             dictionary.b_pre.copy_(x_all.mean(0))
     variance = (y_all - y_all.mean(0)).pow(2).sum(-1).mean()
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor, mark_fired) -> torch.Tensor:
+        pre = dictionary.pre_acts(x)
+        f = dictionary.activate(pre, training=True)
+        recon = dictionary.decode(f, x)
+        loss = (recon - y).pow(2).sum(-1).mean() / variance
+        if cfg.activation == "relu":
+            loss = loss + l1 * (f * dictionary.W_dec.norm(dim=-1)).sum(-1).mean()
+        dead = mark_fired((f > 0).any(0))
+        if cfg.activation != "relu" and dead.any():
+            residual = (y - recon).detach()
+            dead_pre = torch.relu(pre).masked_fill(~dead, 0.0)
+            top = dead_pre.topk(min(aux_k, int(dead.sum())), dim=-1)
+            aux = torch.zeros_like(dead_pre).scatter(-1, top.indices, top.values) @ dictionary.W_dec
+            loss = loss + aux_coeff * (aux - residual).pow(2).sum(-1).mean() / variance
+        return loss
+
+    return fit(dictionary, (x_all, y_all), step_loss, seed=cfg.seed, steps=steps, batch_size=batch_size, lr=lr,
+               dead_after=dead_after, log_every=log_every, progress=progress,
+               desc=f"training {cfg.kind} ({cfg.out_hook})")
+
+
+def fit(dictionary: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], step_loss, *, seed: int, steps: int,
+        batch_size: int, lr: float, dead_after: int, log_every: int, progress: bool, desc: str) -> TrainingRecord:
+    """The training loop both dictionaries share: Adam on `step_loss(x, y, mark_fired)` over
+    batches drawn from the (inputs, targets) buffer (a fresh shuffle each epoch, seeded), decoder
+    rows renormalised after every step. `step_loss` calls `mark_fired(fired)` with which features
+    fired in the batch (a bool tensor, [n_features] or [n_layers, n_features]) and gets back which
+    are dead: none fired in the last `dead_after` training tokens."""
+    x_all, y_all = data
     opt = torch.optim.Adam(dictionary.parameters(), lr=lr)
-    since_fired = torch.zeros(cfg.n_features, dtype=torch.long)
+    since_fired: Optional[torch.Tensor] = None
     record = TrainingRecord(steps)
     start = time.perf_counter()
-    batches = _batches(x_all.shape[0], batch_size, g)
+    batches = _batches(x_all.shape[0], batch_size, torch.Generator().manual_seed(seed))
+
+    def mark_fired(fired: torch.Tensor) -> torch.Tensor:
+        nonlocal since_fired
+        since_fired = torch.zeros(fired.shape, dtype=torch.long) if since_fired is None else since_fired
+        since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + batch_size)
+        return since_fired >= dead_after
+
     with torch.enable_grad():
-        for step in progress_bar(range(steps), progress, desc=f"training {cfg.kind} ({cfg.out_hook})"):
+        for step in progress_bar(range(steps), progress, desc=desc):
             idx = next(batches)
-            x, y = x_all[idx], y_all[idx]
-            pre = dictionary.pre_acts(x)
-            f = dictionary.activate(pre, training=True)
-            recon = dictionary.decode(f, x)
-            loss = (recon - y).pow(2).sum(-1).mean() / variance
-            if cfg.activation == "relu":
-                loss = loss + l1 * (f * dictionary.W_dec.norm(dim=-1)).sum(-1).mean()
-            fired = (f > 0).any(0)
-            since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + batch_size)
-            dead = since_fired >= dead_after
-            if cfg.activation != "relu" and dead.any():
-                residual = (y - recon).detach()
-                dead_pre = torch.relu(pre).masked_fill(~dead, 0.0)
-                top = dead_pre.topk(min(aux_k, int(dead.sum())), dim=-1)
-                aux = torch.zeros_like(dead_pre).scatter(-1, top.indices, top.values) @ dictionary.W_dec
-                loss = loss + aux_coeff * (aux - residual).pow(2).sum(-1).mean() / variance
+            loss = step_loss(x_all[idx], y_all[idx], mark_fired)
             opt.zero_grad()
             loss.backward()
             opt.step()
             dictionary.normalise_decoder()
             record.losses.append(float(loss.detach()))
             if step % log_every == 0 or step == steps - 1:
-                record.dead_fraction.append(float(dead.double().mean()))
+                record.dead_fraction.append(float((since_fired >= dead_after).double().mean()))
     record.seconds = time.perf_counter() - start
     record.tokens = steps * batch_size
     return record

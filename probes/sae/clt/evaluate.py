@@ -19,7 +19,7 @@ code path for a cross-layer transcoder and for per-layer transcoders (`as_cross_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -27,7 +27,7 @@ import torch
 from interp.tokens import padded_batches
 from models.transformer import Transformer
 from probes.sae.clt.model import Layered, as_cross_layer
-from probes.sae.evaluate import LossTally
+from probes.sae.evaluate import LossScores, LossTally
 
 
 def splice_all_hooks(transcoders, *, keep_error: bool = False, store: Optional[dict] = None) -> list:
@@ -64,21 +64,8 @@ def splice_all_hooks(transcoders, *, keep_error: bool = False, store: Optional[d
 
 
 @dataclass
-class LayersScores:
+class LayersScores(LossScores):
     layers: list[dict] = field(default_factory=list)  # per layer: l0, variance_explained, dead, dense
-    ce_clean: float = float("nan")
-    ce_spliced: float = float("nan")
-    ce_zero: float = float("nan")
-    ce_recovered: float = float("nan")
-    kl: float = float("nan")
-    focus_ce_clean: float = float("nan")
-    focus_ce_spliced: float = float("nan")
-    focus_ce_zero: float = float("nan")
-    focus_ce_recovered: float = float("nan")
-    tokens: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def evaluate_layers(model: Transformer, transcoders, texts: Sequence[str], *, focus: Optional[Sequence[int]] = None,
@@ -121,7 +108,7 @@ def evaluate_layers(model: Transformer, transcoders, texts: Sequence[str], *, fo
         per_layer.append({"l0": float(on.sum(-1).double().mean()),
                           "variance_explained": 1 - sq_err[l] / float((y_all - y_all.mean(0)).pow(2).sum()),
                           "dead": float((share == 0).double().mean()), "dense": float((share > 0.1).double().mean())})
-    return LayersScores(per_layer, **tally.scores())
+    return LayersScores(layers=per_layer, **tally.scores())
 
 
 __all__ = ["splice_all_hooks", "evaluate_layers", "LayersScores"]

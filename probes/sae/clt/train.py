@@ -17,16 +17,14 @@ Each feature's decoders are renormalised after every step. Deterministic given t
 
 from __future__ import annotations
 
-import time
 from typing import Optional, Sequence
 
 import torch
 
-from interp.progress import progress_bar
 from interp.tokens import cached_batches
 from models.transformer import Transformer
 from probes.sae.clt.model import CrossLayerTranscoder
-from probes.sae.train import TrainingRecord, _batches
+from probes.sae.train import TrainingRecord, fit
 
 
 def layer_pairs(model: Transformer, clt: CrossLayerTranscoder, texts: Sequence[str], *, batch_size: int = 256,
@@ -73,47 +71,31 @@ def train_clt(clt: CrossLayerTranscoder, data: tuple[torch.Tensor, torch.Tensor]
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     dtype = clt.W_enc.dtype
     x_all, y_all = x_all.to(dtype), y_all.to(dtype)
-    g = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():  # biases start at the data's means
         clt.b_dec.copy_(y_all.mean(0))
         clt.b_pre.copy_(x_all.mean(0))
     variance = (y_all - y_all.mean(0)).pow(2).sum(-1).mean(0)  # [n_layers]
-    opt = torch.optim.Adam(clt.parameters(), lr=lr)
-    since_fired = torch.zeros(cfg.n_layers, cfg.n_features, dtype=torch.long)
-    record = TrainingRecord(steps)
-    start = time.perf_counter()
-    batches = _batches(x_all.shape[0], batch_size, g)
-    with torch.enable_grad():
-        for step in progress_bar(range(steps), progress, desc="training cross-layer transcoder"):
-            idx = next(batches)
-            x, y = x_all[idx], y_all[idx]
-            pre = clt.pre_acts(x)  # [batch, layer, feature]
-            f = clt.activate(pre, training=True)
-            recon = clt.decode(f)
-            loss = ((recon - y).pow(2).sum(-1).mean(0) / variance).sum()
-            if cfg.activation == "relu":
-                norms = torch.stack([W.pow(2).sum(dim=(0, 2)).sqrt() for W in clt.W_dec])  # [layer, feature]
-                loss = loss + l1 * (f * norms).sum((-2, -1)).mean()
-            fired = (f > 0).any(0)  # [layer, feature]
-            since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + batch_size)
-            dead = since_fired >= dead_after
-            if cfg.activation != "relu" and dead.any():
-                residual = (y - recon).detach()
-                dead_pre = torch.relu(pre).masked_fill(~dead, 0.0)
-                top = dead_pre.topk(min(aux_k, int(dead.sum(-1).max())), dim=-1)
-                aux_f = torch.zeros_like(dead_pre).scatter(-1, top.indices, top.values)
-                aux = clt.decode(aux_f) - clt.b_dec
-                loss = loss + aux_coeff * ((aux - residual).pow(2).sum(-1).mean(0) / variance).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            clt.normalise_decoder()
-            record.losses.append(float(loss.detach()))
-            if step % log_every == 0 or step == steps - 1:
-                record.dead_fraction.append(float(dead.double().mean()))
-    record.seconds = time.perf_counter() - start
-    record.tokens = steps * batch_size
-    return record
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor, mark_fired) -> torch.Tensor:
+        pre = clt.pre_acts(x)  # [batch, layer, feature]
+        f = clt.activate(pre, training=True)
+        recon = clt.decode(f)
+        loss = ((recon - y).pow(2).sum(-1).mean(0) / variance).sum()
+        if cfg.activation == "relu":
+            norms = torch.stack([W.pow(2).sum(dim=(0, 2)).sqrt() for W in clt.W_dec])  # [layer, feature]
+            loss = loss + l1 * (f * norms).sum((-2, -1)).mean()
+        dead = mark_fired((f > 0).any(0))  # [layer, feature]
+        if cfg.activation != "relu" and dead.any():
+            residual = (y - recon).detach()
+            dead_pre = torch.relu(pre).masked_fill(~dead, 0.0)
+            top = dead_pre.topk(min(aux_k, int(dead.sum(-1).max())), dim=-1)
+            aux_f = torch.zeros_like(dead_pre).scatter(-1, top.indices, top.values)
+            aux = clt.decode(aux_f) - clt.b_dec
+            loss = loss + aux_coeff * ((aux - residual).pow(2).sum(-1).mean(0) / variance).sum()
+        return loss
+
+    return fit(clt, (x_all, y_all), step_loss, seed=cfg.seed, steps=steps, batch_size=batch_size, lr=lr,
+               dead_after=dead_after, log_every=log_every, progress=progress, desc="training cross-layer transcoder")
 
 
 __all__ = ["layer_pairs", "train_clt"]

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import torch
 
 from analyses.common import AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for
 
@@ -39,28 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spliced_fact_accuracy(model, replacements: dict, prompts: list[str], answers: list[str]) -> dict[str, float]:
     """Top-1 accuracy on the prompts: clean, and with each replacement (name -> per-layer
-    transcoders or a CLT) spliced into every layer at once."""
-    from interp.words import answer_tokens
-    from models.transformer import last_token_logits
-    from probes.sae.clt import splice_all_hooks
+    transcoders or a CLT) spliced into every layer at once (analyses.transcoders.spliced_accuracy)."""
+    from analyses.transcoders import spliced_accuracy
 
-    ids = answer_tokens(model, answers)
-    with torch.no_grad():
-        out = {"clean": float((last_token_logits(model, prompts).argmax(-1) == ids).double().mean())}
-        for name, replacement in replacements.items():
-            with model.hooks(fwd_hooks=splice_all_hooks(replacement)):
-                out[name] = float((last_token_logits(model, prompts).argmax(-1) == ids).double().mean())
+    out = {}
+    for name, replacement in replacements.items():
+        out["clean"], out[name] = spliced_accuracy(model, replacement, prompts, answers)
     return out
-
-
-def sample_facts(n: int) -> list[tuple[str, str, str]]:
-    """n athlete -> sport facts (subject, prompt, sport), evenly spaced over all of them."""
-    from analyses.graph_study import athlete_facts
-
-    facts = athlete_facts()
-    if n >= len(facts):
-        return facts
-    return [facts[round(i * (len(facts) - 1) / max(n - 1, 1))] for i in range(n)]
 
 
 def _graph_row(model, prompt: str, replacement, targets) -> dict:
@@ -91,7 +75,8 @@ def compare_clt(model: ModelArg = "factworld", *, clt: Union[str, Path] = "factw
     from analyses.common import CLEAN
     from analyses.train_transcoders import held_out
     from interp.progress import progress_bar
-    from models import factworld
+    from analyses.factworld_facts import heldout_fact_prompts
+    from analyses.graph_study import spread_athlete_facts
     from probes.sae import load_transcoders
     from probes.sae.clt import evaluate_layers, load_clt
     from probes.sae.clt.io import shipped_clt
@@ -100,13 +85,11 @@ def compare_clt(model: ModelArg = "factworld", *, clt: Union[str, Path] = "factw
     replacements = {"per_layer": load_transcoders("factworld"), "clt": load_clt(clt)}
     test, focus = held_out(model)
     report: dict = {"layers": {k: evaluate_layers(model, r, test, focus=focus).to_dict() for k, r in replacements.items()}}
-    facts = factworld.facts()
-    prompts = [t.format(subject=f.subject) for f in facts for t in factworld.templates(f.relation, heldout=True)]
-    answers = [f.object for f in facts for _ in factworld.templates(f.relation, heldout=True)]
+    prompts, answers = heldout_fact_prompts()
     report["fact_accuracy"] = spliced_fact_accuracy(model, replacements, prompts, answers) | {"prompts": len(prompts)}
     report["michael_jordan"] = {k: _graph_row(model, CLEAN, r, None) for k, r in replacements.items()}
     rows = []
-    for subject, prompt, sport in progress_bar(sample_facts(n_facts), progress, desc="graphs"):
+    for subject, prompt, sport in progress_bar(spread_athlete_facts(n_facts), progress, desc="graphs"):
         rows.append({"subject": subject, "sport": sport,
                      **{k: _graph_row(model, prompt, r, [sport]) for k, r in replacements.items()}})
     report["facts"] = rows

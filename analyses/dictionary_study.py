@@ -192,12 +192,11 @@ def transcoder_set(shipped: Sequence[SparseDictionary], trained: dict[int, Spars
 def graph_facts(n: int) -> list[tuple[str, str, str]]:
     """n athlete -> sport facts (subject, prompt, sport) spread evenly over all of them, and
     Michael Jordan's (last, if not among them)."""
-    from analyses.graph_study import athlete_facts
+    from analyses.graph_study import athlete_facts, spread_athlete_facts
 
-    facts = athlete_facts()
     if n < 1:
         raise ValueError(f"need at least one fact, got {n}")
-    picked = [facts[round(i * (len(facts) - 1) / max(n - 1, 1))] for i in range(min(n, len(facts)))]
+    facts, picked = athlete_facts(), spread_athlete_facts(n)
     if all(f[0] != MICHAEL_JORDAN for f in picked):
         picked += [f for f in facts if f[0] == MICHAEL_JORDAN]
     return picked
@@ -228,15 +227,6 @@ def error_share_by_layer(graph) -> list[float]:
     errors = einops.rearrange(influence[graph.error_nodes], "(layer pos) -> layer pos", layer=graph.n_layers).sum(-1)
     reached = influence[graph.token_nodes].sum() + errors.sum()
     return (errors / reached).tolist() if reached > 0 else [float("nan")] * graph.n_layers
-
-
-def fact_prompts(limit: Optional[int] = None) -> tuple[list[str], list[str]]:
-    """(prompts, answers): every fact in every held-out template (4266), or the first `limit`."""
-    from models import factworld
-
-    pairs = [(t.format(subject=f.subject), f.object) for f in factworld.facts()
-             for t in factworld.templates(f.relation, heldout=True)][:limit]
-    return [p for p, _ in pairs], [a for _, a in pairs]
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -302,6 +292,7 @@ def dictionary_study(model: ModelArg = "factworld", *, settings: Optional[Sequen
     `ship`: a new or empty folder for the one setting's transcoders (it must train every layer)."""
     from analyses.factworld_edits import stats_texts
     from analyses.train_transcoders import held_out
+    from analyses.factworld_facts import heldout_fact_prompts
     from models.checkpoint import check_empty_dir
     from probes.sae import load_transcoders
 
@@ -320,7 +311,7 @@ def dictionary_study(model: ModelArg = "factworld", *, settings: Optional[Sequen
     facts = graph_facts(n_facts)
     ctx = Context(model, load_transcoders("factworld"), People(model), held_out(model, 60 if quick else 300), facts,
                   stats_texts(2000 if quick else 20_000), n_spread=min(n_facts, len(facts)),
-                  fact_prompts=fact_prompts(200 if quick else None))
+                  fact_prompts=heldout_fact_prompts(200 if quick else None))
     report = {"facts": [f[0] for f in ctx.facts], "settings": {}}
     for name in names:
         report["settings"][name] = row = measure_setting(ctx, name, table[name], work, progress)

@@ -48,6 +48,13 @@ def factworld_prompts(templates_per_relation: int = 3) -> list[str]:
     return out
 
 
+def heldout_fact_prompts(limit: Optional[int] = None) -> tuple[list[str], list[str]]:
+    """(prompts, answers): every fact in every held-out template (4266), or the first `limit`."""
+    pairs = [(t.format(subject=f.subject), f.object) for f in factworld.facts()
+             for t in factworld.templates(f.relation, heldout=True)][:limit]
+    return [p for p, _ in pairs], [a for _, a in pairs]
+
+
 def triples(facts: Sequence[factworld.Fact], template: str) -> list[tuple[str, str, str]]:
     """(prompt, subject, answer) triples of facts in one template holding "{subject}"."""
     return [(template.format(subject=f.subject), f.subject, f.object) for f in facts]

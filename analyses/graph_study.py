@@ -39,6 +39,15 @@ def athlete_facts() -> list[tuple[str, str, str]]:
             if f.object != "none"]
 
 
+def spread_athlete_facts(n: int) -> list[tuple[str, str, str]]:
+    """n athlete -> sport facts (subject, prompt, sport), evenly spaced over all of them (all of
+    them when n is at least their number)."""
+    facts = athlete_facts()
+    if n >= len(facts):
+        return facts
+    return [facts[round(i * (len(facts) - 1) / max(n - 1, 1))] for i in range(n)]
+
+
 def graph_study(model: ModelArg = "factworld", *, limit: Optional[int] = None, localise_n: int = 20,
                 out: Optional[Union[str, Path]] = None, progress: bool = True,
                 dtype: Optional[str] = None) -> AnalysisResult:

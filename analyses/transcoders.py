@@ -31,7 +31,6 @@ from analyses.common import (
 
 if TYPE_CHECKING:
     from models import Transformer
-    from probes.sae import SparseDictionary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,17 +40,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out_argument(p, "results/transcoders")
 
 
-def spliced_accuracy(model: Transformer, transcoders: Sequence[SparseDictionary], prompts: list[str],
-                     answers: list[str]) -> tuple[float, float]:
-    """(clean, all-spliced) top-1 accuracy on the prompts."""
+def spliced_accuracy(model: Transformer, transcoders, prompts: list[str], answers: list[str]) -> tuple[float, float]:
+    """(clean, all-spliced) top-1 accuracy on the prompts; `transcoders`: per-layer transcoders
+    (one per layer) or a cross-layer transcoder, spliced into every layer at once."""
     from interp.words import answer_tokens
     from models.transformer import last_token_logits
-    from probes.sae import splice_hooks
+    from probes.sae import splice_all_hooks
 
     ids = answer_tokens(model, answers)
     with torch.no_grad():
         clean = last_token_logits(model, prompts).argmax(-1) == ids
-        with model.hooks(fwd_hooks=[h for tc in transcoders for h in splice_hooks(tc)]):
+        with model.hooks(fwd_hooks=splice_all_hooks(transcoders)):
             spliced = last_token_logits(model, prompts).argmax(-1) == ids
     return float(clean.double().mean()), float(spliced.double().mean())
 
@@ -92,11 +91,9 @@ def _per_layer(model, transcoders, test: list[str], focus: list[int]) -> dict:
 
 
 def _all_spliced(model, transcoders) -> dict:
-    from models import factworld
+    from analyses.factworld_facts import heldout_fact_prompts
 
-    facts = factworld.facts()
-    prompts = [t.format(subject=f.subject) for f in facts for t in factworld.templates(f.relation, heldout=True)]
-    answers = [f.object for f in facts for _ in factworld.templates(f.relation, heldout=True)]
+    prompts, answers = heldout_fact_prompts()
     clean, spliced = spliced_accuracy(model, transcoders, prompts, answers)
     print(f"all {len(transcoders)} transcoders spliced in: held-out-template fact accuracy {spliced:.3f} against "
           f"{clean:.3f} clean ({spliced / clean:.1%}), {len(prompts)} prompts")

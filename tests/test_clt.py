@@ -546,19 +546,25 @@ def test_circuit_tracer_files_hold_the_same_maps(tmp_path):
 # ============================================================ 12. the analyses
 def test_spliced_fact_accuracy_agrees_with_the_per_layer_analysis_and_the_commands_refuse_shipped_folders(
         factworld32, tmp_path):
-    from analyses.clt import sample_facts, spliced_fact_accuracy
-    from analyses.graph_study import athlete_facts
+    from analyses.clt import spliced_fact_accuracy
+    from analyses.graph_study import athlete_facts, spread_athlete_facts
     from analyses.train_clt import output_dir
     from analyses.transcoders import spliced_accuracy
+    from interp.words import answer_tokens
+    from models.transformer import last_token_logits
+    from probes.sae import splice_hooks
 
     model, tcs, _, _ = factworld32
-    facts = sample_facts(5)
+    facts = spread_athlete_facts(5)
     prompts, answers = [p for _, p, _ in facts], [s for _, _, s in facts]
     prompts += ["Serena Williams plays the sport of", "Michael Jordan is a citizen of"]
     answers += ["tennis", "football"]  # the last one is wrong on purpose
     got = spliced_fact_accuracy(model, {"per_layer": tcs, "clt": load_clt("factworld")}, prompts, answers)
     clean, spliced = spliced_accuracy(model, tcs, prompts, answers)
-    assert got["clean"] == clean == 6 / 7 and got["per_layer"] == spliced
+    ids = answer_tokens(model, answers)  # and by hand: each transcoder spliced into its own layer
+    with torch.no_grad(), model.hooks(fwd_hooks=[h for tc in tcs for h in splice_hooks(tc)]):
+        by_hand = float((last_token_logits(model, prompts).argmax(-1) == ids).double().mean())
+    assert got["clean"] == clean == 6 / 7 and got["per_layer"] == spliced == by_hand
     assert 0 < got["clt"] <= 6 / 7
     everyone = athlete_facts()
     assert facts[0] == everyone[0] and facts[-1] == everyone[-1] and len(set(facts)) == 5

@@ -327,13 +327,14 @@ def dictionary_study(model: ModelArg = "factworld", *, settings: Optional[Sequen
 
 def ship_setting(ctx: Context, name: str, setting: Setting, work: Optional[Path], dest: Path, row: dict) -> Path:
     """Write the setting's transcoders (trained or found in `work`) to dest/L{l} (cfg.json with the
-    setting, training seconds and scores) and dest/training.json (the study's row, per-fact rows left out)."""
+    setting, training seconds and scores) and dest/training.json (the study's row, per-fact rows left
+    out). `--ship DIR` names the folder, so a shipped one is allowed; a non-empty one is still refused."""
     from analyses.common import write_json
     from probes.sae import save_dictionary
 
     trained = trained_layers(ctx.model, name, setting, work, ctx.data, ctx.texts, progress=False)
     for layer, (tc, seconds) in sorted(trained.items()):
-        save_dictionary(tc, dest / f"L{layer}", extra={"setting": setting.train_options(), "seconds": seconds,
+        save_dictionary(tc, dest / f"L{layer}", allow_shipped=True, extra={"setting": setting.train_options(), "seconds": seconds,
                                                        "scores": row["layers"][layer],
                                                        "trained_by": "analyses.train_transcoders.train_layer"})
     summary = {k: v for k, v in row.items() if k != "graphs"}

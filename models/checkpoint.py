@@ -66,12 +66,23 @@ def check_not_shipped(path: str | Path) -> None:
                          "save elsewhere (training it anew: `interp train-factworld --force`)")
 
 
+# Every dictionary folder shipped beside the fact-world checkpoint: its name, what it holds, how
+# to make it anew (the one place that says which folders are shipped artefacts).
+SHIPPED_DICTIONARY_FOLDERS = {
+    "transcoders": ("transcoder", "`interp train-transcoders --force`"),
+    "transcoders-wide": ("wide transcoder", "`python -m analyses.dictionary_study --ship DIR`"),
+    "clt": ("CLT", "`interp train-clt --force`"),
+}
+
+
 def check_not_shipped_dictionaries(path: str | Path) -> None:
-    """A clear error for a path inside the fact-world's shipped transcoder folder."""
-    shipped = shipped_dictionaries("factworld")
-    if _inside(Path(path), shipped):
-        raise ValueError(f"refusing to write into the shipped fact-world transcoder folder {shipped.resolve()}; "
-                         "save elsewhere (training them anew: `interp train-transcoders --force`)")
+    """A clear error for a path inside any of the fact world's shipped dictionary folders
+    (`SHIPPED_DICTIONARY_FOLDERS`)."""
+    root = shipped_dictionaries("factworld").parent
+    for name, (what, how) in SHIPPED_DICTIONARY_FOLDERS.items():
+        if _inside(Path(path), root / name):
+            raise ValueError(f"refusing to write into the shipped fact-world {what} folder {(root / name).resolve()}; "
+                             f"save elsewhere (training anew: {how})")
 
 
 def check_empty_dir(path: str | Path, overwrite: bool = False) -> Path:
@@ -150,4 +161,4 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 __all__ = ["save", "load_checkpoint", "load_weights", "is_checkpoint", "check_not_shipped",
-           "check_not_shipped_dictionaries", "check_empty_dir", "shipped_dictionaries", "FORMAT_KEY", "WEIGHTS_FILE"]
+           "check_not_shipped_dictionaries", "SHIPPED_DICTIONARY_FOLDERS", "check_empty_dir", "shipped_dictionaries", "FORMAT_KEY", "WEIGHTS_FILE"]

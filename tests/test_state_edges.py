@@ -51,7 +51,9 @@ def shipped_untouched():
     """Checks, after the test, that the shipped checkpoint and transcoders are byte- and mtime-identical."""
     from models.loading import shipped_dictionaries
 
-    folders = [checkpoint_dir(), shipped_dictionaries("factworld")]
+    from models.checkpoint import SHIPPED_DICTIONARY_FOLDERS
+
+    folders = [checkpoint_dir()] + [shipped_dictionaries("factworld").parent / n for n in SHIPPED_DICTIONARY_FOLDERS]
     before = [folder_state(f) for f in folders]
     assert before[0], "the shipped checkpoint is missing"
     yield
@@ -173,6 +175,10 @@ def test_save_dictionary_refuses_a_non_empty_directory_and_the_shipped_folder(tm
     with pytest.raises(ValueError, match="shipped"):
         save_dictionary(a, new)
     assert not new.exists()
+    for folder in ("transcoders-wide", "clt"):  # every shipped dictionary folder, even with overwrite
+        inside = shipped_dictionaries("factworld").parent / folder / "L0"
+        with pytest.raises(ValueError, match=f"shipped fact-world .* folder .*{folder}"):
+            save_dictionary(a, inside, overwrite=True)
 
 
 def _train_factworld(*args):

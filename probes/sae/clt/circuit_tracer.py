@@ -28,9 +28,8 @@ from typing import Union
 import torch
 from einops import rearrange
 
-from models.checkpoint import check_empty_dir, check_not_shipped
+from models.checkpoint import check_empty_dir, check_not_shipped, check_not_shipped_dictionaries
 from models.config import dtype_name
-from probes.sae.clt.io import _inside, shipped_clt
 from probes.sae.clt.model import CLTConfig, CrossLayerTranscoder
 
 PathLike = Union[str, Path]
@@ -47,8 +46,7 @@ def save_circuit_tracer_clt(clt: CrossLayerTranscoder, path: PathLike, *, overwr
         raise ValueError("circuit-tracer's cross-layer transcoder has ReLU and JumpReLU activations only: a TopK CLT "
                          "has no exact export (train one with activation='relu' or 'batchtopk')")
     check_not_shipped(path)
-    if _inside(Path(path), shipped_clt()):
-        raise ValueError(f"refusing to write into the shipped fact-world CLT folder {shipped_clt().resolve()}")
+    check_not_shipped_dictionaries(path)
     path = check_empty_dir(path, overwrite)
     path.mkdir(parents=True, exist_ok=True)
     dtype = clt.W_enc.dtype

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
-from models.checkpoint import check_empty_dir, check_not_shipped, shipped_dictionaries
+from models.checkpoint import check_empty_dir, check_not_shipped, check_not_shipped_dictionaries, shipped_dictionaries
 from probes.sae.clt.model import CLTConfig, CrossLayerTranscoder
 
 CONFIG, WEIGHTS = "cfg.json", "clt_weights.safetensors"
@@ -25,11 +25,6 @@ MODEL_KIND = "cross_layer_transcoder"
 def shipped_clt(name: str = "factworld") -> Path:
     """The folder of the CLT shipped with a model ("factworld": models/factworld/clt)."""
     return shipped_dictionaries(name).parent / "clt"
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
 
 
 def save_clt(clt: CrossLayerTranscoder, path: Union[str, Path], extra: Optional[dict] = None, *,
@@ -46,9 +41,7 @@ def save_clt(clt: CrossLayerTranscoder, path: Union[str, Path], extra: Optional[
         raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
     if not allow_shipped:
         check_not_shipped(path)
-        if _inside(Path(path), shipped_clt()):
-            raise ValueError(f"refusing to write into the shipped fact-world CLT folder {shipped_clt().resolve()}; "
-                             "save elsewhere (training it anew: `interp train-clt --force`)")
+        check_not_shipped_dictionaries(path)
     path = check_empty_dir(path, overwrite)
     meta = clt.cfg.to_dict() | {"model_kind": MODEL_KIND, "extra": extra or {}}
     text = json.dumps(meta, indent=1) + "\n"  # before writing: a non-JSON extra fails here

@@ -129,7 +129,7 @@ def _print(report: dict) -> None:
             print(f"L{l} {key:18s}" + "  ".join(f"{layers[k]['layers'][l][key]:10.4f}" for k in KINDS))
     print("KL, all spliced     " + "  ".join(f"{layers[k]['kl']:10.4f}" for k in KINDS))
     acc = report["fact_accuracy"]
-    print(f"fact accuracy       " + "  ".join(f"{acc[k]:10.4f}" for k in KINDS) + f"   (clean {acc['clean']:.4f})")
+    print("fact accuracy       " + "  ".join(f"{acc[k]:10.4f}" for k in KINDS) + f"   (clean {acc['clean']:.4f})")
     for key in ("replacement", "completeness"):
         print(f"Jordan {key:13s}" + "  ".join(f"{report['michael_jordan'][k][key]:10.4f}" for k in KINDS))
         if report["facts_summary"]:

@@ -154,7 +154,7 @@ def _check_edges(graph: AttributionGraph, edges: EdgeList) -> torch.Tensor:
     return pairs
 
 
-def _check_graph(graph: AttributionGraph, layers: Layered, activations: list[torch.Tensor]) -> None:
+def check_graph_activations(graph: AttributionGraph, layers: Layered, activations: list[torch.Tensor]) -> None:
     """The graph was built from this model, prompt and these transcoders (same active features)."""
     if graph.n_layers != layers.n_layers:
         raise ValueError(f"the graph has {graph.n_layers} layers, the transcoders {layers.n_layers}")
@@ -255,7 +255,7 @@ def edge_heads(model: Transformer, graph: AttributionGraph, transcoders, edges: 
     direct = torch.zeros(pairs.shape[0], n_layers, n_heads, dtype=dtype)
     with torch.enable_grad(), frozen_parameters(model, *layers.torch_modules):
         frozen = _Frozen(model, tokens, layers, graph.zero_positions)
-        _check_graph(graph, layers, frozen.activations)
+        check_graph_activations(graph, layers, frozen.activations)
         for i in range(0, len(slots), batch_size):
             chunk = slots[i: i + batch_size]
             values = _slot_values(graph, layers, frozen, chunk, pairs)

@@ -61,7 +61,7 @@ from einops import einsum
 from models import Transformer
 from models.components import LayerNorm, rotate
 from probes.graph.graph import AttributionGraph
-from probes.graph.heads import HeadSplit
+from probes.graph.heads import HeadSplit, check_graph_activations
 from probes.graph.replacement import check_replacement, frozen_hook_names
 from probes.sae.clt.model import CrossLayerTranscoder, Layered
 from probes.sae.dictionary import SparseDictionary
@@ -258,15 +258,7 @@ class _Run:
 
     def check_graph(self) -> None:
         """The graph's feature activations are this run's (same model, prompt and transcoders)."""
-        graph = self.graph
-        if graph.n_layers != len(self.acts):
-            raise ValueError(f"the graph has {graph.n_layers} layers, the transcoders {len(self.acts)}")
-        if graph.n_features:
-            l, p, f = graph.features.T
-            now = torch.stack([self.acts[int(a)][int(b), int(c)] for a, b, c in zip(l, p, f)]).cpu()
-            if not torch.allclose(now.to(graph.activations.dtype), graph.activations, rtol=1e-4, atol=1e-6):
-                raise ValueError("the graph's feature activations differ from this model's and transcoders' on its "
-                                 "prompt: pass the model and transcoders (same dtype) the graph was built with")
+        check_graph_activations(self.graph, self.layers, self.acts)
 
     def components(self, pos: int) -> "_Parts":
         """The residual stream entering `layer` at `pos` as components (module docstring), the

@@ -20,7 +20,6 @@ and neither read from nor written to the cache. Files are read with `weights_onl
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from interp import names as hook_names
 from interp.checks import resolve_layer
+from interp.fingerprint import tensor_bytes as _tensor_bytes, weights_hash
 from interp.hooks import HookPoint
 from interp.progress import progress_bar
 from interp.tokens import padded_batches
@@ -70,28 +70,16 @@ def hooks_attached(model: torch.nn.Module) -> bool:
     return False
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    """The raw bytes of a tensor of any dtype (bfloat16 included), with its dtype and shape."""
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    head = f"{t.dtype}|{tuple(t.shape)}|".encode()
-    return head + (flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-
-
 def _fingerprint(model: Transformer, layer: int) -> str:
-    """Hash of the configuration and of every parameter the layer's keys depend on."""
-    h = hashlib.sha256(FORMAT)
-    h.update(json.dumps(model.cfg.to_dict(), sort_keys=True, default=str).encode())
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}|".encode())
-    for name, p in model.named_parameters():
+    """Hash of the configuration, the device type and every parameter the layer's keys depend on."""
+
+    def keep(name: str) -> bool:
         block = int(name.split(".")[1]) if name.startswith("blocks.") else None
         if block is not None and block > layer or name.startswith(("unembed", "ln_final")):
-            continue
-        if block == layer and name.endswith((".mlp.W_out", ".mlp.b_out")):
-            continue
-        h.update(name.encode())
-        h.update(p.device.type.encode())
-        h.update(_tensor_bytes(p))
-    return h.hexdigest()[:24]
+            return False
+        return not (block == layer and name.endswith((".mlp.W_out", ".mlp.b_out")))
+
+    return weights_hash(model, keep=keep, salt=FORMAT, with_device=True)
 
 
 def _batches(model: Transformer, items: list, batch_size: int, max_tokens: int) -> Iterator[Batch]:
@@ -124,19 +112,27 @@ def _batches_hash(batches: Sequence[Batch]) -> str:
     return h.hexdigest()[:16]
 
 
+def _accumulator_device(model: Transformer) -> torch.device:
+    """Where the float64 sums live: the model's device, or the CPU for one without float64 (MPS)."""
+    return torch.device("cpu") if model.device.type == "mps" else model.device
+
+
 def _compute(model: Transformer, layer: int, batches: Sequence[Batch], max_tokens: int, progress: bool) -> torch.Tensor:
+    """The mean of k k^T, summed in float64 whatever the model's dtype (bfloat16 / float16 keys are
+    widened before the product), on the model's device."""
     name = hook_names.act_name("post", layer)
     d_mlp = model.cfg.d_mlp
-    total = torch.zeros(d_mlp, d_mlp, dtype=torch.float64)
+    device = _accumulator_device(model)
+    total = torch.zeros(d_mlp, d_mlp, dtype=torch.float64, device=device)
     count = 0
     with progress_bar(total=max_tokens, progress=progress, desc=f"key statistics, layer {layer}", unit="tok") as bar:
         for tokens, mask in batches:
             with torch.no_grad():
                 _, c = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name], stop_at_layer=layer + 1)
-            keys = c[name].double().reshape(-1, d_mlp)
+            keys = c[name].reshape(-1, d_mlp)
             if mask is not None:
-                keys = keys[mask.reshape(-1).bool()]
-            keys = keys[: max_tokens - count].cpu()
+                keys = keys[mask.to(keys.device).reshape(-1).bool()]
+            keys = keys[: max_tokens - count].to(device=device, dtype=torch.float64)
             total += keys.T @ keys
             count += keys.shape[0]
             bar.update(keys.shape[0])
@@ -148,7 +144,7 @@ def _read(path: Path, d_mlp: int) -> Optional[torch.Tensor]:
     if not path.exists():
         return None
     try:
-        moment = torch.load(path, weights_only=True)
+        moment = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
         return None
     ok = isinstance(moment, torch.Tensor) and tuple(moment.shape) == (d_mlp, d_mlp)
@@ -158,9 +154,10 @@ def _read(path: Path, d_mlp: int) -> Optional[torch.Tensor]:
 def key_second_moment(model: Transformer, layer: int, corpus: Optional[Corpus] = None, *, max_tokens: int = 200_000,
                       batch_size: int = 256, cache: bool = True, progress: bool = True,
                       directory: Optional[Path] = None) -> torch.Tensor:
-    """[d_mlp, d_mlp]: the mean of k k^T over the real tokens of `corpus` (texts, or token batches
-    [batch, pos] with no padding; None: the model's default corpus), at most `max_tokens` tokens;
-    cached on disk unless hooks are attached (see the module docstring)."""
+    """[d_mlp, d_mlp] float64 on the model's device: the mean of k k^T over the real tokens of
+    `corpus` (texts, or token batches [batch, pos] with no padding; None: the model's default
+    corpus), at most `max_tokens` tokens; cached on disk unless hooks are attached (see the module
+    docstring)."""
     layer = resolve_layer(layer, model.cfg.n_layers)
     items = default_corpus(model) if corpus is None else list(corpus)
     if not items:
@@ -171,12 +168,12 @@ def key_second_moment(model: Transformer, layer: int, corpus: Optional[Corpus] =
     use_cache = cache and not hooks_attached(model)
     path = (directory or cache_dir()) / f"{_fingerprint(model, layer)}_L{layer}_{_batches_hash(batches)}_{max_tokens}.pt"
     if use_cache and (cached := _read(path, model.cfg.d_mlp)) is not None:
-        return cached
+        return cached.to(_accumulator_device(model))
     moment = _compute(model, layer, batches, max_tokens, progress)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(moment, tmp)
+        torch.save(moment.cpu(), tmp)
         tmp.replace(path)  # never a half-written file under the final name
     return moment
 

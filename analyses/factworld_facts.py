@@ -117,6 +117,14 @@ class RelationView:
     seconds: float
     at: str = "any position"  # or the roles the sites were limited to
 
+    def add(self, subject: str, record: dict) -> None:
+        """Add one fact's localisation (a `RelationLocaliser.fact` record)."""
+        self.objects[subject] = record["object"]
+        self.localised[subject], self.sites[subject] = record["k"], list(record["sites"])
+        self.roles[subject], self.random_flips[subject] = list(record["roles"]), record["random_flips"]
+        if record["reason"] is not None:
+            self.reasons[subject] = record["reason"]
+
     @property
     def n_facts(self) -> int:
         return len(self.localised)
@@ -188,36 +196,57 @@ def relation_view(model: Transformer, relation: str, *, method: str = DEFAULT_ME
     fact's k, sites, their roles, the random baseline. unit="feature" localises with the
     features of the transcoders attached to the model (`probes.sae.attached`)."""
     facts = relation_facts(relation, include_none, limit)
-    everything = factworld.facts()
-    batch = FactBatch(model, template_facts(template))
-    batch.top1(model)  # the unablated accuracy, once: every subset below inherits it
-    index = {f.subject: i for i, f in enumerate(everything) if f.relation == relation}
-    means = layer_means(model, [f.prompt for f in batch.facts]) if method == "mean" else None
-    view = RelationView(relation, method if unit == "neuron" else f"{method} ({unit}s)", max_sites, {}, {}, {}, {}, {}, {}, n_random, 0.0,
-                        "any position" if roles is None else ", ".join(roles))
+    localiser = RelationLocaliser(model, relation, method=method, max_sites=max_sites, template=template,
+                                  n_random=n_random, roles=roles, unit=unit)
+    view = empty_view(relation, method=method, max_sites=max_sites, n_random=n_random, roles=roles, unit=unit)
     start = time.perf_counter()
     for fact in progress_bar(facts, progress, desc=f"localising {relation} facts ({method})"):
-        same = [i for i, f in enumerate(everything) if f.subject != fact.subject and f.relation == relation]
-        rest = [i for i, f in enumerate(everything) if f.subject != fact.subject and f.relation != relation]
-        others = {"same relation": batch.subset(same), "other relations": batch.subset(rest)}
-        view.objects[fact.subject] = fact.object
-        prompt = factworld.prompt(fact.subject, relation, template)
-        if not batch.top1(model)[index[fact.subject]]:  # the model does not know it: nothing to localise
-            view.localised[fact.subject], view.sites[fact.subject], view.roles[fact.subject] = None, [], []
-            view.random_flips[fact.subject] = 0
-            view.reasons[fact.subject] = UNKNOWN
-            continue
-        loc = localise(model, prompt, fact.object, subject=fact.subject, method=method, max_sites=max_sites,
-                       other_facts=others, n_random=n_random, means=means, roles=roles, unit=unit)
-        view.localised[fact.subject] = loc.k
-        view.sites[fact.subject] = [s.label for s in loc.sites]
-        view.roles[fact.subject] = list(loc.validation.roles)
-        view.random_flips[fact.subject] = loc.validation.random_flips
-        if loc.k is None:
-            view.reasons[fact.subject] = loc.reason
+        view.add(fact.subject, localiser.fact(fact))
     view.seconds = time.perf_counter() - start
     return view
 
 
+def empty_view(relation: str, *, method: str = DEFAULT_METHOD, max_sites: int = 20, n_random: int = 5,
+               roles: Optional[Sequence[str]] = None, unit: str = "neuron") -> RelationView:
+    """A `RelationView` with no fact yet (`RelationView.add` adds each)."""
+    return RelationView(relation, method if unit == "neuron" else f"{method} ({unit}s)", max_sites, {}, {}, {}, {}, {}, {},
+                        n_random, 0.0, "any position" if roles is None else ", ".join(roles))
+
+
+class RelationLocaliser:
+    """Localising the facts of one relation, prepared once (every fact of the knowledge base as a
+    prompt in `template`, with the unablated top-1; the layer means for method="mean"):
+    `fact(f)` localises one fact into a JSON-ready record for `RelationView.add`, the same record
+    whichever facts were localised before it."""
+
+    def __init__(self, model: Transformer, relation: str, *, method: str = DEFAULT_METHOD, max_sites: int = 20,
+                 template: int = 0, n_random: int = 5, roles: Optional[Sequence[str]] = None,
+                 unit: str = "neuron") -> None:
+        self.model, self.relation, self.method, self.max_sites = model, relation, method, max_sites
+        self.template, self.n_random, self.roles, self.unit = template, n_random, roles, unit
+        self.everything = factworld.facts()
+        self.batch = FactBatch(model, template_facts(template))
+        self.batch.top1(model)  # the unablated accuracy, once: every subset below inherits it
+        self.index = {f.subject: i for i, f in enumerate(self.everything) if f.relation == relation}
+        self.means = layer_means(model, [f.prompt for f in self.batch.facts]) if method == "mean" else None
+
+    def fact(self, fact: factworld.Fact) -> dict:
+        """{"object", "k" (None: not localised), "sites" (labels), "roles", "random_flips", "reason" (None: localised)}."""
+        if fact.relation != self.relation or fact.subject not in self.index:
+            raise ValueError(f"{fact.subject!r} is not a subject of the relation {self.relation!r}")
+        if not self.batch.top1(self.model)[self.index[fact.subject]]:  # the model does not know it: nothing to localise
+            return {"object": fact.object, "k": None, "sites": [], "roles": [], "random_flips": 0, "reason": UNKNOWN}
+        same = [i for i, f in enumerate(self.everything) if f.subject != fact.subject and f.relation == self.relation]
+        rest = [i for i, f in enumerate(self.everything) if f.subject != fact.subject and f.relation != self.relation]
+        others = {"same relation": self.batch.subset(same), "other relations": self.batch.subset(rest)}
+        prompt = factworld.prompt(fact.subject, self.relation, self.template)
+        loc = localise(self.model, prompt, fact.object, subject=fact.subject, method=self.method,
+                       max_sites=self.max_sites, other_facts=others, n_random=self.n_random, means=self.means,
+                       roles=self.roles, unit=self.unit)
+        return {"object": fact.object, "k": loc.k, "sites": [s.label for s in loc.sites],
+                "roles": list(loc.validation.roles), "random_flips": loc.validation.random_flips,
+                "reason": loc.reason if loc.k is None else None}
+
+
 __all__ = ["is_factworld", "factworld_prompts", "triples", "template_facts", "other_facts", "find_subject", "other_facts_for",
-           "RelationView", "relation_view", "relation_facts", "BINS"]
+           "RelationView", "relation_view", "empty_view", "RelationLocaliser", "relation_facts", "BINS"]

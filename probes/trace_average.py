@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -89,39 +89,69 @@ def average_trace(
     the positions of a category), then averaged over facts -> [n_layers, 6].
     only_correct: skip facts whose clean top-1 prediction is not the answer.
     """
+    triples = _check(facts, kind)
+    records, traces = [], []
+    for i, fact in enumerate(progress_bar(triples, progress, desc=f"average trace ({kind})")):
+        record, trace = fact_record(model, i, fact, kind=kind, noise=noise, n_samples=n_samples, window=window,
+                                    seed=seed, only_correct=only_correct, batch_size=batch_size)
+        records.append(record)
+        traces += [trace] if trace is not None else []
+    return combine_records(records, n_layers=model.cfg.n_layers, kind=kind, window=window,
+                           dtype=model.embed.W_E.dtype, traces=traces)
+
+
+def _check(facts: Sequence, kind: Kind) -> list[tuple[Prompt, Subject, Answer]]:
     check_kind(kind)
     triples = []
     for f in facts:
         if not (isinstance(f, (tuple, list)) and len(f) == 3):
             raise TypeError(f"facts must be (prompt, subject, answer) triples, got {f!r}")
         triples.append(tuple(f))
-    n_layers = model.cfg.n_layers
+    return triples
+
+
+def fact_record(model: Transformer, index: int, fact: tuple[Prompt, Subject, Answer], *, kind: Kind = "resid",
+                noise: float = 3.0, n_samples: int = 10, window: int = 10, seed: int = 0, only_correct: bool = True,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[dict, Optional[TraceResult]]:
+    """One fact's part of `average_trace` (the fact at `index` of the list, traced with seed + index):
+    (a JSON-ready record for `combine_records`, the trace or None when skipped). The record holds
+    "categories" (per category, the indirect effect [n_layers] averaged over its positions, float64,
+    or None where the prompt has no such position), the three probabilities, and "skipped"
+    ((prompt, answer, top-1) or None)."""
+    prompt, subject, answer = fact
+    prep = prepare(model, prompt, subject, answer)
+    if only_correct and prep.top_id != prep.answer_id:
+        skipped = [prompt if isinstance(prompt, str) else str(prep.str_tokens), prep.answer, token_text(model, prep.top_id)]
+        return {"skipped": skipped}, None
+    result = trace_prepared(model, prep, kind=kind, noise=noise, n_samples=n_samples, window=window,
+                            corruption="noise", seed=seed + index, batch_size=batch_size)
+    ie = result.indirect_effect.double()
+    categories = [ie[:, positions].mean(-1).tolist() if positions else None
+                  for positions in position_categories(len(result.tokens), result.subject_span).values()]
+    return {"skipped": None, "categories": categories, "total_effect": result.total_effect,
+            "clean_prob": result.clean_prob, "corrupted_prob": result.corrupted_prob}, result
+
+
+def combine_records(records: Sequence[dict], *, n_layers: int, kind: Kind, window: int, dtype: torch.dtype,
+                    traces: Sequence[TraceResult] = ()) -> AverageTrace:
+    """The `AverageTrace` of the facts' `fact_record`s, summed in their order (float64)."""
     sums = torch.zeros(n_layers, len(CATEGORIES), dtype=torch.float64)
     counts = [0] * len(CATEGORIES)
-    traces: list[TraceResult] = []
-    skipped: list[tuple[str, str, str]] = []
-    for i, (prompt, subject, answer) in enumerate(progress_bar(triples, progress, desc=f"average trace ({kind})")):
-        prep = prepare(model, prompt, subject, answer)
-        if only_correct and prep.top_id != prep.answer_id:
-            skipped.append((prompt if isinstance(prompt, str) else str(prep.str_tokens), prep.answer,
-                            token_text(model, prep.top_id)))
-            continue
-        result = trace_prepared(model, prep, kind=kind, noise=noise, n_samples=n_samples, window=window,
-                                corruption="noise", seed=seed + i, batch_size=batch_size)
-        traces.append(result)
-        ie = result.indirect_effect.double()
-        for c, positions in enumerate(position_categories(len(result.tokens), result.subject_span).values()):
-            if positions:
-                sums[:, c] += ie[:, positions].mean(-1)
+    kept = [r for r in records if r["skipped"] is None]
+    for r in kept:
+        for c, values in enumerate(r["categories"]):
+            if values is not None:
+                sums[:, c] += torch.tensor(values, dtype=torch.float64)
                 counts[c] += 1
     denom = torch.tensor([n if n else float("nan") for n in counts], dtype=torch.float64)
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else float("nan")  # noqa: E731
+    skipped = [tuple(r["skipped"]) for r in records if r["skipped"] is not None]
     return AverageTrace(
-        indirect_effect=(sums / denom).to(model.embed.W_E.dtype), categories=list(CATEGORIES), counts=counts,
-        total_effect=mean([t.total_effect for t in traces]), clean_prob=mean([t.clean_prob for t in traces]),
-        corrupted_prob=mean([t.corrupted_prob for t in traces]), n_facts=len(traces), n_skipped=len(skipped),
-        kind=kind, window=1 if kind == "resid" else window, skipped=skipped, traces=traces,
+        indirect_effect=(sums / denom).to(dtype), categories=list(CATEGORIES), counts=counts,
+        total_effect=mean([r["total_effect"] for r in kept]), clean_prob=mean([r["clean_prob"] for r in kept]),
+        corrupted_prob=mean([r["corrupted_prob"] for r in kept]), n_facts=len(kept), n_skipped=len(skipped),
+        kind=kind, window=1 if kind == "resid" else window, skipped=skipped, traces=list(traces),
     )
 
 
-__all__ = ["AverageTrace", "average_trace"]
+__all__ = ["AverageTrace", "average_trace", "fact_record", "combine_records"]

@@ -3,7 +3,9 @@
 Every analysis is a Python function with keyword arguments that returns an `AnalysisResult`
 (its numbers and the files it wrote); its command (`interp NAME`, `python -m analyses.NAME`)
 is a thin wrapper: `add_arguments(parser)` declares the flags, `run(args)` calls the function.
-The flags mean the same everywhere: --model / --dtype (which model), --out (the output
+The flags mean the same everywhere: --model / --dtype / --device (which model, in which
+precision, where: `--device cuda` loads the weights onto the GPU and every method then works
+there), --out (the output
 folder), --quiet (no progress bars), --batch-size (prompts per forward pass), --json (a
 JSON file of the numbers), --layer (a layer, negatives from the end).
 """
@@ -96,25 +98,86 @@ class Outputs:
         return paths
 
 
-def as_model(model: ModelArg, dtype: Optional[str] = None) -> "Transformer":
-    """A model as it is, or `models.load(model, dtype=dtype)` in eval mode for a name."""
+class ModelName(str):
+    """A model name (what `models.load` takes) that also says where to put the weights: what
+    `--model` holds once `--device` is given, so every command's `as_model(args.model, ...)`
+    loads onto that device without a `device=` argument of its own."""
+
+    device: Optional[str] = None
+
+    def __new__(cls, name: str, device: Optional[str] = None) -> "ModelName":
+        out = super().__new__(cls, str(name))
+        out.device = device
+        return out
+
+
+def check_device(device: str) -> str:
+    """`device` if torch can place tensors there ('cpu', 'cuda', 'cuda:1', 'mps', ...), else a clear error."""
+    import torch
+
+    try:
+        where = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r} ({e})") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
+    if where.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch has no MPS backend here")
+    return device
+
+
+def as_model(model: ModelArg, dtype: Optional[str] = None, device: Optional[str] = None) -> "Transformer":
+    """A model as it is, or `models.load(model, dtype=dtype)` in eval mode for a name, moved to
+    `device` (or the device a `ModelName` carries). A given model is never moved or converted:
+    a dtype or device other than its own is an error."""
+    import torch
+
+    if device is None and isinstance(model, ModelName):
+        device = model.device
     if isinstance(model, (str, Path)):
         from models import load
 
-        return load(str(model), dtype=dtype).eval()
+        loaded = load(str(model), dtype=dtype).eval()
+        return loaded.to(check_device(device)) if device is not None else loaded
     if dtype is not None:
-        import torch
-
         have = next(model.parameters()).dtype
         if have != getattr(torch, dtype):
             raise ValueError(f"dtype={dtype!r} given with a model of dtype {have}: convert the model yourself "
                              "(model.double()) or leave dtype out")
+    if device is not None and next(model.parameters()).device != torch.device(device):
+        raise ValueError(f"device={device!r} given with a model on {next(model.parameters()).device}: move the "
+                         "model yourself (model.to(device)) or leave device out")
     return model
 
 
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+class _ModelAction(argparse.Action):
+    """--model NAME, carrying --device whichever comes first."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, ModelName(values, getattr(namespace, "device", None)))
+
+
+class _DeviceAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            check_device(values)
+        except ValueError as e:
+            parser.error(str(e))
+        setattr(namespace, self.dest, values)
+        namespace.model = ModelName(getattr(namespace, "model", None) or "factworld", values)
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="factworld", help="'factworld' (default), a model directory, or a cached HF id")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--model", default="factworld", action=_ModelAction,
+                   help="'factworld' (default), a model directory, or a cached HF id")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="the weights' dtype (float16 / bfloat16: where the method allows; statistics are summed "
+                        "in float32 or float64)")
+    p.add_argument("--device", default=None, action=_DeviceAction,
+                   help="where the model runs: cpu (default), cuda, cuda:1, mps, ...")
     add_quiet_argument(p)
 
 
@@ -158,6 +221,7 @@ def main_for(module: str, doc: str, add_arguments: Callable[[argparse.ArgumentPa
     return run(parser.parse_args(argv))
 
 
-__all__ = ["CLEAN", "CORRUPTED", "ANSWER", "COUNTERFACTUAL", "ModelArg", "AnalysisResult", "Outputs", "as_model",
+__all__ = ["CLEAN", "CORRUPTED", "ANSWER", "COUNTERFACTUAL", "ModelArg", "ModelName", "DTYPES", "check_device",
+           "AnalysisResult", "Outputs", "as_model",
            "add_model_arguments", "add_quiet_argument", "add_pair_arguments", "add_out_argument",
            "add_json_argument", "add_batch_size_argument", "load_model", "main_for", "write_json"]

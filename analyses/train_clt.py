@@ -2,6 +2,7 @@
 
     interp train-clt --out DIR [--model M] [--features 512] [--k 32] [--steps 3000] [--tokens 100000]
     interp train-clt --force [...]          # replace the shipped one in models/factworld/clt/
+    interp train-clt --out DIR --store acts/mlp   # streamed from an activation store on disk
 
 One TopK CLT: per layer an encoder reading blocks.{l}.ln2.hook_normalized, whose features write
 to blocks.{l'}.hook_mlp_out for every l' >= l (`probes.sae.clt`). Trained on --tokens tokens of
@@ -10,6 +11,10 @@ evaluated on the 300 held-out-template sentences the per-layer transcoders are
 (`probes.sae.evaluate_layers`, the object token as the focus). Written to OUT (cfg.json with
 the training record and the scores, clt_weights.safetensors) with the loss curve
 OUT/training.png.
+
+With --store DIR the pairs are streamed from an activation store (`interp.store`), the same one
+`interp train-transcoders --store` uses (every layer's MLP input and output), harvested into
+DIR (whole shards up to --tokens) where DIR holds none, else reused after checking it.
 
 Nothing is overwritten unless asked: OUT must be a new or empty directory (or `--force`).
 Without `--out`, `--force` replaces the shipped CLT, for the fact-world model only. The checks
@@ -38,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="output directory, new or empty (required unless --force)")
     p.add_argument("--force", action="store_true",
                    help="replace what is there; without --out, the fact-world model's shipped CLT")
+    p.add_argument("--store", type=Path, default=None,
+                   help="an activation store folder to train from (harvested there first if it holds none)")
     add_model_arguments(p)
 
 
@@ -62,13 +69,20 @@ def output_dir(out: Optional[Path], model: str = "factworld", force: bool = Fals
 
 
 def train_factworld_clt(model, *, features: int = 512, k: int = 32, steps: int = 3000, tokens: int = 100_000,
-                        seed: int = 0, progress: bool = True):
-    """(clt, training record) of a TopK CLT trained on the fact world's training sentences."""
+                        seed: int = 0, progress: bool = True, store: Optional[Path] = None):
+    """(clt, training record) of a TopK CLT trained on the fact world's training sentences (in
+    memory, or streamed from the activation store in folder `store`, harvested there if absent)."""
     from analyses.factworld_edits import stats_texts
     from probes.sae.clt import CrossLayerTranscoder, layer_pairs, train_clt
 
     clt = CrossLayerTranscoder.for_model(model, features, activation="topk", k=k, seed=seed)
-    data = layer_pairs(model, clt, stats_texts(20_000), max_tokens=tokens)
+    if store is not None:
+        from interp.store import store_for
+
+        hooks = [h for pair in zip(clt.in_hooks, clt.out_hooks) for h in pair]
+        data = store_for(model, stats_texts(20_000), hooks, store, max_tokens=tokens, progress=progress)
+    else:
+        data = layer_pairs(model, clt, stats_texts(20_000), max_tokens=tokens)
     record = train_clt(clt, data, steps=steps, batch_size=1024, lr=1e-3, dead_after=5000, aux_coeff=0.125,
                        progress=progress)
     return clt.eval(), record
@@ -81,8 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
     out, shipped = output_dir(args.out, args.model, args.force)  # before any work
     model = load_model(args)
-    clt, record = train_factworld_clt(model, features=args.features, k=args.k, steps=args.steps, tokens=args.tokens,
-                                      progress=not args.quiet)
+    from interp.store import StaleStoreError
+
+    try:
+        clt, record = train_factworld_clt(model, features=args.features, k=args.k, steps=args.steps,
+                                          tokens=args.tokens, progress=not args.quiet, store=args.store)
+    except (StaleStoreError, FileExistsError, NotADirectoryError) as e:
+        raise SystemExit(f"interp train-clt: {e}") from None
     test, focus = held_out(model)
     scores = evaluate_layers(model, clt, test, focus=focus)
     extra = {"training": record.to_dict() | {"losses": record.losses[::50]}, "scores": scores.to_dict(),

@@ -2,6 +2,7 @@
 
     interp train-sae --hook blocks.1.hook_resid_post --out results/sae-L1 [--features 512] [--k 32] [--steps 2000]
     interp train-sae --model DIR --hook blocks.0.hook_mlp_out --texts corpus.txt --out DIR
+    interp train-sae --hook blocks.1.hook_resid_post --store acts/L1 --out results/sae-L1   # streamed from disk
 
 The SAE reads and reconstructs the hook's activation at every real token of a corpus: the
 fact world's training sentences (seeded) for the fact-world model, else one text per line of
@@ -9,6 +10,12 @@ fact world's training sentences (seeded) for the fact-world model, else one text
 sentences, or the last 10% of --texts) with `probes.sae.evaluate_dictionary` and written with
 `probes.sae.save_dictionary` into --out (required; a non-empty folder only with --force):
 cfg.json (with the training record and the scores) and sae_weights.safetensors.
+
+With --store DIR the activations are not held in memory: they are harvested into DIR (an
+activation store, `interp.store`: safetensors shards and a manifest; whole shards up to
+--tokens) and training streams shuffled batches from it. A complete store already in DIR is
+reused, after checking that it holds this model's (same weights) --hook in its dtype; an
+interrupted harvest is finished; anything else is refused.
 (`interp train-transcoders` trains the fact-world model's MLP transcoders.)
 """
 
@@ -40,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="training tokens gathered from the corpus")
     p.add_argument("--texts", type=Path, default=None,
                    help="corpus, one text per line (default for the fact-world model: its training sentences)")
+    p.add_argument("--store", type=Path, default=None,
+                   help="an activation store folder to train from (harvested there first if it holds none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace what is in --out")
     add_model_arguments(p)
@@ -70,10 +79,11 @@ def corpus_texts(model: ModelArg, texts: Optional[Union[str, Path, Sequence[str]
 def train_sae(model: ModelArg = "factworld", *, hook: str, out: Union[str, Path], features: int = 512,
               activation: str = "topk", k: int = 32, l1: float = 1e-3, steps: int = 2000, batch_size: int = 1024,
               lr: float = 1e-3, tokens: int = DEFAULT_TOKENS, texts: Optional[Union[str, Path, Sequence[str]]] = None,
-              seed: int = 0, force: bool = False, progress: bool = True,
-              dtype: Optional[str] = None) -> AnalysisResult:
+              seed: int = 0, force: bool = False, progress: bool = True, dtype: Optional[str] = None,
+              store: Optional[Union[str, Path]] = None) -> AnalysisResult:
     """Train an SAE on `hook` (see the module docstring) and save it into `out` (required; refused
-    if it holds anything, unless `force`). `results["sae"]` is the trained `SparseDictionary`,
+    if it holds anything, unless `force`); with `store`, from the activation store in that folder
+    (harvested first where there is none). `results["sae"]` is the trained `SparseDictionary`,
     `results["scores"]` its `DictionaryScores`; the report has the record and the scores."""
     from models.checkpoint import check_empty_dir
     from probes.sae import SparseDictionary, activation_pairs, evaluate_dictionary, save_dictionary, train_dictionary
@@ -86,11 +96,18 @@ def train_sae(model: ModelArg = "factworld", *, hook: str, out: Union[str, Path]
     d = _hook_width(model, hook, train_texts[0])
     sae = SparseDictionary.sae(d, features, hook=hook, activation=activation, k=k, seed=seed,
                                dtype=str(next(model.parameters()).dtype).removeprefix("torch."))
-    data = activation_pairs(model, sae, train_texts, max_tokens=tokens)
-    record = train_dictionary(sae, data, steps=steps, batch_size=min(batch_size, data[0].shape[0]), lr=lr, l1=l1,
+    if store is not None:
+        from interp.store import store_for
+
+        data = store_for(model, train_texts, [hook], store, max_tokens=tokens, progress=progress)
+        n_tokens = data.tokens
+    else:
+        data = activation_pairs(model, sae, train_texts, max_tokens=tokens)
+        n_tokens = int(data[0].shape[0])
+    record = train_dictionary(sae, data, steps=steps, batch_size=min(batch_size, n_tokens), lr=lr, l1=l1,
                               progress=progress)
     scores = evaluate_dictionary(model, sae.eval(), test_texts)
-    report = {"hook": hook, "d_in": d, "n_features": features, "activation": activation, "tokens": int(data[0].shape[0]),
+    report = {"hook": hook, "d_in": d, "n_features": features, "activation": activation, "tokens": n_tokens,
               "training": record.to_dict() | {"losses": record.losses[::50]}, "scores": scores.to_dict()}
     path = save_dictionary(sae, out, extra=report, overwrite=force)
     print(f"SAE on {hook} ({d} -> {features} features, {activation}): L0 {scores.l0:.1f}, variance explained "
@@ -116,12 +133,14 @@ def _hook_width(model, hook: str, text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from interp.store import StaleStoreError
+
     try:
         return train_sae(args.model, hook=args.hook, out=args.out, features=args.features, activation=args.activation,
                          k=args.k, l1=args.l1, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          tokens=args.tokens, texts=args.texts, seed=args.seed, force=args.force,
-                         progress=not args.quiet, dtype=args.dtype).rc
-    except (FileExistsError, NotADirectoryError) as e:  # a clean command-line error: nothing was written
+                         progress=not args.quiet, dtype=args.dtype, store=args.store).rc
+    except (FileExistsError, NotADirectoryError, StaleStoreError) as e:  # a clean command-line error: nothing was written
         raise SystemExit(f"interp train-sae: {e}") from None
 
 

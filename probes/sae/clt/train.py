@@ -2,6 +2,7 @@
 
     data = layer_pairs(model, clt, texts, max_tokens=60_000)     # one forward pass per batch, all layers
     record = train_clt(clt, data, steps=2000)                     # a probes.sae.TrainingRecord
+    record = train_clt(clt, ActivationStore.open("acts", model=model), steps=2000)   # streamed from disk
 
 Loss: the sum over output layers l' of the squared reconstruction error of MLP l' divided by
 the variance of its output (each layer's normalised MSE, as `train_dictionary` uses for one),
@@ -17,14 +18,15 @@ Each feature's decoders are renormalised after every step. Deterministic given t
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 
+from interp.store import ActivationStore
 from interp.tokens import cached_batches
 from models.transformer import Transformer
 from probes.sae.clt.model import CrossLayerTranscoder
-from probes.sae.train import TrainingRecord, fit
+from probes.sae.train import TrainingRecord, check_store, fit, store_moments, store_stream
 
 
 def layer_pairs(model: Transformer, clt: CrossLayerTranscoder, texts: Sequence[str], *, batch_size: int = 256,
@@ -49,32 +51,46 @@ def layer_pairs(model: Transformer, clt: CrossLayerTranscoder, texts: Sequence[s
     return (x, y) if max_tokens is None else (x[:max_tokens], y[:max_tokens])
 
 
-def train_clt(clt: CrossLayerTranscoder, data: tuple[torch.Tensor, torch.Tensor], *, steps: int = 2000,
-              batch_size: int = 1024, lr: float = 1e-3, l1: float = 1e-3, aux_k: int = 64, aux_coeff: float = 1 / 32,
-              dead_after: int = 20_000, log_every: int = 100, progress: bool = True) -> TrainingRecord:
-    """Fit `clt` to (inputs, targets) [n, n_layers, d_model] each (see the module docstring);
-    returns the record (losses per step, dead share every `log_every` steps, seconds)."""
+def train_clt(clt: CrossLayerTranscoder, data: Union[tuple[torch.Tensor, torch.Tensor], ActivationStore], *,
+              steps: int = 2000, batch_size: int = 1024, lr: float = 1e-3, l1: float = 1e-3, aux_k: int = 64,
+              aux_coeff: float = 1 / 32, dead_after: int = 20_000, log_every: int = 100, progress: bool = True,
+              buffer_shards: int = 4) -> TrainingRecord:
+    """Fit `clt` to (inputs, targets) [n, n_layers, d_model] each (see the module docstring), or to
+    batches streamed from an `interp.store.ActivationStore` holding every in_hook and out_hook
+    (`buffer_shards` shards in memory at a time); returns the record (losses per step, dead share
+    every `log_every` steps, seconds)."""
     if not isinstance(clt, CrossLayerTranscoder):
         raise TypeError(f"train_clt trains a CrossLayerTranscoder, got {type(clt).__name__}")
     if clt.cfg.activation == "jumprelu":
         raise ValueError("a jumprelu CLT is read from circuit-tracer's files, not trained here (its per-feature "
                          "thresholds are not learned): train relu, topk or batchtopk")
-    x_all, y_all = data
-    cfg = clt.cfg
-    shape = (cfg.n_layers, cfg.d_model)
-    if x_all.dim() != 3 or y_all.dim() != 3 or tuple(x_all.shape[1:]) != shape or tuple(y_all.shape[1:]) != shape:
-        raise ValueError(f"inputs and targets must be [n, n_layers={cfg.n_layers}, d_model={cfg.d_model}], got "
-                         f"{tuple(x_all.shape)} and {tuple(y_all.shape)}")
-    if x_all.shape[0] != y_all.shape[0] or x_all.shape[0] < batch_size:
-        raise ValueError(f"need at least batch_size={batch_size} paired rows, got {x_all.shape[0]} and {y_all.shape[0]}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    dtype = clt.W_enc.dtype
-    x_all, y_all = x_all.to(dtype), y_all.to(dtype)
+    cfg = clt.cfg
+    dtype, device = clt.W_enc.dtype, clt.W_enc.device
+    if isinstance(data, ActivationStore):
+        check_store(data, [*clt.in_hooks, *clt.out_hooks], cfg.d_model, batch_size)
+        x_mean, _ = store_moments(data, clt.in_hooks)
+        y_mean, variance = store_moments(data, clt.out_hooks)  # [n_layers, d_model], [n_layers]
+        x_mean, y_mean, variance = (t.to(device=device, dtype=dtype) for t in (x_mean, y_mean, variance))
+        batches = store_stream(data, clt.in_hooks, clt.out_hooks, batch_size=batch_size, seed=cfg.seed,
+                               device=device, dtype=dtype, buffer_shards=buffer_shards)
+    else:
+        x_all, y_all = data
+        shape = (cfg.n_layers, cfg.d_model)
+        if x_all.dim() != 3 or y_all.dim() != 3 or tuple(x_all.shape[1:]) != shape or tuple(y_all.shape[1:]) != shape:
+            raise ValueError(f"inputs and targets must be [n, n_layers={cfg.n_layers}, d_model={cfg.d_model}], got "
+                             f"{tuple(x_all.shape)} and {tuple(y_all.shape)}")
+        if x_all.shape[0] != y_all.shape[0] or x_all.shape[0] < batch_size:
+            raise ValueError(f"need at least batch_size={batch_size} paired rows, got {x_all.shape[0]} and "
+                             f"{y_all.shape[0]}")
+        x_all, y_all = x_all.to(dtype), y_all.to(dtype)
+        x_mean, y_mean = x_all.mean(0), y_all.mean(0)
+        variance = (y_all - y_mean).pow(2).sum(-1).mean(0)  # [n_layers]
+        batches = (x_all, y_all)
     with torch.no_grad():  # biases start at the data's means
-        clt.b_dec.copy_(y_all.mean(0))
-        clt.b_pre.copy_(x_all.mean(0))
-    variance = (y_all - y_all.mean(0)).pow(2).sum(-1).mean(0)  # [n_layers]
+        clt.b_dec.copy_(y_mean)
+        clt.b_pre.copy_(x_mean)
 
     def step_loss(x: torch.Tensor, y: torch.Tensor, mark_fired) -> torch.Tensor:
         pre = clt.pre_acts(x)  # [batch, layer, feature]
@@ -94,7 +110,7 @@ def train_clt(clt: CrossLayerTranscoder, data: tuple[torch.Tensor, torch.Tensor]
             loss = loss + aux_coeff * ((aux - residual).pow(2).sum(-1).mean(0) / variance).sum()
         return loss
 
-    return fit(clt, (x_all, y_all), step_loss, seed=cfg.seed, steps=steps, batch_size=batch_size, lr=lr,
+    return fit(clt, batches, step_loss, seed=cfg.seed, steps=steps, batch_size=batch_size, lr=lr,
                dead_after=dead_after, log_every=log_every, progress=progress, desc="training cross-layer transcoder")
 
 

@@ -1,10 +1,12 @@
 """Sparse dictionaries for a model's activations: SAEs and transcoders (ReLU + L1, TopK,
-BatchTopK; skip connections), trained on streamed activations, spliced into the forward pass,
+BatchTopK; skip connections), trained on activations held in memory or streamed from an
+activation store on disk (`interp.store`), spliced into the forward pass,
 evaluated (L0, variance explained, CE loss recovered, KL, dead and dense features), saved and
 loaded (SAELens' file layout); cross-layer transcoders (`probes.sae.clt`).
 
     tc = SparseDictionary.transcoder(model, layer=1, n_features=2048, activation="topk", k=16)
     record = train_dictionary(tc, activation_pairs(model, tc, texts), steps=2000)
+    record = train_dictionary(tc, harvest(model, texts, [tc.in_hook, tc.out_hook], "acts"), steps=2000)  # streamed
     scores = evaluate_dictionary(model, tc, held_out_texts)
 """
 

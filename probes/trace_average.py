@@ -135,15 +135,15 @@ def fact_record(model: Transformer, index: int, fact: tuple[Prompt, Subject, Ans
 def combine_records(records: Sequence[dict], *, n_layers: int, kind: Kind, window: int, dtype: torch.dtype,
                     traces: Sequence[TraceResult] = ()) -> AverageTrace:
     """The `AverageTrace` of the facts' `fact_record`s, summed in their order (float64)."""
-    sums = torch.zeros(n_layers, len(CATEGORIES), dtype=torch.float64)
+    sums = torch.zeros(n_layers, len(CATEGORIES), dtype=torch.float64, device="cpu")  # from JSON-ready records
     counts = [0] * len(CATEGORIES)
     kept = [r for r in records if r["skipped"] is None]
     for r in kept:
         for c, values in enumerate(r["categories"]):
             if values is not None:
-                sums[:, c] += torch.tensor(values, dtype=torch.float64)
+                sums[:, c] += torch.tensor(values, dtype=torch.float64, device="cpu")
                 counts[c] += 1
-    denom = torch.tensor([n if n else float("nan") for n in counts], dtype=torch.float64)
+    denom = torch.tensor([n if n else float("nan") for n in counts], dtype=torch.float64, device="cpu")
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else float("nan")  # noqa: E731
     skipped = [tuple(r["skipped"]) for r in records if r["skipped"] is not None]
     return AverageTrace(

@@ -73,21 +73,21 @@ def _check_factworld(model: ModelArg, what: str) -> None:
 
 def make_edit(model: "Transformer", method: str, request: "EditRequest", layer: int, relation: str, why: str,
               progress: bool = False) -> "Edit":
-    """The edit of one fact-world request with the settings the benchmarks measure."""
+    """The edit of one fact-world request at `layer` with the methods' defaults (the contexts and
+    kept prompts come from the model's own `edit_prompts`; FT-L gets the same contexts)."""
     from analyses import factworld_edits as fe
     from models import factworld
-    from probes.edit import fine_tune, key_second_moment, memit, rome
+    from probes.edit import alphaedit, fine_tune, key_second_moment, memit, rome
 
-    subject = request.subject
-    rewrites, keep = fe.rewrite_prompts(subject, relation), fe.keep_prompts(subject, relation)
     if method == "ft":
-        return fine_tune(model, [request], layer=layer, prefixes=factworld.openers(), rewrites=[rewrites])
+        return fine_tune(model, [request], layer=layer, prefixes=factworld.openers(),
+                         rewrites=[fe.rewrite_prompts(request.subject, relation)])
     stats = key_second_moment(model, layer, fe.stats_texts(), progress=progress)
     if method == "memit":
-        return memit(model, [request], layers=[layer], stats={layer: stats}, prefixes=factworld.openers(),
-                     rewrites=[rewrites], keep=[keep], **fe.MEMIT_SETTINGS, progress=progress)
-    return rome(model, request, layer=layer, stats=stats, prefixes=factworld.openers(), rewrites=rewrites, keep=keep,
-                why_layer=why, **fe.ROME_SETTINGS)
+        return memit(model, [request], layers=[layer], stats={layer: stats}, progress=progress)
+    if method == "alphaedit":
+        return alphaedit(model, [request], layers=[layer], stats={layer: stats}, progress=progress)
+    return rome(model, request, layer=layer, stats=stats, why_layer=why)
 
 
 def _rows(case, relation: str) -> dict[str, list[tuple[str, str]]]:
@@ -272,9 +272,6 @@ def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome"
         top = min(set(layers), key=lambda l: (-layers.count(l), l))
         edits = [memit(model, [c.request for c in cases], layers=[top],
                        stats={top: key_second_moment(model, top, fe.stats_texts(), progress=progress)},
-                       prefixes=factworld.openers(), rewrites=[fe.rewrite_prompts(c.request.subject, relation)
-                                                                  for c in cases],
-                       keep=[fe.keep_prompts(c.request.subject, relation) for c in cases], **fe.MEMIT_SETTINGS,
                        progress=progress)]
     else:
         edits = [make_edit(model, method, c.request, l, relation, "causal trace" if layer is None else "given")

@@ -15,31 +15,16 @@ from typing import Optional
 from models import factworld
 from models.factworld.corpus import default_corpus
 from probes.edit import EditCase, EditRequest
+from models.factworld.editing import KEEP_TEMPLATES, REWRITE_TEMPLATES, keep_prompts, rewrite_prompts
 from probes.ffn import related_subjects
 
 
-# The settings the README's numbers were measured with (benchmarks/editing.py).
-ROME_SETTINGS = {"kl_weight": 16.0}
-MEMIT_SETTINGS = {"weight": 100.0, "kl_weight": 16.0}  # weight: the best of 1, 10, 100, 300, 1000 on 100 edits
-KEEP_TEMPLATES = 12  # training templates per other relation whose predictions the edit keeps (KL)
-REWRITE_TEMPLATES = 10  # training templates of the edited relation the new answer is optimised on
+# The contexts and kept prompts of an edit live with the model (models.factworld.editing), which
+# `rome` / `memit` / `alphaedit` find by themselves on the shipped model; re-exported here.
 
 
 def request(subject: str, relation: str, new_target: str, template: int = 0) -> EditRequest:
     return EditRequest(factworld.prompt(subject, relation, template), subject, new_target)
-
-
-def keep_prompts(subject: str, relation: str, templates: int = KEEP_TEMPLATES) -> list[str]:
-    """The subject's other relations in the first training templates: their predictions must
-    survive the edit (the evaluation's attribute prompts are template 0 and the held-out ones)."""
-    return [t.format(subject=subject) for r in factworld.relations() if r != relation
-            for t in factworld.templates(r, heldout=False)[:templates]]
-
-
-def rewrite_prompts(subject: str, relation: str, templates: int = REWRITE_TEMPLATES) -> list[str]:
-    """The edited fact in training templates 1 .. `templates` (never the held-out ones the
-    paraphrase score uses): more prompts that should give the new answer."""
-    return [t.format(subject=subject) for t in factworld.templates(relation, heldout=False)[1: templates + 1]]
 
 
 def edit_case(subject: str, relation: str, new_target: str, *, same_answer: int = 10, seed: int = 0) -> EditCase:
@@ -104,4 +89,4 @@ def fluency_texts(n: int = 200, seed: int = 1, exclude: Optional[set] = None) ->
     return out
 
 
-__all__ = ["ROME_SETTINGS", "MEMIT_SETTINGS", "request", "keep_prompts", "rewrite_prompts", "edit_case", "random_edits", "stats_texts", "fluency_texts"]
+__all__ = ["KEEP_TEMPLATES", "REWRITE_TEMPLATES", "request", "keep_prompts", "rewrite_prompts", "edit_case", "random_edits", "stats_texts", "fluency_texts"]

@@ -19,6 +19,7 @@ import torch
 from interp.progress import progress_bar
 from interp.results import write_json
 from models import Transformer, factworld
+from models.factworld.editing import parse_prompt
 from probes.ffn import DEFAULT_METHOD, ROLES, FactBatch, FactPrompt, layer_means, localise
 from probes.ffn.units import site_from_label
 
@@ -78,14 +79,7 @@ def other_facts(exclude_subject: str, relation: str, template: int = 0) -> dict[
 
 def find_subject(prompt: str) -> Optional[tuple[str, str, int]]:
     """(subject, relation, template index) if `prompt` is a fact-world prompt, else None."""
-    for relation in factworld.relations():
-        for template_index, template in enumerate(factworld.templates(relation)):
-            head, _, tail = template.partition("{subject}")
-            if prompt.startswith(head) and prompt.endswith(tail):
-                subject = prompt[len(head): len(prompt) - len(tail)]
-                if subject in factworld.subjects():
-                    return subject, relation, template_index
-    return None
+    return parse_prompt(prompt)
 
 
 def other_facts_for(prompt: str) -> dict[str, list[FactPrompt]]:

@@ -56,6 +56,7 @@ def load(name_or_path: str | Path, dtype: Optional[str] = None, cache_dir: Optio
     if name == "factworld":
         from models.factworld import checkpoint_dir
         from models.factworld.corpus import default_corpus
+        from models.factworld.editing import edit_prompts
 
         ckpt = checkpoint_dir()
         if not (ckpt / "config.json").exists():
@@ -64,6 +65,7 @@ def load(name_or_path: str | Path, dtype: Optional[str] = None, cache_dir: Optio
             )
         model = load(ckpt, dtype)
         model.default_corpus = default_corpus  # its training sentences: what corpus statistics default to
+        model.edit_prompts = edit_prompts  # an edit's contexts and kept prompts: what rome / memit default to
         return model
     path = Path(name).expanduser()
     if path.is_dir():

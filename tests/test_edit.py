@@ -163,8 +163,7 @@ def test_rome_moves_michael_jordan_to_soccer_and_only_him(fw, fw_stats):
     case = fe.edit_case("Michael Jordan", "sport", "soccer")
     saved = weights(fw)
     edit = rome(fw, case.request, layer=0, stats=fw_stats[0], prefixes=factworld.openers(),
-                rewrites=fe.rewrite_prompts("Michael Jordan", "sport"), keep=fe.keep_prompts("Michael Jordan", "sport"),
-                **fe.ROME_SETTINGS)
+                rewrites=fe.rewrite_prompts("Michael Jordan", "sport"), keep=fe.keep_prompts("Michael Jordan", "sport"))
     with edit.applied(fw):
         assert top1(fw, case.request.prompt) == "soccer"
         assert [top1(fw, p) for p in case.paraphrases] == ["soccer"] * 3  # held-out templates, never trained on
@@ -181,7 +180,7 @@ def test_rome_moves_michael_jordan_to_soccer_and_only_him(fw, fw_stats):
 
 def test_evaluate_edits_aggregates_per_case_scores(fw, fw_stats):
     cases = [fe.edit_case(s, "sport", t) for s, t in fe.random_edits(3, seed=5, known_by=fw)]
-    edits = [rome(fw, c.request, layer=0, stats=fw_stats[0], prefixes=factworld.openers(), **fe.ROME_SETTINGS)
+    edits = [rome(fw, c.request, layer=0, stats=fw_stats[0], prefixes=factworld.openers())
              for c in cases]
     report = evaluate_edits(fw, cases, edits, fe.fluency_texts(20))
     per_case = [evaluate_edit(fw, c, e) for c, e in zip(cases, edits)]

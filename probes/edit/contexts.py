@@ -27,6 +27,25 @@ def contexts(request: EditRequest, prefixes: Sequence[str], rewrites: Sequence[s
     return [f"{p} {request.prompt}" if p else request.prompt for p in prefixes] + list(rewrites)
 
 
+def edit_prompts(model: Transformer, request: EditRequest, prefixes: Optional[Sequence[str]] = None,
+                 rewrites: Optional[Sequence[str]] = None,
+                 keep: Optional[Sequence[str]] = None) -> tuple[list[str], list[str], list[str], str]:
+    """(prefixes, rewrites, keep, where from) for editing `request`: those given, the others from
+    the model's own (`model.edit_prompts(prompt, subject)` -> {"prefixes", "rewrites", "keep"}, which
+    the shipped fact-world model has for its facts), else the generic defaults (the prompt as it
+    is, no rewrites, no kept prompts)."""
+    own = getattr(model, "edit_prompts", None)
+    found = own(request.prompt, request.subject) if callable(own) else None
+    defaults = found or {"prefixes": list(DEFAULT_PREFIXES), "rewrites": [], "keep": []}
+    given = {"prefixes": prefixes, "rewrites": rewrites, "keep": keep}
+    out = {k: list(v) if v is not None else list(defaults.get(k, [])) for k, v in given.items()}
+    if not out["prefixes"]:
+        raise ValueError("prefixes must hold at least one context prefix (\"\" is the prompt as it is)")
+    source = "given" if all(v is not None for v in given.values()) else ("the model's edit_prompts" if found else
+                                                                         "generic defaults")
+    return out["prefixes"], out["rewrites"], out["keep"], source
+
+
 def batch(model: Transformer, texts: Sequence[str]) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """(tokens [n, pos] right-padded, mask or None, last positions [n]) of texts."""
     b = next(padded_batches(model, texts, len(texts)))
@@ -51,4 +70,4 @@ def mean_key(model: Transformer, layer: int, texts: Sequence[str], subject: str)
     return mean_state(model, hook_names.act_name("post", layer), texts, subject)
 
 
-__all__ = ["DEFAULT_PREFIXES", "contexts", "batch", "subject_ends", "mean_state", "mean_key"]
+__all__ = ["DEFAULT_PREFIXES", "contexts", "edit_prompts", "batch", "subject_ends", "mean_state", "mean_key"]

@@ -27,6 +27,7 @@ class Edit:
     method: str  # "rome", "memit" or "ft"
     deltas: dict[str, torch.Tensor]  # parameter name -> the change added to it
     info: dict[str, Any] = field(default_factory=dict)  # what was edited, where and how (JSON-ready)
+    keys: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # layer -> keys K [n, d_mlp] fitted at
     _originals: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def _check(self, model: Transformer) -> dict[str, torch.nn.Parameter]:

@@ -101,6 +101,26 @@ def _scores(model: Transformer, case: EditCase, before: dict, after: dict) -> Ca
     )
 
 
+def measure_cases(model: Transformer, cases: Sequence[EditCase]) -> list[dict[str, torch.Tensor]]:
+    """The logits of every case's prompts on the model as it is now (e.g. before a run of edits)."""
+    return [_measure(model, c) for c in cases]
+
+
+def scores_after(model: Transformer, cases: Sequence[EditCase], before: Sequence[dict]) -> list[CaseScores]:
+    """Each case's scores on the model as it is now (edits applied), against `before`
+    (`measure_cases` on the unedited model)."""
+    return [_scores(model, c, b, _measure(model, c)) for c, b in zip(cases, before)]
+
+
+def mean_scores(per_case: Sequence[CaseScores]) -> dict[str, float]:
+    """metric -> the mean over cases in percent (cases where it is NaN, e.g. no neighbours, skipped)."""
+    means = {}
+    for name in (f for f in CaseScores.__dataclass_fields__ if f != "p_new_target"):
+        values = [getattr(s, name) for s in per_case if getattr(s, name) == getattr(s, name)]  # skip NaN
+        means[name] = 100 * sum(values) / len(values) if values else float("nan")
+    return means
+
+
 def evaluate_edit(model: Transformer, case: EditCase, edit: Optional[Edit] = None) -> CaseScores:
     """The case's scores with `edit` applied (None: the model as it is)."""
     before = _measure(model, case)
@@ -166,11 +186,7 @@ def evaluate_edits(model: Transformer, cases: Sequence[EditCase], edits: Sequenc
             if fluency_texts:
                 with edit.applied(model):
                     losses.append(mean_loss(model, fluency_texts))
-    names = [f for f in CaseScores.__dataclass_fields__ if f != "p_new_target"]
-    means = {}
-    for name in names:
-        values = [getattr(s, name) for s in per_case if getattr(s, name) == getattr(s, name)]  # skip NaN
-        means[name] = 100 * sum(values) / len(values) if values else float("nan")
+    means = mean_scores(per_case)
     score = harmonic_mean([max(means[m], 1e-9) for m in METRICS])
     seconds = sum(float(e.info.get("seconds", 0.0)) for e in edits) / max(1, len(cases))
     return EditReport(method or edits[0].method, len(cases), means, score, loss_before,
@@ -347,5 +363,5 @@ def compare_edit(model: Transformer, edit: Edit, request: EditRequest, old: str,
     return EditComparison(request, old, method or edit.method, rows, list(paraphrases), layer, loss_before, loss_after)
 
 
-__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "EditReport", "mean_loss", "METRICS",
+__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "measure_cases", "scores_after", "mean_scores", "EditReport", "mean_loss", "METRICS",
            "PromptChange", "EditComparison", "compare_edit"]

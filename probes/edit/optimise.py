@@ -28,6 +28,7 @@ class TargetVector:
     p_new_target: float  # mean P(new target) over the contexts with delta added
     steps: int
     loss: float
+    attempts: int = 1  # (keep_weight, decay) pairs tried by `relaxed_delta`
 
 
 def _subject_sites(model: Transformer, texts: Sequence[str], kl_texts: Sequence[str],
@@ -68,15 +69,17 @@ def _delta_hooks(layer: int, hook: str, delta: torch.Tensor, rows: torch.Tensor,
 
 def optimise_delta(model: Transformer, layer: int, request: EditRequest, new_target: int, prefixes: Sequence[str], *,
                    rewrites: Sequence[str] = (), keep: Sequence[str] = (), hook: str = "mlp_out", steps: int = 40,
-                   lr: float = 0.5, kl_weight: float = 0.0625, decay: float = 0.5, stop_at: float = 0.99,
-                   through: Optional[torch.Tensor] = None) -> TargetVector:
+                   lr: float = 0.5, kl_weight: float = 0.0625, keep_weight: Optional[float] = None, decay: float = 0.5,
+                   stop_at: float = 0.99, through: Optional[torch.Tensor] = None,
+                   init: Optional[torch.Tensor] = None) -> TargetVector:
     """The vector delta that, added to `hook` (blocks.{layer}.hook_{hook}) at the subject's last
     token of every context (the prompt after each prefix, and each of `rewrites`), maximises
     log P(new_target) (a token id) at the prompt's end (ROME's v* step), with a KL term keeping
     the model's next-token distributions after the subject alone (what it says about the
-    subject in general) and after each prompt of `keep` (prompts whose answers must not
-    change, e.g. the subject's other relations), and a penalty on |delta|^2 / |output|^2.
-    Adam from zero, at most `steps` steps, stopping once the mean P(new_target) exceeds
+    subject in general, weighted by `kl_weight`) and after each prompt of `keep` (prompts whose
+    answers must not change, e.g. the subject's other relations; their mean KL weighted by
+    `keep_weight`, None: `kl_weight`), and a penalty `decay` |delta|^2 / |output|^2. Adam from
+    zero (or from `init`), at most `steps` steps, stopping once the mean P(new_target) exceeds
     `stop_at`. The model's weights are not touched.
 
     through: a vector u [d_mlp] (hook must be "mlp_out"): instead of adding delta at the subject's
@@ -95,7 +98,9 @@ def optimise_delta(model: Transformer, layer: int, request: EditRequest, new_tar
         logits, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name])
         base_kl = logits[kl_rows, last[n:]].log_softmax(-1)
         scale = cache[name][rows[:n], ends[:n]].double().norm(dim=-1).mean()
-    delta = torch.zeros(model.cfg.d_model, dtype=cache[name].dtype, requires_grad=True)
+    keep_weight = kl_weight if keep_weight is None else keep_weight
+    start = torch.zeros(model.cfg.d_model) if init is None else init.detach()
+    delta = start.to(device=cache[name].device, dtype=cache[name].dtype).clone().requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=lr)
     hooks = _delta_hooks(layer, hook, delta, rows, ends, through)
     p_new, loss_value, step = 0.0, float("nan"), 0
@@ -104,8 +109,9 @@ def optimise_delta(model: Transformer, layer: int, request: EditRequest, new_tar
             logits = model(tokens, attention_mask=mask)
             logp = logits[torch.arange(n), last[:n]].log_softmax(-1)[:, new_target]
             new_kl = logits[kl_rows, last[n:]].log_softmax(-1)
-            kl = torch.nn.functional.kl_div(new_kl, base_kl, log_target=True, reduction="batchmean")
-            loss = -logp.mean() + kl_weight * kl + decay * delta.double().pow(2).sum() / scale ** 2
+            kl = torch.nn.functional.kl_div(new_kl, base_kl, log_target=True, reduction="none").sum(-1)  # [1 + n_keep]
+            kept = kl[1:].mean() if len(keep) else kl.new_zeros(())
+            loss = -logp.mean() + kl_weight * kl[0] + keep_weight * kept + decay * delta.double().pow(2).sum() / scale ** 2
             p_new = float(logp.detach().exp().mean())
             loss_value = float(loss.detach())
             if p_new > stop_at:
@@ -115,4 +121,26 @@ def optimise_delta(model: Transformer, layer: int, request: EditRequest, new_tar
     return TargetVector(delta.detach().double(), p_new, step, loss_value)
 
 
-__all__ = ["TargetVector", "optimise_delta"]
+# Constraints relaxed in turn until the edit takes (`relaxed_delta`): (keep_weight, decay) per attempt.
+RELAX = ((16.0, 0.5), (4.0, 0.25), (1.0, 0.1), (0.25, 0.02))
+
+
+def relaxed_delta(model: Transformer, layer: int, request: EditRequest, new_target: int, prefixes: Sequence[str], *,
+                  relax: Sequence[tuple[float, float]] = RELAX, accept: float = 0.9, **settings) -> TargetVector:
+    """`optimise_delta` under the first (keep_weight, decay) of `relax`; while the mean P(new_target)
+    stays below `accept`, go on from the vector found under the next, looser pair (the edit first,
+    then as much specificity as it allows). `.attempts` says how many pairs were used."""
+    if not relax:
+        raise ValueError("relax needs at least one (keep_weight, decay) pair")
+    vector, used = None, 0
+    for keep_weight, decay in relax:
+        used += 1
+        vector = optimise_delta(model, layer, request, new_target, prefixes, keep_weight=keep_weight, decay=decay,
+                                init=None if vector is None else vector.delta, **settings)
+        if vector.p_new_target >= accept:
+            break
+    vector.attempts = used
+    return vector
+
+
+__all__ = ["TargetVector", "optimise_delta", "relaxed_delta", "RELAX"]

@@ -32,10 +32,10 @@ import torch
 
 from interp import names as hook_names
 from models.transformer import Transformer
-from probes.edit.contexts import DEFAULT_PREFIXES, contexts, mean_key
+from probes.edit.contexts import DEFAULT_PREFIXES, contexts, edit_prompts, mean_key
 from probes.edit.edit import Edit
 from probes.edit.layers import choose_layer
-from probes.edit.optimise import optimise_delta
+from probes.edit.optimise import RELAX, relaxed_delta
 from probes.edit.requests import RequestLike, as_request, check_layer, check_request
 from probes.edit.stats import Corpus, key_second_moment
 
@@ -56,16 +56,21 @@ def check_stats(model: Transformer, stats: torch.Tensor, what: str = "the layer'
 
 def rome(model: Transformer, request: Union[RequestLike, str], subject: Optional[str] = None,
          new_target: Optional[str] = None, *, layer: Optional[int] = None, stats: Optional[torch.Tensor] = None,
-         corpus: Optional[Corpus] = None, prefixes: Sequence[str] = DEFAULT_PREFIXES, rewrites: Sequence[str] = (),
-         keep: Sequence[str] = (), steps: int = 40, lr: float = 0.5, kl_weight: float = 0.0625, decay: float = 0.5,
-         stop_at: float = 0.99, through_update: bool = True, why_layer: Optional[str] = None, seed: int = 0,
-         progress: bool = True) -> Edit:
+         corpus: Optional[Corpus] = None, prefixes: Optional[Sequence[str]] = None,
+         rewrites: Optional[Sequence[str]] = None, keep: Optional[Sequence[str]] = None, steps: int = 40,
+         lr: float = 0.5, kl_weight: float = 0.0625, relax: Sequence[tuple[float, float]] = RELAX,
+         accept: float = 0.9, stop_at: float = 0.99, through_update: bool = True, why_layer: Optional[str] = None,
+         seed: int = 0, progress: bool = True) -> Edit:
     """The ROME edit of `request` (an EditRequest, or prompt, subject, new_target) at MLP `layer`
     (None: the traced layer, `choose_layer` with `seed`); `stats` is the layer's key second
-    moment (None: `key_second_moment(model, layer, corpus)`); `rewrites`: more prompts about the
-    subject that should give the new target (the key is averaged over them too); `keep`: prompts
-    about the subject whose predictions the optimisation keeps (KL). The model is not changed:
-    apply the returned Edit."""
+    moment (None: `key_second_moment(model, layer, corpus)`); `prefixes`: contexts the prompt is
+    optimised in; `rewrites`: more prompts about the subject that should give the new target (the
+    key is averaged over them too); `keep`: prompts about the subject whose predictions the
+    optimisation keeps (KL). None takes the model's own (`model.edit_prompts`: the shipped
+    fact-world model's openers, training templates and other relations), else the prompt alone.
+    `relax`: (keep_weight, decay) pairs tried in turn until the mean P(new target) reaches
+    `accept` (`relaxed_delta`); `kl_weight` holds the distribution after the subject alone. The
+    model is not changed: apply the returned Edit."""
     start = time.perf_counter()
     request = as_request(request, subject, new_target)
     if layer is not None:
@@ -73,6 +78,7 @@ def rome(model: Transformer, request: Union[RequestLike, str], subject: Optional
     if stats is not None:
         check_stats(model, stats)
     new_id, current = check_request(model, request)
+    prefixes, rewrites, keep, prompts_from = edit_prompts(model, request, prefixes, rewrites, keep)
     if layer is None:
         layer, why_layer = choose_layer(model, request.prompt, request.subject, current, seed=seed)
         layer = check_layer(model, layer)
@@ -82,16 +88,17 @@ def rome(model: Transformer, request: Union[RequestLike, str], subject: Optional
     key = mean_key(model, layer, texts, request.subject)
     c_inv_k = solve_ridge(stats, key)
     u = c_inv_k / float(key @ c_inv_k)  # W_out + u r^T adds exactly r at the key k*
-    vector = optimise_delta(model, layer, request, new_id, prefixes, rewrites=rewrites, keep=keep, steps=steps, lr=lr,
-                            kl_weight=kl_weight, decay=decay, stop_at=stop_at, through=u if through_update else None)
+    vector = relaxed_delta(model, layer, request, new_id, prefixes, relax=relax, accept=accept, rewrites=rewrites,
+                           keep=keep, steps=steps, lr=lr, kl_weight=kl_weight, stop_at=stop_at,
+                           through=u if through_update else None)
     update = torch.outer(u, vector.delta)
     name = hook_names.param_name("mlp.W_out", layer)
     info = {"request": request.to_dict(), "layer": layer, "why_layer": why_layer or "given",
             "through_update": through_update, "p_new_target_optimised": vector.p_new_target, "steps": vector.steps,
-            "delta_norm": float(vector.delta.norm()), "key_norm": float(key.norm()), "prefixes": list(prefixes),
-            "rewrites": list(rewrites), "keep": list(keep), "seconds": time.perf_counter() - start,
-            "old_answer_id": current, "new_target_id": new_id}
-    return Edit("rome", {name: update.to(model.get_parameter(name).dtype)}, info)
+            "relax_attempts": vector.attempts, "delta_norm": float(vector.delta.norm()), "key_norm": float(key.norm()),
+            "prompts_from": prompts_from, "prefixes": prefixes, "rewrites": rewrites, "keep": keep,
+            "seconds": time.perf_counter() - start, "old_answer_id": current, "new_target_id": new_id}
+    return Edit("rome", {name: update.to(model.get_parameter(name).dtype)}, info, {layer: key[None]})
 
 
 __all__ = ["rome", "solve_ridge", "check_stats", "DEFAULT_PREFIXES"]

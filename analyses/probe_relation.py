@@ -4,6 +4,7 @@
     interp probe-relation all --methods direct,attribution,greedy    # compare ranking methods
     interp probe-relation sport --at subject                          # sites at the subject's tokens only
     interp probe-relation sport --unit feature --max-sites 5          # the shipped transcoders' features
+    interp probe-relation all --workers 2 --resume                    # on 2 Ray workers, keeping finished shards
     python -m analyses.probe_relation country --out results/probe-relation
 
 For each fact (template 0, "none" answers left out) `probes.ffn.localise` looks for the
@@ -18,7 +19,10 @@ OUT/methods.json and OUT/methods.png (localised share per relation and method). 
 has its interactive page beside it: RELATION[_METHOD].html (the sites heatmap),
 RELATION[_METHOD]_within.html (the localised facts per k) and methods.html (the methods table). With
 --unit feature the sites are the features of the shipped transcoders (`probes.sae.attached`,
-or --transcoders DIR) instead of neurons; files get a _features suffix.
+or --transcoders DIR) instead of neurons; files get a _features suffix. With --workers N (a local Ray
+cluster), --address ADDR (a running one) or --resume, the facts are localised in shards
+(`analyses.sharded`), each written to OUT/NAME.shards.jsonl as it finishes; the results are the
+same, number for number.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Optional, Sequence, Union
 from matplotlib.figure import Figure
 
 from analyses.common import AnalysisResult, ModelArg, Outputs, add_model_arguments, add_out_argument, as_model, main_for
+from analyses.sharded import add_workers_arguments
 
 RELATIONS = ("sport", "country", "occupation")
 
@@ -49,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcoders", default="factworld", help="with --unit feature: 'factworld' or a directory")
     add_model_arguments(p)
     add_out_argument(p, "results/probe-relation")
+    add_workers_arguments(p, shard_size=8)
 
 
 def _methods(method: Optional[str], methods: Optional[Sequence[str]]) -> list[str]:
@@ -153,24 +159,37 @@ def probe_relation(model: ModelArg = "factworld", relation: str = "sport", *, me
                    methods: Optional[Sequence[str]] = None, max_sites: int = 20, at: str = "any",
                    limit: Optional[int] = None, unit: str = "neuron", transcoders: Union[str, Path] = "factworld",
                    out: Optional[Union[str, Path]] = None, progress: bool = True,
-                   dtype: Optional[str] = None) -> AnalysisResult:
+                   dtype: Optional[str] = None, workers: Optional[int] = None, address: Optional[str] = None,
+                   resume: bool = False, shard_size: int = 8) -> AnalysisResult:
     """Localise every fact of `relation` ("all": each relation) on a fact-world model, by one
     ranking `method` or several `methods` compared; at="subject" limits the sites to the subject's
     tokens; unit="feature" localises with the `transcoders`' features. `results[relation]` (or
-    "relation_method") is the `RelationView`; the report is the table per method and relation."""
+    "relation_method") is the `RelationView`; the report is the table per method and relation.
+    workers / address / resume: in shards of `shard_size` facts (`analyses.sharded`), written to
+    OUT/NAME.shards.jsonl; the same views."""
     if at not in ("any", "subject"):
         raise ValueError(f"at must be 'any' or 'subject', got {at!r}")
     if unit not in ("neuron", "feature"):
         raise ValueError(f"unit must be 'neuron' or 'feature', got {unit!r}")
     chosen, relations = _methods(method, methods), _relations(relation)
+    if resume and out is None:
+        raise ValueError("resume=True needs out=: the folder whose shard files to resume")
+    shards = None
+    if workers or address is not None or resume:
+        shards = dict(model=model if isinstance(model, (str, Path)) else None, dtype=dtype, transcoders=transcoders,
+                      workers=workers, address=address, resume=resume, shard_size=shard_size)
     model = as_model(model, dtype)
     outputs = Outputs(out)
     with contextlib.ExitStack() as stack:
-        if unit == "feature":
+        if unit == "feature" and shards is None:  # sharded: each worker attaches its own
             from probes.sae import attached, load_transcoders
 
             stack.enter_context(attached(model, load_transcoders(transcoders)))
-        table, views = _localise_all(model, chosen, relations, max_sites, limit, at, unit, progress, outputs)
+        if shards is not None:  # one Ray cluster for every relation and method
+            from interp.workers import ray_cluster
+
+            stack.enter_context(ray_cluster(workers, address))
+        table, views = _localise_all(model, chosen, relations, max_sites, limit, at, unit, progress, outputs, shards)
     if len(chosen) > 1:
         _compare_methods(table, chosen, relations, max_sites, outputs)
     if out is not None:
@@ -186,22 +205,35 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(str(e)) from None
     return probe_relation(args.model, args.relation, methods=methods, max_sites=args.max_sites, at=args.at,
                           limit=args.limit, unit=args.unit, transcoders=args.transcoders, out=args.out,
-                          progress=not args.quiet, dtype=args.dtype).rc
+                          progress=not args.quiet, dtype=args.dtype, workers=args.workers, address=args.address,
+                          resume=args.resume, shard_size=args.shard_size).rc
 
 
 def _localise_all(model, methods: list[str], relations: list[str], max_sites: int, limit: Optional[int], at: str,
-                  unit: str, progress: bool, outputs: Outputs) -> tuple[dict[str, dict[str, dict]], dict]:
+                  unit: str, progress: bool, outputs: Outputs, shards: Optional[dict] = None
+                  ) -> tuple[dict[str, dict[str, dict]], dict]:
     from analyses.factworld_facts import relation_view
+    from analyses.sharded import relation_view_sharded
     from probes.ffn import SUBJECT_ROLES
 
     table: dict[str, dict[str, dict]] = {}
     views = {}
     for method in methods:
         for relation in relations:
-            view = relation_view(model, relation, method=method, max_sites=max_sites, limit=limit,
-                                 roles=SUBJECT_ROLES if at == "subject" else None, progress=progress, unit=unit)
             name = (relation if len(methods) == 1 else f"{relation}_{method}") + \
                 ("_features" if unit == "feature" else "")
+            roles = SUBJECT_ROLES if at == "subject" else None
+            if shards is None:
+                view = relation_view(model, relation, method=method, max_sites=max_sites, limit=limit, roles=roles,
+                                     progress=progress, unit=unit)
+            else:
+                named = shards["model"] is not None
+                view = relation_view_sharded(
+                    shards["model"] if named else model, relation, method=method, max_sites=max_sites, limit=limit,
+                    roles=roles, unit=unit, transcoders=shards["transcoders"], dtype=shards["dtype"],
+                    loaded=model if named else None, shard_size=shards["shard_size"], workers=shards["workers"],
+                    address=shards["address"], resume=shards["resume"], progress=progress,
+                    out=outputs.folder / f"{name}.shards.jsonl" if outputs.folder is not None else None)
             outputs.result(f"{name}.json", view)
             outputs.figure(plot_view(view, model.cfg.n_layers), name)
             outputs.view(name, sites_grid(view, model.cfg.n_layers))

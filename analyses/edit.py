@@ -2,10 +2,11 @@
 
     interp edit "Michael Jordan plays the sport of" soccer --subject "Michael Jordan"
     interp edit "Michael Jordan plays the sport of" soccer --method memit --layer 0 --save edited/
+    interp edit "Michael Jordan plays the sport of" soccer --method alphaedit --sequential 50
     python -m analyses.edit "Tom Brady plays the sport of" golf --out results/edit
     interp evaluate-edits --method rome -n 10 --out results/evaluate_edits
 
-`interp edit` (`edit_fact`): the edit (ROME by default; MEMIT or FT-L with --method) is made
+`interp edit` (`edit_fact`): the edit (ROME by default; MEMIT, AlphaEdit or FT-L with --method) is made
 at --layer, or at the layer a causal trace picks (the MLP whose output at the subject's last
 token restores the answer most), and stated. Then a before / after table: the edited prompt,
 the relation's training templates, its held-out templates (never trained on), the neighbours
@@ -13,11 +14,13 @@ the relation's training templates, its held-out templates (never trained on), th
 OUT/edit.json and OUT/edit.png; OUT/edit.html, every prompt's top token and probability, P(new
 target) and P(old answer) before and after, sortable and filtered by group, with the efficacy,
 paraphrase and specificity scores on top (`probes.edit.evaluate.EditComparison`,
-`results["comparison"]`); --save DIR writes the edited model to a new directory. The model
-in memory is restored bit-identically at the end (checked).
+`results["comparison"]`); --save DIR writes the edited model to a new directory.
+--sequential N makes N more random edits of other people after it, one after another (each on
+the model as edited so far), and the table shows the model holding all N + 1; it says how many
+still give their new target. The model in memory is restored bit-identically at the end (checked).
 
 `interp evaluate-edits` (`evaluate_random_edits`): N random facts of a relation the model
-knows, each moved to another random answer (seeded), edited (one at a time; MEMIT: all at
+knows, each moved to another random answer (seeded), edited (one at a time; MEMIT and AlphaEdit: all at
 once) and scored by `probes.edit.evaluate_edits`: efficacy, paraphrase, neighbourhood,
 attribute specificity and the fluency cost. OUT/evaluate_edits.json.
 """
@@ -25,6 +28,7 @@ attribute specificity and the fluency cost. OUT/evaluate_edits.json.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
     from models import Transformer
     from probes.edit import Edit, EditRequest
 
-METHODS = ("rome", "memit", "ft")
+METHODS = ("rome", "memit", "alphaedit", "ft")
 SHOWN = ("Michael Phelps", "Alexis Jordan")  # the canonical contrasts, printed when they are neighbours
 KEEP_GROUPS = ("neighbours keep theirs", "other relations keep theirs")  # the table's groups that keep their answers
 PARAPHRASE_GROUPS = ("held-out templates",)  # the paraphrase score's prompts: never trained on, never optimised on
@@ -50,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default="rome")
     p.add_argument("--layer", type=int, default=None, help="MLP layer to edit (default: chosen by a causal trace)")
     p.add_argument("--save", default=None, help="write the edited model to this new directory")
+    p.add_argument("--sequential", type=int, default=0, metavar="N",
+                   help="then make N more random edits (seeded by --seed) one after another, and show the table "
+                        "with all N + 1 applied (rome, memit, alphaedit)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the --sequential edits")
     add_model_arguments(p)
     add_out_argument(p, "results/edit")
 
@@ -135,11 +143,15 @@ def _fact(prompt: str, subject: Optional[str]) -> tuple[str, str]:
 
 def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays the sport of",
               new_target: str = "soccer", *, subject: Optional[str] = None, method: str = "rome",
-              layer: Optional[int] = None, save: Optional[Union[str, Path]] = None,
+              layer: Optional[int] = None, save: Optional[Union[str, Path]] = None, sequential: int = 0, seed: int = 0,
               out: Optional[Union[str, Path]] = None, progress: bool = True, dtype: Optional[str] = None) -> AnalysisResult:
     """Edit one fact-world fact and tabulate top-1 before and after over its prompt, templates,
-    held-out templates, neighbours and other relations (see the module docstring). `results`:
-    the `Edit` ("edit") and the `EditCase` ("case"); the model is restored bit-identically."""
+    held-out templates, neighbours and other relations (see the module docstring). With
+    `sequential` = N, N more random edits of other people (seeded by `seed`) follow it one after
+    another, each made on the model as edited so far, and the table compares the model before
+    with the model holding all N + 1 (`report["sequential"]`: how many still hold at the end).
+    `results`: the `Edit` ("edit", with `sequential` the run's combined edit) and the `EditCase`
+    ("case"); the model is restored bit-identically."""
     from analyses import factworld_edits as fe
     from probes.edit import EditRequest, check_request, choose_layer
     from probes.edit.evaluate import compare_edit
@@ -147,6 +159,8 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     _check_factworld(model, "interp edit")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if sequential < 0 or (sequential and method == "ft"):
+        raise ValueError(f"--sequential takes N >= 0 edits of rome, memit or alphaedit, got {sequential} with {method}")
     model = as_model(model, dtype)
     subject, relation = _fact(prompt, subject)
     request = EditRequest(prompt, subject, new_target)
@@ -157,6 +171,9 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     else:
         why = "given (--layer)"
     edit = make_edit(model, method, request, layer, relation, why, progress=progress)
+    chain = _sequential_after(model, edit, request, method, sequential, seed, progress) if sequential else None
+    if chain is not None:
+        edit = chain.pop("combined")
     case = fe.edit_case(subject, relation, new_target)
     case.request = request
     groups = _rows(case, relation)
@@ -176,6 +193,8 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     report = {"request": request.to_dict(), "old": case.old, "method": method, "layer": layer, "why_layer": why,
               "delta_norm": edit.norm(), "info": info, "table": table, "restored": restored,
               "scores": comparison.scores, "prompts": [r.to_dict() for r in comparison.rows]}
+    if chain is not None:
+        report["sequential"] = chain
     outputs = Outputs(out)
     outputs.json("edit.json", report)
     if out is not None:
@@ -184,6 +203,39 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
     results = {"edit": edit, "case": case, "groups": groups, "before": before, "after": after, "saved": saved,
                "comparison": comparison}
     return AnalysisResult("edit", report, outputs.files, results)
+
+
+def _sequential_after(model: "Transformer", first: "Edit", request: "EditRequest", method: str, n: int, seed: int,
+                      progress: bool) -> dict:
+    """Apply `first`, then n random edits of other people one after another (`sequential_edit`);
+    measure which of the n + 1 give their new target at the end; revert all. {"combined": the
+    run as one Edit, "edits", "held", "requests"}."""
+    from analyses import factworld_edits as fe
+    from probes.edit import SequentialEdits, sequential_edit
+
+    pairs = [(s, r, t) for r in ("sport", "country", "occupation")
+             for s, t in fe.random_edits(min(n, 200), relation=r, seed=seed, known_by=model) if s != request.subject]
+    random.Random(seed).shuffle(pairs)
+    if len(pairs) < n:
+        raise ValueError(f"only {len(pairs)} other facts to edit after this one, asked for {n}")
+    others = [fe.request(s, r, t) for s, r, t in pairs[:n]]
+    run = SequentialEdits(model)
+    try:
+        run.add(first)
+        sequential_edit(model, others, method, run=run, progress=progress)
+        held = [top1_is(model, r.prompt, r.new_target) for r in [request] + others]
+        combined = run.combined()
+    finally:
+        run.revert()
+    return {"combined": combined, "edits": n + 1, "held": sum(held), "first_held": held[0],
+            "requests": [r.to_dict() for r in [request] + others]}
+
+
+def top1_is(model: "Transformer", prompt: str, word: str) -> bool:
+    from interp.words import answer_token
+
+    with torch.no_grad():
+        return int(model(prompt)[0, -1].argmax()) == answer_token(model, word)
 
 
 def _neighbour_changes(groups, before, after) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -241,10 +293,15 @@ def run(args: argparse.Namespace) -> int:
                          "model (the probes.edit functions work on any model)")
     try:
         result = edit_fact(args.model, args.prompt, args.new_target, subject=args.subject, method=args.method,
-                           layer=args.layer, save=args.save, out=args.out, progress=not args.quiet, dtype=args.dtype)
+                           layer=args.layer, save=args.save, sequential=args.sequential, seed=args.seed, out=args.out,
+                           progress=not args.quiet, dtype=args.dtype)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     _print_edit(result)
+    if "sequential" in result.report:
+        sq = result.report["sequential"]
+        print(f"{sq['edits']} edits one after another ({args.method}): {sq['held']} of them give their new target at "
+              f"the end; this one {'holds' if sq['first_held'] else 'does not hold'}")
     print(f"Plot, page (edit.html) and JSON in {args.out}/")
     return result.rc
 
@@ -254,12 +311,12 @@ def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome"
                           out: Optional[Union[str, Path]] = None, progress: bool = True,
                           dtype: Optional[str] = None) -> AnalysisResult:
     """`evaluate_edits` over `n` random known facts of `relation`, each moved to another random
-    answer (seeded); each edit at `layer` or at its fact's traced layer (MEMIT: one edit of all
+    answer (seeded); each edit at `layer` or at its fact's traced layer (MEMIT, AlphaEdit: one edit of all
     at the layer traced most often). `results["report"]` is the `EditReport`."""
     from analyses import factworld_edits as fe
     from interp.progress import progress_bar
     from models import factworld
-    from probes.edit import choose_layer, evaluate_edits, key_second_moment, memit
+    from probes.edit import alphaedit, choose_layer, evaluate_edits, key_second_moment, memit
 
     _check_factworld(model, "interp evaluate-edits")
     if method not in METHODS:
@@ -268,11 +325,12 @@ def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome"
     cases = [fe.edit_case(s, relation, t) for s, t in fe.random_edits(n, relation=relation, seed=seed, known_by=model)]
     layers = [layer if layer is not None else choose_layer(model, c.request.prompt, c.request.subject, c.old)[0]
               for c in progress_bar(cases, progress=progress, desc="choosing layers (causal traces)")]
-    if method == "memit":
+    if method in ("memit", "alphaedit"):
         top = min(set(layers), key=lambda l: (-layers.count(l), l))
-        edits = [memit(model, [c.request for c in cases], layers=[top],
-                       stats={top: key_second_moment(model, top, fe.stats_texts(), progress=progress)},
-                       progress=progress)]
+        many = memit if method == "memit" else alphaedit
+        edits = [many(model, [c.request for c in cases], layers=[top],
+                      stats={top: key_second_moment(model, top, fe.stats_texts(), progress=progress)},
+                      progress=progress)]
     else:
         edits = [make_edit(model, method, c.request, l, relation, "causal trace" if layer is None else "given")
                  for c, l in progress_bar(list(zip(cases, layers)), progress=progress, desc=f"{method} edits")]

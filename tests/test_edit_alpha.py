@@ -183,3 +183,23 @@ def test_rome_simple_call_edits_every_relation(fw, relation, subject, new_target
         assert top1(fw, prompt) == new_target
         assert top1(fw, factworld.prompt(subject, relation, 0, heldout=True)) == new_target
         assert {r: top1(fw, p) for r, p in others.items()} == before
+
+
+def test_interp_edit_alphaedit_then_more_edits_in_sequence(tmp_path, capsys):
+    import json
+
+    from analyses.cli import main
+
+    out = tmp_path / "out"
+    assert main(["edit", "Michael Jordan plays the sport of", "soccer", "--method", "alphaedit", "--layer", "0",
+                 "--sequential", "3", "--seed", "4", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "edit.json").read_text())
+    assert report["method"] == "alphaedit" and report["restored"]
+    sq = report["sequential"]
+    assert sq["edits"] == 4 and len(sq["requests"]) == 4 and 0 <= sq["held"] <= 4
+    assert sq["first_held"] == (report["table"]["edited prompt"]["after"] == 1.0)
+    assert "4 edits one after another" in capsys.readouterr().out
+    assert top1(load("factworld"), "Michael Jordan plays the sport of") == "basketball"
+    with pytest.raises(SystemExit, match="sequential"):
+        main(["edit", "Michael Jordan plays the sport of", "soccer", "--method", "ft", "--sequential", "2", "--quiet",
+              "--out", str(tmp_path / "no")])

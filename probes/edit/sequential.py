@@ -63,19 +63,29 @@ class SequentialEdits:
         self.edits.clear()
         self.preserved.clear()
 
+    def combined(self) -> Edit:
+        """One Edit holding what all the edits so far changed (each touched parameter now minus its
+        value before the first edit), for applying the whole run to another copy of the model."""
+        params = dict(self.model.named_parameters())
+        deltas = {name: (params[name].detach().double() - original.double()) for name, original in self._originals.items()}
+        method = "+".join(dict.fromkeys(e.method for e in self.edits)) or "none"
+        return Edit(method, deltas, {"edits": len(self.edits), "seconds": sum(e.info.get("seconds", 0.0)
+                                                                               for e in self.edits)})
+
     def __len__(self) -> int:
         return len(self.edits)
 
 
 def sequential_edit(model: Transformer, requests: Sequence[RequestLike], method: str = "rome", *,
                     batch_size: int = 1, on_step: Optional[Callable[[int, SequentialEdits], Any]] = None,
-                    progress: bool = True, **settings) -> SequentialEdits:
+                    run: Optional[SequentialEdits] = None, progress: bool = True, **settings) -> SequentialEdits:
     """Edit `requests` in order, `batch_size` at a time (ROME: one at a time), each batch computed
     on the model as edited so far and applied at once; `on_step(n_done, run)` after each batch
     (e.g. to score the edits so far). `settings` go to the method (for ROME, MEMIT and AlphaEdit
     alike; a callable value is called with the batch's requests, e.g. `keep=lambda rs: [...]`).
-    Returns the run with every edit applied: call `run.revert()` to undo them all; on an error
-    the model is reverted before it propagates."""
+    `run`: go on from a run already holding edits (AlphaEdit keeps its keys too). Returns the run
+    with every edit applied: call `run.revert()` to undo them all; on an error the model is
+    reverted (the whole run) before it propagates."""
     from probes.edit.alphaedit import alphaedit
     from probes.edit.memit import memit
     from probes.edit.rome import rome
@@ -87,7 +97,11 @@ def sequential_edit(model: Transformer, requests: Sequence[RequestLike], method:
     requests = as_requests(requests)
     if not requests:
         raise ValueError("no edit requests given")
-    run = SequentialEdits(model)
+    if run is None:
+        run = SequentialEdits(model)
+    elif run.model is not model:
+        raise ValueError("run holds edits of another model")
+    first = len(run)
     batches = [requests[i: i + batch_size] for i in range(0, len(requests), batch_size)]
     try:
         for batch in progress_bar(batches, progress=progress, desc=f"sequential {method}"):
@@ -100,7 +114,7 @@ def sequential_edit(model: Transformer, requests: Sequence[RequestLike], method:
                 edit = alphaedit(model, batch, preserved=dict(run.preserved) or None, progress=False, **given)
             run.add(edit)
             if on_step is not None:
-                on_step(sum(len(b) for b in batches[: len(run)]), run)
+                on_step(sum(len(b) for b in batches[: len(run) - first]), run)
     except BaseException:
         run.revert()
         raise

@@ -82,7 +82,8 @@ def compare_clt(model: ModelArg = "factworld", *, clt: Union[str, Path] = "factw
     from probes.sae.clt.io import shipped_clt
 
     model = as_model(model, dtype)
-    replacements = {"per_layer": load_transcoders("factworld"), "clt": load_clt(clt)}
+    replacements = {"per_layer": load_transcoders("factworld", device=model.device),
+                    "clt": load_clt(clt, device=model.device)}
     test, focus = held_out(model)
     report: dict = {"layers": {k: evaluate_layers(model, r, test, focus=focus).to_dict() for k, r in replacements.items()}}
     prompts, answers = heldout_fact_prompts()

@@ -51,7 +51,8 @@ def feature_attribution(model: ModelArg = "factworld", prompt: str = CLEAN, answ
     from probes.sae import attached, load_transcoders
 
     model = as_model(model, dtype)
-    dictionaries = load_transcoders(transcoders) if isinstance(transcoders, (str, Path)) else list(transcoders)
+    dictionaries = (load_transcoders(transcoders, device=model.device) if isinstance(transcoders, (str, Path))
+                    else list(transcoders))
     with attached(model, dictionaries):
         result = feature_logit_attribution(model, prompt, answer, counterfactual, pos=pos)
     report = result.to_dict()

@@ -73,7 +73,7 @@ def layer_features(model: ModelArg = "factworld", layer: int = 0, index: Optiona
         raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
     start = time.perf_counter()
     model = as_model(model, dtype)
-    transcoders = load_transcoders(transcoders)
+    transcoders = load_transcoders(transcoders, device=model.device)
     layer = resolve_layer(layer, len(transcoders), "transcoder layer")
     texts = corpus(limit)
     if not texts:

@@ -53,7 +53,8 @@ def graph_of(model: ModelArg = "factworld", prompt: str = CLEAN, *, targets: Opt
     from probes.sae import load_transcoders
 
     model = as_model(model, dtype)
-    dictionaries = load_transcoders(transcoders) if isinstance(transcoders, (str, Path)) else list(transcoders)
+    dictionaries = (load_transcoders(transcoders, device=model.device) if isinstance(transcoders, (str, Path))
+                    else list(transcoders))
     graph = attribution_graph(model, prompt, dictionaries, targets=targets, max_feature_nodes=max_feature_nodes,
                               max_memory_mb=max_memory_mb, progress=progress)
     pruned = graph.prune(node_threshold=node_threshold, edge_threshold=edge_threshold)

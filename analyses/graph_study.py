@@ -58,7 +58,7 @@ def graph_study(model: ModelArg = "factworld", *, limit: Optional[int] = None, l
     from probes.sae import attached, load_transcoders
 
     model = as_model(model, dtype)
-    transcoders = load_transcoders("factworld")
+    transcoders = load_transcoders("factworld", device=model.device)
     facts = athlete_facts()[:limit]
     rows = []
     for i, (subject, prompt, sport) in enumerate(progress_bar(facts, progress, desc="graphs")):

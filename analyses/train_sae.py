@@ -95,7 +95,7 @@ def train_sae(model: ModelArg = "factworld", *, hook: str, out: Union[str, Path]
     model = as_model(model, dtype)
     d = _hook_width(model, hook, train_texts[0])
     sae = SparseDictionary.sae(d, features, hook=hook, activation=activation, k=k, seed=seed,
-                               dtype=str(next(model.parameters()).dtype).removeprefix("torch."))
+                               dtype=str(next(model.parameters()).dtype).removeprefix("torch.")).to(model.device)
     if store is not None:
         from interp.store import store_for
 

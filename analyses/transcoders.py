@@ -65,7 +65,7 @@ def judge_transcoders(model: ModelArg = "factworld", *, transcoders: Union[str, 
 
     model = as_model(model, dtype)
     outputs = Outputs(out)
-    transcoders = load_transcoders(transcoders)
+    transcoders = load_transcoders(transcoders, device=model.device)
     report: dict = {"layers": _per_layer(model, transcoders, *held_out(model))}
     report["all_spliced"] = _all_spliced(model, transcoders)
     report["subject_features"] = _subject_features(model, transcoders)

@@ -155,10 +155,10 @@ def _shapes(inputs: tuple) -> Any:
 
 def _stack(values: list) -> torch.Tensor:
     if not values:
-        return torch.zeros(0, dtype=torch.float64)
+        return torch.zeros(0, dtype=torch.float64, device="cpu")
     if any(isinstance(v, torch.Tensor) and v.requires_grad for v in values):
         return torch.stack([torch.as_tensor(v) for v in values])
-    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+    return torch.tensor([float(v) for v in values], dtype=torch.float64, device="cpu")  # read back: a CPU table
 
 
 class _Runner:

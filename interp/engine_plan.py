@@ -60,7 +60,7 @@ class Costs:
         m, n = self.m, self.n_pos
         floats = n * (m.activation_width + 2 * m.attention_heads * n)
         floats += (n if self.kept_tokens is None else self.kept_tokens) * m.d_vocab
-        return floats * torch.tensor([], dtype=m.dtype).element_size()
+        return floats * torch.empty(0, dtype=m.dtype, device="meta").element_size()
 
     def batch_size(self) -> int:
         """Sequences per forward pass that fit in MEMORY_BUDGET."""

@@ -101,7 +101,7 @@ def _narrow(t: torch.Tensor, name: str, start: int, offset: int) -> torch.Tensor
 
 
 def _as_tensor(value: Any, dtype: torch.dtype, device) -> torch.Tensor:
-    v = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
+    v = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype, device=device)
     return v.to(device=device, dtype=dtype)
 
 

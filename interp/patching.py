@@ -352,7 +352,7 @@ def sweep_cells(model: Model, base: Any, kind: SiteKind, metric: Metric, value: 
     # Filled in the loop's order (layer, pos, unit), then put in the site's axis order.
     loop_axes = [a for a in ("layer", "pos", kind.unit_axis) if a in kind.axes]
     values = torch.empty([len(layer_ids)] + ([len(pos_ids)] if kind.by_pos else []) + ([n_units] if n_units else []),
-                         dtype=torch.float64)
+                         dtype=torch.float64, device="cpu")  # filled from Python numbers: a CPU table
     for cell, v in zip(cells, out.values.tolist()):
         values[cell] = v
     values = values.permute(*[loop_axes.index(a) for a in kind.axes]).contiguous()

@@ -280,7 +280,7 @@ def zero_hooks(per_row: Sequence[Sequence["_Unit"]], act: Optional[str] = None, 
 def _zeroing(name: str, entries: list[tuple[int, "_Unit"]], act: Optional[str]) -> HookFn:
     """The hook of `zero_hooks` for one hook name: (row, or -1 for every row; unit) pairs."""
     exact = [(row, u.pos, u.index) for row, u in entries if row >= 0 and u.pos is not None]
-    at = torch.tensor(exact, dtype=torch.long).reshape(-1, 3).T
+    at = torch.tensor(exact, dtype=torch.long, device="cpu").reshape(-1, 3).T  # moved to the activation's device
     rest = [(row, u) for row, u in entries if row < 0 or u.pos is None]
 
     def hook(x: torch.Tensor, hook: HookPoint) -> torch.Tensor:

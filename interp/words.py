@@ -65,7 +65,7 @@ def answer_tokens(model: TokenModel, answers: Answers) -> torch.Tensor:
     if isinstance(answers, torch.Tensor):
         return answers.reshape(-1).long()
     items = [answers] if isinstance(answers, (int, str)) else list(answers)
-    return torch.tensor([answer_token(model, a) for a in items], dtype=torch.long)
+    return torch.tensor([answer_token(model, a) for a in items], dtype=torch.long, device=getattr(model, "device", None))
 
 
 def exact_token_conflict(model: TokenModel, word: str) -> Optional[str]:

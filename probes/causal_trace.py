@@ -150,8 +150,9 @@ def corrupt(model: Transformer, prep: Prepared, corruption: str = "noise", noise
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         noise_std = noise * embedding_std(model)
-        gen = torch.Generator().manual_seed(seed)
-        eps = torch.randn(n_samples, end - start, model.cfg.d_model, generator=gen, dtype=model.embed.W_E.dtype)
+        gen = torch.Generator(device="cpu").manual_seed(seed)  # the same noise on every device
+        eps = torch.randn(n_samples, end - start, model.cfg.d_model, generator=gen, dtype=model.embed.W_E.dtype,
+                          device="cpu")
         eps = eps.to(model.device) * noise_std  # [sample, subject pos, d_model]
         tokens = repeat(prep.tokens, "p -> s p", s=n_samples)
         return Corrupted(tokens, [Patch("hook_embed", (slice(start, end),), eps, op="add")], noise_std)
@@ -199,7 +200,7 @@ def restore(model: Transformer, prep: Prepared, corrupted: Corrupted, states: Se
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = [[state_patch(model, s, len(prep.tokens)) for s in group] for group in states]
-    return run_patched(model, corrupted.tokens, rows, Probability(-1, torch.tensor([prep.answer_id])),
+    return run_patched(model, corrupted.tokens, rows, Probability(-1, torch.tensor([prep.answer_id], device=model.device)),
                        sources={"clean": prep.tokens[None]}, base_patches=corrupted.patches, batch_size=batch_size,
                        progress=progress, desc="causal trace")
 

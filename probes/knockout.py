@@ -135,7 +135,7 @@ def _knockout(model: Transformer, prep: Prepared, source_sets: Sequence[SourceSp
     blocked_layers = [window_layers(L, window, n_layers) for L in range(n_layers)]
     named = [_source_positions(prep, s, target) for s in source_sets]
     rows = [knockout_patches(model, layers, positions, target) for _, positions in named for layers in blocked_layers]
-    out = run_patched(model, prep.tokens[None], rows, Probability(-1, torch.tensor([prep.answer_id])),
+    out = run_patched(model, prep.tokens[None], rows, Probability(-1, torch.tensor([prep.answer_id], device=model.device)),
                       batch_size=batch_size, progress=progress, desc="attention knockout")
     return KnockoutResult(
         probs=out.values.reshape(len(named), n_layers).to(prep.clean_probs.dtype), clean_prob=prep.clean_prob,

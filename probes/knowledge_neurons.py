@@ -205,7 +205,7 @@ def knowledge_neurons(
     prompt_text = prompt if isinstance(prompt, str) else (
         model.to_string(tokens) if model.tokenizer is not None else " ".join(str(int(t)) for t in tokens))
 
-    metric = (Probability if output == "prob" else Logit)(-1, torch.tensor([target_id]))
+    metric = (Probability if output == "prob" else Logit)(-1, torch.tensor([target_id], device=model.device))
     names = [hook_names.act_name("post", l) for l in layer_list]
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens[None], names_filter=names)

@@ -60,12 +60,12 @@ def train_probe(x: torch.Tensor, labels: Sequence[str], *, l2: float = 1e-2, ste
     if x.dim() != 2 or x.shape[0] != len(labels) or not len(labels):
         raise ValueError(f"need states [n, d] and n labels, got {list(x.shape)} and {len(labels)} labels")
     classes = sorted(set(labels))
-    y = torch.tensor([classes.index(t) for t in labels])
+    y = torch.tensor([classes.index(t) for t in labels], device=x.device)
     x = x.double()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
-    weight = torch.zeros(len(classes), x.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(len(classes), x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
+    bias = torch.zeros(len(classes), dtype=torch.float64, device=x.device, requires_grad=True)
     opt = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:
@@ -88,9 +88,9 @@ def residual_states(model: Transformer, prompts: Sequence[str], positions: Seque
     names = [hook_names.act_name("resid_pre", l) for l in range(n)] + [hook_names.act_name("resid_post", n - 1)]
     out = []
     for batch, cache in cached_batches(model, prompts, names, batch_size):
-        rows = torch.arange(len(batch.texts))
+        rows = torch.arange(len(batch.texts), device=model.device)
         pos = torch.tensor([resolve_pos(p, int(n)) for p, n in
-                            zip(positions[batch.start: batch.start + len(rows)], batch.lengths)])
+                            zip(positions[batch.start: batch.start + len(rows)], batch.lengths)], device=model.device)
         out.append(torch.stack([cache[name][rows, pos] for name in names]))
     return torch.cat(out, dim=1)
 

@@ -98,7 +98,8 @@ class LogitLens(tuple, Viewable):
     def target_ranks(self) -> Optional[torch.Tensor]:
         if self.target is None:
             return None
-        return _ranks(self.logits, torch.full((self.logits.shape[0], 1), self.target, dtype=torch.long))[:, 0]
+        return _ranks(self.logits, torch.full((self.logits.shape[0], 1), self.target, dtype=torch.long,
+                                              device=self.logits.device))[:, 0]
 
     def to_view(self, k: Optional[int] = None, title: Optional[str] = None) -> View:
         """The lens as a table (kind "lens"): a row per layer, the top-k tokens (k: at most the

@@ -91,7 +91,8 @@ def subject_enrichment(model: Transformer, prompt: Prompt, subject: str, attribu
     ids = [answer_token(model, a) for a in attributes]
     if candidates is not None:
         pool = sorted({answer_token(model, c) for c in candidates} | set(ids))
-        logits = logits.masked_fill(~torch.isin(torch.arange(logits.shape[-1]), torch.tensor(pool)), -torch.inf)
+        vocab = torch.arange(logits.shape[-1], device=logits.device)
+        logits = logits.masked_fill(~torch.isin(vocab, torch.tensor(pool, device=logits.device)), -torch.inf)
     k = k or len(ids)
     top = logits.topk(k, dim=-1).indices
     rate = [len(set(row.tolist()) & set(ids)) / k for row in top]
@@ -127,7 +128,8 @@ def carry_map(model: Transformer, prompt: Prompt, pos: int, after_layer: int) ->
     _, cache = _run(model, tokens)
     last = tokens.shape[0] - 1
     with torch.no_grad():
-        unembed = _final(model, cache, last).logits(torch.eye(model.cfg.d_model, dtype=model.W_U.dtype))
+        unembed = _final(model, cache, last).logits(torch.eye(model.cfg.d_model, dtype=model.W_U.dtype,
+                                                              device=model.device))
         return _head_maps(model, cache, pos, last)[after_layer + 1:].sum((0, 1)) @ unembed
 
 
@@ -141,8 +143,9 @@ def moved_contributions(model: Transformer, prompt: Prompt, subject: str, answer
     _, cache = _run(model, tokens)
     n_layers, n_pos, d_mlp = model.cfg.n_layers, tokens.shape[0], model.cfg.d_mlp
     last = n_pos - 1
-    unembed = _final(model, cache, last).logits(torch.eye(model.cfg.d_model, dtype=model.W_U.dtype))[:, answer_id]
-    out = torch.zeros(n_layers, n_pos, d_mlp, dtype=torch.float64)
+    eye = torch.eye(model.cfg.d_model, dtype=model.W_U.dtype, device=model.device)
+    unembed = _final(model, cache, last).logits(eye)[:, answer_id]
+    out = torch.zeros(n_layers, n_pos, d_mlp, dtype=torch.float64, device=model.device)
     with torch.no_grad():
         for s in range(start, end):
             maps = _head_maps(model, cache, s, last)  # [layer, head, d_model, d_model]

@@ -156,7 +156,8 @@ class AnswerReadout:
             acts[b] * (self.unit_norms[b](W) @ self.direction[b]) for b in range(self.batch)])
 
     def logit_diff(self) -> float:
-        picked = answer_margin(self.logits[torch.arange(self.batch), self.pos], self.a_ids, self.c_ids)
+        picked = answer_margin(self.logits[torch.arange(self.batch, device=self.logits.device), self.pos], self.a_ids,
+                               self.c_ids)
         return float(picked.double().mean())
 
     def names(self, model: Transformer) -> tuple[str, Optional[str]]:

@@ -26,7 +26,7 @@ def riemann_alphas(steps: int, dtype: torch.dtype = torch.float64) -> torch.Tens
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     steps = int(steps)
-    return torch.arange(1, steps + 1, dtype=dtype) / steps
+    return torch.arange(1, steps + 1, dtype=dtype, device="cpu") / steps  # moved to each activation's device
 
 
 def gradient_times_delta(grad: torch.Tensor, delta: torch.Tensor, *, pairwise: bool = False) -> torch.Tensor:
@@ -66,7 +66,7 @@ def integrated_gradients(model: Transformer, tokens: torch.Tensor, sites: Sequen
     """
     alphas = riemann_alphas(steps)
     if with_baseline:
-        alphas = torch.cat([alphas, torch.zeros(1, dtype=torch.float64)])
+        alphas = torch.cat([alphas, torch.zeros(1, dtype=torch.float64, device="cpu")])
     n_rows, acts = len(alphas), [a for _, _, a in sites]
     with torch.enable_grad():  # also the scaling: under no_grad the rows would lose their graph
         scaled = [(alphas.to(device=a.device, dtype=a.dtype).reshape(-1, *[1] * a.dim()) * a[None]).requires_grad_(True)

@@ -74,10 +74,11 @@ class Graph:
             if mlps:
                 self.inputs.append(Input(f"MLP{l}", f"MLP{l}", "mlp", l))
         self.inputs.append(Input("logits", "logits", "logits", L))
-        writer_layer = torch.tensor([n.layer for n in self.upstream])[:, None]
-        reader_layer = torch.tensor([i.layer for i in self.inputs])[None, :]
-        head_writer = torch.tensor([n.kind == "head" for n in self.upstream])[:, None]
-        mlp_reader = torch.tensor([i.kind == "mlp" for i in self.inputs])[None, :]
+        # the edge mask is the graph's structure (no model tensor): built and kept on the CPU
+        writer_layer = torch.tensor([n.layer for n in self.upstream], device="cpu")[:, None]
+        reader_layer = torch.tensor([i.layer for i in self.inputs], device="cpu")[None, :]
+        head_writer = torch.tensor([n.kind == "head" for n in self.upstream], device="cpu")[:, None]
+        mlp_reader = torch.tensor([i.kind == "mlp" for i in self.inputs], device="cpu")[None, :]
         same_layer = (writer_layer == reader_layer) & head_writer & mlp_reader & (not cfg.parallel_attn_mlp)
         self.edges = (writer_layer < reader_layer) | same_layer  # [U, D]
         self._u = {n.name: i for i, n in enumerate(self.upstream)}

@@ -96,7 +96,7 @@ def _exact(run: EdgeRun, metric: Metric, clean_value: float, batch_size: int, pr
         mask[u, d] = True
         one_edge.append(mask)
     values = run.metrics(one_edge, metric, batch_size, progress=progress, desc="exact edge patching")
-    scores = torch.full(g.edges.shape, float("nan"), dtype=torch.float64)
+    scores = torch.full(g.edges.shape, float("nan"), dtype=torch.float64, device="cpu")  # filled from Python numbers
     for (u, d), v in zip(edges, values.tolist()):
         scores[u, d] = clean_value - v
     return scores

@@ -64,13 +64,14 @@ class FactBatch:
     def __init__(self, model: Transformer, facts: Sequence[FactPrompt]) -> None:
         self.facts = [as_fact(f) for f in facts]
         if not self.facts:
-            self.tokens = torch.zeros(0, 1, dtype=torch.long)
-            self.mask, self.last, self.answers, self.layouts = None, torch.zeros(0, dtype=torch.long), self.tokens[:, 0], []
+            self.tokens = torch.zeros(0, 1, dtype=torch.long, device=model.device)
+            self.mask, self.last, self.answers, self.layouts = (
+                None, torch.zeros(0, dtype=torch.long, device=model.device), self.tokens[:, 0], [])
             self._base, self._base_state = None, None
             return
         batch = next(padded_batches(model, [f.prompt for f in self.facts], len(self.facts)))
         self.tokens, self.mask, self.last, lengths = batch.tokens, batch.mask, batch.last, batch.lengths
-        self.answers = torch.tensor([answer_token(model, f.answer) for f in self.facts])
+        self.answers = torch.tensor([answer_token(model, f.answer) for f in self.facts], device=model.device)
         self.layouts = [layout(model, t[: int(n)], f.subject, _bos(model))
                         for t, n, f in zip(self.tokens, lengths, self.facts)]
         self._base: Optional[torch.Tensor] = None
@@ -116,9 +117,9 @@ class FactBatch:
             mask = None if self.mask is None else self.mask[lo: rows.stop]
             with torch.no_grad(), model.hooks(fwd_hooks=zero_hooks(per_row)):
                 logits = model(self.tokens[lo: rows.stop], attention_mask=mask)
-            out.append(answer_margins(logits[torch.arange(len(rows)), self.last[lo: rows.stop]],
+            out.append(answer_margins(logits[torch.arange(len(rows), device=logits.device), self.last[lo: rows.stop]],
                                       self.answers[lo: rows.stop]))
-        result = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+        result = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=model.device)
         if state is not None:
             self._base, self._base_state = result, state
         return result

@@ -66,11 +66,11 @@ def layer_means(model: Transformer, prompts: Sequence[str], batch_size: int = 51
     if not prompts:
         raise ValueError("layer_means needs at least one prompt")
     names = [hook_names.act_name("post", l) for l in range(model.cfg.n_layers)]
-    total = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.float64)
+    total = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.float64, device=model.device)
     count = 0.0
     for batch, cache in cached_batches(model, prompts, names, batch_size):
         weight = batch.real.double().to(cache[names[0]].device)
-        total += torch.stack([torch.einsum("bp,bpn->n", weight, cache[n].double()) for n in names]).cpu()
+        total += torch.stack([torch.einsum("bp,bpn->n", weight, cache[n].double()) for n in names])
         count += float(weight.sum())
     return total / count
 
@@ -79,15 +79,16 @@ def answer_stats(model: Transformer, facts: Sequence[FactPrompt], hooks: Sequenc
                  batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For each (prompt, answer): probability of the answer, its rank (0 = top-1) and whether it is top-1."""
     if not facts:
-        empty = torch.zeros(0)
+        empty = torch.zeros(0, dtype=model.W_U.dtype, device=model.device)
         return empty, empty.long(), empty.bool()
     facts = [as_fact(f) for f in facts]
-    ids = torch.tensor([answer_token(model, f.answer) for f in facts])
+    ids = torch.tensor([answer_token(model, f.answer) for f in facts], device=model.device)
     with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
         logits = last_token_logits(model, [f.prompt for f in facts], batch_size)
     probs = logits.softmax(-1)
-    p = probs[torch.arange(len(facts)), ids]
-    rank = (logits > logits[torch.arange(len(facts)), ids][:, None]).sum(-1)
+    rows = torch.arange(len(facts), device=logits.device)
+    p = probs[rows, ids.to(logits.device)]
+    rank = (logits > logits[rows, ids.to(logits.device)][:, None]).sum(-1)
     return p, rank, rank == 0
 
 

@@ -53,7 +53,7 @@ def residual_sources(model: Transformer, cache, words: Sequence[str], pos: int, 
     head carried from position p: pattern x value x W_O), "position", "mlp L{l}", "biases" (b_O)."""
     cfg = model.cfg
     embed = cache["hook_embed"][0]
-    zero = torch.zeros(cfg.d_model, dtype=embed.dtype)
+    zero = torch.zeros(cfg.d_model, dtype=embed.dtype, device=embed.device)
     parts = {f"{w}@{p}": zero.clone() for p, w in enumerate(words[: pos + 1])}
     parts[f"{words[pos]}@{pos}"] = embed[pos].clone()
     parts["position"] = cache["hook_pos_embed"][0, pos] if "hook_pos_embed" in cache else zero

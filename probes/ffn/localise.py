@@ -153,7 +153,7 @@ def localise(model: Transformer, prompt: str, target: str, *, max_sites: int = 2
         ranking = given or rank_sites(model, tokens, target_id, method, max_sites=max_sites, candidates=candidates,
                                       means=means, positions=positions, exclude=excluded, unit=unit)
         sites = ranking.sites[:max_sites]
-        prefix = torch.cat([torch.tensor([before], dtype=torch.float64),
+        prefix = torch.cat([torch.tensor([before], dtype=torch.float64, device=model.device),
                             margins(model, tokens, target_id, [sites[:k] for k in range(1, len(sites) + 1)])])
         k, reason, after, failed = _smallest_k(model, prefix, sites, groups, base, source, keep)
         if k is not None or failed is None:

@@ -58,14 +58,14 @@ class Margin:
         self.target = target
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        return answer_margins(logits[:, -1], torch.full((logits.shape[0],), self.target))
+        return answer_margins(logits[:, -1], torch.full((logits.shape[0],), self.target, device=logits.device))
 
 
 def margins(model: Transformer, tokens: torch.Tensor, target: int, rows: list[list[Site]]) -> torch.Tensor:
     """[len(rows)]: the answer's margin with each row's sites zero-ablated (sites need positions),
     one batched forward pass (rows of one prompt)."""
     if not rows:
-        return torch.zeros(0, dtype=torch.float64)
+        return torch.zeros(0, dtype=torch.float64, device=model.device)
     with torch.no_grad(), model.hooks(fwd_hooks=zero_hooks(rows)):
         logits = model(tokens.reshape(1, -1).expand(len(rows), -1))
     return Margin(target)(logits)
@@ -74,9 +74,9 @@ def margins(model: Transformer, tokens: torch.Tensor, target: int, rows: list[li
 def _stack(per_layer: list[Optional[torch.Tensor]]) -> torch.Tensor:
     """Per-layer scores [pos, units] (None for a layer without units) -> [layer, pos, max units],
     -inf where there is no unit."""
-    shape = next(x.shape for x in per_layer if x is not None)
+    first = next(x for x in per_layer if x is not None)
     width = max(x.shape[1] for x in per_layer if x is not None)
-    out = torch.full((len(per_layer), shape[0], width), -torch.inf, dtype=torch.float64)
+    out = torch.full((len(per_layer), first.shape[0], width), -torch.inf, dtype=torch.float64, device=first.device)
     for l, x in enumerate(per_layer):
         if x is not None:
             out[l, :, :x.shape[1]] = x
@@ -142,10 +142,12 @@ def site_scores(model: Transformer, prompt: Prompt, target: Union[str, int], met
             dla = feature_logit_attribution(model, tokens[None], target_id)
             direct: list[Optional[torch.Tensor]] = [None] * model.cfg.n_layers
             for i, l in enumerate(dla.layers):
-                direct[l] = torch.full((tokens.shape[0], dla.features.shape[1]), -torch.inf, dtype=torch.float64)
+                direct[l] = torch.full((tokens.shape[0], dla.features.shape[1]), -torch.inf, dtype=torch.float64,
+                                       device=dla.features.device)
                 direct[l][-1] = dla.features[i]
             return _stack(direct)
-        scores = torch.full((model.cfg.n_layers, tokens.shape[0], model.cfg.d_mlp), -torch.inf, dtype=torch.float64)
+        scores = torch.full((model.cfg.n_layers, tokens.shape[0], model.cfg.d_mlp), -torch.inf, dtype=torch.float64,
+                            device=model.device)
         scores[:, -1] = neuron_contributions(model, tokens[None], target_id).double()
         return scores
     if method in ("attribution", "mean"):
@@ -170,7 +172,7 @@ def _only(scores: torch.Tensor, positions: Optional[Sequence[int]], exclude: Seq
         scores[n.layer, n.pos, n.index] = -torch.inf
     if positions is None:
         return scores
-    keep = torch.zeros(scores.shape[1], dtype=torch.bool)
+    keep = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
     keep[resolve_positions(list(positions), scores.shape[1])] = True
     return scores.masked_fill(~keep[None, :, None], -torch.inf)
 

@@ -137,7 +137,8 @@ def _explicit_targets(model: Transformer, targets) -> list[Union[int, Target]]:
 def _salient_tokens(probs: torch.Tensor, max_n_logits: int, desired_logit_prob: float) -> list[int]:
     """circuit-tracer's auto choice: the top tokens until cumulative prob >= desired, at most max_n_logits."""
     top_p, top_i = probs.topk(min(max_n_logits, probs.numel()))
-    cutoff = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(desired_logit_prob, dtype=top_p.dtype))) + 1
+    cutoff = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(desired_logit_prob, dtype=top_p.dtype,
+                                                                      device=top_p.device))) + 1
     return top_i[: min(cutoff, top_p.numel())].tolist()
 
 
@@ -267,7 +268,7 @@ def _partial_influence(norm: torch.Tensor, row_cols: torch.Tensor, weights: torc
     (circuit-tracer's compute_partial_influences): norm [k, n_cols] the rows `_normalised`;
     row_cols [k] the column of each row's own node (-1 for targets); weights [k]."""
     has_col = row_cols >= 0
-    current, total = weights.clone(), torch.zeros(norm.shape[1], dtype=norm.dtype)
+    current, total = weights.clone(), torch.zeros(norm.shape[1], dtype=norm.dtype, device=norm.device)
     for _ in range(128):
         if not bool((current > 1e-8).any()):
             break
@@ -349,17 +350,18 @@ def attribution_graph(model: Transformer, prompt: Union[str, torch.Tensor],
     order = selected.argsort()  # feature nodes in ascending (layer, pos, index) order
     selected = selected[order]
     n_layers = layers.n_layers
-    columns = torch.cat([selected, torch.arange(n_active, n_active + (n_layers + 1) * n_pos)])
+    # the graph is assembled on the CPU (its size is what the memory bound is about)
+    columns = torch.cat([selected, torch.arange(n_active, n_active + (n_layers + 1) * n_pos, device=selected.device)])
     n_sel, n_targets = selected.numel(), len(graph_targets)
     n_nodes = n_sel + (n_layers + 1) * n_pos + n_targets
     dtype = model.W_E.dtype
-    adjacency = torch.zeros(n_nodes, n_nodes, dtype=dtype)
+    adjacency = torch.zeros(n_nodes, n_nodes, dtype=dtype, device="cpu")
     for i in range(0, n_sel, 256):  # gathered a block at a time: no full reordered copy of the rows
         block = order[i: i + 256]
         adjacency[i: i + block.numel(), : columns.numel()] = feature_rows[block][:, columns]
     del feature_rows
     adjacency[n_nodes - n_targets:, : columns.numel()] = target_rows[:, columns]
-    values = torch.full((n_nodes,), math.nan, dtype=dtype)
+    values = torch.full((n_nodes,), math.nan, dtype=dtype, device="cpu")
     values[:n_sel] = pre_all[selected]
     values[n_nodes - n_targets:] = target_values.cpu()
     return AttributionGraph(
@@ -422,7 +424,7 @@ def _memory_plan(model: Transformer, tokens: torch.Tensor, layers: Layered, spec
 
 def _feature_values(run: ReplacementRun, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[n_active] activations and pre-activations of the active features (CPU)."""
-    acts = torch.zeros(feats.shape[0], dtype=run.embed.dtype)
+    acts = torch.zeros(feats.shape[0], dtype=run.embed.dtype, device="cpu")
     pres = torch.zeros_like(acts)
     for l in range(len(run.activations)):
         idx = (feats[:, 0] == l).nonzero().flatten()
@@ -440,22 +442,22 @@ def _feature_rows(rows: _Rows, feats: torch.Tensor, n_rows: int, target_rows: to
     written into one buffer (no concatenated copies; probes.graph.memory counts on it)."""
     n_active, dtype = feats.shape[0], target_rows.dtype
     if n_rows == n_active:
-        out = torch.empty(n_active, rows.n_cols, dtype=dtype)
+        out = torch.empty(n_active, rows.n_cols, dtype=dtype, device="cpu")  # rows are kept on the CPU
         for i in range(0, n_active, batch_size):
-            chunk = torch.arange(i, min(i + batch_size, n_active))
+            chunk = torch.arange(i, min(i + batch_size, n_active), device="cpu")
             out[chunk] = rows.compute([("feature", *row) for row in feats[chunk].tolist()])
             bar.update(len(chunk))
-        return out, torch.arange(n_active)
+        return out, torch.arange(n_active, device="cpu")
     n_t = target_rows.shape[0]
-    weights = torch.zeros(n_t + n_rows, dtype=dtype)
-    weights[:n_t] = torch.tensor([t.prob for t in targets], dtype=dtype)
+    weights = torch.zeros(n_t + n_rows, dtype=dtype, device="cpu")
+    weights[:n_t] = torch.tensor([t.prob for t in targets], dtype=dtype, device="cpu")
     if not bool((weights > 0).any()):
         weights[:n_t] = 1
-    known = torch.empty(n_t + n_rows, rows.n_cols, dtype=dtype)  # target rows, then feature rows as computed
+    known = torch.empty(n_t + n_rows, rows.n_cols, dtype=dtype, device="cpu")  # target rows, then feature rows
     norm = torch.empty_like(known)
     known[:n_t], norm[:n_t] = target_rows, _normalised(target_rows)
-    known_cols = torch.full((n_t + n_rows,), -1)
-    visited = torch.zeros(n_active, dtype=torch.bool)
+    known_cols = torch.full((n_t + n_rows,), -1, device="cpu")
+    visited = torch.zeros(n_active, dtype=torch.bool, device="cpu")
     filled = n_t
     while filled < n_t + n_rows:
         influence = _partial_influence(norm[:filled], known_cols[:filled], weights[:filled])[:n_active]

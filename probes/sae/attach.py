@@ -116,6 +116,11 @@ def attached(model: Transformer, dictionaries) -> Iterator[None]:
         layers = [_layer_of(d) for d in dictionaries]
     if len(set(layers)) != len(layers):
         raise ValueError(f"two transcoders for the same layer: {layers}")
+    for layer, dictionary in zip(layers, dictionaries):
+        where = next(dictionary.parameters()).device
+        if where != model.W_E.device:
+            raise ValueError(f"the transcoder of layer {layer} is on {where}, the model on {model.W_E.device}: load it "
+                             f"there (load_transcoders(..., device=model.device)) or move it (.to(model.device))")
     for layer in layers:
         if hasattr(model.blocks[layer], "transcoder"):
             raise RuntimeError(f"a transcoder is already attached to layer {layer}")

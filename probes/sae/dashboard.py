@@ -297,8 +297,8 @@ def feature_dashboard(model: Transformer, dictionary: SparseDictionary, index: i
 def _top_contexts(model: Transformer, texts: list[str], rows: list[tuple[torch.Tensor, torch.Tensor]], k: int) -> list[Context]:
     """The k (text, position) pairs with the highest positive activation; ties: earlier first.
     rows: per text, its tokens [pos] and the feature's activations [pos]."""
-    text_of = torch.cat([torch.full((len(a),), i) for i, (_, a) in enumerate(rows)])  # [all tokens]
-    pos_of = torch.cat([torch.arange(len(a)) for _, a in rows])
+    text_of = torch.cat([torch.full((len(a),), i, device=a.device) for i, (_, a) in enumerate(rows)])  # [all tokens]
+    pos_of = torch.cat([torch.arange(len(a), device=a.device) for _, a in rows])
     acts = torch.cat([a for _, a in rows])
     order = acts.sort(descending=True, stable=True).indices[:k]
     out = []

@@ -106,23 +106,27 @@ class SparseDictionary(nn.Module):
         super().__init__()
         self.cfg = cfg
         dtype = getattr(torch, cfg.dtype)
-        g = torch.Generator().manual_seed(cfg.seed)
-        W_dec = torch.randn(cfg.n_features, cfg.d_out, generator=g, dtype=torch.float64)
+        # Made on the CPU from a CPU generator, so a seed gives the same weights whatever the device;
+        # the constructors that know a model (`transcoder`) put them on its device.
+        cpu = torch.device("cpu")
+        g = torch.Generator(device=cpu).manual_seed(cfg.seed)
+        W_dec = torch.randn(cfg.n_features, cfg.d_out, generator=g, dtype=torch.float64, device=cpu)
         W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec.to(dtype))
         # The encoder starts as 0.1 x the decoder's transpose where the shapes allow (as is usual), else random.
         if cfg.d_in == cfg.d_out:
             W_enc = 0.1 * W_dec.T
         else:
-            W_enc = torch.randn(cfg.d_in, cfg.n_features, generator=g, dtype=torch.float64) / cfg.d_in ** 0.5
+            W_enc = torch.randn(cfg.d_in, cfg.n_features, generator=g, dtype=torch.float64, device=cpu)
+            W_enc = W_enc / cfg.d_in ** 0.5
         self.W_enc = nn.Parameter(W_enc.to(dtype))
-        self.b_enc = nn.Parameter(torch.zeros(cfg.n_features, dtype=dtype))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, dtype=dtype))
-        self.b_pre = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype)) if cfg.kind == "transcoder" else None
-        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out, dtype=dtype)) if cfg.skip else None
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_features, dtype=dtype, device=cpu))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, dtype=dtype, device=cpu))
+        self.b_pre = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype, device=cpu)) if cfg.kind == "transcoder" else None
+        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out, dtype=dtype, device=cpu)) if cfg.skip else None
         # batchtopk at inference: one threshold; jumprelu: one per feature
         shape = (cfg.n_features,) if cfg.activation == "jumprelu" else ()
-        self.register_buffer("threshold", torch.zeros(shape, dtype=dtype))
+        self.register_buffer("threshold", torch.zeros(shape, dtype=dtype, device=cpu))
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -135,13 +139,13 @@ class SparseDictionary(nn.Module):
                    **options: Any) -> "SparseDictionary":
         """A transcoder for MLP `layer` of `model`: from the MLP's normalised input
         (blocks.{layer}.ln2.hook_normalized, or `in_hook`) to blocks.{layer}.hook_mlp_out, in
-        the dtype of the model's weights (unless `dtype=` is given)."""
+        the dtype of the model's weights (unless `dtype=` is given), on the model's device."""
         layer = resolve_layer(layer, model.cfg.n_layers)
         in_hook = in_hook or hook_names.act_name("normalized", layer, "ln2")
         d = model.cfg.d_model
         options.setdefault("dtype", dtype_name(model.W_E.dtype))
         return cls(DictionaryConfig(d, d, n_features, in_hook=in_hook, out_hook=hook_names.act_name("mlp_out", layer),
-                                    kind="transcoder", **options))
+                                    kind="transcoder", **options)).to(model.W_E.device)
 
     # ------------------------------------------------------------ the maps
     @property

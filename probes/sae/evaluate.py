@@ -116,9 +116,10 @@ class LossTally:
         self.n_tok += int(target_ok.sum())
         if self.focus is not None:
             n = len(batch.texts)
-            idx = torch.as_tensor(list(self.focus[batch.start: batch.start + n])) - 1
+            where = nll[self.RUNS[0]].device
+            idx = torch.as_tensor(list(self.focus[batch.start: batch.start + n]), device=where) - 1
             for name in self.RUNS:
-                self.sums["f_" + name] += float(nll[name][torch.arange(n), idx].sum())
+                self.sums["f_" + name] += float(nll[name][torch.arange(n, device=where), idx].sum())
             self.n_focus += n
 
     def scores(self) -> dict:

@@ -15,9 +15,13 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
+import torch
+
 from models.checkpoint import check_empty_dir, check_not_shipped_dictionaries, shipped_dictionaries
 from probes.sae.dictionary import DictionaryConfig, SparseDictionary
 from probes.sae.saelens_format import is_saelens_config, load_saelens
+
+DeviceArg = Union[str, torch.device, None]
 
 CONFIG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 
@@ -40,9 +44,10 @@ def save_dictionary(dictionary: SparseDictionary, path: Union[str, Path], extra:
     return path
 
 
-def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
+def load_dictionary(path: Union[str, Path], device: DeviceArg = None) -> SparseDictionary:
     """The dictionary (eval mode) that `save_dictionary` wrote into `path`, or one in SAELens 6's
-    format (a cfg.json with d_sae: read with `load_saelens`)."""
+    format (a cfg.json with d_sae: read with `load_saelens`), on `device` (default: the CPU; pass
+    `model.device` to use it with a model elsewhere)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -50,7 +55,7 @@ def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
         raise FileNotFoundError(f"{path} holds no dictionary: expected {CONFIG} and {WEIGHTS}")
     meta = json.loads((path / CONFIG).read_text())
     if is_saelens_config(meta):  # a folder SAELens 6 wrote (or save_saelens)
-        return load_saelens(path)
+        return load_saelens(path).to(device or "cpu")
     if not isinstance(meta, dict):
         raise ValueError(f"{path / CONFIG} is not a mapping of keys to values")
     meta.pop("extra", None)
@@ -69,17 +74,17 @@ def load_dictionary(path: Union[str, Path]) -> SparseDictionary:
     if missing:
         raise ValueError(f"{path / WEIGHTS} lacks {sorted(missing)}")
     dictionary.load_state_dict(state)
-    return dictionary.eval()
+    return dictionary.to(device or "cpu").eval()
 
 
 # Named sets shipped beside the fact-world model's own transcoders (the folder's name next to them).
 NAMED_SETS = {"factworld-wide": "transcoders-wide"}
 
 
-def load_transcoders(name_or_dir: Union[str, Path]) -> list[SparseDictionary]:
+def load_transcoders(name_or_dir: Union[str, Path], device: DeviceArg = None) -> list[SparseDictionary]:
     """One dictionary per layer, in layer order, from a folder of L0, L1, ... subfolders;
     "factworld" is the set shipped with the fact-world model, "factworld-wide" the wider one
-    (2048 TopK features per layer; docs/sae.md)."""
+    (2048 TopK features per layer; docs/sae.md); on `device` (default: the CPU)."""
     path = Path(name_or_dir)
     if not path.exists() and str(name_or_dir) == "factworld":
         path = shipped_dictionaries("factworld")
@@ -91,7 +96,7 @@ def load_transcoders(name_or_dir: Union[str, Path]) -> list[SparseDictionary]:
                                 + ("; train them with `interp train-transcoders --force`" if str(name_or_dir) == "factworld" else ""))
     if [int(p.name[1:]) for p in layers] != list(range(len(layers))):
         raise ValueError(f"{path} has layer folders {[p.name for p in layers]}: expected L0 .. L{len(layers) - 1}")
-    return [load_dictionary(p) for p in layers]
+    return [load_dictionary(p, device) for p in layers]
 
 
 __all__ = ["save_dictionary", "load_dictionary", "load_transcoders"]

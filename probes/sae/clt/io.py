@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 from models.checkpoint import check_empty_dir, check_not_shipped, check_not_shipped_dictionaries, shipped_dictionaries
 from probes.sae.clt.model import CLTConfig, CrossLayerTranscoder
+from probes.sae.io import DeviceArg
 
 CONFIG, WEIGHTS = "cfg.json", "clt_weights.safetensors"
 MODEL_KIND = "cross_layer_transcoder"
@@ -51,9 +52,9 @@ def save_clt(clt: CrossLayerTranscoder, path: Union[str, Path], extra: Optional[
     return path
 
 
-def load_clt(path: Union[str, Path] = "factworld") -> CrossLayerTranscoder:
-    """The CLT (eval mode) that `save_clt` wrote into `path`; "factworld" (with no such folder
-    here) is the one shipped with the fact-world model."""
+def load_clt(path: Union[str, Path] = "factworld", device: DeviceArg = None) -> CrossLayerTranscoder:
+    """The CLT (eval mode) that `save_clt` wrote into `path`, on `device` (default: the CPU);
+    "factworld" (with no such folder here) is the one shipped with the fact-world model."""
     from safetensors.torch import load_file
 
     if str(path) == "factworld" and not Path(path).exists():
@@ -82,7 +83,7 @@ def load_clt(path: Union[str, Path] = "factworld") -> CrossLayerTranscoder:
     if wrong:
         raise ValueError(f"{path / WEIGHTS} has tensors of the wrong shape for its cfg.json: {wrong}")
     clt.load_state_dict(state)
-    return clt.eval()
+    return clt.to(device or "cpu").eval()
 
 
 __all__ = ["save_clt", "load_clt", "shipped_clt"]

@@ -87,29 +87,31 @@ class CrossLayerTranscoder(nn.Module):
         self.cfg = cfg
         L, d, F = cfg.n_layers, cfg.d_model, cfg.n_features
         dtype = getattr(torch, cfg.dtype)
-        g = torch.Generator().manual_seed(cfg.seed)
+        cpu = torch.device("cpu")  # a CPU generator: the same weights for a seed on every device (for_model moves them)
+        g = torch.Generator(device=cpu).manual_seed(cfg.seed)
         decoders = []
         for l in range(L):
-            W = torch.randn(L - l, F, d, generator=g, dtype=torch.float64)
+            W = torch.randn(L - l, F, d, generator=g, dtype=torch.float64, device=cpu)
             decoders.append(W / _feature_norms(W)[None, :, None])
         self.W_dec = nn.ParameterList([nn.Parameter(W.to(dtype)) for W in decoders])
         # Each encoder starts as 0.1 x the transpose of the feature's decoder to its own layer.
         W_enc = torch.stack([0.1 * W[0].T / W[0].norm(dim=-1) for W in decoders])
         self.W_enc = nn.Parameter(W_enc.to(dtype))
-        self.b_enc = nn.Parameter(torch.zeros(L, F, dtype=dtype))
-        self.b_pre = nn.Parameter(torch.zeros(L, d, dtype=dtype))
-        self.b_dec = nn.Parameter(torch.zeros(L, d, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(L, F, dtype=dtype, device=cpu))
+        self.b_pre = nn.Parameter(torch.zeros(L, d, dtype=dtype, device=cpu))
+        self.b_dec = nn.Parameter(torch.zeros(L, d, dtype=dtype, device=cpu))
         shape = (L, F) if cfg.activation == "jumprelu" else (L,)
-        self.register_buffer("threshold", torch.zeros(shape, dtype=dtype))
+        self.register_buffer("threshold", torch.zeros(shape, dtype=dtype, device=cpu))
 
     @classmethod
     def for_model(cls, model: Transformer, n_features: int, **options: Any) -> "CrossLayerTranscoder":
         """A CLT for every MLP of `model` (blocks.{l}.ln2.hook_normalized -> every
-        blocks.{l'}.hook_mlp_out, l' >= l), in the dtype of the model's weights unless `dtype=`."""
+        blocks.{l'}.hook_mlp_out, l' >= l), in the dtype of the model's weights unless `dtype=`, on
+        the model's device."""
         if model.cfg.attn_only:
             raise ValueError("the model is attention-only: it has no MLPs for a transcoder")
         options.setdefault("dtype", dtype_name(model.W_E.dtype))
-        return cls(CLTConfig(model.cfg.n_layers, model.cfg.d_model, n_features, **options))
+        return cls(CLTConfig(model.cfg.n_layers, model.cfg.d_model, n_features, **options)).to(model.W_E.device)
 
     # ------------------------------------------------------------ sizes and names
     @property

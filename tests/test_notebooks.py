@@ -332,8 +332,12 @@ def test_editing_numbers(executed, model):
     assert word == "soccer" and float(p) > 0.5
     assert grab(r"reverted: (\S+)", text) == ("basketball",)
     assert grab(r"weights bit-identical: (\S+)", text) == ("True",)
-    efficacy = re.findall(r"efficacy top-1 ([0-9.]+), paraphrase top-1 ([0-9.]+)", text)
-    assert len(efficacy) == 2 and float(efficacy[0][0]) == 1.0 and float(efficacy[1][1]) == 1.0
+    scores = re.findall(r"efficacy top-1 ([0-9.]+), paraphrase top-1 ([0-9.]+), neighbourhood top-1 ([0-9.]+), "
+                        r"attributes top-1 ([0-9.]+)", text)
+    assert len(scores) == 2
+    default, bare = [[float(x) for x in row] for row in scores]
+    assert default[:2] == [1.0, 1.0] and default[3] == 1.0  # the simple call, with the model's own edit prompts
+    assert bare[1] < default[1] and bare[3] < default[3]  # the prompt alone leaks into paraphrases and attributes
     for asked, got in [("soccer", None), ("golf", None), ("tennis", None)]:
         got = re.search(rf"-> (\S+) \([0-9.]+\) \(asked for {asked}\)", text)
         assert got and got.group(1) == asked

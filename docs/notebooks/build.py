@@ -666,9 +666,11 @@ EDITING = [
     md("""
         ## One fact with ROME
 
-        The defaults need no assembly on the shipped model: the traced layer, and the key
+        The defaults need no assembly on the shipped model: the traced layer, the key
         statistics C = E[k kᵀ] over the model's own training sentences (computed once, then
-        cached on disk).
+        cached on disk), and the model's own edit prompts (`model.edit_prompts`): the prompt
+        after every sentence opener and in 10 more training templates, and 12 templates each
+        of his country and occupation whose answers the optimisation keeps.
     """),
     code("""
         from probes.edit import rome
@@ -711,22 +713,16 @@ EDITING = [
               f"neighbourhood top-1 {scores.neighbourhood_top1:.2f}, attributes top-1 {scores.attribute_top1:.2f}")
     """),
     md("""
-        The default edit moves the prompt, two of the three held-out paraphrases and the
-        neighbours, but it misses *"the sport played by Michael Jordan is"* and moves some of his
-        other facts. The subject's layer-0 representation carries all his attributes, so a value
-        change made for one context leaks. The benchmark's settings (README, "Editing facts")
-        optimise the value over the 24 training templates and every sentence opener, and keep
-        his country and occupation fixed with a KL term:
+        Those prompts matter. The same call with the prompt alone (what a model without
+        `edit_prompts` gets, and what the original ROME used) leaks into the paraphrases and
+        his other facts: the subject's layer-0 representation carries all his attributes, so a
+        value change fitted in one context moves them too.
     """),
     code("""
-        from models import factworld
-
-        careful = rome(model, prompt, "Michael Jordan", "soccer", prefixes=factworld.openers(),
-                       rewrites=fe.rewrite_prompts("Michael Jordan", "sport"), keep=fe.keep_prompts("Michael Jordan", "sport"),
-                       progress=False, **fe.ROME_SETTINGS)
-        careful_scores = evaluate_edit(model, case, careful)
-        print(f"efficacy top-1 {careful_scores.efficacy_top1:.2f}, paraphrase top-1 {careful_scores.paraphrase_top1:.2f}, "
-              f"neighbourhood top-1 {careful_scores.neighbourhood_top1:.2f}, attributes top-1 {careful_scores.attribute_top1:.2f}")
+        bare = rome(model, prompt, "Michael Jordan", "soccer", prefixes=[""], rewrites=[], keep=[], progress=False)
+        bare_scores = evaluate_edit(model, case, bare)
+        print(f"efficacy top-1 {bare_scores.efficacy_top1:.2f}, paraphrase top-1 {bare_scores.paraphrase_top1:.2f}, "
+              f"neighbourhood top-1 {bare_scores.neighbourhood_top1:.2f}, attributes top-1 {bare_scores.attribute_top1:.2f}")
     """),
     md("""
         ## Reverting

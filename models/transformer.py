@@ -384,5 +384,5 @@ def last_token_logits(model: Transformer, prompts: Sequence[str], batch_size: in
             tokens, mask = model._tokenize(chunk)
             logits = model(tokens, attention_mask=mask)
             last = last_positions(tokens, mask)
-            out.append(logits[torch.arange(len(chunk)), last])
+            out.append(logits[torch.arange(len(chunk), device=logits.device), last])
     return torch.cat(out)

@@ -362,37 +362,84 @@ class FeatureTable:
                 "n_dead": self.n_dead, "features": [r.to_dict() for r in self.rows]}
 
 
+@dataclass
+class TableScan:
+    """Per feature, over the batches scanned so far: how often it fires, its largest activation
+    and where it is (the first, on ties): text index, position, token id (-1: never fires). On the
+    CPU. Scans of consecutive parts of a corpus merge in order (`merge`) into the whole's scan."""
+
+    fires: torch.Tensor  # [n_features] long
+    best: torch.Tensor  # [n_features] (the dictionary's dtype)
+    best_text: torch.Tensor  # [n_features] long
+    best_pos: torch.Tensor  # [n_features] long
+    best_token: torch.Tensor  # [n_features] long
+    n_tokens: int = 0
+
+    @classmethod
+    def empty(cls, n_features: int, dtype: torch.dtype) -> "TableScan":
+        return cls(torch.zeros(n_features, dtype=torch.long), torch.zeros(n_features, dtype=dtype),
+                   *(torch.full((n_features,), -1, dtype=torch.long) for _ in range(3)))
+
+    def add(self, batch: Batch, offset: int = 0) -> None:
+        """Scan one batch (its texts start at `offset` + batch.start of the corpus)."""
+        self.n_tokens += int(batch.real.sum())
+        self.fires += (batch.acts > 0).sum((0, 1)).cpu()
+        top, where = batch.acts.flatten(0, 1).max(0)  # [n_features]: first largest, so earlier texts win ties
+        width = batch.tokens.shape[1]
+        top, where = top.cpu(), where.cpu()
+        self._keep(top, offset + batch.start + where // width, where % width, batch.tokens.flatten().cpu()[where])
+
+    def merge(self, later: "TableScan") -> None:
+        """Add the scan of the texts that come after this one's."""
+        self.n_tokens += later.n_tokens
+        self.fires += later.fires
+        self._keep(later.best, later.best_text, later.best_pos, later.best_token)
+
+    def _keep(self, top: torch.Tensor, text: torch.Tensor, pos: torch.Tensor, token: torch.Tensor) -> None:
+        better = top > self.best  # strictly: the earlier place keeps a tie
+        self.best = torch.where(better, top, self.best)
+        self.best_text = torch.where(better, text, self.best_text)
+        self.best_pos = torch.where(better, pos, self.best_pos)
+        self.best_token = torch.where(better, token, self.best_token)
+
+    def to_json(self) -> dict:
+        """Exact: the activations as Python floats (float64 holds every float32 / bfloat16 / float16)."""
+        return {"fires": self.fires.tolist(), "best": self.best.double().tolist(), "dtype": str(self.best.dtype),
+                "best_text": self.best_text.tolist(), "best_pos": self.best_pos.tolist(),
+                "best_token": self.best_token.tolist(), "n_tokens": self.n_tokens}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TableScan":
+        dtype = getattr(torch, d["dtype"].removeprefix("torch."))
+        return cls(torch.tensor(d["fires"], dtype=torch.long), torch.tensor(d["best"], dtype=torch.float64).to(dtype),
+                   *(torch.tensor(d[k], dtype=torch.long) for k in ("best_text", "best_pos", "best_token")),
+                   n_tokens=d["n_tokens"])
+
+
 def feature_table(model: Transformer, dictionary: SparseDictionary, texts: Union[str, Sequence[str]], *, batch_size: int = 512,
                   progress: bool = True) -> FeatureTable:
     """Every feature of the dictionary over every token of `texts`, streamed: how often it
     fires, its largest activation and where, and the token its value promotes most."""
     texts = check_texts(texts)
-    n = dictionary.cfg.n_features
-    fires = torch.zeros(n, dtype=torch.long)
-    best = torch.zeros(n, dtype=dictionary.W_enc.dtype)
-    best_text, best_pos, best_token = (torch.full((n,), -1, dtype=torch.long) for _ in range(3))
-    n_tokens = 0
+    scan = TableScan.empty(dictionary.cfg.n_features, dictionary.W_enc.dtype)
     for batch in activation_batches(model, dictionary, texts, batch_size=batch_size, progress=progress,
                                     desc="features"):
-        n_tokens += int(batch.real.sum())
-        fires += (batch.acts > 0).sum((0, 1))
-        flat = batch.acts.flatten(0, 1)  # [batch * pos, n_features]
-        top, where = flat.max(0)  # [n_features]: first largest, so earlier texts win ties
-        better = top > best
-        width = batch.tokens.shape[1]
-        best = torch.where(better, top, best)
-        best_text = torch.where(better, batch.start + where // width, best_text)
-        best_pos = torch.where(better, where % width, best_pos)
-        best_token = torch.where(better, batch.tokens.flatten()[where], best_token)
+        scan.add(batch)
+    return table_of_scan(model, dictionary, texts, scan)
+
+
+def table_of_scan(model: Transformer, dictionary: SparseDictionary, texts: Sequence[str], scan: TableScan) -> FeatureTable:
+    """The `FeatureTable` of a scan of `texts`: its live features, with the token each one's value promotes most."""
+    n = dictionary.cfg.n_features
     try:
         value = feature_value_logits(model, dictionary).max(-1)
         promotes = [(token_text(model, int(i)), float(v)) for v, i in zip(value.values, value.indices)]
     except ValueError:
         promotes = [("", float("nan"))] * n
-    rows = [FeatureRow(f, int(fires[f]) / n_tokens, float(best[f]), texts[int(best_text[f])], int(best_pos[f]),
-                       token_text(model, int(best_token[f])), *promotes[f])
-            for f in range(n) if fires[f] > 0]
-    return FeatureTable(dictionary.in_hook, dictionary_layer(dictionary), n, len(texts), n_tokens, rows)
+    rows = [FeatureRow(f, int(scan.fires[f]) / scan.n_tokens, float(scan.best[f]), texts[int(scan.best_text[f])],
+                       int(scan.best_pos[f]), token_text(model, int(scan.best_token[f])), *promotes[f])
+            for f in range(n) if scan.fires[f] > 0]
+    return FeatureTable(dictionary.in_hook, dictionary_layer(dictionary), n, len(texts), scan.n_tokens, rows)
 
 
 # ============================================================ the figure
@@ -468,4 +515,4 @@ def _draw_examples(ax, dash: FeatureDashboard, width: int = 14, cell_chars: int 
 __all__ = ["check_feature", "check_texts", "dictionary_layer", "Batch", "activation_batches", "feature_value_logits",
            "feature_key_sources", "Context", "FeatureDashboard", "UnitActivations", "unit_activations",
            "feature_dashboard",
-           "FeatureRow", "FeatureTable", "feature_table", "plot_dashboard"]
+           "FeatureRow", "FeatureTable", "TableScan", "feature_table", "table_of_scan", "plot_dashboard"]

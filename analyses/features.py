@@ -14,6 +14,10 @@ and held-out), each ending right before the object ("Michael Jordan plays the sp
 - LAYER INDEX: the feature's dashboard (probes.sae.dashboard): top contexts, the value's
   promoted / suppressed tokens, the key at the top context by source, the histogram of its
   activations; OUT/L{LAYER}F{INDEX}.png and .json.
+
+The table's corpus scan runs in shards on Ray workers with --workers N (a local cluster),
+--address ADDR (a running one) or --resume (`probes.sae.dashboard_sharded`), written to
+OUT/L{LAYER}_features.shards.jsonl as they finish; the table is the same.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from analyses.common import (
     AnalysisResult, ModelArg, Outputs, add_batch_size_argument, add_model_arguments, add_out_argument, as_model,
     main_for,
 )
+from analyses.sharded import add_workers_arguments
 
 SORTS = ("frequency", "max", "index")
 
@@ -44,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_batch_size_argument(p, 512)
     add_model_arguments(p)
     add_out_argument(p, "results/features")
+    add_workers_arguments(p, shard_size=4, what="batches")
 
 
 def corpus(limit: Optional[int] = None) -> list[str]:
@@ -61,17 +67,26 @@ def layer_features(model: ModelArg = "factworld", layer: int = 0, index: Optiona
                    transcoders: Union[str, Path] = "factworld", limit: Optional[int] = None, k: int = 10,
                    sort: str = "frequency", show: int = 30, batch_size: int = 512,
                    out: Optional[Union[str, Path]] = None, progress: bool = True,
-                   dtype: Optional[str] = None) -> AnalysisResult:
+                   dtype: Optional[str] = None, workers: Optional[int] = None, address: Optional[str] = None,
+                   resume: bool = False, shard_size: int = 4) -> AnalysisResult:
     """The features of the transcoder of MLP `layer` over the fact world's prompts (the first
     `limit` people's): a table of every live feature, or with `index` that feature's dashboard.
     `results` holds the `FeatureTable` ("table") or the `FeatureDashboard` ("dashboard"). A layer
-    outside the transcoders raises `IndexRangeError`, a feature index outside them ValueError."""
+    outside the transcoders raises `IndexRangeError`, a feature index outside them ValueError.
+    workers / address / resume: the table's scan in shards of `shard_size` batches
+    (`probes.sae.dashboard_sharded`), written to OUT/L{layer}_features.shards.jsonl."""
     from interp.checks import resolve_layer
     from probes.sae import load_transcoders
 
     if sort not in SORTS:
         raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
+    if resume and out is None:
+        raise ValueError("resume=True needs out=: the folder whose shard file to resume")
     start = time.perf_counter()
+    shards = None
+    if workers or address is not None or resume:
+        shards = dict(model=model, workers=workers, address=address, resume=resume, batches_per_shard=shard_size,
+                      dtype=dtype)
     model = as_model(model, dtype)
     transcoders = load_transcoders(transcoders, device=model.device)
     layer = resolve_layer(layer, len(transcoders), "transcoder layer")
@@ -80,7 +95,7 @@ def layer_features(model: ModelArg = "factworld", layer: int = 0, index: Optiona
         raise ValueError(f"limit={limit} leaves no prompts")
     outputs = Outputs(out)
     if index is None:
-        result = _table(model, transcoders[layer], layer, texts, sort, show, batch_size, progress, outputs)
+        result = _table(model, transcoders[layer], layer, texts, sort, show, batch_size, progress, outputs, shards)
     else:
         result = _dashboard(model, transcoders[layer], layer, index, texts, k, batch_size, progress, outputs)
     print(f"({time.perf_counter() - start:.1f} s)")
@@ -88,10 +103,21 @@ def layer_features(model: ModelArg = "factworld", layer: int = 0, index: Optiona
 
 
 def _table(model, transcoder, layer: int, texts: list[str], sort: str, show: int, batch_size: int, progress: bool,
-           outputs: Outputs) -> AnalysisResult:
+           outputs: Outputs, shards: Optional[dict] = None) -> AnalysisResult:
     from probes.sae.dashboard import feature_table
 
-    table = feature_table(model, transcoder, texts, batch_size=batch_size, progress=progress)
+    if shards is None:
+        table = feature_table(model, transcoder, texts, batch_size=batch_size, progress=progress)
+    else:
+        from probes.sae.dashboard_sharded import feature_table_sharded
+
+        named = isinstance(shards["model"], (str, Path))
+        table = feature_table_sharded(
+            shards["model"] if named else model, transcoder, texts, batch_size=batch_size,
+            batches_per_shard=shards["batches_per_shard"], dtype=shards["dtype"] if named else None,
+            loaded=model if named else None, workers=shards["workers"], address=shards["address"],
+            resume=shards["resume"], progress=progress,
+            out=outputs.folder / f"L{layer}_features.shards.jsonl" if outputs.folder is not None else None)
     key = {"frequency": lambda r: -r.frequency, "max": lambda r: -r.max_activation, "index": lambda r: r.index}
     table.rows.sort(key=key[sort])
     path = outputs.json(f"L{layer}_features.json", table.to_dict())
@@ -143,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return layer_features(args.model, args.layer, args.index, transcoders=args.transcoders, limit=args.limit,
                               k=args.k, sort=args.sort, show=args.show, batch_size=args.batch_size, out=args.out,
-                              progress=not args.quiet, dtype=args.dtype).rc
+                              progress=not args.quiet, dtype=args.dtype, workers=args.workers, address=args.address,
+                              resume=args.resume, shard_size=args.shard_size).rc
     except IndexRangeError as e:  # a clean command-line error, no traceback
         raise SystemExit(f"interp features: layer {args.layer} is out of range: {e}") from None
     except ValueError as e:

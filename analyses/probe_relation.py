@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcoders", default="factworld", help="with --unit feature: 'factworld' or a directory")
     add_model_arguments(p)
     add_out_argument(p, "results/probe-relation")
-    add_workers_arguments(p, shard_size=8)
+    add_workers_arguments(p, shard_size=8, what="facts")
 
 
 def _methods(method: Optional[str], methods: Optional[Sequence[str]]) -> list[str]:

@@ -22,8 +22,8 @@ from interp.workers import ModelTask, run_shards
 from models import factworld
 
 
-def add_workers_arguments(p: argparse.ArgumentParser, shard_size: int) -> None:
-    """--workers N, --address ADDR, --resume, --shard-size N."""
+def add_workers_arguments(p: argparse.ArgumentParser, shard_size: int, what: str = "items") -> None:
+    """--workers N, --address ADDR, --resume, --shard-size N (of `what`)."""
     g = p.add_argument_group("beyond one process (Ray)")
     g.add_argument("--workers", type=int, default=None,
                    help="start a local Ray cluster with N worker processes (default: run here, in one process)")
@@ -31,7 +31,7 @@ def add_workers_arguments(p: argparse.ArgumentParser, shard_size: int) -> None:
                    help="join a running Ray cluster (`ray start --head` prints its address; 'auto' finds a local one)")
     g.add_argument("--resume", action="store_true",
                    help="keep the shards the results file under --out already holds and run only the others")
-    g.add_argument("--shard-size", type=int, default=shard_size, help=f"items per shard (default {shard_size})")
+    g.add_argument("--shard-size", type=int, default=shard_size, help=f"{what} per shard (default {shard_size})")
 
 
 class RelationTask(ModelTask):

@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relation", default="sport", help="fact-world relation to average over (factworld only)")
     p.add_argument("--no-average", action="store_true", help="skip the average over all facts")
     add_out_argument(p, "results/trace")
-    add_workers_arguments(p, shard_size=8)
+    add_workers_arguments(p, shard_size=8, what="facts")
 
 
 def trace_fact(model: ModelArg = "factworld", *, prompt: str = CLEAN, subject: str = "Michael Jordan",

@@ -308,8 +308,11 @@ def _ray(workers: Optional[int], address: Optional[str]) -> Iterator[None]:
         return
     import logging
 
-    import ray
-
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("workers and address need Ray: pip install 'interp-toolkit[ray]' "
+                                  "(or leave --workers / --address out to run in one process)") from None
     if ray.is_initialized():
         yield
         return

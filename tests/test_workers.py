@@ -216,3 +216,18 @@ def test_key_statistics_and_average_trace_sharded(cluster, model, tmp_path):
                                 workers=2, out=tmp_path / "avg.jsonl", progress=False)
     assert want.n_skipped == 1 and want.n_facts == 3
     assert json.dumps(got.to_dict(), sort_keys=True) == json.dumps(want.to_dict(), sort_keys=True)
+
+
+def test_feature_table_sharded(cluster, model, tmp_path):
+    from analyses.features import corpus
+    from probes.sae import load_transcoders
+    from probes.sae.dashboard import feature_table
+    from probes.sae.dashboard_sharded import feature_table_sharded
+
+    transcoder = load_transcoders("factworld")[1]
+    texts = corpus(8)
+    want = feature_table(model, transcoder, texts, batch_size=48, progress=False)
+    got = feature_table_sharded("factworld", transcoder, texts, batch_size=48, batches_per_shard=2, loaded=model,
+                                workers=2, out=tmp_path / "L1.jsonl", progress=False)
+    assert len(want.rows) > 100 and len(read_results(tmp_path / "L1.jsonl")[1]) == -(-len(texts) // 96) > 1
+    assert json.dumps(got.to_dict()) == json.dumps(want.to_dict())

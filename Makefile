@@ -1,7 +1,7 @@
 # make test  : create .venv, install the project (pinned by constraints.txt), run the test suite
 # make demo  : same set-up, then the main job on the shipped model
 # make docs  : the documentation site (mkdocs, warnings are errors) into site/
-# make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight; the editing benchmark; graphs under a memory bound; probe-relation on 1 and 2 Ray workers)
+# make bench : the benchmarks (side-by-side timings against HF, TransformerLens and nnsight; the editing benchmark; graphs under a memory bound; probe-relation on 1 and 2 Ray workers; dictionaries from an activation store)
 # make bench-graph : attribution graphs side by side with circuit-tracer 0.5.0 (in a venv of its own, .venv-ct)
 # make peers-check : circuit-tracer's own transcoder files read by ours; our frontend JSON against its own, both opened in its frontend
 
@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.views
 	$(PY) -m benchmarks.graph_memory
 	$(PY) -m benchmarks.scale
+	$(PY) -m benchmarks.activation_store
 
 # circuit-tracer needs TransformerLens 3 and transformers <= 4.57: its own venv.
 CT_STAMP := .venv-ct/.installed-stamp

@@ -5,6 +5,7 @@ shuffled and cover the data; dictionaries train from a store as from memory."""
 
 import copy
 import json
+import weakref
 
 import pytest
 import torch
@@ -125,6 +126,26 @@ def test_batches_are_seeded_shuffled_and_cover_the_store(pairs_store):
     endless = pairs_store.batches(bs, hooks=[OUT], seed=3, buffer_shards=2, dtype=torch.float64)
     assert sum(1 for _ in zip(range(3 * n // bs), endless)) == 3 * n // bs
     assert next(endless)[0].dtype == torch.float64
+
+
+def test_batches_read_at_most_buffer_shards_at_a_time(pairs_store, monkeypatch):
+    reads, alive = [], []
+    real = ActivationStore.read_shard
+
+    def counting(self, index, hooks=None):
+        out = real(self, index, hooks)
+        reads.append(index)
+        alive.extend(weakref.ref(t) for t in out.values())
+        return out
+
+    monkeypatch.setattr(ActivationStore, "read_shard", counting)
+    batches = pairs_store.batches(256, seed=1, buffer_shards=2)
+    next(batches)
+    assert len(reads) == 2  # lazily: the first group of shards only
+    for _ in range(pairs_store.tokens // 256 * 2):  # two epochs
+        next(batches)
+        assert sum(r() is not None for r in alive) == 0  # shards are not kept once in the buffer
+    assert sorted(reads[: pairs_store.n_shards]) == list(range(pairs_store.n_shards))  # each shard once per epoch
 
 
 def test_fit_takes_an_iterable_of_batches_and_gives_the_buffer_path_s_numbers():

@@ -203,3 +203,25 @@ def test_interp_edit_alphaedit_then_more_edits_in_sequence(tmp_path, capsys):
     with pytest.raises(SystemExit, match="sequential"):
         main(["edit", "Michael Jordan plays the sport of", "soccer", "--method", "ft", "--sequential", "2", "--quiet",
               "--out", str(tmp_path / "no")])
+
+
+def test_editing_makes_its_tensors_on_the_model_s_device_in_its_dtype():
+    """Every tensor the editing methods create says its device, and floats follow a float64 model
+    (the placement recorder of tests/placement.py, which flags a factory without device=)."""
+    from placement import placement, report
+
+    from probes.edit import evaluate_edit, fine_tune
+
+    m = load("factworld").double()
+    C = key_second_moment(m, 0, fe.stats_texts(300), cache=False, progress=False)
+    request = fe.request("Michael Jordan", "sport", "soccer")
+    case = fe.edit_case("Michael Jordan", "sport", "soccer")
+    with placement(torch.float64) as rec:
+        e = rome(m, request, layer=0, stats=C, steps=3, progress=False)
+        evaluate_edit(m, case, e)
+        alphaedit(m, [request], layers=[0], stats={0: C}, steps=3, progress=False)
+        memit(m, [request], layers=[0], stats={0: C}, steps=3, progress=False)
+        fine_tune(m, [request], layer=0, steps=2)
+        sequential_edit(m, [request], "alphaedit", layers=[0], stats={0: C}, steps=3, progress=False).revert()
+    assert rec.calls > 0
+    assert not rec.findings, report(rec.findings)

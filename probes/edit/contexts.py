@@ -54,7 +54,7 @@ def batch(model: Transformer, texts: Sequence[str]) -> tuple[torch.Tensor, Optio
 
 def subject_ends(model: Transformer, texts: Sequence[str], subject: str) -> torch.Tensor:
     """[n]: the position of the subject's last token in each text."""
-    return torch.tensor([last_subject_pos(model, t, subject) for t in texts])
+    return torch.tensor([last_subject_pos(model, t, subject) for t in texts], device=model.device)
 
 
 def mean_state(model: Transformer, name: str, texts: Sequence[str], subject: str) -> torch.Tensor:
@@ -62,7 +62,8 @@ def mean_state(model: Transformer, name: str, texts: Sequence[str], subject: str
     tokens, mask, _ = batch(model, texts)
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name], return_type=None)
-    return cache[name][torch.arange(len(texts)), subject_ends(model, texts, subject)].double().mean(0)
+    rows = torch.arange(len(texts), device=cache[name].device)
+    return cache[name][rows, subject_ends(model, texts, subject)].double().mean(0)
 
 
 def mean_key(model: Transformer, layer: int, texts: Sequence[str], subject: str) -> torch.Tensor:

@@ -62,7 +62,7 @@ class CaseScores:
 
 def _logits(model: Transformer, prompts: Sequence[str]) -> torch.Tensor:
     if not prompts:
-        return torch.zeros(0, model.cfg.d_vocab)
+        return torch.zeros(0, model.cfg.d_vocab, dtype=torch.float64, device=model.device)
     with torch.no_grad():
         return last_token_logits(model, list(prompts)).double()
 
@@ -83,11 +83,12 @@ def _measure(model: Transformer, case: EditCase) -> dict[str, torch.Tensor]:
 def _scores(model: Transformer, case: EditCase, before: dict, after: dict) -> CaseScores:
     new, old = answer_token(model, case.request.new_target), answer_token(model, case.old)
     req, para = after["request"], after["paraphrases"]
-    n_ids = torch.tensor([answer_token(model, a) for _, a in case.neighbours], dtype=torch.long)
-    a_ids = torch.tensor([answer_token(model, a) for _, a in case.attributes], dtype=torch.long)
-    rows_n = torch.arange(len(n_ids))
-    right_n = before["neighbours"].argmax(-1) == n_ids if len(n_ids) else torch.zeros(0, dtype=torch.bool)
-    right_a = before["attributes"].argmax(-1) == a_ids if len(a_ids) else torch.zeros(0, dtype=torch.bool)
+    on = req.device
+    n_ids = torch.tensor([answer_token(model, a) for _, a in case.neighbours], dtype=torch.long, device=on)
+    a_ids = torch.tensor([answer_token(model, a) for _, a in case.attributes], dtype=torch.long, device=on)
+    rows_n = torch.arange(len(n_ids), device=on)
+    right_n = before["neighbours"].argmax(-1) == n_ids if len(n_ids) else torch.zeros(0, dtype=torch.bool, device=on)
+    right_a = before["attributes"].argmax(-1) == a_ids if len(a_ids) else torch.zeros(0, dtype=torch.bool, device=on)
     nb = after["neighbours"]
     return CaseScores(
         efficacy=float(req[0, new] > req[0, old]),
@@ -337,7 +338,7 @@ def compare_edit(model: Transformer, edit: Edit, request: EditRequest, old: str,
     pairs = [(g, p, a) for g, items in groups.items() for p, a in items]
     prompts = [p for _, p, _ in pairs]
     new_id, old_id = _answer_id(model, request.new_target), _answer_id(model, old)
-    expected = torch.tensor([_answer_id(model, a) for _, _, a in pairs])
+    expected = torch.tensor([_answer_id(model, a) for _, _, a in pairs], device=model.device)
     before = _probabilities(model, prompts)
     loss_before = mean_loss(model, fluency_texts) if fluency_texts else float("nan")
     with edit.applied(model):
@@ -350,8 +351,11 @@ def compare_edit(model: Transformer, edit: Edit, request: EditRequest, old: str,
 
     n = len(pairs)
     top_b, top_a = before.max(-1), after.max(-1)
-    col = {"new_b": at(before, torch.full((n,), new_id)), "new_a": at(after, torch.full((n,), new_id)),
-           "old_b": at(before, torch.full((n,), old_id)), "old_a": at(after, torch.full((n,), old_id)),
+    def fill(i: int) -> torch.Tensor:
+        return torch.full((n,), i, device=before.device)
+
+    col = {"new_b": at(before, fill(new_id)), "new_a": at(after, fill(new_id)),
+           "old_b": at(before, fill(old_id)), "old_a": at(after, fill(old_id)),
            "exp_b": at(before, expected), "exp_a": at(after, expected)}
     rows = [PromptChange(g, "keep" if g in keep else "new", p, a, token_text(model, int(top_b.indices[i])),
                          float(top_b.values[i]), token_text(model, int(top_a.indices[i])), float(top_a.values[i]),

@@ -44,7 +44,8 @@ def fine_tune(model: Transformer, requests: Sequence[RequestLike], *, layer: Opt
             texts.append(text)
             new_ids.append(t)
     tokens, mask, last = batch(model, texts)
-    new_ids_t = torch.tensor(new_ids)
+    new_ids_t = torch.tensor(new_ids, device=model.device)
+    rows = torch.arange(len(texts), device=model.device)
     name = hook_names.param_name("mlp.W_out", layer)
     weight = model.get_parameter(name)
     change = torch.zeros_like(weight, requires_grad=True)
@@ -62,7 +63,7 @@ def fine_tune(model: Transformer, requests: Sequence[RequestLike], *, layer: Opt
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         for _ in range(steps):
             logits = model(tokens, attention_mask=mask)
-            loss = -logits[torch.arange(len(texts)), last].log_softmax(-1)[torch.arange(len(texts)), new_ids_t].mean()
+            loss = -logits[rows, last].log_softmax(-1)[rows, new_ids_t].mean()
             loss_value = float(loss.detach())
             (change.grad,) = torch.autograd.grad(loss, [change])
             opt.step()

@@ -59,7 +59,7 @@ def layer_stats(model: Transformer, layers: list[int], stats: Optional[dict[int,
 def least_squares(stats: dict[int, torch.Tensor], weight: float) -> Solve:
     """MEMIT's solve: (weight C + K^T K)^-1 K^T R, with a tiny ridge for singular C."""
     def solve(layer: int, keys: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
-        lhs = weight * stats[layer].double() + keys.T @ keys
+        lhs = weight * stats[layer].to(keys.device, torch.float64) + keys.T @ keys
         ridge = 1e-8 * float(lhs.diagonal().mean()) * torch.eye(lhs.shape[0], dtype=torch.float64, device=lhs.device)
         return torch.linalg.solve(lhs + ridge, keys.T @ share)
 

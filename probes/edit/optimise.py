@@ -42,7 +42,7 @@ def _subject_sites(model: Transformer, texts: Sequence[str], kl_texts: Sequence[
             at.append((n + i, last_subject_pos(model, text, subject)))
         except ValueError:
             pass  # a prompt without the subject: the additive delta cannot reach it
-    return torch.tensor([r for r, _ in at]), torch.tensor([e for _, e in at])
+    return (torch.tensor([r for r, _ in at], device=model.device), torch.tensor([e for _, e in at], device=model.device))
 
 
 def _delta_hooks(layer: int, hook: str, delta: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor,
@@ -91,7 +91,8 @@ def optimise_delta(model: Transformer, layer: int, request: EditRequest, new_tar
     texts = contexts(request, prefixes, rewrites)
     kl_texts = [request.subject] + list(keep)
     tokens, mask, last = batch(model, texts + kl_texts)
-    n, kl_rows = len(texts), torch.arange(len(texts), len(texts) + len(kl_texts))
+    n, kl_rows = len(texts), torch.arange(len(texts), len(texts) + len(kl_texts), device=model.device)
+    text_rows = torch.arange(n, device=model.device)
     rows, ends = _subject_sites(model, texts, kl_texts, request.subject)
     name = hook_names.act_name(hook, layer)
     with torch.no_grad():
@@ -99,15 +100,16 @@ def optimise_delta(model: Transformer, layer: int, request: EditRequest, new_tar
         base_kl = logits[kl_rows, last[n:]].log_softmax(-1)
         scale = cache[name][rows[:n], ends[:n]].double().norm(dim=-1).mean()
     keep_weight = kl_weight if keep_weight is None else keep_weight
-    start = torch.zeros(model.cfg.d_model) if init is None else init.detach()
-    delta = start.to(device=cache[name].device, dtype=cache[name].dtype).clone().requires_grad_(True)
+    like = cache[name]
+    start = torch.zeros(model.cfg.d_model, device=like.device, dtype=like.dtype) if init is None else init.detach()
+    delta = start.to(device=like.device, dtype=like.dtype).clone().requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=lr)
     hooks = _delta_hooks(layer, hook, delta, rows, ends, through)
     p_new, loss_value, step = 0.0, float("nan"), 0
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         for step in range(1, steps + 1):
             logits = model(tokens, attention_mask=mask)
-            logp = logits[torch.arange(n), last[:n]].log_softmax(-1)[:, new_target]
+            logp = logits[text_rows, last[:n]].log_softmax(-1)[:, new_target]
             new_kl = logits[kl_rows, last[n:]].log_softmax(-1)
             kl = torch.nn.functional.kl_div(new_kl, base_kl, log_target=True, reduction="none").sum(-1)  # [1 + n_keep]
             kept = kl[1:].mean() if len(keep) else kl.new_zeros(())

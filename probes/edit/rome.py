@@ -42,8 +42,8 @@ from probes.edit.stats import Corpus, key_second_moment
 
 def solve_ridge(C: torch.Tensor, k: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
     """(C + ridge * mean(diag C) * I)^-1 k: C^-1 k, kept finite where C is singular (dead neurons)."""
-    eye = torch.eye(C.shape[0], dtype=torch.float64)
-    return torch.linalg.solve(C.double() + ridge * float(C.diagonal().mean()) * eye, k.double())
+    eye = torch.eye(C.shape[0], dtype=torch.float64, device=C.device)
+    return torch.linalg.solve(C.double() + ridge * float(C.diagonal().mean()) * eye, k.double().to(C.device))
 
 
 def check_stats(model: Transformer, stats: torch.Tensor, what: str = "the layer's") -> None:
@@ -86,7 +86,7 @@ def rome(model: Transformer, request: Union[RequestLike, str], subject: Optional
         stats = key_second_moment(model, layer, corpus, progress=progress)
     texts = contexts(request, prefixes, rewrites)
     key = mean_key(model, layer, texts, request.subject)
-    c_inv_k = solve_ridge(stats, key)
+    c_inv_k = solve_ridge(stats.to(key.device), key)
     u = c_inv_k / float(key @ c_inv_k)  # W_out + u r^T adds exactly r at the key k*
     vector = relaxed_delta(model, layer, request, new_id, prefixes, relax=relax, accept=accept, rewrites=rewrites,
                            keep=keep, steps=steps, lr=lr, kl_weight=kl_weight, stop_at=stop_at,

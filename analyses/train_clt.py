@@ -74,8 +74,9 @@ def train_factworld_clt(model, *, features: int = 512, k: int = 32, steps: int =
     memory, or streamed from the activation store in folder `store`, harvested there if absent)."""
     from analyses.factworld_edits import stats_texts
     from probes.sae.clt import CrossLayerTranscoder, layer_pairs, train_clt
+    from probes.sae.train import training_dtype
 
-    clt = CrossLayerTranscoder.for_model(model, features, activation="topk", k=k, seed=seed)
+    clt = CrossLayerTranscoder.for_model(model, features, activation="topk", k=k, seed=seed, dtype=training_dtype(model))
     if store is not None:
         from interp.store import store_for
 

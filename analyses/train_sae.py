@@ -87,6 +87,7 @@ def train_sae(model: ModelArg = "factworld", *, hook: str, out: Union[str, Path]
     `results["scores"]` its `DictionaryScores`; the report has the record and the scores."""
     from models.checkpoint import check_empty_dir
     from probes.sae import SparseDictionary, activation_pairs, evaluate_dictionary, save_dictionary, train_dictionary
+    from probes.sae.train import training_dtype
 
     if out is None:
         raise ValueError("train_sae needs out=: the folder to save the SAE into")
@@ -95,7 +96,7 @@ def train_sae(model: ModelArg = "factworld", *, hook: str, out: Union[str, Path]
     model = as_model(model, dtype)
     d = _hook_width(model, hook, train_texts[0])
     sae = SparseDictionary.sae(d, features, hook=hook, activation=activation, k=k, seed=seed,
-                               dtype=str(next(model.parameters()).dtype).removeprefix("torch.")).to(model.device)
+                               dtype=training_dtype(model)).to(model.device)
     if store is not None:
         from interp.store import store_for
 

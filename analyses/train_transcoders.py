@@ -128,8 +128,10 @@ def train_layer(model: Transformer, layer: int, data: Union[tuple[torch.Tensor, 
     (batches of 1024, lr 1e-3, aux-k revival after 5000 silent tokens, seed = layer)
     with the given width, activation, k, skip connection and steps."""
     from probes.sae import SparseDictionary, train_dictionary
+    from probes.sae.train import training_dtype
 
-    tc = SparseDictionary.transcoder(model, layer, features, activation=activation, k=k, skip=skip, seed=layer)
+    tc = SparseDictionary.transcoder(model, layer, features, activation=activation, k=k, skip=skip, seed=layer,
+                                     dtype=training_dtype(model))
     record = train_dictionary(tc, data, steps=steps, batch_size=1024, lr=1e-3, l1=l1, dead_after=5000,
                               aux_coeff=0.125, progress=progress)
     return tc.eval(), record

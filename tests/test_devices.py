@@ -159,3 +159,21 @@ def test_every_command_takes_device_and_dtype(capsys):
         assert "sees no CUDA GPU" in capsys.readouterr().err
     with pytest.raises(ValueError, match="model on cpu"):
         as_model(model, device="meta")
+
+
+
+def test_a_dictionary_for_a_half_precision_model_trains_in_float32(tmp_path):
+    from analyses.train_sae import train_sae
+    from interp.store import ActivationStore
+
+    texts = load("factworld").default_corpus()[:300]
+    runs = {}
+    for dtype in ("bfloat16", "float32"):
+        runs[dtype] = train_sae("factworld", hook="blocks.1.hook_resid_post", out=tmp_path / dtype, features=32, k=4,
+                                steps=60, batch_size=256, texts=texts, progress=False, dtype=dtype,
+                                store=tmp_path / f"acts-{dtype}")
+    half, full = runs["bfloat16"], runs["float32"]
+    assert half.results["sae"].W_dec.dtype == torch.float32  # Adam in float32, not in bfloat16
+    assert ActivationStore.open(tmp_path / "acts-bfloat16").dtype == torch.bfloat16  # harvested as the model runs
+    assert half.results["record"].losses[-1] < half.results["record"].losses[0]
+    assert half["scores"]["variance_explained"] == pytest.approx(full["scores"]["variance_explained"], abs=0.03)

@@ -62,6 +62,14 @@ class TrainingRecord:
                 "seconds": self.seconds, "tokens": self.tokens}
 
 
+def training_dtype(model: torch.nn.Module) -> str:
+    """The dtype to train a dictionary for `model` in: the model's, but float32 for a float16 or
+    bfloat16 model (Adam's updates and the loss sums need the wider mantissa; the trained
+    dictionary reads and writes the model's half-precision activations all the same)."""
+    dtype = next(model.parameters()).dtype
+    return "float32" if dtype in (torch.float16, torch.bfloat16) else str(dtype).removeprefix("torch.")
+
+
 Pairs = tuple[torch.Tensor, torch.Tensor]  # (inputs [n, ...], targets [n, ...]) in memory
 Data = Union[Pairs, ActivationStore]
 
@@ -211,5 +219,5 @@ def fit(dictionary: torch.nn.Module, data: Union[Pairs, Iterable[Pairs]], step_l
     return record
 
 
-__all__ = ["activation_pairs", "train_dictionary", "TrainingRecord", "fit", "store_stream", "store_moments",
+__all__ = ["activation_pairs", "train_dictionary", "TrainingRecord", "fit", "training_dtype", "store_stream", "store_moments",
            "check_store"]

@@ -136,6 +136,12 @@ def harvest(model, texts: Sequence[str], hooks: Sequence[str], directory: Union[
     if batch_size < 1 or shard_tokens < 1 or (max_tokens is not None and max_tokens < 1):
         raise ValueError(f"batch_size, shard_tokens and max_tokens must be positive, got {batch_size}, "
                          f"{shard_tokens}, {max_tokens}")
+    with torch.no_grad():  # shapes checked on one text, before anything is written
+        _, probe = model.run_with_cache(texts[0], names_filter=hooks, return_type=None)
+    for h in hooks:
+        if probe[h].dim() != 3:
+            raise ValueError(f"a store keeps one vector per token: {h!r} is {list(probe[h].shape)}, not "
+                             "[batch, pos, d] (per-head hooks: use hook_attn_out or a residual hook)")
     store_dtype = _dtype(dtype) if dtype is not None else next(model.parameters()).dtype
     want = {"format": FORMAT, "version": VERSION, "model": model_fingerprint(model), "hooks": hooks,
             "dtype": dtype_name(store_dtype), "corpus": corpus_hash(texts), "n_texts": len(texts),
@@ -155,9 +161,6 @@ def harvest(model, texts: Sequence[str], hooks: Sequence[str], directory: Union[
             real = batch.real
             for h in hooks:
                 act = cache[h]
-                if act.dim() != 3:
-                    raise ValueError(f"a store keeps one vector per token: {h!r} is {list(act.shape)}, not "
-                                     "[batch, pos, d] (per-head hooks: use hook_attn_out or a residual hook)")
                 rows[h].append(act[real.to(act.device)].to(device="cpu", dtype=store_dtype))
             n = int(real.sum())
             n_rows += n

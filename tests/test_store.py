@@ -69,6 +69,11 @@ def test_a_stale_store_is_refused(fw, texts, pairs_store, tmp_path):
             harvest(args["model"], args["texts"], args["hooks"], pairs_store.directory, shard_tokens=3000,
                     batch_size=128, dtype=other.get("dtype"), progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in pairs_store.directory.iterdir()} == before  # nothing touched
+    with pytest.raises(ValueError, match="one vector per token: 'blocks.0.attn.hook_z'"):
+        harvest(fw, texts, ["blocks.0.attn.hook_z"], tmp_path / "per-head", progress=False)
+    with pytest.raises(Exception, match="Closest valid names"):
+        harvest(fw, texts, ["blocks.0.hook_mlp_outt"], tmp_path / "typo", progress=False)
+    assert not (tmp_path / "per-head").exists() and not (tmp_path / "typo").exists()  # nothing written
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="holds no activation store"):
         harvest(fw, texts, [OUT], tmp_path, progress=False)

@@ -11,20 +11,7 @@ from probes.edit import (
     EditRequest, SequentialEdits, alphaedit, edit_prompts, key_second_moment, mean_key, memit, null_space_projector,
     rome, sequential_edit,
 )
-from probes.edit.contexts import subject_ends
-
-
-def weights(model) -> dict:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def same(model, saved: dict) -> bool:
-    return all(torch.equal(p, saved[n]) for n, p in model.named_parameters())
-
-
-def top1(model, prompt):
-    with torch.no_grad():
-        return model.tokenizer.token_str(int(model(prompt)[0, -1].argmax()))
+from test_edit import same, top1, weights
 
 
 @pytest.fixture(scope="module")

@@ -57,13 +57,18 @@ def subject_ends(model: Transformer, texts: Sequence[str], subject: str) -> torc
     return torch.tensor([last_subject_pos(model, t, subject) for t in texts], device=model.device)
 
 
-def mean_state(model: Transformer, name: str, texts: Sequence[str], subject: str) -> torch.Tensor:
-    """Activation `name` at the subject's last token, averaged over `texts` (float64)."""
+def states(model: Transformer, name: str, texts: Sequence[str], subject: str) -> torch.Tensor:
+    """[n_texts, d]: activation `name` at the subject's last token of each text (float64)."""
     tokens, mask, _ = batch(model, texts)
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name], return_type=None)
     rows = torch.arange(len(texts), device=cache[name].device)
-    return cache[name][rows, subject_ends(model, texts, subject)].double().mean(0)
+    return cache[name][rows, subject_ends(model, texts, subject)].double()
+
+
+def mean_state(model: Transformer, name: str, texts: Sequence[str], subject: str) -> torch.Tensor:
+    """Activation `name` at the subject's last token, averaged over `texts` (float64)."""
+    return states(model, name, texts, subject).mean(0)
 
 
 def mean_key(model: Transformer, layer: int, texts: Sequence[str], subject: str) -> torch.Tensor:
@@ -71,4 +76,4 @@ def mean_key(model: Transformer, layer: int, texts: Sequence[str], subject: str)
     return mean_state(model, hook_names.act_name("post", layer), texts, subject)
 
 
-__all__ = ["DEFAULT_PREFIXES", "contexts", "edit_prompts", "batch", "subject_ends", "mean_state", "mean_key"]
+__all__ = ["DEFAULT_PREFIXES", "contexts", "edit_prompts", "batch", "subject_ends", "states", "mean_state", "mean_key"]

@@ -67,8 +67,8 @@ def least_squares(stats: dict[int, torch.Tensor], weight: float) -> Solve:
 
 
 def spread(model: Transformer, requests: list[EditRequest], texts: list[list[str]], layers: list[int],
-           z: torch.Tensor, solve: Solve, method: str = "memit") -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor],
-                                                                          dict[int, torch.Tensor]]:
+           z: torch.Tensor, solve: Solve,
+           method: str = "memit") -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """(deltas, shares, keys): the per-layer updates `solve` gives (each applied while the next is
     computed, then all reverted), the residual share R [n, d_model] each layer was fitted to, and
     the keys K [n, d_mlp] it was fitted at. z [n, d_model]: the target residuals at the top layer."""

@@ -15,7 +15,9 @@ the tests use: on shared cores the default spin-wait makes small training loops 
 Peak memory is the process's peak resident set size (ru_maxrss) minus its resident size just
 before the phase (after torch is imported and the SAE built): for "memory" it includes reading
 the rows in. Throughput is training tokens per second of training (`record.seconds`) on the same
-data, with the same number of steps. Writes benchmarks/results/activation_store.{json,png}.
+data, with the same number of steps; the loader alone (one epoch of `store.batches`, against
+drawing the same number of random batches from the rows in memory) is timed too, in this process.
+Writes benchmarks/results/activation_store.{json,png}.
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ def child(mode: str, directory: str, steps: int, features: int, buffer_shards: i
     return {"mode": mode, "tokens": store.tokens, "steps": steps, "train_seconds": record.seconds,
             "tokens_per_s": steps * 1024 / record.seconds, "peak_mb": (peak - before) / MB,
             "final_loss": record.losses[-1]}
+
+
+def loader_speed(store, buffer_shards: int) -> dict:
+    """Tokens per second of one epoch of `store.batches(1024)` alone, and of as many random
+    batches gathered from the same rows held in memory."""
+    import torch
+
+    t0 = time.perf_counter()
+    n = sum(1 for _ in store.batches(1024, hooks=[HOOK], buffer_shards=buffer_shards, epochs=1))
+    streamed = time.perf_counter() - t0
+    x = torch.cat([store.read_shard(i, [HOOK])[HOOK] for i in range(store.n_shards)])
+    g = torch.Generator(device="cpu").manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        x[torch.randint(0, x.shape[0], (1024,), generator=g, device="cpu")]
+    gathered = time.perf_counter() - t0
+    return {"batches": n, "store_tokens_per_s": n * 1024 / streamed, "memory_tokens_per_s": n * 1024 / gathered}
 
 
 def _run_child(args: list[str]) -> dict:
@@ -128,7 +147,8 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - t0
             disk = sum(f.stat().st_size for f in store.directory.iterdir())
             harvests.append({"texts": n, "tokens": store.tokens, "shards": store.n_shards, "seconds": seconds,
-                             "tokens_per_s": store.tokens / seconds, "disk_mb": disk / MB})
+                             "tokens_per_s": store.tokens / seconds, "disk_mb": disk / MB,
+                             "loader": loader_speed(store, args.buffer_shards)})
             steps = store.tokens // 1024  # one pass over the data
             tries: dict[str, list[dict]] = {"store": [], "memory": []}
             for _ in range(args.repeats):
@@ -156,6 +176,8 @@ def main(argv=None) -> int:
             "tokens": [r["tokens"] for r in store_runs],
             "store_over_memory_throughput": [round(s["tokens_per_s"] / m["tokens_per_s"], 3)
                                              for s, m in zip(store_runs, mem_runs)],
+            "loader_tokens_per_s": [round(h["loader"]["store_tokens_per_s"]) for h in harvests],
+            "harvest_tokens_per_s": [round(h["tokens_per_s"]) for h in harvests],
         },
     }
     write_report(report, RESULTS.with_suffix(".json"))

@@ -346,7 +346,9 @@ class ActivationStore:
         all), rows of the same tokens, on `device` in `dtype` (default: the CPU, the stored dtype).
         Each epoch visits the shards in a fresh seeded order, `buffer_shards` at a time, and draws
         the rows of those shards (plus the last epoch-group's leftover rows) in a seeded random
-        order; `epochs=None` never stops. At most `buffer_shards` shards are in memory at once."""
+        order; `epochs=None` never stops. The rows live in one buffer per hook, allocated once
+        (`buffer_shards` of the largest shards plus one batch) and refilled shard by shard, so
+        memory stays flat however long training runs."""
         hooks = self._check_hooks(self.hooks if hooks is None else hooks)
         if batch_size < 1 or buffer_shards < 1:
             raise ValueError(f"batch_size and buffer_shards must be positive, got {batch_size} and {buffer_shards}")
@@ -354,22 +356,31 @@ class ActivationStore:
             raise ValueError(f"the activation store in {self.directory} holds {self.tokens} tokens, fewer than one "
                              f"batch of {batch_size}")
         g = torch.Generator(device="cpu").manual_seed(seed)
-        carry: Optional[dict[str, torch.Tensor]] = None
+        largest = max(s["tokens"] for s in self.manifest["shards"])
+        rows = min(self.tokens, buffer_shards * largest) + batch_size
+        buffer = {h: torch.empty(rows, self.manifest["d"][h], dtype=self.dtype, device="cpu") for h in hooks}
+        carried = 0  # rows left over from the previous group, at the buffer's start
         epoch = 0
         while epochs is None or epoch < epochs:
             order = torch.randperm(self.n_shards, generator=g, device="cpu").tolist()
             for lo in range(0, len(order), buffer_shards):
-                parts = [self.read_shard(i, hooks) for i in order[lo: lo + buffer_shards]]
-                buffer = {h: torch.cat(([carry[h]] if carry else []) + [p[h] for p in parts]) for h in hooks}
-                del parts
-                n = buffer[hooks[0]].shape[0]
+                n = carried
+                for i in order[lo: lo + buffer_shards]:
+                    part = self.read_shard(i, hooks)
+                    m = part[hooks[0]].shape[0]
+                    for h in hooks:
+                        buffer[h][n: n + m].copy_(part[h])
+                    n += m
+                    del part
                 perm = torch.randperm(n, generator=g, device="cpu")
                 full = n - n % batch_size
                 for b in range(0, full, batch_size):
                     idx = perm[b: b + batch_size]
-                    yield tuple(buffer[h][idx].to(device=device, dtype=dtype) for h in hooks)
-                carry = {h: buffer[h][perm[full:]] for h in hooks}
-                del buffer
+                    yield tuple(buffer[h][idx].to(device=device, dtype=dtype) for h in hooks)  # copies
+                rest = perm[full:]
+                for h in hooks:
+                    buffer[h][: len(rest)] = buffer[h][rest]  # gathered (a copy) before it is written
+                carried = len(rest)
             epoch += 1
 
 

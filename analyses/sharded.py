@@ -63,7 +63,7 @@ class RelationTask(ModelTask):
             from probes.sae import attached, load_transcoders
 
             model = copy.deepcopy(model)
-            self._hooks.enter_context(attached(model, load_transcoders(self.transcoders)))
+            self._hooks.enter_context(attached(model, load_transcoders(self.transcoders, device=model.device)))
         self._localiser = RelationLocaliser(model, self.relation, method=self.method, max_sites=self.max_sites,
                                             template=self.template, n_random=self.n_random, roles=self.roles,
                                             unit=self.unit)

@@ -16,7 +16,8 @@ A task is a picklable object with three methods:
 
 `run_shards` returns the results of all items in item order, the same list whatever the worker
 count: each item's result depends only on the item and the task, and a caller that sums them
-(`reduce_in_order`) adds them in item order. With `out`, each finished shard is appended to a JSON
+adds them in item order (in float64). Results come back as the file gives them (JSON: tuples
+become lists), resumed or not. With `out`, each finished shard is appended to a JSON
 lines file as one line (`{"shard": i, "results": [...]}`, written with one write and flushed to
 disk) after a header line with the fingerprint; a line cut short by a crash is ignored, and
 `resume=True` skips the shards the file holds. A worker process that dies in the middle of a
@@ -34,13 +35,12 @@ import os
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, TypeVar, Union, runtime_checkable
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from interp.progress import progress_bar
 
 FORMAT = "interp shards v1"
 PER_WORKER_IN_FLIGHT = 2  # shards queued on each worker: the next one is ready when a shard ends
-T = TypeVar("T")
 
 
 @runtime_checkable
@@ -141,12 +141,16 @@ class _ResultsFile:
             self._write(header)
 
     def _write(self, record: dict) -> None:
-        self.handle.write((json.dumps(record, separators=(",", ":")) + "\n").encode())
+        self.handle.write((_json(record) + "\n").encode())
         self.handle.flush()
         os.fsync(self.handle.fileno())
 
     def add(self, shard: int, results: list) -> None:
         self._write({"shard": shard, "results": results})
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
     def close(self) -> None:
         self.handle.close()
@@ -183,6 +187,10 @@ def run_shards(task: ShardTask, items: Sequence, *, shard_size: int, workers: Op
         if not isinstance(results, list) or len(results) != len(shards[i]):
             raise ValueError(f"the task returned {type(results).__name__} for shard {i}; it must return a list of "
                              f"one result per item ({len(shards[i])})")
+        try:  # as the file gives them back (tuples become lists), so a resumed run returns the same
+            results = json.loads(_json(results))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"the task's results for shard {i} are not JSON-ready: {e}") from None
         if file is not None:
             file.add(i, results)
         done[i] = results
@@ -203,15 +211,6 @@ def run_shards(task: ShardTask, items: Sequence, *, shard_size: int, workers: Op
         if file is not None:
             file.close()
     return [r for i in range(len(shards)) for r in done[i]]
-
-
-def reduce_in_order(results: Iterable[T], add: Callable[[T, T], T]) -> Optional[T]:
-    """((r0 + r1) + r2) + ...: the results combined in item order, so the sum is the same
-    whatever the number of workers (None for no results)."""
-    total: Optional[T] = None
-    for r in results:
-        total = r if total is None else add(total, r)
-    return total
 
 
 class ModelTask:
@@ -399,4 +398,4 @@ def _dispatch(task: ShardTask, shards: list[list], todo: list[int], workers: Opt
                 ray.kill(actor, no_restart=True)
 
 
-__all__ = ["ShardTask", "ModelTask", "ray_cluster", "run_shards", "shards_of", "fingerprint", "read_results", "reduce_in_order"]
+__all__ = ["ShardTask", "ModelTask", "ray_cluster", "run_shards", "shards_of", "fingerprint", "read_results"]

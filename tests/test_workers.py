@@ -16,7 +16,7 @@ import torch
 
 from analyses.sharded import RelationTask, relation_view_sharded
 from analyses.factworld_facts import relation_facts, relation_view, triples
-from interp.workers import ray_cluster, read_results, reduce_in_order, run_shards, shards_of
+from interp.workers import ray_cluster, read_results, run_shards, shards_of
 from models import factworld, load
 from probes.edit.stats import key_second_moment
 from probes.edit.stats_sharded import key_second_moment_sharded
@@ -195,7 +195,14 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="one result per item"):
         run_shards(Short(), range(3), shard_size=2, progress=False)
     assert shards_of(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
-    assert reduce_in_order([1.0, 2.0, 3.0], lambda a, b: a + b) == 6.0
+
+    class NotJson(Double):
+        def __call__(self, shard):
+            return [object() for _ in shard]
+
+    with pytest.raises(TypeError, match="results for shard 0 are not JSON-ready"):
+        run_shards(NotJson(), range(3), shard_size=2, out=tmp_path / "r.jsonl", progress=False)
+    assert read_results(tmp_path / "r.jsonl")[1] == {}  # nothing half-written
 
 
 def test_key_statistics_and_average_trace_sharded(cluster, model, tmp_path):

@@ -149,11 +149,12 @@ class _ResultsFile:
         self._write({"shard": shard, "results": results})
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
-
     def close(self) -> None:
         self.handle.close()
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 def run_shards(task: ShardTask, items: Sequence, *, shard_size: int, workers: Optional[int] = None,

@@ -12,9 +12,11 @@ batches of 1024) is trained for one pass over the data twice, each in a fresh pr
 The two modes alternate, --repeats times each (the median throughput and the largest peak are
 reported), with torch on --threads threads and a short OpenMP spin (GOMP_SPINCOUNT=10000, as
 the tests use: on shared cores the default spin-wait makes small training loops 10x slower).
-Peak memory is the process's peak resident set size (ru_maxrss) minus its resident size just
-before the phase (after torch is imported and the SAE built): for "memory" it includes reading
-the rows in. Throughput is training tokens per second of training (`record.seconds`) on the same
+Peak memory is the process's peak resident set size (VmHWM, reset just before the phase where
+Linux allows) minus its resident size just before the phase (after torch is imported and the SAE
+built): for "memory" it includes reading the rows in. (Not ru_maxrss: Linux carries that over
+from the parent process through fork and exec, which made a first version report the parent's
+size.) Throughput is training tokens per second of training (`record.seconds`) on the same
 data, with the same number of steps; the loader alone (one epoch of `store.batches`, against
 drawing the same number of random batches from the rows in memory) is timed too, in this process.
 Writes benchmarks/results/activation_store.{json,png}.
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,20 @@ HOOK = "blocks.1.hook_resid_post"
 MB = 2 ** 20
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status(field: str) -> int:
+    """A size from /proc/self/status (VmRSS: resident now; VmHWM: the peak of this process image), in bytes."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def _reset_peak() -> None:
+    """Restart VmHWM from the resident size now (Linux: 5 > /proc/self/clear_refs), where allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def child(mode: str, directory: str, steps: int, features: int, buffer_shards: int, threads: int) -> dict:
@@ -52,13 +64,14 @@ def child(mode: str, directory: str, steps: int, features: int, buffer_shards: i
     torch.set_num_threads(threads)
     store = ActivationStore.open(directory)
     sae = SparseDictionary.sae(store.d[HOOK], features, hook=HOOK, activation="topk", k=32, seed=0)
-    before = _rss()
+    _reset_peak()
+    before = _status("VmRSS")
     if mode == "store":
         record = train_dictionary(sae, store, steps=steps, batch_size=1024, buffer_shards=buffer_shards, progress=False)
     else:
         x = torch.cat([store.read_shard(i, [HOOK])[HOOK] for i in range(store.n_shards)])
         record = train_dictionary(sae, (x, x), steps=steps, batch_size=1024, progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status("VmHWM")  # not ru_maxrss: Linux carries that over from the parent through fork and exec
     return {"mode": mode, "tokens": store.tokens, "steps": steps, "train_seconds": record.seconds,
             "tokens_per_s": steps * 1024 / record.seconds, "peak_mb": (peak - before) / MB,
             "final_loss": record.losses[-1]}

@@ -238,3 +238,25 @@ def test_feature_table_sharded(cluster, model, tmp_path):
                                 workers=2, out=tmp_path / "L1.jsonl", progress=False)
     assert len(want.rows) > 100 and len(read_results(tmp_path / "L1.jsonl")[1]) == -(-len(texts) // 96) > 1
     assert json.dumps(got.to_dict()) == json.dumps(want.to_dict())
+
+
+def test_commands_resume_from_their_shard_files(tmp_path, capsys):
+    """`interp probe-relation` and `interp features` with --resume: the first run writes the shard
+    file, the second reads every shard from it and writes the same JSON; a changed option is refused."""
+    from analyses.cli import main
+
+    for argv, name in ((["probe-relation", "sport", "--limit", "3", "--shard-size", "2"], "sport"),
+                       (["features", "1", "--limit", "3", "--batch-size", "16", "--shard-size", "2"], "L1_features")):
+        argv = argv + ["--out", str(tmp_path), "--quiet", "--resume"]
+        assert main(argv) == 0
+        first = json.loads((tmp_path / f"{name}.json").read_text())
+        assert main(argv) == 0
+        assert "shards there already" in capsys.readouterr().out
+        second = json.loads((tmp_path / f"{name}.json").read_text())
+        first.pop("seconds", None), second.pop("seconds", None)
+        assert first == second
+        header, done, _ = read_results(tmp_path / f"{name}.shards.jsonl")
+        assert len(done) == -(-header["n_items"] // header["shard_size"]) >= 2  # every shard there
+    with pytest.raises(ValueError, match="another task or configuration"):
+        main(["probe-relation", "sport", "--limit", "3", "--shard-size", "2", "--max-sites", "5", "--out",
+              str(tmp_path), "--quiet", "--resume"])

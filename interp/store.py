@@ -48,7 +48,8 @@ VERSION = 1
 MANIFEST = "manifest.json"
 _SALT = b"interp activation store v1"
 _KEY_FIELDS = ("format", "version", "model", "hooks", "dtype", "corpus", "n_texts", "batch_size", "shard_tokens",
-               "max_tokens")
+               "shard_texts", "max_tokens")
+SHARDED_RESULTS = "harvest.shards.jsonl"  # interp.store_sharded's progress file, in the store's folder
 
 
 class StaleStoreError(ValueError):
@@ -210,6 +211,7 @@ def _start(directory: Path, want: dict, overwrite: bool) -> dict:
                                   "replace it")
         for s in have.get("shards", []):
             (directory / s["file"]).unlink(missing_ok=True)
+        (directory / SHARDED_RESULTS).unlink(missing_ok=True)
         (directory / MANIFEST).unlink()
     elif directory.is_dir() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} is not empty and holds no activation store: give a new or empty folder")
@@ -219,18 +221,26 @@ def _start(directory: Path, want: dict, overwrite: bool) -> dict:
     return manifest
 
 
-def _add_shard(directory: Path, manifest: dict, acts: dict[str, torch.Tensor], texts: tuple[int, int]) -> None:
-    """Write one shard (tmp, then rename), then list it in the manifest (tmp, then rename)."""
-    from safetensors.torch import save_file
-
-    index = len(manifest["shards"])
-    name = f"shard-{index:05d}.safetensors"
+def shard_tensors(acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a shard file holds: per hook its rows [n, d] and the float64 sums `sum.HOOK` [d] and
+    `sumsq.HOOK` [] (the means and variances come from these)."""
     tensors = {}
     for h, a in acts.items():
         tensors[h] = a.contiguous()
         wide = a.double()
         tensors[f"sum.{h}"] = wide.sum(0)
         tensors[f"sumsq.{h}"] = wide.pow(2).sum()
+    return tensors
+
+
+def _add_shard(directory: Path, manifest: dict, acts: dict[str, torch.Tensor], texts: tuple[int, int]) -> None:
+    """Write one shard (tmp, then rename), then list it in the manifest (tmp, then rename)."""
+    from safetensors.torch import save_file
+
+    index = len(manifest["shards"])
+    name = f"shard-{index:05d}.safetensors"
+    tensors = shard_tensors(acts)
+    for h, a in acts.items():
         manifest["d"][h] = int(a.shape[1])
     n = int(next(iter(acts.values())).shape[0])
     _write_atomic(directory / name, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
@@ -384,5 +394,5 @@ class ActivationStore:
             epoch += 1
 
 
-__all__ = ["ActivationStore", "StaleStoreError", "harvest", "store_for", "read_manifest", "model_fingerprint", "corpus_hash",
+__all__ = ["ActivationStore", "StaleStoreError", "harvest", "store_for", "shard_tensors", "read_manifest", "model_fingerprint", "corpus_hash",
            "FORMAT", "MANIFEST"]

@@ -28,6 +28,16 @@ N_FACTS = 4
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The one-process references on one torch thread, as each worker runs: torch's CPU kernels
+    may round a few float32 results differently with more threads (docs/scale.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     with ray_cluster(workers=2):

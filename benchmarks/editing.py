@@ -10,7 +10,7 @@ sequence, and whether localisation predicts where editing works.
   prompts found by the call) on every seed; MEMIT and AlphaEdit (one request each) and FT-L on
   the first seed, `--others` facts per relation, at the same traced layers. Mean and spread
   over seeds; per failed ROME edit, which prompts fail and why (`failure_study`).
-- batch: MEMIT and AlphaEdit with 10 / 100 / 300 / all edits at once (distinct subjects, a
+- batch: MEMIT and AlphaEdit with 10 / 100 / 300 edits at once (--sizes; up to 474: distinct subjects, a
   random known relation each; the target vectors are computed once and shared by both solves).
 - sequential: N edits one after another (ROME one at a time, MEMIT and AlphaEdit in batches),
   scored every few edits: the earlier edits' efficacy retained, neighbourhood, fluency; the
@@ -438,7 +438,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--n", type=int, default=100, help="ROME edits per relation and seed")
     p.add_argument("--others", type=int, default=50, help="facts per relation for MEMIT, AlphaEdit and FT-L singly")
     p.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS))
-    p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 300, 474])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 300],
+                   help="edits at once (the fact world has 474 people, one fact each at most)")
     p.add_argument("--sequential", type=int, default=100, help="edits applied one after another")
     p.add_argument("--batch-size", type=int, default=10, help="MEMIT and AlphaEdit batch size in sequence")
     p.add_argument("--layers-facts", type=int, default=100)

@@ -9,8 +9,8 @@ batches of 1024) is trained for one pass over the data twice, each in a fresh pr
   - "store": streamed from the store (`train_dictionary(sae, store)`, --buffer-shards shards in
     memory at a time);
   - "memory": the same rows read into memory first, then `train_dictionary(sae, (x, x))`.
-The two modes alternate, --repeats times each (the median throughput and the largest peak are
-reported), with torch on --threads threads and a short OpenMP spin (GOMP_SPINCOUNT=10000, as
+The two modes alternate, --repeats times each (the median throughput, the better of two runs
+with the default 2, and the largest peak are reported), with torch on --threads threads and a short OpenMP spin (GOMP_SPINCOUNT=10000, as
 the tests use: on shared cores the default spin-wait makes small training loops 10x slower).
 Peak memory is the process's peak resident set size (VmHWM, reset just before the phase where
 Linux allows) minus its resident size just before the phase (after torch is imported and the SAE
@@ -118,6 +118,7 @@ def plot(report: dict, path: Path) -> None:
     bx.set_ylabel("training throughput (thousand tokens / s)")
     bx.set_title("throughput, same data and steps")
     for a in (ax, bx):
+        a.set_ylim(bottom=0)
         a.legend()
         a.grid(alpha=0.3)
     iplot.save(fig, path, formats=("png",))

@@ -130,7 +130,7 @@ class _ResultsFile:
     def __init__(self, path: Path, header: dict, resume: bool) -> None:
         self.path = path
         self.done: dict[int, list] = {}
-        if resume and path.exists():
+        if resume and path.exists() and b"\n" in path.read_bytes():  # (no whole line: cut before its header)
             _, self.done, end = read_results(path, header)
             self.handle = open(path, "r+b")
             self.handle.truncate(end)  # drop a half-written last line

@@ -174,6 +174,9 @@ def test_results_of_another_task_or_configuration_are_refused(tmp_path):
     with pytest.raises(ValueError, match="n_items.*shard_size|shard_size"):
         run_shards(Double(), range(5), shard_size=3, out=out, resume=True, progress=False)
     assert out.read_bytes() == before  # refused, untouched
+    (tmp_path / "cut.jsonl").write_text('{"format":"interp sh')  # a crash while writing the header
+    assert run_shards(Double(), range(5), shard_size=2, out=tmp_path / "cut.jsonl", resume=True,
+                      progress=False) == [0, 2, 4, 6, 8]
     (tmp_path / "other.jsonl").write_text('{"not": "a header"}\n')
     with pytest.raises(ValueError, match="not a results file of run_shards"):
         run_shards(Double(), range(5), shard_size=2, out=tmp_path / "other.jsonl", resume=True, progress=False)

@@ -184,7 +184,7 @@ def probe_relation(model: ModelArg = "factworld", relation: str = "sport", *, me
         if unit == "feature" and shards is None:  # sharded: each worker attaches its own
             from probes.sae import attached, load_transcoders
 
-            stack.enter_context(attached(model, load_transcoders(transcoders)))
+            stack.enter_context(attached(model, load_transcoders(transcoders, device=model.device)))
         if shards is not None:  # one Ray cluster for every relation and method
             from interp.workers import ray_cluster
 

@@ -320,7 +320,8 @@ def _ray(workers: Optional[int], address: Optional[str]) -> Iterator[None]:
     if address is not None:
         ray.init(address=address, **quiet)
     else:
-        ray.init(num_cpus=workers, object_store_memory=100 * 1024 ** 2, **quiet)
+        # address="local": a cluster of our own, even where another one runs on this machine
+        ray.init(address="local", num_cpus=workers, object_store_memory=100 * 1024 ** 2, **quiet)
     try:
         yield
     finally:

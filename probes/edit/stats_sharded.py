@@ -108,10 +108,10 @@ def key_second_moment_sharded(model: Any, layer: int, corpus: Optional[Corpus] =
     ranges = [[i, min(i + batches_per_shard, len(batches))] for i in range(0, len(batches), batches_per_shard)]
     results = run_shards(task, ranges, shard_size=1, workers=workers, address=address, out=out, resume=resume,
                          progress=progress, desc=f"key statistics, layer {layer}")
-    total = torch.zeros(task_model.cfg.d_mlp, task_model.cfg.d_mlp, dtype=torch.float64)
+    total = torch.zeros(task_model.cfg.d_mlp, task_model.cfg.d_mlp, dtype=torch.float64, device="cpu")
     for r in results:  # in shard order
         total += decode(r["sum"])
-    return total / sum(r["count"] for r in results)
+    return (total / sum(r["count"] for r in results)).to(task_model.device)  # where key_second_moment returns it
 
 
 __all__ = ["KeyStatsTask", "key_second_moment_sharded", "encode", "decode"]

@@ -286,9 +286,11 @@ def sequential(model, n: int, seed: int, batch_size: int, every: int, fluency: l
         where = {"layer": 0} if method == "rome" else {"layers": [0]}
         run = sequential_edit(model, [c.request for c in cases], method, batch_size=size, on_step=on_step, **where)
         seconds = time.perf_counter() - start
+        skipped = len(run.skipped)
         run.revert()
         reverted = all(torch.equal(p, saved[k]) for k, p in model.named_parameters())
-        out[method] = {"curve": curve, "seconds_per_edit": seconds / n, "reverted_bit_identical": reverted}
+        out[method] = {"curve": curve, "seconds_per_edit": seconds / n, "reverted_bit_identical": reverted,
+                       "skipped_already_answered": skipped}
         last = curve[-1]
         print(f"  sequential {method} ({n} edits, batches of {size}): efficacy retained {last['efficacy_top1']:.1f}, "
               f"paraphrase {last['paraphrase_top1']:.1f}, unrelated kept {last['unrelated_kept']:.1f}, "

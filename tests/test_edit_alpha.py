@@ -110,6 +110,11 @@ def test_sequential_edits_apply_in_turn_and_revert_bit_identically(fw, C0):
     with pytest.raises(RuntimeError, match="stop"):
         sequential_edit(fw, requests, "rome", layer=0, stats=C0, on_step=boom, progress=False)
     assert same(fw, saved)
+    # A request the model already answers with its new target when its turn comes is not edited again.
+    twice = sequential_edit(fw, [requests[0], requests[0]], "rome", layer=0, stats=C0, progress=False)
+    assert len(twice) == 1 and twice.skipped == [requests[0]]
+    twice.revert()
+    assert same(fw, saved)
     with pytest.raises(ValueError, match="method"):
         sequential_edit(fw, requests, "ft")
     with pytest.raises(ValueError, match="batch_size"):

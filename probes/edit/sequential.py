@@ -37,6 +37,7 @@ class SequentialEdits:
         self.edits: list[Edit] = []
         self._originals: dict[str, torch.Tensor] = {}
         self.preserved: dict[int, torch.Tensor] = {}  # layer -> sum of K^T K of every edit's keys [d_mlp, d_mlp]
+        self.skipped: list = []  # requests the model already answered with their new target when their turn came
 
     def add(self, edit: Edit) -> None:
         """Apply `edit` on top of the ones before (it must not be applied already)."""
@@ -62,6 +63,7 @@ class SequentialEdits:
         self._originals.clear()
         self.edits.clear()
         self.preserved.clear()
+        self.skipped.clear()
 
     def combined(self) -> Edit:
         """One Edit holding what all the edits so far changed (each touched parameter now minus its
@@ -76,12 +78,22 @@ class SequentialEdits:
         return len(self.edits)
 
 
+def _answers(model: Transformer, request) -> bool:
+    """Whether the model's top answer to the request's prompt is already its new target."""
+    from interp.words import answer_token
+
+    with torch.no_grad():
+        return int(model(request.prompt)[0, -1].argmax()) == answer_token(model, request.new_target)
+
+
 def sequential_edit(model: Transformer, requests: Sequence[RequestLike], method: str = "rome", *,
                     batch_size: int = 1, on_step: Optional[Callable[[int, SequentialEdits], Any]] = None,
                     run: Optional[SequentialEdits] = None, progress: bool = True, **settings) -> SequentialEdits:
     """Edit `requests` in order, `batch_size` at a time (ROME: one at a time), each batch computed
     on the model as edited so far and applied at once; `on_step(n_done, run)` after each batch
-    (e.g. to score the edits so far). `settings` go to the method (for ROME, MEMIT and AlphaEdit
+    (e.g. to score the edits so far). A request the model already answers with its new target when
+    its turn comes (an earlier edit spilled over) is not edited again; it is listed in
+    `run.skipped`. `settings` go to the method (for ROME, MEMIT and AlphaEdit
     alike; a callable value is called with the batch's requests, e.g. `keep=lambda rs: [...]`).
     `run`: go on from a run already holding edits (AlphaEdit keeps its keys too). Returns the run
     with every edit applied: call `run.revert()` to undo them all; on an error the model is
@@ -101,20 +113,24 @@ def sequential_edit(model: Transformer, requests: Sequence[RequestLike], method:
         run = SequentialEdits(model)
     elif run.model is not model:
         raise ValueError("run holds edits of another model")
-    first = len(run)
     batches = [requests[i: i + batch_size] for i in range(0, len(requests), batch_size)]
+    done = 0
     try:
         for batch in progress_bar(batches, progress=progress, desc=f"sequential {method}"):
-            given = {k: (v(batch) if callable(v) else v) for k, v in settings.items()}
-            if method == "rome":
-                edit = rome(model, batch[0], progress=False, **given)
-            elif method == "memit":
-                edit = memit(model, batch, progress=False, **given)
-            else:
-                edit = alphaedit(model, batch, preserved=dict(run.preserved) or None, progress=False, **given)
-            run.add(edit)
+            done += len(batch)
+            todo = [r for r in batch if not _answers(model, r)]  # earlier edits may have made one already
+            run.skipped += [r for r in batch if r not in todo]
+            if todo:
+                given = {k: (v(todo) if callable(v) else v) for k, v in settings.items()}
+                if method == "rome":
+                    edit = rome(model, todo[0], progress=False, **given)
+                elif method == "memit":
+                    edit = memit(model, todo, progress=False, **given)
+                else:
+                    edit = alphaedit(model, todo, preserved=dict(run.preserved) or None, progress=False, **given)
+                run.add(edit)
             if on_step is not None:
-                on_step(sum(len(b) for b in batches[: len(run) - first]), run)
+                on_step(done, run)
     except BaseException:
         run.revert()
         raise

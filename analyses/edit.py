@@ -71,6 +71,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fluency", type=int, default=200, help="held-out sentences for the fluency loss (0: none)")
     add_model_arguments(p)
     add_out_argument(p, "results/evaluate_edits")
+    from analyses.sharded import add_workers_arguments
+
+    add_workers_arguments(p, 4, "edits")
 
 
 def _check_factworld(model: ModelArg, what: str) -> None:
@@ -309,10 +312,14 @@ def run(args: argparse.Namespace) -> int:
 def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome", n: int = 10,
                           relation: str = "sport", layer: Optional[int] = None, seed: int = 0, fluency: int = 200,
                           out: Optional[Union[str, Path]] = None, progress: bool = True,
-                          dtype: Optional[str] = None) -> AnalysisResult:
+                          dtype: Optional[str] = None, workers: Optional[int] = None, address: Optional[str] = None,
+                          resume: bool = False, shard_size: int = 4) -> AnalysisResult:
     """`evaluate_edits` over `n` random known facts of `relation`, each moved to another random
     answer (seeded); each edit at `layer` or at its fact's traced layer (MEMIT, AlphaEdit: one edit of all
-    at the layer traced most often). `results["report"]` is the `EditReport`."""
+    at the layer traced most often). `results["report"]` is the `EditReport`. With `workers` or
+    `address` (ROME, FT-L) the facts are edited and scored in shards on Ray workers
+    (`analyses.sharded.evaluate_edits_sharded`, shard files OUT/evaluate_edits.shards.jsonl), with
+    the same numbers."""
     from analyses import factworld_edits as fe
     from interp.progress import progress_bar
     from models import factworld
@@ -321,7 +328,21 @@ def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome"
     _check_factworld(model, "interp evaluate-edits")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    name = model if isinstance(model, str) else None
     model = as_model(model, dtype)
+    if workers or address is not None:
+        from analyses.sharded import evaluate_edits_sharded
+
+        facts = [(s, relation, t) for s, t in fe.random_edits(n, relation=relation, seed=seed, known_by=model)]
+        shard_file = Path(out) / "evaluate_edits.shards.jsonl" if out is not None else None
+        edit_report_, layers = evaluate_edits_sharded(name or model, facts, method, layer=layer, fluency=fluency,
+                                                      dtype=dtype, loaded=model if name else None,
+                                                      shard_size=shard_size, workers=workers, address=address,
+                                                      out=shard_file, resume=resume, progress=progress)
+        report = edit_report_.to_dict() | {"relation": relation, "seed": seed, "layers": layers}
+        outputs = Outputs(out)
+        outputs.json("evaluate_edits.json", report)
+        return AnalysisResult("evaluate-edits", report, outputs.files, {"report": edit_report_, "edits": None})
     cases = [fe.edit_case(s, relation, t) for s, t in fe.random_edits(n, relation=relation, seed=seed, known_by=model)]
     layers = [layer if layer is not None else choose_layer(model, c.request.prompt, c.request.subject, c.old)[0]
               for c in progress_bar(cases, progress=progress, desc="choosing layers (causal traces)")]
@@ -346,7 +367,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_random_edits(args.model, method=args.method, n=args.n, relation=args.relation,
                                        layer=args.layer, seed=args.seed, fluency=args.fluency, out=args.out,
-                                       progress=not args.quiet, dtype=args.dtype)
+                                       progress=not args.quiet, dtype=args.dtype, workers=args.workers,
+                                       address=args.address, resume=args.resume, shard_size=args.shard_size)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     r = result.results["report"]

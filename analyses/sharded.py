@@ -1,12 +1,15 @@
-"""The fact world's relation-wide localisation in shards, on Ray workers (`interp.workers`), and
-the command-line options every sharded analysis takes.
+"""The fact world's relation-wide localisation and edit evaluation in shards, on Ray workers
+(`interp.workers`), and the command-line options every sharded analysis takes.
 
     view = relation_view_sharded("factworld", "sport", workers=2, out="results/sport.shards.jsonl")
+    report, layers = evaluate_edits_sharded("factworld", [("Tom Brady", "sport", "golf"), ...], workers=2)
     interp probe-relation sport --workers 2                 # a local Ray cluster of 2 workers
     interp probe-relation sport --address auto --resume     # a running cluster; keep finished shards
+    interp evaluate-edits -n 100 --workers 2
 
 The view is the one `relation_view` gives, number for number (each fact is localised on its
-own, from the same prepared batch), whatever the worker count; only `seconds` differs.
+own, from the same prepared batch), whatever the worker count; only `seconds` differs. The same
+holds for the edits' scores (each fact is edited and scored on its own).
 """
 
 from __future__ import annotations
@@ -103,4 +106,75 @@ def relation_view_sharded(model: Any, relation: str, *, method: Optional[str] = 
     return view
 
 
-__all__ = ["add_workers_arguments", "RelationTask", "relation_view_sharded"]
+class EditTask(ModelTask):
+    """Edit and score fact-world facts one at a time (items: [subject, relation, new_target]), each
+    at `layer` or at its traced layer, with `analyses.edit.make_edit`; per item the
+    `evaluate_edit` scores, the fluency loss with the edit applied, the edit's seconds and layer."""
+
+    def __init__(self, model: Any, method: str, *, layer: Optional[int] = None, fluency: int = 200,
+                 dtype: Optional[str] = None, loaded: Any = None) -> None:
+        super().__init__(model, dtype, loaded=loaded)
+        self.method, self.layer, self.fluency = method, layer, fluency
+
+    def describe(self) -> dict:
+        return super().describe() | {"analysis": "evaluate-edits", "method": self.method, "layer": self.layer,
+                                     "fluency": self.fluency}
+
+    def setup(self) -> None:
+        from analyses import factworld_edits as fe
+
+        super().setup()
+        self._texts = fe.fluency_texts(self.fluency) if self.fluency else []
+
+    def __call__(self, shard: list) -> list:
+        from dataclasses import asdict
+
+        from analyses import factworld_edits as fe
+        from analyses.edit import make_edit
+        from probes.edit import choose_layer, evaluate_edit, mean_loss
+
+        out = []
+        for subject, relation, new_target in shard:
+            case = fe.edit_case(subject, relation, new_target)
+            layer, why = (self.layer, "given") if self.layer is not None else \
+                choose_layer(self.model, case.request.prompt, subject, case.old)
+            edit = make_edit(self.model, self.method, case.request, layer, relation, why)
+            scores = evaluate_edit(self.model, case, edit)
+            loss = float("nan")
+            if self._texts:
+                with edit.applied(self.model):
+                    loss = mean_loss(self.model, self._texts)
+            out.append({"scores": asdict(scores), "loss_after": loss, "seconds": edit.info["seconds"],
+                        "layer": layer})
+        return out
+
+
+def evaluate_edits_sharded(model: Any, facts: Sequence[Sequence[str]], method: str = "rome", *,
+                           layer: Optional[int] = None, fluency: int = 200, dtype: Optional[str] = None,
+                           loaded: Any = None, shard_size: int = 4, workers: Optional[int] = None,
+                           address: Optional[str] = None, out: Optional[Union[str, Path]] = None,
+                           resume: bool = False, progress: bool = True):
+    """(EditReport, layers): `evaluate_edits` of one edit per fact ([subject, relation, new_target])
+    in shards on `run_shards` (workers, address, out, resume as there), the same numbers as the
+    one-process run (ROME and FT-L: MEMIT and AlphaEdit edit all facts at once, not in shards)."""
+    from analyses import factworld_edits as fe
+    from probes.edit import CaseScores, mean_loss
+    from probes.edit.evaluate import edit_report
+
+    if method not in ("rome", "ft"):
+        raise ValueError(f"evaluate-edits runs in shards for one edit per fact (rome, ft); {method} edits all facts "
+                         "at once: leave --workers / --address out")
+    task = EditTask(model, method, layer=layer, fluency=fluency, dtype=dtype, loaded=loaded)
+    items = [list(f) for f in facts]
+    records = run_shards(task, items, shard_size=shard_size, workers=workers, address=address, out=out,
+                         resume=resume, progress=progress, desc=f"{method} edits")
+    cases = [fe.edit_case(*f) for f in items]
+    loss_before = mean_loss(task.model, fe.fluency_texts(fluency)) if fluency else float("nan")
+    per_case = [CaseScores(**r["scores"]) for r in records]
+    losses = [r["loss_after"] for r in records] if fluency else []
+    report = edit_report(method, cases, per_case, loss_before, losses,
+                         sum(r["seconds"] for r in records) / max(1, len(records)))
+    return report, [r["layer"] for r in records]
+
+
+__all__ = ["add_workers_arguments", "RelationTask", "relation_view_sharded", "EditTask", "evaluate_edits_sharded"]

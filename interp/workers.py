@@ -41,6 +41,9 @@ from interp.progress import progress_bar
 
 FORMAT = "interp shards v1"
 PER_WORKER_IN_FLIGHT = 2  # shards queued on each worker: the next one is ready when a shard ends
+# Set here, they hold in the workers too: the key-statistics cache (so workers read what this
+# process computed), offline hubs, thread counts.
+PASSED_ENV = ("INTERP_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_VERBOSITY", "OMP_NUM_THREADS")
 
 
 @runtime_checkable
@@ -316,7 +319,8 @@ def _ray(workers: Optional[int], address: Optional[str]) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": {k: os.environ[k] for k in PASSED_ENV if k in os.environ}})
     if address is not None:
         ray.init(address=address, **quiet)
     else:

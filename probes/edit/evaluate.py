@@ -187,11 +187,18 @@ def evaluate_edits(model: Transformer, cases: Sequence[EditCase], edits: Sequenc
             if fluency_texts:
                 with edit.applied(model):
                     losses.append(mean_loss(model, fluency_texts))
+    seconds = sum(float(e.info.get("seconds", 0.0)) for e in edits) / max(1, len(cases))
+    return edit_report(method or edits[0].method, cases, per_case, loss_before, losses, seconds)
+
+
+def edit_report(method: str, cases: Sequence[EditCase], per_case: Sequence[CaseScores], loss_before: float,
+                losses: Sequence[float], seconds_per_edit: float) -> EditReport:
+    """The EditReport of per-case scores (means over cases, the harmonic score), the fluency loss
+    before and with the edits (`losses`: one per edit applied, averaged), and the time per edit."""
     means = mean_scores(per_case)
     score = harmonic_mean([max(means[m], 1e-9) for m in METRICS])
-    seconds = sum(float(e.info.get("seconds", 0.0)) for e in edits) / max(1, len(cases))
-    return EditReport(method or edits[0].method, len(cases), means, score, loss_before,
-                      sum(losses) / len(losses) if losses else float("nan"), seconds,
+    return EditReport(method, len(cases), means, score, loss_before,
+                      sum(losses) / len(losses) if losses else float("nan"), seconds_per_edit,
                       [asdict(s) | {"request": c.request.to_dict()} for c, s in zip(cases, per_case)])
 
 
@@ -367,5 +374,5 @@ def compare_edit(model: Transformer, edit: Edit, request: EditRequest, old: str,
     return EditComparison(request, old, method or edit.method, rows, list(paraphrases), layer, loss_before, loss_after)
 
 
-__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "measure_cases", "scores_after", "mean_scores", "EditReport", "mean_loss", "METRICS",
+__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "edit_report", "measure_cases", "scores_after", "mean_scores", "EditReport", "mean_loss", "METRICS",
            "PromptChange", "EditComparison", "compare_edit"]

@@ -82,25 +82,6 @@ def _check_factworld(model: ModelArg, what: str) -> None:
                          "(the probes.edit functions work on any model)")
 
 
-def make_edit(model: "Transformer", method: str, request: "EditRequest", layer: int, relation: str, why: str,
-              progress: bool = False) -> "Edit":
-    """The edit of one fact-world request at `layer` with the methods' defaults (the contexts and
-    kept prompts come from the model's own `edit_prompts`; FT-L gets the same contexts)."""
-    from analyses import factworld_edits as fe
-    from models import factworld
-    from probes.edit import alphaedit, fine_tune, key_second_moment, memit, rome
-
-    if method == "ft":
-        return fine_tune(model, [request], layer=layer, prefixes=factworld.openers(),
-                         rewrites=[fe.rewrite_prompts(request.subject, relation)])
-    stats = key_second_moment(model, layer, fe.stats_texts(), progress=progress)
-    if method == "memit":
-        return memit(model, [request], layers=[layer], stats={layer: stats}, progress=progress)
-    if method == "alphaedit":
-        return alphaedit(model, [request], layers=[layer], stats={layer: stats}, progress=progress)
-    return rome(model, request, layer=layer, stats=stats, why_layer=why)
-
-
 def _rows(case, relation: str) -> dict[str, list[tuple[str, str]]]:
     """Groups of (prompt, answer that counts as right) for the table."""
     from models import factworld
@@ -173,7 +154,7 @@ def edit_fact(model: ModelArg = "factworld", prompt: str = "Michael Jordan plays
         layer, why = choose_layer(model, prompt, subject)
     else:
         why = "given (--layer)"
-    edit = make_edit(model, method, request, layer, relation, why, progress=progress)
+    edit = fe.make_edit(model, method, request, layer, relation, why, progress=progress)
     chain = _sequential_after(model, edit, request, method, sequential, seed, progress) if sequential else None
     if chain is not None:
         edit = chain.pop("combined")
@@ -353,7 +334,7 @@ def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome"
                       stats={top: key_second_moment(model, top, fe.stats_texts(), progress=progress)},
                       progress=progress)]
     else:
-        edits = [make_edit(model, method, c.request, l, relation, "causal trace" if layer is None else "given")
+        edits = [fe.make_edit(model, method, c.request, l, relation, "causal trace" if layer is None else "given")
                  for c, l in progress_bar(list(zip(cases, layers)), progress=progress, desc=f"{method} edits")]
     texts = fe.fluency_texts(fluency) if fluency else ()
     edit_report = evaluate_edits(model, cases, edits, texts, method=method, progress=progress)

@@ -1,6 +1,6 @@
 """The fact world's data shaped for editing: evaluation cases (paraphrases, neighbours, the
-subject's other facts), prompts whose predictions an edit keeps, random edit requests, and the
-texts for key statistics and fluency.
+subject's other facts), prompts whose predictions an edit keeps, random edit requests, the
+texts for key statistics and fluency, and `make_edit` (one request, any method, at a layer).
 
 Neighbours of a subject are the people who share a name token with it (for Michael Jordan:
 every other Michael and every other Jordan, among them Michael Phelps and Alexis Jordan) and
@@ -14,8 +14,9 @@ from typing import Optional
 
 from models import factworld
 from models.factworld.corpus import default_corpus
-from probes.edit import EditCase, EditRequest
 from models.factworld.editing import KEEP_TEMPLATES, REWRITE_TEMPLATES, keep_prompts, rewrite_prompts
+from models.transformer import Transformer
+from probes.edit import Edit, EditCase, EditRequest
 from probes.ffn import related_subjects
 
 
@@ -72,6 +73,23 @@ def random_edits(n: int, *, relation: str = "sport", seed: int = 0, known_by=Non
     return [(f.subject, rng.choice([o for o in objects if o != f.object])) for f in rng.sample(facts, n)]
 
 
+def make_edit(model: Transformer, method: str, request: EditRequest, layer: int, relation: str, why: str,
+              progress: bool = False) -> Edit:
+    """The edit of one fact-world request at `layer` with the methods' defaults (the contexts and
+    kept prompts come from the model's own `edit_prompts`; FT-L gets the same contexts)."""
+    from probes.edit import alphaedit, fine_tune, key_second_moment, memit, rome
+
+    if method == "ft":
+        return fine_tune(model, [request], layer=layer, prefixes=factworld.openers(),
+                         rewrites=[rewrite_prompts(request.subject, relation)])
+    stats = key_second_moment(model, layer, stats_texts(), progress=progress)
+    if method == "memit":
+        return memit(model, [request], layers=[layer], stats={layer: stats}, progress=progress)
+    if method == "alphaedit":
+        return alphaedit(model, [request], layers=[layer], stats={layer: stats}, progress=progress)
+    return rome(model, request, layer=layer, stats=stats, why_layer=why)
+
+
 def stats_texts(n: int = 20_000, seed: int = 0) -> list[str]:
     """Training sentences for the key statistics (a seeded sample; the default is the shipped
     model's `default_corpus`)."""
@@ -89,4 +107,4 @@ def fluency_texts(n: int = 200, seed: int = 1, exclude: Optional[set] = None) ->
     return out
 
 
-__all__ = ["KEEP_TEMPLATES", "REWRITE_TEMPLATES", "request", "keep_prompts", "rewrite_prompts", "edit_case", "random_edits", "stats_texts", "fluency_texts"]
+__all__ = ["KEEP_TEMPLATES", "REWRITE_TEMPLATES", "make_edit", "request", "keep_prompts", "rewrite_prompts", "edit_case", "random_edits", "stats_texts", "fluency_texts"]

@@ -108,7 +108,7 @@ def relation_view_sharded(model: Any, relation: str, *, method: Optional[str] = 
 
 class EditTask(ModelTask):
     """Edit and score fact-world facts one at a time (items: [subject, relation, new_target]), each
-    at `layer` or at its traced layer, with `analyses.edit.make_edit`; per item the
+    at `layer` or at its traced layer, with `analyses.factworld_edits.make_edit`; per item the
     `evaluate_edit` scores, the fluency loss with the edit applied, the edit's seconds and layer."""
 
     def __init__(self, model: Any, method: str, *, layer: Optional[int] = None, fluency: int = 200,
@@ -130,7 +130,6 @@ class EditTask(ModelTask):
         from dataclasses import asdict
 
         from analyses import factworld_edits as fe
-        from analyses.edit import make_edit
         from probes.edit import choose_layer, evaluate_edit, mean_loss
 
         out = []
@@ -138,7 +137,7 @@ class EditTask(ModelTask):
             case = fe.edit_case(subject, relation, new_target)
             layer, why = (self.layer, "given") if self.layer is not None else \
                 choose_layer(self.model, case.request.prompt, subject, case.old)
-            edit = make_edit(self.model, self.method, case.request, layer, relation, why)
+            edit = fe.make_edit(self.model, self.method, case.request, layer, relation, why)
             scores = evaluate_edit(self.model, case, edit)
             loss = float("nan")
             if self._texts:

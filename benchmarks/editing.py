@@ -35,7 +35,6 @@ import torch
 from matplotlib.figure import Figure
 
 from analyses import factworld_edits as fe
-from analyses.edit import make_edit
 from analyses.factworld_facts import other_facts
 from interp import plot
 from interp.progress import progress_bar
@@ -169,7 +168,7 @@ def single(model, n: int, others: int, seeds: Sequence[int], fluency: list[str],
                 out["failures"][relation] = _failure_study(model, cases, edits, report, stats)
                 sub = list(zip(cases, traced))[:others]
                 for method in ("memit", "alphaedit", "ft"):
-                    m_edits = [make_edit(model, method, c.request, l, relation, "causal trace")
+                    m_edits = [fe.make_edit(model, method, c.request, l, relation, "causal trace")
                                for c, l in progress_bar(sub, desc=f"{method} {relation}")]
                     r = evaluate_edits(model, [c for c, _ in sub], m_edits, fluency, method=method, progress=False)
                     out["methods"].setdefault(method, {})[relation] = _row(r)
@@ -310,7 +309,7 @@ def _every_layer_rows(model, subject: str, new_target: str) -> list[dict]:
     sites_per_layer = Counter(s.layer for s in loc.sites) if loc.k else Counter()
     rows = []
     for layer in range(model.cfg.n_layers):
-        e = make_edit(model, "rome", case.request, layer, "sport", "every layer")
+        e = fe.make_edit(model, "rome", case.request, layer, "sport", "every layer")
         scores = evaluate_edits(model, [case], [e], progress=False).cases[0]
         rows.append({"subject": subject, "layer": layer, "trace": float(tr.scores[layer, at]),
                      "sites": sites_per_layer.get(layer, 0), "localised_at_subject": loc.k is not None,

@@ -115,6 +115,26 @@ def _differences(have: dict, want: dict) -> list[str]:
     return [f"{k}: {have.get(k)!r} on disk, {want.get(k)!r} asked for" for k in _KEY_FIELDS if have.get(k) != want.get(k)]
 
 
+def checked_hooks(model, hooks: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(hook names, texts) for a store, checked before anything is written: known names (the hook
+    base's error names the closest valid ones), at least one of each, one vector per token."""
+    for h in hooks:
+        model.hook_point(h)
+    hooks = list(dict.fromkeys(model.normalize_name(h) for h in hooks))
+    texts = list(texts)
+    if not hooks:
+        raise ValueError("give at least one hook name to store")
+    if not texts:
+        raise ValueError("no texts to harvest activations from")
+    with torch.no_grad():  # shapes checked on one text
+        _, probe = model.run_with_cache(texts[0], names_filter=hooks, return_type=None)
+    for h in hooks:
+        if probe[h].dim() != 3:
+            raise ValueError(f"a store keeps one vector per token: {h!r} is {list(probe[h].shape)}, not "
+                             "[batch, pos, d] (per-head hooks: use hook_attn_out or a residual hook)")
+    return hooks, texts
+
+
 def harvest(model, texts: Sequence[str], hooks: Sequence[str], directory: Union[str, Path], *,
             dtype: Optional[Union[str, torch.dtype]] = None, batch_size: int = 256, shard_tokens: int = 65_536,
             max_tokens: Optional[int] = None, overwrite: bool = False, progress: bool = True) -> "ActivationStore":
@@ -126,23 +146,10 @@ def harvest(model, texts: Sequence[str], hooks: Sequence[str], directory: Union[
     settings) is reused, finished if it was interrupted; one holding anything else is refused
     unless `overwrite` (which removes that store's files first)."""
     directory = Path(directory)
-    for h in hooks:
-        model.hook_point(h)  # an unknown name: the hook base's error, with the closest valid names
-    hooks = list(dict.fromkeys(model.normalize_name(h) for h in hooks))
-    texts = list(texts)
-    if not hooks:
-        raise ValueError("give at least one hook name to store")
-    if not texts:
-        raise ValueError("no texts to harvest activations from")
+    hooks, texts = checked_hooks(model, hooks, texts)
     if batch_size < 1 or shard_tokens < 1 or (max_tokens is not None and max_tokens < 1):
         raise ValueError(f"batch_size, shard_tokens and max_tokens must be positive, got {batch_size}, "
                          f"{shard_tokens}, {max_tokens}")
-    with torch.no_grad():  # shapes checked on one text, before anything is written
-        _, probe = model.run_with_cache(texts[0], names_filter=hooks, return_type=None)
-    for h in hooks:
-        if probe[h].dim() != 3:
-            raise ValueError(f"a store keeps one vector per token: {h!r} is {list(probe[h].shape)}, not "
-                             "[batch, pos, d] (per-head hooks: use hook_attn_out or a residual hook)")
     store_dtype = _dtype(dtype) if dtype is not None else next(model.parameters()).dtype
     want = {"format": FORMAT, "version": VERSION, "model": model_fingerprint(model), "hooks": hooks,
             "dtype": dtype_name(store_dtype), "corpus": corpus_hash(texts), "n_texts": len(texts),

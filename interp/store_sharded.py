@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from interp.store import FORMAT, MANIFEST, SHARDED_RESULTS, VERSION, ActivationStore, _dtype, _start, _write_atomic, \
-    _write_manifest, corpus_hash, model_fingerprint, shard_tensors
+    _write_manifest, checked_hooks, corpus_hash, model_fingerprint, shard_tensors
 from interp.workers import ModelTask, run_shards
 from models.config import dtype_name
 
@@ -84,21 +84,10 @@ def harvest_sharded(model: Any, texts: Sequence[str], hooks: Sequence[str], dire
         here = loaded = load(str(model), dtype=dtype).eval()
         if getattr(model, "device", None) is not None:  # a name that carries a device (analyses.common.ModelName)
             here = loaded = here.to(model.device)
-    for h in hooks:
-        here.hook_point(h)  # an unknown name: the hook base's error, with the closest valid names
-    hooks = list(dict.fromkeys(here.normalize_name(h) for h in hooks))
-    texts = list(texts)
-    if not hooks or not texts:
-        raise ValueError("give at least one hook name and one text")
+    hooks, texts = checked_hooks(here, hooks, texts)
     if batch_size < 1 or texts_per_shard < 1 or texts_per_shard % batch_size:
         raise ValueError(f"texts_per_shard ({texts_per_shard}) must be a positive multiple of batch_size "
                          f"({batch_size}), so that shards hold whole batches")
-    with torch.no_grad():  # shapes checked on one text, before anything is written
-        _, probe = here.run_with_cache(texts[0], names_filter=hooks, return_type=None)
-    for h in hooks:
-        if probe[h].dim() != 3:
-            raise ValueError(f"a store keeps one vector per token: {h!r} is {list(probe[h].shape)}, not "
-                             "[batch, pos, d] (per-head hooks: use hook_attn_out or a residual hook)")
     kept = _dtype(store_dtype) if store_dtype is not None else next(here.parameters()).dtype
     directory = Path(directory)
     want = {"format": FORMAT, "version": VERSION, "model": model_fingerprint(here), "hooks": hooks,

@@ -4,26 +4,10 @@ and resumes from its shard file."""
 import json
 
 import pytest
-import torch
 
 from analyses.cli import main
 from analyses.edit import evaluate_random_edits
-from interp.workers import ray_cluster
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The one-process reference on one torch thread, as each worker runs (docs/scale.md)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with ray_cluster(workers=2):
-        yield
+from test_workers import cluster, one_thread  # noqa: F401  (the one-thread reference, one local cluster per module)
 
 
 def test_evaluate_edits_on_two_workers_equals_one_process(tmp_path, cluster):

@@ -139,9 +139,9 @@ def test_workers_die_too_often_stops_with_the_finished_shards_kept(cluster, tmp_
         run_shards(AlwaysDies(), list(range(8)), shard_size=2, workers=1, out=tmp_path / "r.jsonl", retries=1,
                    progress=False)
     _, done, _ = read_results(tmp_path / "r.jsonl")
-    # Shard 2 (holding 5) never finished; what finished before the run stopped is kept. Shard 1 was
-    # queued beside shard 2 on the same worker, and Ray may run it after 2, so it may not have run.
-    assert 0 in done and 2 not in done and set(done) <= {0, 1}
+    # Shard 2 (holding 5) never finished; what finished before the run stopped is kept (which of the
+    # shards queued beside it ran first is up to Ray: 1 and 3 may or may not be there).
+    assert 0 in done and 2 not in done
     assert done == {i: [2 * x for x in range(2 * i, 2 * i + 2)] for i in done}
 
 

@@ -316,11 +316,11 @@ def evaluate_random_edits(model: ModelArg = "factworld", *, method: str = "rome"
 
         facts = [(s, relation, t) for s, t in fe.random_edits(n, relation=relation, seed=seed, known_by=model)]
         shard_file = Path(out) / "evaluate_edits.shards.jsonl" if out is not None else None
-        edit_report_, layers = evaluate_edits_sharded(name or model, facts, method, layer=layer, fluency=fluency,
+        edit_report_, records = evaluate_edits_sharded(name or model, facts, method, layer=layer, fluency=fluency,
                                                       dtype=dtype, loaded=model if name else None,
                                                       shard_size=shard_size, workers=workers, address=address,
                                                       out=shard_file, resume=resume, progress=progress)
-        report = edit_report_.to_dict() | {"relation": relation, "seed": seed, "layers": layers}
+        report = edit_report_.to_dict() | {"relation": relation, "seed": seed, "layers": [r["layer"] for r in records]}
         outputs = Outputs(out)
         outputs.json("evaluate_edits.json", report)
         return AnalysisResult("evaluate-edits", report, outputs.files, {"report": edit_report_, "edits": None})

@@ -107,18 +107,23 @@ def relation_view_sharded(model: Any, relation: str, *, method: Optional[str] = 
 
 
 class EditTask(ModelTask):
-    """Edit and score fact-world facts one at a time (items: [subject, relation, new_target]), each
-    at `layer` or at its traced layer, with `analyses.factworld_edits.make_edit`; per item the
-    `evaluate_edit` scores, the fluency loss with the edit applied, the edit's seconds and layer."""
+    """Edit and score fact-world facts one at a time (items: [subject, relation, new_target] or
+    [subject, relation, new_target, layer]), each at its item's layer, else at `layer`, else at its
+    traced layer, with `analyses.factworld_edits.make_edit` (any method, each
+    edit alone: MEMIT and AlphaEdit with one request). Per item: the `evaluate_edit` scores, the
+    fluency loss with the edit applied, the edit's seconds, the trace's seconds (0 for a given
+    layer), the layer, the optimisation's `relax_attempts` and `delta_norm` where the method has
+    them, and with `keys=True` the cosine between the key the edit was fitted at and the subject's
+    key in each held-out paraphrase (`heldout_key_cosines`)."""
 
     def __init__(self, model: Any, method: str, *, layer: Optional[int] = None, fluency: int = 200,
-                 dtype: Optional[str] = None, loaded: Any = None) -> None:
+                 keys: bool = False, dtype: Optional[str] = None, loaded: Any = None) -> None:
         super().__init__(model, dtype, loaded=loaded)
-        self.method, self.layer, self.fluency = method, layer, fluency
+        self.method, self.layer, self.fluency, self.keys = method, layer, fluency, keys
 
     def describe(self) -> dict:
         return super().describe() | {"analysis": "evaluate-edits", "method": self.method, "layer": self.layer,
-                                     "fluency": self.fluency}
+                                     "fluency": self.fluency, "keys": self.keys}
 
     def setup(self) -> None:
         from analyses import factworld_edits as fe
@@ -131,49 +136,59 @@ class EditTask(ModelTask):
 
         from analyses import factworld_edits as fe
         from probes.edit import choose_layer, evaluate_edit, mean_loss
+        from probes.edit.evaluate import heldout_key_cosines
 
         out = []
-        for subject, relation, new_target in shard:
+        for subject, relation, new_target, *given in shard:
             case = fe.edit_case(subject, relation, new_target)
-            layer, why = (self.layer, "given") if self.layer is not None else \
-                choose_layer(self.model, case.request.prompt, subject, case.old)
+            start = time.perf_counter()
+            layer = given[0] if given else self.layer
+            traced = layer is None
+            layer, why = choose_layer(self.model, case.request.prompt, subject, case.old) if traced else (layer, "given")
+            trace_s = time.perf_counter() - start if traced else 0.0
             edit = fe.make_edit(self.model, self.method, case.request, layer, relation, why)
             scores = evaluate_edit(self.model, case, edit)
             loss = float("nan")
             if self._texts:
                 with edit.applied(self.model):
                     loss = mean_loss(self.model, self._texts)
-            out.append({"scores": asdict(scores), "loss_after": loss, "seconds": edit.info["seconds"],
-                        "layer": layer})
+            record = {"scores": asdict(scores), "loss_after": loss, "seconds": edit.info["seconds"],
+                      "trace_seconds": trace_s, "layer": layer,
+                      **{k: edit.info[k] for k in ("relax_attempts", "delta_norm") if k in edit.info}}
+            if self.keys:
+                record["heldout_key_cosine"] = heldout_key_cosines(self.model, case, edit)
+            out.append(record)
         return out
 
 
 def evaluate_edits_sharded(model: Any, facts: Sequence[Sequence[str]], method: str = "rome", *,
-                           layer: Optional[int] = None, fluency: int = 200, dtype: Optional[str] = None,
-                           loaded: Any = None, shard_size: int = 4, workers: Optional[int] = None,
-                           address: Optional[str] = None, out: Optional[Union[str, Path]] = None,
-                           resume: bool = False, progress: bool = True):
-    """(EditReport, layers): `evaluate_edits` of one edit per fact ([subject, relation, new_target])
-    in shards on `run_shards` (workers, address, out, resume as there), the same numbers as the
-    one-process run (ROME and FT-L: MEMIT and AlphaEdit edit all facts at once, not in shards)."""
+                           layer: Optional[int] = None, fluency: int = 200, each_alone: bool = False,
+                           keys: bool = False, dtype: Optional[str] = None, loaded: Any = None, shard_size: int = 4,
+                           workers: Optional[int] = None, address: Optional[str] = None,
+                           out: Optional[Union[str, Path]] = None, resume: bool = False, progress: bool = True):
+    """(EditReport, records): `evaluate_edits` of one edit per fact ([subject, relation,
+    new_target], optionally its layer) in shards on `run_shards` (workers, address, out, resume as there; workers=None
+    runs here), the same numbers as the one-process run; `records`: `EditTask`'s, one per fact, in
+    order. MEMIT and AlphaEdit edit all facts at once in `interp evaluate-edits`, which cannot be
+    sharded: they run here only with `each_alone=True` (one edit of one request per fact)."""
     from analyses import factworld_edits as fe
     from probes.edit import CaseScores, mean_loss
     from probes.edit.evaluate import edit_report
 
-    if method not in ("rome", "ft"):
+    if method not in ("rome", "ft") and not each_alone:
         raise ValueError(f"evaluate-edits runs in shards for one edit per fact (rome, ft); {method} edits all facts "
                          "at once: leave --workers / --address out")
-    task = EditTask(model, method, layer=layer, fluency=fluency, dtype=dtype, loaded=loaded)
+    task = EditTask(model, method, layer=layer, fluency=fluency, keys=keys, dtype=dtype, loaded=loaded)
     items = [list(f) for f in facts]
     records = run_shards(task, items, shard_size=shard_size, workers=workers, address=address, out=out,
                          resume=resume, progress=progress, desc=f"{method} edits")
-    cases = [fe.edit_case(*f) for f in items]
+    cases = [fe.edit_case(*f[:3]) for f in items]
     loss_before = mean_loss(task.model, fe.fluency_texts(fluency)) if fluency else float("nan")
     per_case = [CaseScores(**r["scores"]) for r in records]
     losses = [r["loss_after"] for r in records] if fluency else []
     report = edit_report(method, cases, per_case, loss_before, losses,
                          sum(r["seconds"] for r in records) / max(1, len(records)))
-    return report, [r["layer"] for r in records]
+    return report, records
 
 
 __all__ = ["add_workers_arguments", "RelationTask", "relation_view_sharded", "EditTask", "evaluate_edits_sharded"]

@@ -3,13 +3,17 @@ ROME, MEMIT, AlphaEdit and FT-L, single edits on every relation, many edits at o
 sequence, and whether localisation predicts where editing works.
 
     python -m benchmarks.editing [--quick] [--part all|single|batch|sequential|layers] [--n 100]
+    python -m benchmarks.editing --part single --workers 8        # the single edits on Ray workers
+    python -m benchmarks.editing --part single --address auto     # ... on a running cluster
 
 - single: per relation (sport, country, occupation) and report seed, N random known facts each
   moved to another random answer, each edit applied alone. ROME through its simple call
   (`rome(model, prompt, subject, new_target)`: traced layer, key statistics, contexts and kept
   prompts found by the call) on every seed; MEMIT and AlphaEdit (one request each) and FT-L on
   the first seed, `--others` facts per relation, at the same traced layers. Mean and spread
-  over seeds; per failed ROME edit, which prompts fail and why (`failure_study`).
+  over seeds; per failed ROME edit, which prompts fail and why (`failure_study`). Every edit
+  here is applied alone, so this part runs in shards (`analyses.sharded.evaluate_edits_sharded`,
+  one pass per method) on the workers `--workers` / `--address` give, with the one-process numbers.
 - batch: MEMIT and AlphaEdit with 10 / 100 / 300 edits at once (--sizes; up to 474: distinct subjects, a
   random known relation each; the target vectors are computed once and shared by both solves).
 - sequential: N edits one after another (ROME one at a time, MEMIT and AlphaEdit in batches),
@@ -36,16 +40,18 @@ from matplotlib.figure import Figure
 
 from analyses import factworld_edits as fe
 from analyses.factworld_facts import other_facts
+from analyses.sharded import evaluate_edits_sharded
 from interp import plot
 from interp.progress import progress_bar
 from interp.results import write_json
+from interp.workers import ray_cluster
 from models import factworld, load
 from probes.edit import (
-    Edit, EditCase, choose_layer, evaluate_edits, key_second_moment, mean_key, mean_loss, rome,
+    Edit, EditCase, evaluate_edits, key_second_moment, mean_key, mean_loss,
     sequential_edit,
 )
 from probes.edit.alphaedit import L2, THRESHOLD, null_space_projector, projected_solve
-from probes.edit.evaluate import measure_cases, scores_after
+from probes.edit.evaluate import CaseScores, edit_report, measure_cases, scores_after
 from probes.edit.memit import WEIGHT, Batch, least_squares, spread
 from probes.ffn import SUBJECT_ROLES, localise
 
@@ -106,34 +112,43 @@ def _row(report) -> dict:
             "seconds_per_edit": report.seconds_per_edit}
 
 
-def _failure_study(model, cases: list[EditCase], edits: list, report, stats: dict) -> dict:
+def _edited_alone(model, facts: list, method: str, run: dict, **options):
+    """(EditReport, records): one edit per fact, each alone, here or on Ray workers (`run`:
+    workers, address, shard_size of `analyses.sharded.evaluate_edits_sharded`, the same numbers)."""
+    return evaluate_edits_sharded("factworld", facts, method, loaded=model, each_alone=True, **run, **options)
+
+
+def _report(method: str, facts: list, records: list, loss_before: float, with_trace: bool = False):
+    """The EditReport of a slice of `_edited_alone`'s records (the trace's seconds counted with_trace)."""
+    per_case = [CaseScores(**r["scores"]) for r in records]
+    seconds = statistics.fmean(r["seconds"] + (r["trace_seconds"] if with_trace else 0.0) for r in records)
+    return edit_report(method, [fe.edit_case(*f[:3]) for f in facts], per_case, loss_before,
+                       [r["loss_after"] for r in records], seconds)
+
+
+def _failure_study(model, facts: list, records: list, run: dict) -> dict:
     """Per ROME edit that missed (efficacy or a held-out paraphrase not top-1): which prompts fail,
     how far the subject's key in the held-out contexts is from the key the edit was fitted at,
     the traced layer against the layer where a ROME edit works best, and how hard the optimisation
     had to relax its constraints."""
-    from probes.edit import evaluate_edit
-
-    rows, cosine_ok = [], []
-    for case, edit, scores in zip(cases, edits, report.cases):
-        layer = edit.info["layer"]
-        fitted = edit.keys[layer][0]
-        held = [mean_key(model, layer, [p], case.request.subject) for p in case.paraphrases]
-        cosines = [float(torch.nn.functional.cosine_similarity(fitted, k, dim=0)) for k in held]
-        if scores["efficacy_top1"] == 1.0 and scores["paraphrase_top1"] == 1.0:
-            cosine_ok += cosines
-            continue
-        by_layer = {}
-        for l in range(model.cfg.n_layers):
-            e = rome(model, case.request, layer=l, stats=stats[l], progress=False)
-            s = evaluate_edit(model, case, e)
-            by_layer[l] = (s.efficacy_top1 + s.paraphrase_top1) / 2
-        best = max(by_layer, key=lambda l: (by_layer[l], -l))
-        rows.append({"request": case.request.to_dict(), "old": case.old, "layer": layer, "best_layer": best,
-                     "success_by_layer": by_layer, "efficacy_top1": scores["efficacy_top1"],
-                     "paraphrase_top1": scores["paraphrase_top1"], "p_new_target": scores["p_new_target"],
-                     "heldout_key_cosine": cosines, "relax_attempts": edit.info["relax_attempts"],
-                     "delta_norm": edit.info["delta_norm"]})
-    return {"failed": rows, "n_cases": len(cases),
+    ok = [r for r in records if r["scores"]["efficacy_top1"] == 1.0 and r["scores"]["paraphrase_top1"] == 1.0]
+    missed = [(f, r) for f, r in zip(facts, records) if r not in ok]
+    by_layer: list[dict] = [{} for _ in missed]
+    for layer in range(model.cfg.n_layers):  # the missed edits again, at every layer
+        _, at_layer = _edited_alone(model, [f for f, _ in missed], "rome", run, layer=layer, fluency=0,
+                                    progress=False)
+        for row, r in zip(by_layer, at_layer):
+            row[layer] = (r["scores"]["efficacy_top1"] + r["scores"]["paraphrase_top1"]) / 2
+    rows = []
+    for (fact, r), success in zip(missed, by_layer):
+        case = fe.edit_case(*fact)
+        rows.append({"request": case.request.to_dict(), "old": case.old, "layer": r["layer"],
+                     "best_layer": max(success, key=lambda l: (success[l], -l)), "success_by_layer": success,
+                     **{m: r["scores"][m] for m in ("efficacy_top1", "paraphrase_top1", "p_new_target")},
+                     "heldout_key_cosine": r["heldout_key_cosine"], "relax_attempts": r["relax_attempts"],
+                     "delta_norm": r["delta_norm"]})
+    cosine_ok = [c for r in ok for c in r["heldout_key_cosine"]]
+    return {"failed": rows, "n_cases": len(facts),
             "heldout_key_cosine_succeeded": statistics.fmean(cosine_ok) if cosine_ok else float("nan"),
             "heldout_key_cosine_failed": statistics.fmean(c for r in rows for c in r["heldout_key_cosine"])
             if rows else float("nan"),
@@ -141,39 +156,39 @@ def _failure_study(model, cases: list[EditCase], edits: list, report, stats: dic
             "relax_attempts_failed": dict(Counter(r["relax_attempts"] for r in rows))}
 
 
-def _cases(model, relation: str, n: int, seed: int) -> list[EditCase]:
-    return [fe.edit_case(s, relation, t) for s, t in fe.random_edits(n, relation=relation, seed=seed, known_by=model)]
-
-
-def single(model, n: int, others: int, seeds: Sequence[int], fluency: list[str], stats: dict) -> dict:
-    """ROME on every relation and seed; MEMIT, AlphaEdit and FT-L on the first seed (see the docstring)."""
+def single(model, n: int, others: int, seeds: Sequence[int], fluency: list[str], run: dict) -> dict:
+    """ROME on every relation and seed; MEMIT, AlphaEdit and FT-L on the first seed (see the
+    docstring). Every edit alone, in one pass per method (on the workers of `run`, if any)."""
     out: dict = {"n": n, "others": others, "seeds": list(seeds), "rome": {}, "methods": {}, "failures": {}}
+    loss_before = mean_loss(model, fluency)
+    facts = {(relation, seed): [(s, relation, t) for s, t in fe.random_edits(n, relation=relation, seed=seed,
+                                                                              known_by=model)]
+             for relation in RELATIONS for seed in seeds}
+    every = [f for fs in facts.values() for f in fs]
+    _, records = _edited_alone(model, every, "rome", run, fluency=len(fluency), keys=True)  # the simple call
+    done = iter(records)
+    rome_records = {k: [next(done) for _ in fs] for k, fs in facts.items()}
+    first = {relation: list(zip(facts[relation, seeds[0]], rome_records[relation, seeds[0]]))[:others]
+             for relation in RELATIONS}
+    for method in ("memit", "alphaedit", "ft"):  # at the layers the ROME edits traced
+        sub = [list(f) + [r["layer"]] for relation in RELATIONS for f, r in first[relation]]
+        _, m_records = _edited_alone(model, sub, method, run, fluency=len(fluency))
+        done = iter(m_records)
+        for relation in RELATIONS:
+            rs = [next(done) for _ in first[relation]]
+            out["methods"].setdefault(method, {})[relation] = _row(_report(method, [f for f, _ in first[relation]],
+                                                                           rs, loss_before))
     for relation in RELATIONS:
+        out["methods"].setdefault("rome", {})[relation] = _row(_report(
+            "rome", [f for f, _ in first[relation]], [r for _, r in first[relation]], loss_before, with_trace=True))
         per_seed = []
         for seed in seeds:
-            cases = _cases(model, relation, n, seed)
-            traced, edits = [], []
-            for c in progress_bar(cases, desc=f"ROME {relation} seed {seed}"):
-                start = time.perf_counter()
-                layer, why = choose_layer(model, c.request.prompt, c.request.subject, c.old)
-                trace_s = time.perf_counter() - start
-                e = rome(model, c.request, layer=layer, why_layer=why, progress=False)  # the simple call, trace shared
-                e.info["seconds"] += trace_s
-                traced.append(layer)
-                edits.append(e)
-            report = evaluate_edits(model, cases, edits, fluency, method="rome", progress=False)
-            per_seed.append(_row(report) | {"seed": seed, "traced_layers": dict(Counter(traced)),
-                                            "relax_attempts": dict(Counter(e.info["relax_attempts"] for e in edits))})
-            if seed == seeds[0]:
-                out["failures"][relation] = _failure_study(model, cases, edits, report, stats)
-                sub = list(zip(cases, traced))[:others]
-                for method in ("memit", "alphaedit", "ft"):
-                    m_edits = [fe.make_edit(model, method, c.request, l, relation, "causal trace")
-                               for c, l in progress_bar(sub, desc=f"{method} {relation}")]
-                    r = evaluate_edits(model, [c for c, _ in sub], m_edits, fluency, method=method, progress=False)
-                    out["methods"].setdefault(method, {})[relation] = _row(r)
-                rome_sub = evaluate_edits(model, [c for c, _ in sub], edits[:others], fluency, progress=False)
-                out["methods"].setdefault("rome", {})[relation] = _row(rome_sub)
+            rs = rome_records[relation, seed]
+            report = _report("rome", facts[relation, seed], rs, loss_before, with_trace=True)
+            per_seed.append(_row(report) | {"seed": seed, "traced_layers": dict(Counter(r["layer"] for r in rs)),
+                                            "relax_attempts": dict(Counter(r["relax_attempts"] for r in rs))})
+        out["failures"][relation] = _failure_study(model, facts[relation, seeds[0]], rome_records[relation, seeds[0]],
+                                                   run)
         out["rome"][relation] = {"per_seed": per_seed,
                                  **{m: _spread_of([r[m] for r in per_seed]) for m in METRICS + ("loss_increase",
                                                                                                    "seconds_per_edit")}}
@@ -253,8 +268,10 @@ def _sequence_cases(model, n: int, seed: int, batch_size: int) -> list[EditCase]
     return [fe.edit_case(s, r, t) for s, r, t in ordered[:n]]
 
 
-def sequential(model, n: int, seed: int, batch_size: int, every: int, fluency: list[str]) -> dict:
-    """ROME one at a time, MEMIT and AlphaEdit in batches: scored every `every` edits."""
+def sequential(model, n: int, seed: int, batch_size: int, every: int, fluency: list[str],
+               methods: Sequence[str] = ("rome", "memit", "alphaedit"), saved=None) -> dict:
+    """ROME one at a time, MEMIT and AlphaEdit in batches: scored every `every` edits; `saved(out)`
+    is called after each method (a long run keeps what it finished)."""
     cases = _sequence_cases(model, n, seed, batch_size)
     probes_ = [fe.edit_case(s, "country", t) for s, t in fe.random_edits(60, relation="country", seed=seed + 7,
                                                                             known_by=model)]
@@ -267,7 +284,7 @@ def sequential(model, n: int, seed: int, batch_size: int, every: int, fluency: l
     unrelated_ids = torch.tensor([model.tokenizer.vocab.index(a) for _, a in unrelated])
     saved = {k: v.detach().clone() for k, v in model.named_parameters()}
     out = {"n": n, "seed": seed, "batch_size": batch_size, "every": every, "loss_before": loss_before}
-    for method in ("rome", "memit", "alphaedit"):
+    for method in methods:
         curve = []
         size = 1 if method == "rome" else batch_size
 
@@ -294,6 +311,8 @@ def sequential(model, n: int, seed: int, batch_size: int, every: int, fluency: l
         print(f"  sequential {method} ({n} edits, batches of {size}): efficacy retained {last['efficacy_top1']:.1f}, "
               f"paraphrase {last['paraphrase_top1']:.1f}, unrelated kept {last['unrelated_kept']:.1f}, "
               f"loss {last['loss_increase']:+.2f}%, reverted bit-identically: {reverted}")
+        if saved is not None:
+            saved(out)
     return out
 
 
@@ -399,9 +418,10 @@ def _figure(report: dict) -> Figure:
         b.set_ylim(0, 105)
         b.set_title("many edits at once")
         b.legend(fontsize="x-small")
-    if "sequential" in report:
-        sq = report["sequential"]
-        for method in ("rome", "memit", "alphaedit"):
+    runs = sorted((k for k in report if k.startswith("sequential")), key=lambda k: report[k]["n"])
+    if runs:
+        sq = report[runs[-1]]  # the longest run in sequence
+        for method in (m for m in ("rome", "memit", "alphaedit") if m in sq):
             curve = sq[method]["curve"]
             x = [p["edits"] for p in curve]
             line, = c.plot(x, [p["efficacy_top1"] for p in curve], marker="o", label=f"{method} earlier edits kept")
@@ -409,25 +429,23 @@ def _figure(report: dict) -> Figure:
                    label=f"{method} unrelated facts kept")
         c.set_xlabel("edits applied in sequence")
         c.set_ylim(0, 105)
-        c.set_title("sequential editing")
+        c.set_title(f"sequential editing ({sq['n']} edits)")
         c.legend(fontsize="x-small")
     return fig
 
 
-def merge() -> int:
+def merge(out: Path = OUT) -> int:
     """editing.json and editing.png from the parts' files (editing_single.json, ...)."""
     import json
 
     report: dict = {}
-    for part in ("single", "batch", "sequential", "layers"):
-        path = OUT / f"editing_{part}.json"
-        if path.exists():
-            report.update(json.loads(path.read_text()))
+    for path in sorted(out.glob("editing_*.json")):  # editing_single.json, editing_sequential_500.json, ...
+        report.update(json.loads(path.read_text()))
     if not report:
-        raise SystemExit(f"no editing_*.json parts in {OUT}: run the parts first (--part single, ...)")
-    write_json(OUT / "editing.json", report)
+        raise SystemExit(f"no editing_*.json parts in {out}: run the parts first (--part single, ...)")
+    write_json(out / "editing.json", report)
     _print_report(report, 4)
-    plot.save(_figure(report), OUT / "editing")
+    plot.save(_figure(report), out / "editing")
     return 0
 
 
@@ -441,34 +459,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS))
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 300],
                    help="edits at once (the fact world has 474 people, one fact each at most)")
-    p.add_argument("--sequential", type=int, default=100, help="edits applied one after another")
+    p.add_argument("--sequential", type=int, default=100,
+                   help="edits applied one after another (--part sequential writes editing_sequential.json for 100, "
+                        "editing_sequential_N.json otherwise)")
     p.add_argument("--batch-size", type=int, default=10, help="MEMIT and AlphaEdit batch size in sequence")
+    p.add_argument("--methods", nargs="+", choices=("rome", "memit", "alphaedit"), default=["rome", "memit", "alphaedit"],
+                   help="the methods of the sequential part")
     p.add_argument("--layers-facts", type=int, default=100)
     p.add_argument("--quick", action="store_true", help="a few minutes: 10 edits, 1 seed, sizes 10 / 30, 20 in sequence")
+    p.add_argument("--workers", type=int, default=None,
+                   help="single edits (the single part) on a local Ray cluster of N workers (default: one process)")
+    p.add_argument("--address", default=None, help="single edits on the running Ray cluster at ADDR ('auto': a local one)")
+    p.add_argument("--shard-size", type=int, default=4, help="edits per shard on the workers")
+    p.add_argument("--out", type=Path, default=OUT, help=f"where the JSON and PNG go (default {OUT})")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.others, args.seeds, args.sizes, args.sequential, args.layers_facts = 10, 5, args.seeds[:1], [10, 30], 20, 5
     if args.part == "merge":
-        return merge()
+        return merge(args.out)
     model = load("factworld")
     fluency = fe.fluency_texts(200)
     report: dict = {"tuning_seeds": list(TUNING_SEEDS), "papers": PAPERS, "quick": args.quick}
     stats = _key_statistics(model, report)
     parts = ("single", "batch", "sequential", "layers") if args.part == "all" else (args.part,)
+    run = {"workers": args.workers, "address": args.address, "shard_size": args.shard_size}
     if "single" in parts:
-        report["single"] = single(model, args.n, args.others, args.seeds, fluency, stats)
+        with ray_cluster(args.workers, args.address):  # one cluster for every pass; its workers load the model once
+            start = time.perf_counter()
+            report["single"] = single(model, args.n, args.others, args.seeds, fluency, run)
+        report["single"]["seconds"] = time.perf_counter() - start
+        report["single"]["workers"] = args.workers if args.address is None else f"cluster at {args.address}"
     if "batch" in parts:
         report["batch"] = batch(model, args.sizes, args.seeds[0], fluency, stats)
+    sequential_key = "sequential" if args.sequential == 100 else f"sequential_{args.sequential}"  # 100: the main run
     if "sequential" in parts:
-        report["sequential"] = sequential(model, args.sequential, args.seeds[0], args.batch_size,
-                                          max(1, args.sequential // 10), fluency)
+        def saved(partial: dict) -> None:
+            if args.part == "sequential":
+                write_json(args.out / f"editing_{sequential_key}.json", report | {sequential_key: partial})
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        report[sequential_key] = sequential(model, args.sequential, args.seeds[0], args.batch_size,
+                                            max(1, args.sequential // 10), fluency, args.methods, saved)
     if "layers" in parts:
         report["localisation_vs_editing"] = _localisation_vs_editing(model, args.layers_facts)
-    OUT.mkdir(parents=True, exist_ok=True)
-    name = "editing" if args.part == "all" else f"editing_{args.part}"
-    write_json(OUT / f"{name}.json", report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "editing" if args.part == "all" else f"editing_{sequential_key if args.part == 'sequential' else args.part}"
+    write_json(args.out / f"{name}.json", report)
     _print_report(report, model.cfg.n_layers)
-    plot.save(_figure(report), OUT / name)
+    plot.save(_figure(report), args.out / name)
     return 0
 
 

@@ -16,9 +16,16 @@ and 420 shards on started workers: (t420 - t20) / 400). Then, round-robin for --
   the set-up included (as a second relation sees it).
 The machine's load average before each run is recorded: other processes share the cores.
 
+The same for the editing benchmark's single edits (`benchmarks.editing --part single --workers N`):
+--edits ROME edits of sport facts (seed 1001), each traced, edited, scored and its fluency loss
+measured alone, as `analyses.sharded.evaluate_edits_sharded` runs them: serial (default threads
+and one thread: the per-edit cost) and on 1 and 2 workers, shards of --edit-shard-size; the
+workers' numbers are checked against the one-thread serial run.
+
 The model: T(N) = start + setup + ceil(shards / N) * shard_size * c + shards * overhead / N on N
 free cores; checked against the 1- and 2-worker runs here, extrapolated to all of sport,
-`probe-relation all` and a CounterFact-sized 20,000 facts. Results: stdout,
+`probe-relation all` and a CounterFact-sized 20,000 facts, and for editing to the benchmark's
+900 ROME edits (3 relations x 3 seeds x 100) and 20,000 edits. Results: stdout,
 benchmarks/results/scale.json and scale.png.
 """
 
@@ -41,7 +48,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analyses.sharded import RelationTask  # noqa: E402
+from analyses.sharded import EditTask, RelationTask  # noqa: E402
 from benchmarks.common import write_report  # noqa: E402
 from probes.ffn import DEFAULT_METHOD  # noqa: E402
 
@@ -68,6 +75,18 @@ class SetupOnly(RelationTask):
         return [None] * len(shard)
 
 
+class EditSetupOnly(EditTask):
+    """The editing task, set up (model, fluency texts) but editing nothing."""
+
+    def __call__(self, shard: list) -> list:
+        return [None] * len(shard)
+
+
+def _same_edits(a: list, b: list) -> bool:
+    keep = ("scores", "loss_after", "layer")
+    return [{k: r[k] for k in keep} for r in a] == [{k: r[k] for k in keep} for r in b]
+
+
 def _same(a, b) -> bool:
     da, db = a.to_dict(), b.to_dict()
     da.pop("seconds"), db.pop("seconds")
@@ -92,17 +111,22 @@ def main(argv=None) -> int:
     p.add_argument("--facts", type=int, default=40, help="the first N facts of sport (225: all)")
     p.add_argument("--shard-size", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2, help="round-robin repeats (the fastest of each is kept)")
-    p.add_argument("--quick", action="store_true", help="12 facts, one repeat")
+    p.add_argument("--edits", type=int, default=8, help="ROME edits for the editing runs")
+    p.add_argument("--edit-shard-size", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="12 facts, 4 edits, one repeat")
     args = p.parse_args(argv)
     n_facts, repeats = (12, 1) if args.quick else (args.facts, args.repeats)
+    n_edits = 4 if args.quick else args.edits
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import ray
 
+    from analyses import factworld_edits as fe
     from analyses.factworld_facts import relation_facts, relation_view
-    from analyses.sharded import relation_view_sharded
+    from analyses.sharded import evaluate_edits_sharded, relation_view_sharded
     from interp.workers import ray_cluster, run_shards
     from models import load
+    from probes.edit import key_second_moment
 
     model = load("factworld").eval()
     n_facts = len(relation_facts("sport", limit=n_facts))
@@ -154,6 +178,8 @@ def main(argv=None) -> int:
                     raise SystemExit(f"{name} gave another view than the serial run")
                 times[name].append({"s": seconds, "load_average_1min": load})
                 print(f"  repeat {repeat + 1}, {name}: {seconds:.1f} s (load average before: {load:.1f})")
+        editing = _editing(model, n_edits, args.edit_shard_size, repeats, threads, fe, evaluate_edits_sharded,
+                           key_second_moment, run_shards)
     best = {name: min(t["s"] for t in ts) for name, ts in times.items()}
     t_serial, t_serial1 = best[f"serial, {threads} threads"], best["serial, 1 thread"]
     per_fact = t_serial1 / n_facts
@@ -192,6 +218,14 @@ def main(argv=None) -> int:
                         for name, size in sizes.items()}}
     for name, pred in report["model"]["predicted_s"].items():
         print(f"model, {name}: " + ", ".join(f"N={n}: {s:.0f} s" for n, s in pred.items()))
+    report["editing"] = ed = editing
+    ed["model"] |= {"start_s": start, "overhead_s": o}  # the cluster's and the engine's, as measured above
+    for name, size in {"the editing benchmark's ROME edits (900)": 900, "20,000 edits": 20000}.items():
+        ed["model"]["predicted_s"][name] = {str(n): model_time(n, size, ed["shard_size"], ed["per_edit_s"],
+                                                                ed["model"]["overhead_s"], ed["model"]["start_s"],
+                                                                ed["model"]["setup_s"]) for n in ns}
+    for name, pred in ed["model"]["predicted_s"].items():
+        print(f"model, {name}: " + ", ".join(f"N={n}: {s:.0f} s" for n, s in pred.items()))
     write_report(report, OUT / "scale.json")
     from interp import plot
 
@@ -200,9 +234,69 @@ def main(argv=None) -> int:
     return 0
 
 
+def _editing(model, n_edits: int, shard_size: int, repeats: int, threads: int, fe, evaluate_edits_sharded,
+             key_second_moment, run_shards) -> dict:
+    """The editing runs (see the module docstring), on the cluster the caller started."""
+    facts = [(s, "sport", t) for s, t in fe.random_edits(n_edits, relation="sport", seed=1001, known_by=model)]
+    for layer in range(model.cfg.n_layers):  # cached once, as `benchmarks.editing` does before its edits
+        key_second_moment(model, layer, fe.stats_texts(), progress=False)
+    print(f"editing: {n_edits} ROME edits of sport facts (traced, edited, scored, fluency), shards of {shard_size}")
+
+    def serial(n_threads: int):
+        torch.set_num_threads(n_threads)
+        try:
+            return evaluate_edits_sharded("factworld", facts, "rome", loaded=model, shard_size=shard_size,
+                                          progress=False)[1]
+        finally:
+            torch.set_num_threads(threads)
+
+    def sharded(workers: int):
+        return evaluate_edits_sharded("factworld", facts, "rome", loaded=model, shard_size=shard_size,
+                                      workers=workers, progress=False)[1]
+
+    setup = {}
+    for workers in (1, 2):
+        task = EditSetupOnly("factworld", "rome", loaded=model)
+        setup[workers] = _timed(lambda: run_shards(task, range(workers), shard_size=1, workers=workers,
+                                                   progress=False))[1]
+    runs = {f"serial, {threads} threads": lambda: serial(threads), "serial, 1 thread": lambda: serial(1),
+            "1 worker": lambda: sharded(1), "2 workers": lambda: sharded(2)}
+    times: dict = {name: [] for name in runs}
+    reference, same = None, {}
+    for repeat in range(repeats):
+        for name, fn in runs.items():
+            load = os.getloadavg()[0]
+            records, seconds = _timed(fn)
+            if name == "serial, 1 thread":
+                reference = reference or records
+            same.setdefault(name, []).append(records)
+            times[name].append({"s": seconds, "load_average_1min": load})
+            print(f"  repeat {repeat + 1}, {name}: {seconds:.1f} s (load average before: {load:.1f})")
+    for name in ("1 worker", "2 workers"):
+        if not all(_same_edits(r, reference) for r in same[name]):
+            raise SystemExit(f"editing on {name} gave other numbers than the one-thread serial run")
+    best = {name: min(t["s"] for t in ts) for name, ts in times.items()}
+    per_edit = best["serial, 1 thread"] / n_edits
+    out = {"n_edits": n_edits, "shard_size": shard_size, "runs": times, "fastest_s": best, "per_edit_s": per_edit,
+           "setup_s": setup, "workers_equal_serial_1_thread": True,
+           "serial_threads_equal_1_thread": all(_same_edits(r, reference) for r in same[f"serial, {threads} threads"]),
+           "model": {"start_s": 0.0, "setup_s": setup[1], "overhead_s": 0.0, "predicted_s": {}}}
+    for w in (1, 2):
+        run_s = best["1 worker" if w == 1 else "2 workers"]
+        out[f"{w}_workers"] = {"run_s": run_s, "modelled_run_s": model_time(w, n_edits, shard_size, per_edit, 0.0, 0.0,
+                                                                             setup[w]),
+                               "speedup_vs_serial": best[f"serial, {threads} threads"] / run_s,
+                               "speedup_vs_serial_1_thread": best["serial, 1 thread"] / run_s}
+        print(f"editing, {w} worker(s): {run_s:.1f} s (model {out[f'{w}_workers']['modelled_run_s']:.1f} s), "
+              f"speed-up {out[f'{w}_workers']['speedup_vs_serial']:.2f}x against serial ({threads} threads)")
+    print(f"editing: {per_edit:.2f} s per edit on one thread; the workers gave the one-thread numbers exactly; "
+          f"serial with {threads} threads the same: {out['serial_threads_equal_1_thread']}")
+    return out
+
+
 def _figure(report: dict, ns: list[int]) -> Figure:
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(17, 4.2), layout="constrained")
+    left, middle, right = fig.subplots(1, 3)
     names = [f"serial ({report['machine']['torch_threads']} thr.)", "serial (1 thr.)", "1 worker", "2 workers"]
     values = list(report["fastest_s"].values())
     left.bar(names, values, color=["#4d4d4d", "#878787", "#2166ac", "#4393c3"])
@@ -212,8 +306,17 @@ def _figure(report: dict, ns: list[int]) -> Figure:
     left.set_title(f"probe-relation sport, {report['n_facts']} facts, {report['machine']['cpus']} shared CPUs "
                    f"(fastest of {report['repeats']})")
     left.legend()
+    ed = report["editing"]
+    middle.bar(names, list(ed["fastest_s"].values()), color=["#4d4d4d", "#878787", "#2166ac", "#4393c3"])
+    middle.scatter([2, 3], [ed["1_workers"]["modelled_run_s"], ed["2_workers"]["modelled_run_s"]], color="#b2182b",
+                   zorder=3, label="model")
+    middle.set_ylabel("seconds")
+    middle.set_title(f"editing: {ed['n_edits']} ROME edits, each alone ({ed['per_edit_s']:.1f} s/edit)")
+    middle.legend()
     for name, pred in report["model"]["predicted_s"].items():
         right.plot(ns, [pred[str(n)] for n in ns], marker="o", label=name)
+    for name, pred in ed["model"]["predicted_s"].items():
+        right.plot(ns, [pred[str(n)] for n in ns], marker="s", ls="--", label=f"editing: {name}")
     right.set_xscale("log", base=2)
     right.set_yscale("log")
     right.set_xlabel("workers (N free cores)")

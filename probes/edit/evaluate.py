@@ -33,6 +33,7 @@ from interp.views import View, Viewable
 from interp.tokens import padded_batches
 from interp.words import answer_token, token_text
 from models.transformer import Transformer, last_token_logits
+from probes.edit.contexts import mean_key
 from probes.edit.edit import Edit
 from probes.edit.requests import EditRequest
 
@@ -202,7 +203,17 @@ def edit_report(method: str, cases: Sequence[EditCase], per_case: Sequence[CaseS
                       [asdict(s) | {"request": c.request.to_dict()} for c, s in zip(cases, per_case)])
 
 
-
+def heldout_key_cosines(model: Transformer, case: EditCase, edit: Edit) -> list[float]:
+    """Per held-out paraphrase of `case`: the cosine between the key a one-layer, one-request edit
+    was fitted at (`edit.keys`) and the subject's key in that paraphrase alone. Low values say the
+    paraphrase reaches the layer with another key than the one the edit rewrote."""
+    if len(edit.keys) != 1 or len(next(iter(edit.keys.values()))) != 1:
+        raise ValueError(f"heldout_key_cosines needs an edit of one request at one layer with its fitted key "
+                         f"({edit.method} edit with keys at layers {sorted(edit.keys)})")
+    (layer, keys), = edit.keys.items()
+    fitted = keys[0]
+    return [float(torch.nn.functional.cosine_similarity(fitted, mean_key(model, layer, [p], case.request.subject),
+                                                        dim=0)) for p in case.paraphrases]
 
 
 # ============================================================ one edit, prompt by prompt
@@ -374,5 +385,5 @@ def compare_edit(model: Transformer, edit: Edit, request: EditRequest, old: str,
     return EditComparison(request, old, method or edit.method, rows, list(paraphrases), layer, loss_before, loss_after)
 
 
-__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "edit_report", "measure_cases", "scores_after", "mean_scores", "EditReport", "mean_loss", "METRICS",
+__all__ = ["EditCase", "CaseScores", "evaluate_edit", "evaluate_edits", "edit_report", "heldout_key_cosines", "measure_cases", "scores_after", "mean_scores", "EditReport", "mean_loss", "METRICS",
            "PromptChange", "EditComparison", "compare_edit"]

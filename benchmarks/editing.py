@@ -269,8 +269,8 @@ def _sequence_cases(model, n: int, seed: int, batch_size: int) -> list[EditCase]
 
 
 def sequential(model, n: int, seed: int, batch_size: int, every: int, fluency: list[str],
-               methods: Sequence[str] = ("rome", "memit", "alphaedit"), saved=None) -> dict:
-    """ROME one at a time, MEMIT and AlphaEdit in batches: scored every `every` edits; `saved(out)`
+               methods: Sequence[str] = ("rome", "memit", "alphaedit"), after_method=None) -> dict:
+    """ROME one at a time, MEMIT and AlphaEdit in batches: scored every `every` edits; `after_method(out)`
     is called after each method (a long run keeps what it finished)."""
     cases = _sequence_cases(model, n, seed, batch_size)
     probes_ = [fe.edit_case(s, "country", t) for s, t in fe.random_edits(60, relation="country", seed=seed + 7,
@@ -311,8 +311,8 @@ def sequential(model, n: int, seed: int, batch_size: int, every: int, fluency: l
         print(f"  sequential {method} ({n} edits, batches of {size}): efficacy retained {last['efficacy_top1']:.1f}, "
               f"paraphrase {last['paraphrase_top1']:.1f}, unrelated kept {last['unrelated_kept']:.1f}, "
               f"loss {last['loss_increase']:+.2f}%, reverted bit-identically: {reverted}")
-        if saved is not None:
-            saved(out)
+        if after_method is not None:
+            after_method(out)
     return out
 
 
@@ -493,13 +493,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["batch"] = batch(model, args.sizes, args.seeds[0], fluency, stats)
     sequential_key = "sequential" if args.sequential == 100 else f"sequential_{args.sequential}"  # 100: the main run
     if "sequential" in parts:
-        def saved(partial: dict) -> None:
+        def write_partial(partial: dict) -> None:
             if args.part == "sequential":
                 write_json(args.out / f"editing_{sequential_key}.json", report | {sequential_key: partial})
 
         args.out.mkdir(parents=True, exist_ok=True)
         report[sequential_key] = sequential(model, args.sequential, args.seeds[0], args.batch_size,
-                                            max(1, args.sequential // 10), fluency, args.methods, saved)
+                                            max(1, args.sequential // 10), fluency, args.methods, write_partial)
     if "layers" in parts:
         report["localisation_vs_editing"] = _localisation_vs_editing(model, args.layers_facts)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,8 @@ FORMAT = "interp shards v1"
 PER_WORKER_IN_FLIGHT = 2  # shards queued on each worker: the next one is ready when a shard ends
 # Set here, they hold in the workers too: the key-statistics cache (so workers read what this
 # process computed), offline hubs, thread counts.
-PASSED_ENV = ("INTERP_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_VERBOSITY", "OMP_NUM_THREADS")
+PASSED_ENV = ("INTERP_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_VERBOSITY", "OMP_NUM_THREADS",
+              "RAY_worker_niceness")
 
 
 @runtime_checkable
@@ -319,8 +320,12 @@ def _ray(workers: Optional[int], address: Optional[str]) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    # Ray starts its workers at niceness 15 (below every other process): on a shared machine they
+    # got almost no CPU beside one busy job. At 0 they share the cores as this process does.
+    env.setdefault("RAY_worker_niceness", "0")
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": {k: os.environ[k] for k in PASSED_ENV if k in os.environ}})
+                 runtime_env={"env_vars": env})
     if address is not None:
         ray.init(address=address, **quiet)
     else:

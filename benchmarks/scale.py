@@ -49,7 +49,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analyses.sharded import EditTask, RelationTask  # noqa: E402
-from benchmarks.common import write_report  # noqa: E402
+from benchmarks.common import round_robin, timed, write_report  # noqa: E402
 from probes.ffn import DEFAULT_METHOD  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -91,12 +91,6 @@ def _same(a, b) -> bool:
     da, db = a.to_dict(), b.to_dict()
     da.pop("seconds"), db.pop("seconds")
     return json.dumps(da, sort_keys=True) == json.dumps(db, sort_keys=True)
-
-
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def model_time(n_workers: int, n_facts: int, shard_size: int, per_fact: float, overhead: float, start: float,
@@ -156,28 +150,22 @@ def main(argv=None) -> int:
         fixed: dict = {}
         for workers in (1, 2):
             # the worker processes start (Python, Ray, torch), then set the task up (model, prepared batch)
-            _, t_procs = _timed(lambda: run_shards(Nothing(), range(workers), shard_size=1, workers=workers,
+            _, t_procs = timed(lambda: run_shards(Nothing(), range(workers), shard_size=1, workers=workers,
                                                    progress=False))
             setup_only = SetupOnly("factworld", "sport", loaded=model, method=DEFAULT_METHOD, max_sites=20)
-            _, t_setup = _timed(lambda: run_shards(setup_only, range(workers), shard_size=1, workers=workers,
+            _, t_setup = timed(lambda: run_shards(setup_only, range(workers), shard_size=1, workers=workers,
                                                    progress=False))
-            _, t20 = _timed(lambda: run_shards(Nothing(), range(20), shard_size=1, workers=workers, progress=False))
-            _, t420 = _timed(lambda: run_shards(Nothing(), range(420), shard_size=1, workers=workers,
+            _, t20 = timed(lambda: run_shards(Nothing(), range(20), shard_size=1, workers=workers, progress=False))
+            _, t420 = timed(lambda: run_shards(Nothing(), range(420), shard_size=1, workers=workers,
                                                 progress=False))
             fixed[workers] = {"process_start_s": t_procs, "setup_s": t_setup, "overhead_per_shard_s": (t420 - t20) / 400}
         runs = {f"serial, {threads} threads": lambda: serial_run(threads), "serial, 1 thread": lambda: serial_run(1),
                 "1 worker": lambda: sharded_run(1), "2 workers": lambda: sharded_run(2)}
-        times: dict = {name: [] for name in runs}
-        reference = None
-        for repeat in range(repeats):
-            for name, fn in runs.items():
-                load = os.getloadavg()[0]
-                view, seconds = _timed(fn)
-                reference = reference or view
-                if not _same(view, reference):
-                    raise SystemExit(f"{name} gave another view than the serial run")
-                times[name].append({"s": seconds, "load_average_1min": load})
-                print(f"  repeat {repeat + 1}, {name}: {seconds:.1f} s (load average before: {load:.1f})")
+        times, views = round_robin(runs, repeats)
+        reference = views[f"serial, {threads} threads"][0]
+        for name, seen in views.items():
+            if not all(_same(view, reference) for view in seen):
+                raise SystemExit(f"{name} gave another view than the serial run")
         editing = _editing(model, n_edits, args.edit_shard_size, repeats, threads, fe, evaluate_edits_sharded,
                            key_second_moment, run_shards)
     best = {name: min(t["s"] for t in ts) for name, ts in times.items()}
@@ -257,21 +245,12 @@ def _editing(model, n_edits: int, shard_size: int, repeats: int, threads: int, f
     setup = {}
     for workers in (1, 2):
         task = EditSetupOnly("factworld", "rome", loaded=model)
-        setup[workers] = _timed(lambda: run_shards(task, range(workers), shard_size=1, workers=workers,
+        setup[workers] = timed(lambda: run_shards(task, range(workers), shard_size=1, workers=workers,
                                                    progress=False))[1]
     runs = {f"serial, {threads} threads": lambda: serial(threads), "serial, 1 thread": lambda: serial(1),
             "1 worker": lambda: sharded(1), "2 workers": lambda: sharded(2)}
-    times: dict = {name: [] for name in runs}
-    reference, same = None, {}
-    for repeat in range(repeats):
-        for name, fn in runs.items():
-            load = os.getloadavg()[0]
-            records, seconds = _timed(fn)
-            if name == "serial, 1 thread":
-                reference = reference or records
-            same.setdefault(name, []).append(records)
-            times[name].append({"s": seconds, "load_average_1min": load})
-            print(f"  repeat {repeat + 1}, {name}: {seconds:.1f} s (load average before: {load:.1f})")
+    times, same = round_robin(runs, repeats)
+    reference = same["serial, 1 thread"][0]
     for name in ("1 worker", "2 workers"):
         if not all(_same_edits(r, reference) for r in same[name]):
             raise SystemExit(f"editing on {name} gave other numbers than the one-thread serial run")

@@ -115,12 +115,10 @@ def main(argv=None) -> int:
 
     import ray
 
-    from analyses import factworld_edits as fe
     from analyses.factworld_facts import relation_facts, relation_view
-    from analyses.sharded import evaluate_edits_sharded, relation_view_sharded
+    from analyses.sharded import relation_view_sharded
     from interp.workers import ray_cluster, run_shards
     from models import load
-    from probes.edit import key_second_moment
 
     model = load("factworld").eval()
     n_facts = len(relation_facts("sport", limit=n_facts))
@@ -166,8 +164,7 @@ def main(argv=None) -> int:
         for name, seen in views.items():
             if not all(_same(view, reference) for view in seen):
                 raise SystemExit(f"{name} gave another view than the serial run")
-        editing = _editing(model, n_edits, args.edit_shard_size, repeats, threads, fe, evaluate_edits_sharded,
-                           key_second_moment, run_shards)
+        editing = _editing(model, n_edits, args.edit_shard_size, repeats, threads)
     best = {name: min(t["s"] for t in ts) for name, ts in times.items()}
     t_serial, t_serial1 = best[f"serial, {threads} threads"], best["serial, 1 thread"]
     per_fact = t_serial1 / n_facts
@@ -222,9 +219,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def _editing(model, n_edits: int, shard_size: int, repeats: int, threads: int, fe, evaluate_edits_sharded,
-             key_second_moment, run_shards) -> dict:
+def _editing(model, n_edits: int, shard_size: int, repeats: int, threads: int) -> dict:
     """The editing runs (see the module docstring), on the cluster the caller started."""
+    from analyses import factworld_edits as fe
+    from analyses.sharded import evaluate_edits_sharded
+    from interp.workers import run_shards
+    from probes.edit import key_second_moment
+
     facts = [(s, "sport", t) for s, t in fe.random_edits(n_edits, relation="sport", seed=1001, known_by=model)]
     for layer in range(model.cfg.n_layers):  # cached once, as `benchmarks.editing` does before its edits
         key_second_moment(model, layer, fe.stats_texts(), progress=False)
